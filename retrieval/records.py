@@ -1,0 +1,127 @@
+"""Plain records that cross layers: a case from an archive, its images, its report, search hits.
+
+All are frozen dataclasses so they can be hashed, compared in tests and passed between threads.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPORT_SECTIONS: tuple[str, ...] = ("history", "findings", "impression", "diagnosis")
+
+
+@dataclass(frozen=True)
+class ReportSections:
+    """A radiology report split into its sections; any section may be empty."""
+
+    history: str = ""
+    findings: str = ""
+    impression: str = ""
+    diagnosis: str = ""
+
+    def text(self) -> str:
+        """The report as one string, sections in reading order, headed by their names."""
+        parts = [f"{name.capitalize()}: {getattr(self, name).strip()}" for name in REPORT_SECTIONS
+                 if getattr(self, name).strip()]
+        return "\n".join(parts)
+
+    def is_empty(self) -> bool:
+        return not any(getattr(self, name).strip() for name in REPORT_SECTIONS)
+
+    def as_dict(self) -> dict[str, str]:
+        return {name: getattr(self, name) for name in REPORT_SECTIONS}
+
+
+@dataclass(frozen=True)
+class CaseImage:
+    """One image (2D file) or volume (DICOM series folder, NIfTI file) of a case.
+
+    `path` is what `retrieval.imaging.load_image` opens; `caption` is the image's own legend
+    (MedPix has one per image), used as the text side of image–text training pairs.
+    """
+
+    image_id: str
+    path: Path
+    caption: str = ""
+    modality: str | None = None
+    body_region: str | None = None
+    plane: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class Case:
+    """A prior case of an archive: its images and the report written for them."""
+
+    case_id: str
+    images: tuple[CaseImage, ...]
+    report: ReportSections
+    patient_id: str | None = None
+    modality: str | None = None
+    body_region: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+
+@dataclass(frozen=True)
+class SkippedItem:
+    """Something an archive reader or the ingest pipeline could not use, and why."""
+
+    source: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One search result: a stored image of a prior case, with its similarity score."""
+
+    case_id: str
+    image_id: str
+    score: float
+    modality: str | None
+    body_region: str | None
+    report: str
+    patient_id: str | None = None
+    caption: str = ""
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "case_id": self.case_id,
+            "image_id": self.image_id,
+            "score": round(float(self.score), 6),
+            "modality": self.modality,
+            "body_region": self.body_region,
+            "report": self.report,
+        }
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Modality and body region voted by the nearest stored images, with the vote's share."""
+
+    modality: str | None
+    modality_confidence: float
+    body_region: str | None
+    body_region_confidence: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "modality": self.modality,
+            "modality_confidence": round(self.modality_confidence, 4),
+            "body_region": self.body_region,
+            "body_region_confidence": round(self.body_region_confidence, 4),
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """The answer to one query."""
+
+    query: str
+    hits: tuple[Hit, ...]
+    predicted: Prediction
+
+    def as_json(self) -> dict[str, Any]:
+        return {"query": self.query, "hits": [h.as_json() for h in self.hits],
+                "predicted": self.predicted.as_json()}
