@@ -169,7 +169,7 @@ def train_encoder(train: list[TrainingPair], dev: list[TrainingPair], config: Tr
             optimizer.step()
             with torch.no_grad():  # CLIP's clamp: temperature never below 1/100
                 model.logit_scale.clamp_(0, math.log(100))
-            losses.append(float(loss))
+            losses.append(loss.item())
             step += 1
             if on_step:
                 on_step(step, total_steps, losses[-1])

@@ -128,6 +128,9 @@ class OpenClipEncoder:
         folder = Path(folder)
         if not (folder / "open_clip_config.json").is_file():
             raise EncoderLoadError(f"{folder}: no open_clip_config.json (not an open_clip checkpoint folder)")
+        if not any(any(folder.glob(pattern)) for pattern in ("*.safetensors", "*.bin", "*.pth", "*.pt")):
+            # open_clip would silently fall back to random weights; a user's checkpoint must have some.
+            raise EncoderLoadError(f"{folder}: open_clip_config.json but no weights file (.safetensors/.bin/.pth)")
         spec = f"local-dir:{folder.resolve()}"
         model, _, preprocess = open_clip.create_model_and_transforms(spec)
         self.model = model.eval()

@@ -1,0 +1,82 @@
+"""Index build throughput (images/s) with the default encoders on real MedPix images, per stage.
+
+Times the whole ingest (decode → CT encoder → MiniLM → SQLite + FAISS) on the first N train cases,
+then the stages alone on the same images, so a slow stage is visible. The first batch warms the
+models up and is not counted.
+
+Usage: python benchmarks/build_speed.py [--medpix ../shared/data/medpix2] [--cases 150]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from indexing.archives.medpix import MedPixArchive
+from indexing.pipeline import Ingestor, report_text_for_embedding
+from retrieval.case_store import CaseStore
+from retrieval.encoders.image_encoder import load_image_encoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.encoders.volume_embedding import embed_decoded
+from retrieval.imaging import load_case_image
+from retrieval.records import Case
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).parent / "results"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--medpix", type=Path, default=REPO.parent / "shared" / "data" / "medpix2")
+    parser.add_argument("--encoder", type=Path, default=REPO / "data" / "models" / "ct-encoder")
+    parser.add_argument("--cases", type=int, default=150)
+    parser.add_argument("--out", type=Path, default=RESULTS / "build_speed.json")
+    args = parser.parse_args()
+
+    encoder = load_image_encoder(args.encoder)
+    text_encoder = TextEncoder()
+    cases = [c for c in MedPixArchive(args.medpix, "train", limit=args.cases + 8) if isinstance(c, Case)]
+    warmup, cases = cases[:8], cases[8:]
+    images = [img for c in cases for img in c.images]
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = CaseStore.create(Path(tmp) / "idx", image_dim=encoder.dim, text_dim=text_encoder.dim,
+                                 image_encoder=encoder.name, text_encoder=text_encoder.name)
+        ingestor = Ingestor(store, encoder, text_encoder)
+        ingestor.ingest(warmup)
+        summary = ingestor.ingest(cases)
+        store.close()
+
+    t = time.perf_counter()
+    decoded = [load_case_image(img) for img in images]
+    decode_s = time.perf_counter() - t
+    t = time.perf_counter()
+    embed_decoded(encoder, decoded)
+    image_s = time.perf_counter() - t
+    t = time.perf_counter()
+    text_encoder.embed([report_text_for_embedding(c) for c in cases])
+    text_s = time.perf_counter() - t
+
+    n = len(images)
+    result = {
+        "benchmark": "build_speed", "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "encoder": encoder.name, "cases": len(cases), "images": n,
+        "build_images_per_second": round(summary.images_per_second, 2),
+        "build_seconds": round(summary.seconds, 2),
+        "stage_images_per_second": {"decode": round(n / decode_s, 1), "image_embedding": round(n / image_s, 1),
+                                    "report_embedding_cases": round(len(cases) / text_s, 1)},
+        "target_images_per_second": 20,
+    }
+    print(json.dumps(result, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Similar-case search: by image, by text, or both (weighted score fusion), with a leakage guard.
+
+- Image query: the CT encoder's vector of the image (volumes: pooled slices) against stored images.
+- Text query: the CT encoder's text tower against stored images, fused with the report-text
+  encoder (MiniLM) against stored reports: score = w·clip + (1−w)·report, w = `text_clip_weight`.
+- Image + text: score = w·image + (1−w)·report, w = `image_weight`.
+Candidates come from the FAISS indexes (several times k); fused scores are then computed exactly
+from the stored vectors, so a candidate found by one index is scored fairly by the other.
+
+Leakage guard (on by default): a query never returns its own case or patient. The query's case is
+recognised by its path (an image already in the store), by DICOM PatientID / StudyInstanceUID, or by
+being a near-exact duplicate of a stored image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from retrieval.case_store import CaseStore
+from retrieval.encoders.image_encoder import ImageEncoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
+from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
+from retrieval.records import Hit, Prediction, SearchResult
+from retrieval.voting import vote
+
+DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
+VOTE_K = 10
+
+
+class QueryError(ValueError):
+    """A query that cannot be answered (no image and no text, unreadable or non-image file)."""
+
+
+@dataclass(frozen=True)
+class Query:
+    """An image (2D file, DICOM file or series folder, NIfTI), a text, or both."""
+
+    image: Path | None = None
+    text: str | None = None
+
+    @property
+    def label(self) -> str:
+        if self.image is not None and self.text:
+            return f"{self.image} + text:{self.text}"
+        return str(self.image) if self.image is not None else f"text:{self.text}"
+
+
+@dataclass
+class _Exclusions:
+    case_ids: set[str]
+    patient_ids: set[str]
+
+
+class CaseSearcher:
+    """Answers queries against one case store with encoders loaded once."""
+
+    def __init__(self, store: CaseStore, image_encoder: ImageEncoder, text_encoder: TextEncoder, *,
+                 image_weight: float = 0.5, text_clip_weight: float = 0.5, leakage_guard: bool = True,
+                 volume_slices: int = DEFAULT_VOLUME_SLICES, window: str | None = None) -> None:
+        self.store = store
+        self.image_encoder = image_encoder
+        self.text_encoder = text_encoder
+        self.image_weight = image_weight
+        self.text_clip_weight = text_clip_weight
+        self.leakage_guard = leakage_guard
+        self.volume_slices = volume_slices
+        self.window = window
+
+    # -- query encoding -------------------------------------------------------------------------
+    def _decode(self, path: Path) -> DecodedImage:
+        if not Path(path).exists():
+            raise QueryError(f"{path}: query image not found")
+        try:
+            return load_image(path)
+        except ImageDecodeError as err:
+            raise QueryError(f"{path}: not a readable image ({err})") from err
+
+    def embed_image(self, path: Path) -> tuple[np.ndarray, DecodedImage]:
+        decoded = self._decode(path)
+        vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
+        return vector, decoded
+
+    # -- leakage guard --------------------------------------------------------------------------
+    def _exclusions(self, query: Query, decoded: DecodedImage | None, vector: np.ndarray | None,
+                    case_ids: set[str], patient_ids: set[str]) -> _Exclusions:
+        excl = _Exclusions(set(case_ids), set(patient_ids))
+        if query.image is not None:
+            excl.case_ids |= self.store.case_ids_for_path(Path(query.image).resolve())
+        if decoded is not None:
+            meta = decoded.metadata or {}
+            if meta.get("patient_id"):
+                excl.patient_ids.add(str(meta["patient_id"]))
+            if meta.get("study_uid"):
+                excl.case_ids.add(str(meta["study_uid"]))
+        if vector is not None:
+            for hit in self.store.search_images(vector[None, :], 5)[0]:
+                if hit.score >= DUPLICATE_SCORE:
+                    excl.case_ids.add(hit.case_id)
+        # A case's patient is excluded with it, so a second study of the same patient cannot leak.
+        for case_id in list(excl.case_ids):
+            patient = self.store.patient_of(case_id)
+            if patient:
+                excl.patient_ids.add(patient)
+        return excl
+
+    # -- search -----------------------------------------------------------------------------------
+    def search(self, query: Query, k: int = 5, *, filters: Mapping[str, str] | None = None,
+               exclude_case_ids: set[str] | None = None, exclude_patient_ids: set[str] | None = None,
+               leakage_guard: bool | None = None, per_image: bool = False) -> SearchResult:
+        """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region."""
+        if query.image is None and not (query.text and query.text.strip()):
+            raise QueryError("a query needs an image or a non-empty text")
+        if k < 1:
+            raise QueryError(f"k must be at least 1, got {k}")
+        guard = self.leakage_guard if leakage_guard is None else leakage_guard
+        image_vec, decoded = self.embed_image(query.image) if query.image is not None else (None, None)
+        text = query.text.strip() if query.text else ""
+        report_vec = self.text_encoder.embed([text])[0] if text else None
+        clip_text_vec = self.image_encoder.embed_texts([text])[0] if text and image_vec is None else None
+        excl = (self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
+                if guard else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ())))
+        visual_vec = image_vec if image_vec is not None else clip_text_vec
+        visual_weight = self.image_weight if image_vec is not None else self.text_clip_weight
+        if report_vec is None:
+            visual_weight = 1.0
+        pool = max(4 * k, 50)
+        search_kw = dict(filters=dict(filters or {}), exclude_case_ids=excl.case_ids,
+                         exclude_patient_ids=excl.patient_ids)
+        candidates: dict[tuple[str, str], Hit] = {}
+        assert visual_vec is not None
+        for hit in self.store.search_images(visual_vec[None, :], pool, **search_kw)[0]:
+            candidates[(hit.case_id, hit.image_id)] = hit
+        if report_vec is not None:
+            text_cases = [h.case_id for h in self.store.search_texts(report_vec[None, :], pool, **search_kw)[0]]
+            for hit in self.store.image_hits_for_cases(text_cases):
+                candidates.setdefault((hit.case_id, hit.image_id), hit)
+        hits = self._fuse(list(candidates.values()), visual_vec, visual_weight, report_vec)
+        neighbours = hits[:VOTE_K]
+        predicted = Prediction(*vote([h.modality for h in neighbours], [h.score for h in neighbours]),
+                               *vote([h.body_region for h in neighbours], [h.score for h in neighbours]))
+        if not per_image:
+            hits = _best_per_case(hits)
+        return SearchResult(query=query.label, hits=tuple(hits[:k]), predicted=predicted)
+
+    def _fuse(self, hits: list[Hit], visual_vec: np.ndarray, visual_weight: float,
+              report_vec: np.ndarray | None) -> list[Hit]:
+        """Exact fused scores from stored vectors, best first."""
+        if not hits:
+            return []
+        image_vecs = self.store.image_vectors([(h.case_id, h.image_id) for h in hits])
+        scores = image_vecs @ visual_vec
+        if report_vec is not None and visual_weight < 1.0:
+            text_vecs = self.store.case_text_vectors([h.case_id for h in hits])
+            scores = visual_weight * scores + (1 - visual_weight) * (text_vecs @ report_vec)
+        order = np.argsort(-scores, kind="stable")
+        return [_with_score(hits[i], float(scores[i])) for i in order]
+
+
+def _with_score(hit: Hit, score: float) -> Hit:
+    from dataclasses import replace
+
+    return replace(hit, score=score)
+
+
+def _best_per_case(hits: list[Hit]) -> list[Hit]:
+    seen: set[str] = set()
+    best = []
+    for hit in hits:
+        if hit.case_id not in seen:
+            seen.add(hit.case_id)
+            best.append(hit)
+    return best
