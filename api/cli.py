@@ -241,10 +241,12 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     out.print(f"[bold]{result.query}[/bold]  predicted: {p.modality} ({p.modality_confidence:.2f}), "
               f"{p.body_region} ({p.body_region_confidence:.2f})")
     table = Table(show_lines=False)
-    for col in ("#", "score", "case", "image", "modality", "region", "report"):
-        table.add_column(col)
+    for col in ("#", "score", "case", "image", "modality", "region"):
+        table.add_column(col, no_wrap=True)
+    table.add_column("findings", no_wrap=True, overflow="ellipsis", max_width=70)
     for i, hit in enumerate(result.hits, 1):
-        snippet = " ".join(hit.report.split())[:90]
+        text = hit.report.split("Findings:", 1)[-1].split("\nDiagnosis:", 1)[0]
+        snippet = " ".join(text.split())[:140]
         table.add_row(str(i), f"{hit.score:.3f}", hit.case_id, hit.image_id, hit.modality or "",
                       hit.body_region or "", snippet)
     out.print(table)

@@ -20,7 +20,7 @@ from indexing.training.pairs import TrainingPair, load_pairs
 def _load(path: Path, fmt: str | None, split: str, limit: int | None, short_side: int,
           progress: Progress, label: str) -> list[TrainingPair]:
     archive = open_archive(path, fmt, split=split, limit=limit)
-    task = progress.add_task(f"decoding {label} ({archive.name})", total=len(archive))
+    task = progress.add_task(f"decoding {label} ({archive.name})", total=len(archive), status="")
     pairs, _ = load_pairs(archive, short_side=short_side, on_item=lambda: progress.advance(task))
     return pairs
 

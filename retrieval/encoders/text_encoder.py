@@ -27,6 +27,9 @@ class TextEncoder:
     def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32) -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
         from sentence_transformers import SentenceTransformer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # its weight-loading bar is noise in a CLI
 
         path = Path(model_path) if model_path else packaged_minilm_path()
         if not path.is_dir():

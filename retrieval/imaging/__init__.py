@@ -1,0 +1,15 @@
+"""Decoding of images and volumes: PNG/JPEG, DICOM files and series, NIfTI; CT windowing; slicing."""
+
+from retrieval.imaging.decoded import DecodedImage
+from retrieval.imaging.dicom import DicomSeries, find_series, load_series, read_dicom_file
+from retrieval.imaging.errors import ImageDecodeError
+from retrieval.imaging.loader import load_case_image, load_image
+from retrieval.imaging.nifti import read_nifti
+from retrieval.imaging.slices import DEFAULT_CT_WINDOW, to_slices
+from retrieval.imaging.windows import WINDOW_PRESETS, WindowPreset, apply_window, normalize_percentile
+
+__all__ = [
+    "DEFAULT_CT_WINDOW", "WINDOW_PRESETS", "DecodedImage", "DicomSeries", "ImageDecodeError", "WindowPreset",
+    "apply_window", "find_series", "load_case_image", "load_image", "load_series", "normalize_percentile",
+    "read_dicom_file", "read_nifti", "to_slices",
+]

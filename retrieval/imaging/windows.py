@@ -1,0 +1,49 @@
+"""CT window presets (centre/width in Hounsfield units) and intensity scaling to 8 bits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class WindowPreset:
+    name: str
+    center: float
+    width: float
+
+
+WINDOW_PRESETS: dict[str, WindowPreset] = {p.name: p for p in (
+    WindowPreset("lung", -600, 1500),
+    WindowPreset("mediastinum", 50, 350),
+    WindowPreset("bone", 400, 1800),
+    WindowPreset("brain", 40, 80),
+    WindowPreset("abdomen", 40, 400),
+)}
+
+
+def get_window(preset: WindowPreset | str) -> WindowPreset:
+    if isinstance(preset, WindowPreset):
+        return preset
+    try:
+        return WINDOW_PRESETS[preset.lower()]
+    except KeyError:
+        raise ValueError(f"unknown window preset {preset!r}; expected one of {', '.join(WINDOW_PRESETS)}") from None
+
+
+def apply_window(hu: np.ndarray, preset: WindowPreset | str) -> np.ndarray:
+    """Map HU to 0..255 linearly inside [centre − width/2, centre + width/2], clipping outside."""
+    window = get_window(preset)
+    low = window.center - window.width / 2
+    scaled = (np.asarray(hu, dtype=np.float32) - low) / window.width
+    return (np.clip(scaled, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def normalize_percentile(x: np.ndarray, low: float = 1, high: float = 99) -> np.ndarray:
+    """Scale non-HU data (MR, photographs) to 0..255 between two percentiles; robust to outliers."""
+    x = np.asarray(x, dtype=np.float32)
+    lo, hi = np.percentile(x, [low, high]) if x.size else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo + 1.0
+    return (np.clip((x - lo) / (hi - lo), 0, 1) * 255 + 0.5).astype(np.uint8)

@@ -1,0 +1,147 @@
+"""The `kgreport` CLI on the bundled demo archive with the bundled encoder (real models)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+
+def _json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture(scope="module")
+def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One demo index for the module, built through the CLI."""
+    from api.settings import get_settings
+
+    data = tmp_path_factory.mktemp("kg")
+    old = os.environ.get("KGREPORT_DATA_DIR")
+    os.environ["KGREPORT_DATA_DIR"] = str(data)
+    get_settings.cache_clear()
+    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
+    result = runner.invoke(app, ["index", "build", str(demo), "--name", "demo"])
+    assert result.exit_code == 0, result.output
+    yield data
+    if old is None:
+        os.environ.pop("KGREPORT_DATA_DIR", None)
+    else:
+        os.environ["KGREPORT_DATA_DIR"] = old
+    get_settings.cache_clear()
+
+
+def test_build_info_and_rebuild_without_duplicates(demo_index: Path) -> None:
+    info = runner.invoke(app, ["index", "info", "demo"])
+    assert info.exit_code == 0, info.output
+    data = json.loads(info.output)
+    assert data["cases"] == 60 and data["images"] == 115
+    again = runner.invoke(app, ["index", "build", str(Path(__file__).resolve().parents[2] / "data" / "demo"),
+                                "--name", "demo"])
+    assert again.exit_code == 0
+    assert '"cases_already_present": 60' in again.output
+    assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 60
+
+
+def test_search_json_lines(demo_index: Path) -> None:
+    queries = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))
+    result = runner.invoke(app, ["search", *map(str, queries[:2]), "--text", "lung mass", "--index", "demo",
+                                 "-k", "4", "--json"])
+    assert result.exit_code == 0, result.output
+    lines = _json_lines(result.stdout)
+    assert len(lines) == 3
+    for line in lines:
+        assert set(line) == {"query", "hits", "predicted"}
+        assert len(line["hits"]) == 4
+        assert set(line["hits"][0]) == {"case_id", "image_id", "score", "modality", "body_region", "report"}
+        assert set(line["predicted"]) == {"modality", "modality_confidence", "body_region", "body_region_confidence"}
+    assert lines[0]["predicted"]["modality"] == "CT"
+
+
+def test_filters_and_leakage_guard(demo_index: Path) -> None:
+    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
+    stored = sorted((demo / "images").glob("*.jpg"))[0]
+    own_case = stored.name.split("_")[0]
+    guarded = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json"]).stdout)[0]
+    assert own_case not in {h["case_id"] for h in guarded["hits"]}
+    unguarded = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json",
+                                                "--no-leakage-guard"]).stdout)[0]
+    assert unguarded["hits"][0]["case_id"] == own_case
+    mr = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json", "-f", "modality=MR"]).stdout)[0]
+    assert mr["hits"] and all(h["modality"] == "MR" for h in mr["hits"])
+
+
+def test_add_and_delete_one_case(demo_index: Path) -> None:
+    image = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
+    added = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW1", "--report",
+                                "FINDINGS: right lower lobe consolidation.", "--image", str(image)])
+    assert added.exit_code == 0, added.output
+    assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 61
+    dup = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW1", "--report", "x", "--image", str(image)])
+    assert dup.exit_code == 2 and "already in index" in dup.output
+    empty = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW2", "--report", " ", "--image", str(image)])
+    assert empty.exit_code == 2 and "empty report" in empty.output
+    deleted = runner.invoke(app, ["index", "delete", "demo", "NEW1", "NOPE"])
+    assert json.loads(deleted.output) == {"index": "demo", "deleted": ["NEW1"], "not_found": ["NOPE"]}
+    assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 60
+
+
+def test_clear_errors(demo_index: Path, tmp_path: Path) -> None:
+    missing = runner.invoke(app, ["search", "--text", "x", "--index", "nope"])
+    assert missing.exit_code == 2 and "index 'nope' not found" in missing.output
+    text_file = tmp_path / "scan.dcm"
+    text_file.write_text("not dicom")
+    wrong = runner.invoke(app, ["search", str(text_file), "--index", "demo"])
+    assert wrong.exit_code == 2 and "scan.dcm" in wrong.output
+    bad_name = runner.invoke(app, ["index", "info", "../etc"])
+    assert bad_name.exit_code == 2 and "invalid index name" in bad_name.output
+
+
+def test_dimension_mismatch_names_the_index(demo_index: Path, tmp_path: Path) -> None:
+    """An index built with one encoder refuses queries from an encoder of another size."""
+    from retrieval.case_store import CaseStore
+
+    CaseStore.create(demo_index / "indexes" / "small", image_dim=8, text_dim=384, image_encoder="other",
+                     text_encoder="all-MiniLM-L6-v2").close()
+    result = runner.invoke(app, ["search", "--text", "x", "--index", "small"])
+    assert result.exit_code == 2 and "index 'small'" in result.output and "8-d" in result.output
+
+
+def test_killed_build_process_resumes(tmp_path: Path) -> None:
+    """SIGKILL a real `kgreport index build` mid-way; rerunning finishes it without duplicates."""
+    demo = Path(__file__).resolve().parents[2] / "data" / "demo"
+    env = {**os.environ, "KGREPORT_DATA_DIR": str(tmp_path), "KGREPORT_INGEST_BATCH_CASES": "4"}
+    cmd = [sys.executable, "-m", "api.cli", "index", "build", str(demo), "--name", "k"]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    db = tmp_path / "indexes" / "k" / "store.sqlite"
+    deadline = time.time() + 120
+    import sqlite3
+
+    while time.time() < deadline:
+        if db.exists():
+            try:
+                with sqlite3.connect(db) as con:
+                    if con.execute("SELECT COUNT(*) FROM cases").fetchone()[0] >= 8:
+                        break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rerun = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = json.loads(rerun.stdout)
+    assert summary["cases_already_present"] >= 8
+    assert summary["info"]["cases"] == 60 and summary["info"]["images"] == 115

@@ -1,0 +1,147 @@
+"""End to end on real MedPix cases with the bundled CT encoder and MiniLM: build, search, resume."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from indexing.archives.medpix import MedPixArchive
+from indexing.pipeline import IngestOptions, Ingestor
+from retrieval.case_store import CaseStore
+from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.records import Case, CaseImage, SkippedItem
+from retrieval.search import CaseSearcher, Query, QueryError
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def encoders() -> tuple[CTEncoder, TextEncoder]:
+    encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder")
+    assert isinstance(encoder, CTEncoder)
+    return encoder, TextEncoder()
+
+
+def _store(root: Path, encoders: tuple[CTEncoder, TextEncoder]) -> CaseStore:
+    image, text = encoders
+    return CaseStore.create(root, image_dim=image.dim, text_dim=text.dim, image_encoder=image.name,
+                            text_encoder=text.name)
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory, encoders, medpix_root_module: Path):
+    root = tmp_path_factory.mktemp("idx") / "medpix50"
+    store = _store(root, encoders)
+    archive = MedPixArchive(medpix_root_module, "train", limit=50)
+    summary = Ingestor(store, *encoders).ingest(archive)
+    yield store, summary, archive
+    store.close()
+
+
+@pytest.fixture(scope="module")
+def medpix_root_module() -> Path:
+    shared = REPO.parent / "shared" / "data" / "medpix2"
+    return shared if (shared / "data_train.jsonl").is_file() else REPO / "data" / "demo"
+
+
+def test_build_indexes_every_case_and_image(built) -> None:
+    store, summary, archive = built
+    cases = [c for c in archive if isinstance(c, Case)]
+    assert summary.cases_added == len(cases) >= 45
+    assert summary.images_added == sum(len(c.images) for c in cases)
+    info = store.info()
+    assert info["cases"] == len(cases) and info["images"] == summary.images_added
+
+
+def test_image_search_finds_similar_cases_and_votes(built, encoders) -> None:
+    store, _, archive = built
+    searcher = CaseSearcher(store, *encoders)
+    case = next(c for c in archive if isinstance(c, Case) and len(c.images) >= 2)
+    result = searcher.search(Query(image=case.images[0].path), k=5)
+    assert len(result.hits) == 5
+    assert case.case_id not in {h.case_id for h in result.hits}, "leakage guard: own case must not come back"
+    assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
+    assert result.predicted.modality == case.images[0].modality
+    assert 0 < result.predicted.modality_confidence <= 1
+    open_result = searcher.search(Query(image=case.images[0].path), k=5, leakage_guard=False)
+    assert open_result.hits[0].case_id == case.case_id and open_result.hits[0].score > 0.99
+
+
+def test_filters_text_and_hybrid_queries(built, encoders) -> None:
+    store, _, _ = built
+    searcher = CaseSearcher(store, *encoders)
+    mr = searcher.search(Query(text="axial MR of the brain"), k=5, filters={"modality": "MR"})
+    assert mr.hits and all(h.modality == "MR" for h in mr.hits)
+    thorax = searcher.search(Query(text="CT chest lung mass"), k=5, filters={"body_region": "thorax"})
+    assert thorax.hits and all(h.body_region == "Thorax" for h in thorax.hits)
+    image = next(iter(store.case_ids()))
+    path = Path(store.get_case(image)["images"][0]["path"])
+    hybrid = searcher.search(Query(image=path, text="brain tumour"), k=3)
+    assert len(hybrid.hits) == 3
+
+
+def test_bad_queries_are_clear_errors(built, encoders, tmp_path: Path) -> None:
+    store, _, _ = built
+    searcher = CaseSearcher(store, *encoders)
+    not_image = tmp_path / "notes.png"
+    not_image.write_text("this is a report, not an image")
+    with pytest.raises(QueryError, match="notes.png"):
+        searcher.search(Query(image=not_image))
+    with pytest.raises(QueryError, match="not found"):
+        searcher.search(Query(image=tmp_path / "missing.jpg"))
+    with pytest.raises(QueryError, match="needs an image or a non-empty text"):
+        searcher.search(Query(text="   "))
+
+
+def test_unreadable_images_and_empty_reports_are_skipped_and_counted(tmp_path: Path, encoders, demo_archive: Path) -> None:
+    store = _store(tmp_path / "idx", encoders)
+    good = next(c for c in MedPixArchive(demo_archive, "train") if isinstance(c, Case))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 truncated jpeg")
+    items: list[Case | SkippedItem] = [
+        good,
+        Case(case_id="broken", images=(CaseImage("broken/1", broken),), report=good.report),
+        Case(case_id="empty", images=good.images, report=type(good.report)()),
+        SkippedItem(source="row 7", reason="row without case_id"),
+    ]
+    summary = Ingestor(store, *encoders).ingest(items)
+    assert summary.cases_added == 1
+    reasons = {s.source: s.reason for s in summary.skipped}
+    assert "unreadable image" in reasons["broken/broken/1"]
+    assert reasons["broken"] == "no readable image"
+    assert reasons["empty"] == "empty report"
+    assert reasons["row 7"] == "row without case_id"
+    store.close()
+
+
+def test_build_killed_midway_is_finished_by_rerunning(tmp_path: Path, encoders, demo_archive: Path) -> None:
+    archive = MedPixArchive(demo_archive, "train")
+    total = sum(isinstance(c, Case) for c in archive)
+    store = _store(tmp_path / "idx", encoders)
+
+    def crashing() -> Iterator[Case | SkippedItem]:
+        for i, item in enumerate(archive):
+            if i == 37:
+                raise KeyboardInterrupt("simulated kill")
+            yield item
+
+    with pytest.raises(KeyboardInterrupt):
+        Ingestor(store, *encoders, IngestOptions(batch_cases=8, flush_every_batches=100)).ingest(crashing())
+    store.close()  # nothing flushed: FAISS files lag behind SQLite, as after a real kill
+    reopened = CaseStore.open(tmp_path / "idx")
+    partial = reopened.info()["cases"]
+    assert 0 < partial < total
+    summary = Ingestor(reopened, *encoders).ingest(archive)
+    assert summary.cases_already_present == partial
+    assert reopened.info()["cases"] == total
+    searcher = CaseSearcher(reopened, *encoders)
+    hits = searcher.search(Query(text="brain"), k=total, per_image=True).hits
+    keys = [(h.case_id, h.image_id) for h in hits]
+    assert len(keys) == len(set(keys)), "no duplicates after resume"
+    reopened.close()
+    shutil.rmtree(tmp_path / "idx")
