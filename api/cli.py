@@ -13,14 +13,25 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 from rich.table import Table
 
 from api.services import Services
 from api.settings import Settings, get_settings
+from retrieval.records import SearchResult
 
-app = typer.Typer(help="Grounded radiology report drafting over your archive of prior cases.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="Grounded radiology report drafting over your archive of prior cases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
 console = Console(stderr=True)
@@ -36,8 +47,15 @@ def _services() -> Services:
 
 
 def _progress() -> Progress:
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False)
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
 
 
 @contextmanager
@@ -51,8 +69,16 @@ def _user_errors() -> Iterator[None]:
 
     try:
         yield
-    except (CliError, ArchiveError, IndexNotFoundError, EncoderLoadError, ImageDecodeError, QueryError,
-            FileNotFoundError, ValueError) as err:
+    except (
+        CliError,
+        ArchiveError,
+        IndexNotFoundError,
+        EncoderLoadError,
+        ImageDecodeError,
+        QueryError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
         console.print(f"[red]error:[/red] {err}")
         raise typer.Exit(2) from None
 
@@ -61,15 +87,28 @@ def _configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
 
-def _ingest(services: Services, name: str, archive_path: Path, fmt: str | None, split: str,
-            limit: int | None, *, create: bool, replace: bool = False) -> dict:
+def _ingest(
+    services: Services,
+    name: str,
+    archive_path: Path,
+    fmt: str | None,
+    split: str,
+    limit: int | None,
+    *,
+    create: bool,
+    replace: bool = False,
+) -> dict:
     from indexing.archives import open_archive
     from indexing.pipeline import IngestOptions, Ingestor
 
     archive = open_archive(archive_path, fmt, split=split, limit=limit)
     store = services.open_store(name, create=create)
-    options = IngestOptions(batch_cases=services.settings.ingest_batch_cases, replace=replace,
-                            volume_slices=services.settings.volume_slices, window=services.settings.ct_window)
+    options = IngestOptions(
+        batch_cases=services.settings.ingest_batch_cases,
+        replace=replace,
+        volume_slices=services.settings.volume_slices,
+        window=services.settings.ct_window,
+    )
     ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options)
     with _progress() as progress:
         task = progress.add_task(f"indexing {archive.name}", total=len(archive))
@@ -85,7 +124,9 @@ def _ingest(services: Services, name: str, archive_path: Path, fmt: str | None, 
 def index_build(
     archive: Annotated[Path, typer.Argument(help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")],
     name: Annotated[str, typer.Option("--name", "-n", help="index name")],
-    format: Annotated[str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")] = None,
+    format: Annotated[
+        str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")
+    ] = None,
     split: Annotated[str, typer.Option(help="MedPix split")] = "train",
     limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -119,8 +160,15 @@ def index_add(
     out.print_json(json.dumps(result))
 
 
-def _add_one(services: Services, name: str, case_id: str | None, report: str | None,
-             patient_id: str | None, images: list[Path], replace: bool) -> dict:
+def _add_one(
+    services: Services,
+    name: str,
+    case_id: str | None,
+    report: str | None,
+    patient_id: str | None,
+    images: list[Path],
+    replace: bool,
+) -> dict:
     from indexing.pipeline import IngestOptions, Ingestor
     from indexing.reports import split_report
     from retrieval.records import Case, CaseImage
@@ -133,10 +181,16 @@ def _add_one(services: Services, name: str, case_id: str | None, report: str | N
     for path in images:
         if not path.exists():
             raise CliError(f"{path}: image not found")
-    case = Case(case_id=case_id, patient_id=patient_id, report=sections,
-                images=tuple(CaseImage(image_id=f"{case_id}/{p.name}", path=p.resolve()) for p in images))
+    case = Case(
+        case_id=case_id,
+        patient_id=patient_id,
+        report=sections,
+        images=tuple(CaseImage(image_id=f"{case_id}/{p.name}", path=p.resolve()) for p in images),
+    )
     store = services.open_store(name)
-    summary = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace)).ingest([case])
+    summary = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace)).ingest(
+        [case]
+    )
     if summary.cases_already_present:
         raise CliError(f"case {case_id} is already in index {name!r} (use --replace)")
     if not summary.cases_added:
@@ -196,7 +250,9 @@ def index_list() -> None:
 
 @app.command("search")
 def search(
-    queries: Annotated[list[Path] | None, typer.Argument(help="query images: PNG, JPEG, DICOM file or series folder, NIfTI")] = None,
+    queries: Annotated[
+        list[Path] | None, typer.Argument(help="query images: PNG, JPEG, DICOM file or series folder, NIfTI")
+    ] = None,
     text: Annotated[list[str] | None, typer.Option("--text", "-t", help="a text query (repeatable)")] = None,
     with_text: Annotated[str | None, typer.Option(help="text fused with every image query (hybrid search)")] = None,
     index: Annotated[str, typer.Option("--index", "-i", help="index name")] = "demo",
@@ -217,8 +273,9 @@ def search(
             raise CliError("give at least one query image or --text")
         searcher = _services().searcher(index)
         for query in all_queries:
-            result = searcher.search(query, k=k, filters=filters, per_image=per_image,
-                                     leakage_guard=not no_leakage_guard)
+            result = searcher.search(
+                query, k=k, filters=filters, per_image=per_image, leakage_guard=not no_leakage_guard
+            )
             if as_json:
                 sys.stdout.write(json.dumps(result.as_json()) + "\n")
                 sys.stdout.flush()
@@ -236,10 +293,12 @@ def _parse_filters(items: list[str]) -> dict[str, str]:
     return filters
 
 
-def _print_result(result) -> None:  # type: ignore[no-untyped-def]
+def _print_result(result: SearchResult) -> None:
     p = result.predicted
-    out.print(f"[bold]{result.query}[/bold]  predicted: {p.modality} ({p.modality_confidence:.2f}), "
-              f"{p.body_region} ({p.body_region_confidence:.2f})")
+    out.print(
+        f"[bold]{result.query}[/bold]  predicted: {p.modality} ({p.modality_confidence:.2f}), "
+        f"{p.body_region} ({p.body_region_confidence:.2f})"
+    )
     table = Table(show_lines=False)
     for col in ("#", "score", "case", "image", "modality", "region"):
         table.add_column(col, no_wrap=True)
@@ -247,8 +306,9 @@ def _print_result(result) -> None:  # type: ignore[no-untyped-def]
     for i, hit in enumerate(result.hits, 1):
         text = hit.report.split("Findings:", 1)[-1].split("\nDiagnosis:", 1)[0]
         snippet = " ".join(text.split())[:140]
-        table.add_row(str(i), f"{hit.score:.3f}", hit.case_id, hit.image_id, hit.modality or "",
-                      hit.body_region or "", snippet)
+        table.add_row(
+            str(i), f"{hit.score:.3f}", hit.case_id, hit.image_id, hit.modality or "", hit.body_region or "", snippet
+        )
     out.print(table)
 
 
@@ -259,7 +319,9 @@ def train_encoder_cmd(
     format: Annotated[str | None, typer.Option("--format")] = None,
     split: Annotated[str, typer.Option(help="training split (MedPix)")] = "train",
     dev_split: Annotated[str, typer.Option(help="split used to pick the best epoch")] = "dev",
-    dev_archive: Annotated[Path | None, typer.Option(help="separate dev archive (default: ARCHIVE's dev split)")] = None,
+    dev_archive: Annotated[
+        Path | None, typer.Option(help="separate dev archive (default: ARCHIVE's dev split)")
+    ] = None,
     model: Annotated[str, typer.Option(help="architecture config name or JSON path")] = "ct-mobilenetv2",
     init: Annotated[str, typer.Option(help="imagenet or scratch")] = "imagenet",
     epochs: Annotated[int, typer.Option(min=1)] = 12,
@@ -271,9 +333,21 @@ def train_encoder_cmd(
     from indexing.training.run import run_training
 
     with _user_errors():
-        summary = run_training(archive, out_dir, fmt=format, split=split, dev_split=dev_split,
-                               dev_archive=dev_archive, model=model, init=init, epochs=epochs,
-                               batch_size=batch_size, max_steps=max_steps, limit=limit, console=console)
+        summary = run_training(
+            archive,
+            out_dir,
+            fmt=format,
+            split=split,
+            dev_split=dev_split,
+            dev_archive=dev_archive,
+            model=model,
+            init=init,
+            epochs=epochs,
+            batch_size=batch_size,
+            max_steps=max_steps,
+            limit=limit,
+            console=console,
+        )
     out.print_json(json.dumps(summary))
 
 
@@ -290,17 +364,24 @@ def demo(
         console.rule("kgreport demo")
         console.print(f"data dir: {settings.data_dir}")
         result = _ingest(services, "demo", settings.demo_archive, "medpix", "train", None, create=True)
-        console.print(f"index [bold]demo[/bold]: {result['info']['cases']} cases, {result['info']['images']} "
-                      f"images ({result['cases_added']} added now, {result['cases_already_present']} already there)")
+        console.print(
+            f"index [bold]demo[/bold]: {result['info']['cases']} cases, {result['info']['images']} "
+            f"images ({result['cases_added']} added now, {result['cases_already_present']} already there)"
+        )
         searcher = services.searcher("demo")
         queries_dir = settings.demo_archive / "queries"
-        truth = {json.loads(line)["image"]: json.loads(line) for line in
-                 (queries_dir / "queries.jsonl").read_text().splitlines() if line.strip()}
+        truth = {
+            json.loads(line)["image"]: json.loads(line)
+            for line in (queries_dir / "queries.jsonl").read_text().splitlines()
+            if line.strip()
+        }
         for path in sorted(queries_dir.glob("*.jpg")):
             info = truth.get(path.stem, {})
             res = searcher.search(Query(image=path), k=k)
-            out.print(f"\nheld-out query {path.name} (truth: {info.get('Type')}, {info.get('Location Category')}; "
-                      f"caption: {(info.get('Description') or {}).get('Caption', '')[:80]})")
+            out.print(
+                f"\nheld-out query {path.name} (truth: {info.get('Type')}, {info.get('Location Category')}; "
+                f"caption: {(info.get('Description') or {}).get('Caption', '')[:80]})"
+            )
             _print_result(res)
         res = searcher.search(Query(text="axial CT of the chest with a lung mass"), k=k)
         out.print("\ntext query")

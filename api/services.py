@@ -44,11 +44,17 @@ class Services:
         root = self.settings.index_dir(name)
         if not CaseStore.exists(root):
             if not create:
-                raise IndexNotFoundError(f"index {name!r} not found at {root} (build it with "
-                                         f"`kgreport index build ARCHIVE --name {name}`)")
-            store = CaseStore.create(root, image_dim=self.image_encoder.dim, text_dim=self.text_encoder.dim,
-                                     image_encoder=self.image_encoder.name, text_encoder=self.text_encoder.name,
-                                     params=self.index_params)
+                raise IndexNotFoundError(
+                    f"index {name!r} not found at {root} (build it with `kgreport index build ARCHIVE --name {name}`)"
+                )
+            store = CaseStore.create(
+                root,
+                image_dim=self.image_encoder.dim,
+                text_dim=self.text_encoder.dim,
+                image_encoder=self.image_encoder.name,
+                text_encoder=self.text_encoder.name,
+                params=self.index_params,
+            )
         else:
             store = CaseStore.open(root, params=self.index_params)
         self._check_dims(name, store)
@@ -61,13 +67,19 @@ class Services:
             raise ValueError(
                 f"index {name!r} ({store.root}) holds {info['image_dim']}-d image / {info['text_dim']}-d text "
                 f"vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) / "
-                f"{self.text_encoder.dim}-d ({self.text_encoder.name}); rebuild the index or load its encoders")
+                f"{self.text_encoder.dim}-d ({self.text_encoder.name}); rebuild the index or load its encoders"
+            )
 
     def searcher(self, name: str) -> CaseSearcher:
-        return CaseSearcher(self.open_store(name), self.image_encoder, self.text_encoder,
-                            image_weight=self.settings.hybrid_image_weight,
-                            leakage_guard=self.settings.leakage_guard,
-                            volume_slices=self.settings.volume_slices, window=self.settings.ct_window)
+        return CaseSearcher(
+            self.open_store(name),
+            self.image_encoder,
+            self.text_encoder,
+            image_weight=self.settings.hybrid_image_weight,
+            leakage_guard=self.settings.leakage_guard,
+            volume_slices=self.settings.volume_slices,
+            window=self.settings.ct_window,
+        )
 
     def close(self) -> None:
         for store in self._stores.values():

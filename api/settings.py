@@ -26,15 +26,17 @@ class Settings(BaseSettings):
 
     data_dir: Path = Field(default_factory=_default_data_dir, description="indexes, caches, graph data")
     bundled_data_dir: Path = Field(default=REPO_ROOT / "data", description="demo archive and shipped weights")
-    image_encoder: str = Field(default="", description="CT encoder folder or open_clip checkpoint folder; "
-                                                       "empty = the bundled trained encoder")
+    image_encoder: str = Field(
+        default="", description="CT encoder folder or open_clip checkpoint folder; empty = the bundled trained encoder"
+    )
     text_encoder: str = Field(default="", description="sentence-transformers folder; empty = packaged MiniLM")
     exact_search_threshold: int = Field(default=20_000, ge=1, description="below: exact search; above: IVF")
     ivf_nprobe: int = Field(default=16, ge=1)
     volume_slices: int = Field(default=8, ge=1, le=64, description="axial slices sampled per 3D volume")
     ct_window: str | None = Field(default=None, description="window preset for CT volumes (lung, bone, ...)")
-    hybrid_image_weight: float = Field(default=0.5, ge=0.0, le=1.0,
-                                       description="weight of image similarity in hybrid image+text queries")
+    hybrid_image_weight: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="weight of image similarity in hybrid image+text queries"
+    )
     leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
     ingest_batch_cases: int = Field(default=16, ge=1)
 

@@ -46,8 +46,13 @@ def main() -> None:
     images = [img for c in cases for img in c.images]
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = CaseStore.create(Path(tmp) / "idx", image_dim=encoder.dim, text_dim=text_encoder.dim,
-                                 image_encoder=encoder.name, text_encoder=text_encoder.name)
+        store = CaseStore.create(
+            Path(tmp) / "idx",
+            image_dim=encoder.dim,
+            text_dim=text_encoder.dim,
+            image_encoder=encoder.name,
+            text_encoder=text_encoder.name,
+        )
         ingestor = Ingestor(store, encoder, text_encoder)
         ingestor.ingest(warmup)
         summary = ingestor.ingest(cases)
@@ -65,12 +70,18 @@ def main() -> None:
 
     n = len(images)
     result = {
-        "benchmark": "build_speed", "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-        "encoder": encoder.name, "cases": len(cases), "images": n,
+        "benchmark": "build_speed",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+        "encoder": encoder.name,
+        "cases": len(cases),
+        "images": n,
         "build_images_per_second": round(summary.images_per_second, 2),
         "build_seconds": round(summary.seconds, 2),
-        "stage_images_per_second": {"decode": round(n / decode_s, 1), "image_embedding": round(n / image_s, 1),
-                                    "report_embedding_cases": round(len(cases) / text_s, 1)},
+        "stage_images_per_second": {
+            "decode": round(n / decode_s, 1),
+            "image_embedding": round(n / image_s, 1),
+            "report_embedding_cases": round(len(cases) / text_s, 1),
+        },
         "target_images_per_second": 20,
     }
     print(json.dumps(result, indent=2))

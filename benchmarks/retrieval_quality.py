@@ -50,8 +50,13 @@ def evaluate(encoder_path: Path, medpix: Path, text_encoder: TextEncoder, limit:
     train_cases = [c for c in MedPixArchive(medpix, "train", limit=limit) if isinstance(c, Case)]
     dev_cases = [c for c in MedPixArchive(medpix, "dev") if isinstance(c, Case)]
     with tempfile.TemporaryDirectory() as tmp:
-        store = CaseStore.create(Path(tmp) / "idx", image_dim=encoder.dim, text_dim=text_encoder.dim,
-                                 image_encoder=encoder.name, text_encoder=text_encoder.name)
+        store = CaseStore.create(
+            Path(tmp) / "idx",
+            image_dim=encoder.dim,
+            text_dim=text_encoder.dim,
+            image_encoder=encoder.name,
+            text_encoder=text_encoder.name,
+        )
         summary = Ingestor(store, encoder, text_encoder).ingest(train_cases)
         searcher = CaseSearcher(store, encoder, text_encoder)
         train_dx = {norm_diagnosis(c.report.diagnosis) for c in train_cases}
@@ -70,21 +75,29 @@ def evaluate(encoder_path: Path, medpix: Path, text_encoder: TextEncoder, limit:
         store.close()
     # text→image: dev captions against train + dev images (the caption's own image is the target)
     gallery = [(c, img) for c in train_cases + dev_cases for img in c.images]
-    vectors = np.concatenate([embed_decoded(encoder, [load_case_image(img) for _, img in gallery[i:i + 64]])
-                              for i in range(0, len(gallery), 64)])
+    vectors = np.concatenate(
+        [
+            embed_decoded(encoder, [load_case_image(img) for _, img in gallery[i : i + 64]])
+            for i in range(0, len(gallery), 64)
+        ]
+    )
     dev_offset = sum(len(c.images) for c in train_cases)
     texts = [pair_text(img, c) for c, img in gallery[dev_offset:]]
     ranks = np.argsort(-(encoder.embed_texts(texts) @ vectors.T), axis=1)[:, :10]
     t2i = float(np.mean([dev_offset + i in row for i, row in enumerate(ranks)]))
     return {
-        "encoder": str(encoder_path), "encoder_name": encoder.name,
+        "encoder": str(encoder_path),
+        "encoder_name": encoder.name,
         "init": (getattr(encoder, "info", {}).get("training") or {}).get("config", {}).get("init"),
-        "train_cases": len(train_cases), "train_images": summary.images_added, "dev_queries": len(modality_ok),
+        "train_cases": len(train_cases),
+        "train_images": summary.images_added,
+        "dev_queries": len(modality_ok),
         "modality_accuracy": round(float(np.mean(modality_ok)), 4),
         "body_region_accuracy": round(float(np.mean(region_ok)), 4),
         "same_diagnosis_recall_at_5": round(float(np.mean(dx_hits)), 4) if dx_hits else None,
         "same_diagnosis_queries": len(dx_hits),
-        "text_to_image_recall_at_10": round(t2i, 4), "text_to_image_gallery": len(gallery),
+        "text_to_image_recall_at_10": round(t2i, 4),
+        "text_to_image_gallery": len(gallery),
         "build_images_per_second": round(summary.images_per_second, 2),
         "query_p50_ms": round(float(np.median(latencies)), 1),
     }
@@ -103,9 +116,13 @@ def main() -> None:
         row = evaluate(path, args.medpix, text_encoder, args.limit)
         rows.append(row)
         print(json.dumps(row), flush=True)
-    result = {"benchmark": "retrieval_quality", "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-              "targets": {"modality_accuracy": 0.97, "body_region_accuracy": 0.90},
-              "anchor": "DR-Minerva reports >92% modality and body location on MedPix 2.0", "results": rows}
+    result = {
+        "benchmark": "retrieval_quality",
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "targets": {"modality_accuracy": 0.97, "body_region_accuracy": 0.90},
+        "anchor": "DR-Minerva reports >92% modality and body location on MedPix 2.0",
+        "results": rows,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(f"wrote {args.out}")

@@ -43,10 +43,15 @@ class BuildSummary:
 
     def as_json(self) -> dict[str, Any]:
         reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
-        return {"cases_added": self.cases_added, "images_added": self.images_added,
-                "cases_already_present": self.cases_already_present, "skipped": len(self.skipped),
-                "skipped_reasons": dict(reasons.most_common(10)), "seconds": round(self.seconds, 2),
-                "images_per_second": round(self.images_per_second, 2)}
+        return {
+            "cases_added": self.cases_added,
+            "images_added": self.images_added,
+            "cases_already_present": self.cases_already_present,
+            "skipped": len(self.skipped),
+            "skipped_reasons": dict(reasons.most_common(10)),
+            "seconds": round(self.seconds, 2),
+            "images_per_second": round(self.images_per_second, 2),
+        }
 
 
 @dataclass
@@ -78,14 +83,21 @@ def report_text_for_embedding(case: Case) -> str:
 class Ingestor:
     """Embeds cases and writes them to a store; encoders are loaded once by the caller."""
 
-    def __init__(self, store: CaseStore, image_encoder: ImageEncoder, text_encoder: TextEncoder,
-                 options: IngestOptions | None = None) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        options: IngestOptions | None = None,
+    ) -> None:
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.options = options or IngestOptions()
 
-    def _embed_batch(self, cases: list[Case], summary: BuildSummary) -> list[tuple[Case, dict[str, np.ndarray], np.ndarray]]:
+    def _embed_batch(
+        self, cases: list[Case], summary: BuildSummary
+    ) -> list[tuple[Case, dict[str, np.ndarray], np.ndarray]]:
         items: list[tuple[Case, list[tuple[CaseImage, DecodedImage]]]] = []
         for case in cases:
             if case.report.is_empty():
@@ -117,8 +129,9 @@ class Ingestor:
             summary.cases_added += len(embedded)
             summary.images_added += sum(len(v) for _, v, _ in embedded)
 
-    def ingest(self, items: Iterable[Case | SkippedItem],
-               progress: Callable[[int], None] | None = None) -> BuildSummary:
+    def ingest(
+        self, items: Iterable[Case | SkippedItem], progress: Callable[[int], None] | None = None
+    ) -> BuildSummary:
         """Add every new case of `items`; `progress(n)` is called after each n items are handled."""
         summary = BuildSummary()
         started = time.perf_counter()

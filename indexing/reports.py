@@ -12,15 +12,23 @@ import re
 from retrieval.records import ReportSections
 
 _HEADINGS: dict[str, tuple[str, ...]] = {
-    "history": ("history", "clinical history", "indication", "indications", "clinical information",
-                "reason for exam", "clinical indication"),
+    "history": (
+        "history",
+        "clinical history",
+        "indication",
+        "indications",
+        "clinical information",
+        "reason for exam",
+        "clinical indication",
+    ),
     "findings": ("findings", "finding", "report", "description"),
     "impression": ("impression", "conclusion", "conclusions", "summary", "opinion"),
     "diagnosis": ("diagnosis", "final diagnosis", "case diagnosis"),
 }
 _SYNONYM_TO_SECTION = {syn: section for section, syns in _HEADINGS.items() for syn in syns}
 _HEADING_RE = re.compile(
-    r"^[ \t]*(?P<name>" + "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
+    r"^[ \t]*(?P<name>"
+    + "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
     + r")[ \t]*(?::|-|\u2014)[ \t]*",
     re.IGNORECASE | re.MULTILINE,
 )
@@ -36,7 +44,7 @@ def split_report(text: str) -> ReportSections:
         parts["findings"].append(lead.strip())
     for i, match in enumerate(matches):
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        body = text[match.end():end].strip()
+        body = text[match.end() : end].strip()
         if body:
             parts[_SYNONYM_TO_SECTION[match.group("name").lower()]].append(body)
     return ReportSections(**{name: "\n".join(chunks) for name, chunks in parts.items()})

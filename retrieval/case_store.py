@@ -101,15 +101,28 @@ class CaseStore:
         return (Path(root) / "manifest.json").is_file() and (Path(root) / "store.sqlite").is_file()
 
     @classmethod
-    def create(cls, root: Path, *, image_dim: int, text_dim: int, image_encoder: str, text_encoder: str,
-               params: IndexParams | None = None) -> CaseStore:
+    def create(
+        cls,
+        root: Path,
+        *,
+        image_dim: int,
+        text_dim: int,
+        image_encoder: str,
+        text_encoder: str,
+        params: IndexParams | None = None,
+    ) -> CaseStore:
         root = Path(root)
         if cls.exists(root):
             raise FileExistsError(f"{root}: an index already exists here")
         root.mkdir(parents=True, exist_ok=True)
-        manifest = {"format_version": FORMAT_VERSION, "image_dim": int(image_dim), "text_dim": int(text_dim),
-                    "image_encoder": image_encoder, "text_encoder": text_encoder,
-                    "created": datetime.now(UTC).isoformat(timespec="seconds")}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "image_dim": int(image_dim),
+            "text_dim": int(text_dim),
+            "image_encoder": image_encoder,
+            "text_encoder": text_encoder,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
         store = cls(root, manifest, params)  # creates the SQLite schema first ...
         _write_json_atomic(root / "manifest.json", manifest)  # ... so a manifest always has a database
         return store
@@ -124,7 +137,9 @@ class CaseStore:
         except json.JSONDecodeError as err:
             raise IndexNotFoundError(f"{root / 'manifest.json'}: unreadable ({err})") from err
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{root}: index format {manifest.get('format_version')}, this kgreport reads {FORMAT_VERSION}")
+            raise ValueError(
+                f"{root}: index format {manifest.get('format_version')}, this kgreport reads {FORMAT_VERSION}"
+            )
         return cls(root, manifest, params)
 
     def close(self) -> None:
@@ -143,8 +158,10 @@ class CaseStore:
         return int(row["value"]) if row else 0
 
     def _bump_generation(self) -> None:
-        self._db.execute("INSERT INTO meta(key, value) VALUES('generation', '1') "
-                         "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1")
+        self._db.execute(
+            "INSERT INTO meta(key, value) VALUES('generation', '1') "
+            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
+        )
 
     def _load_faiss(self) -> None:
         state_file = self.root / "faiss.json"
@@ -178,8 +195,9 @@ class CaseStore:
             _write_json_atomic(self.root / "faiss.json", {"generation": self.generation()})
 
     # -- writes --------------------------------------------------------------------------------------
-    def add_cases(self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *,
-                  replace: bool = False) -> int:
+    def add_cases(
+        self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *, replace: bool = False
+    ) -> int:
         """Store cases with their image vectors and report vector, all in one transaction."""
         image_dim, text_dim = self.manifest["image_dim"], self.manifest["text_dim"]
         with self._lock:
@@ -191,22 +209,34 @@ class CaseStore:
             try:
                 for case, image_vectors, text_vector in items:
                     if np.asarray(text_vector).shape != (text_dim,):
-                        raise VectorIndexError(f"case {case.case_id}: report vector of shape {np.shape(text_vector)}, "
-                                               f"index {self.root.name} expects ({text_dim},)")
+                        raise VectorIndexError(
+                            f"case {case.case_id}: report vector of shape {np.shape(text_vector)}, "
+                            f"index {self.root.name} expects ({text_dim},)"
+                        )
                     existing = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case.case_id,)).fetchone()
                     if existing is not None:
                         if not replace:
                             raise DuplicateCaseError(f"case {case.case_id} is already in index {self.root.name}")
                         removed_cases.append(existing["id"])
-                        removed_images += [r["id"] for r in self._db.execute(
-                            "SELECT id FROM images WHERE case_pk=?", (existing["id"],))]
+                        removed_images += [
+                            r["id"]
+                            for r in self._db.execute("SELECT id FROM images WHERE case_pk=?", (existing["id"],))
+                        ]
                         self._db.execute("DELETE FROM cases WHERE id=?", (existing["id"],))
                     case_pk = self._db.execute(
                         "INSERT INTO cases(case_id, patient_id, modality, body_region, report_json, report_text,"
                         " metadata_json, text_vector) VALUES (?,?,?,?,?,?,?,?)",
-                        (case.case_id, case.patient_id, case.modality, case.body_region,
-                         json.dumps(case.report.as_dict()), case.report.text(),
-                         json.dumps(case.metadata, default=str), _blob(text_vector))).lastrowid
+                        (
+                            case.case_id,
+                            case.patient_id,
+                            case.modality,
+                            case.body_region,
+                            json.dumps(case.report.as_dict()),
+                            case.report.text(),
+                            json.dumps(case.metadata, default=str),
+                            _blob(text_vector),
+                        ),
+                    ).lastrowid
                     assert case_pk is not None
                     new_texts.append((case_pk, np.asarray(text_vector, dtype=np.float32)))
                     for image in case.images:
@@ -214,14 +244,25 @@ class CaseStore:
                         if vector is None:
                             continue
                         if np.asarray(vector).shape != (image_dim,):
-                            raise VectorIndexError(f"image {image.image_id}: vector of shape {np.shape(vector)}, "
-                                                   f"index {self.root.name} expects ({image_dim},)")
+                            raise VectorIndexError(
+                                f"image {image.image_id}: vector of shape {np.shape(vector)}, "
+                                f"index {self.root.name} expects ({image_dim},)"
+                            )
                         image_pk = self._db.execute(
                             "INSERT INTO images(case_pk, image_id, path, caption, modality, body_region, plane,"
                             " metadata_json, vector) VALUES (?,?,?,?,?,?,?,?,?)",
-                            (case_pk, image.image_id, str(image.path), image.caption,
-                             image.modality or case.modality, image.body_region or case.body_region, image.plane,
-                             json.dumps(image.metadata, default=str), _blob(vector))).lastrowid
+                            (
+                                case_pk,
+                                image.image_id,
+                                str(image.path),
+                                image.caption,
+                                image.modality or case.modality,
+                                image.body_region or case.body_region,
+                                image.plane,
+                                json.dumps(image.metadata, default=str),
+                                _blob(vector),
+                            ),
+                        ).lastrowid
                         assert image_pk is not None
                         new_images.append((image_pk, np.asarray(vector, dtype=np.float32)))
                 self._bump_generation()
@@ -268,39 +309,59 @@ class CaseStore:
 
     def case_ids_for_path(self, path: Path) -> set[str]:
         """Cases that store an image at exactly this path (the leakage guard's first check)."""
-        rows = self._db.execute("SELECT c.case_id FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.path = ?",
-                                (str(path),))
+        rows = self._db.execute(
+            "SELECT c.case_id FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.path = ?", (str(path),)
+        )
         return {r["case_id"] for r in rows}
 
     def get_case(self, case_id: str) -> dict[str, Any] | None:
         row = self._db.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
         if row is None:
             return None
-        images = self._db.execute("SELECT image_id, path, caption, modality, body_region, plane, metadata_json "
-                                  "FROM images WHERE case_pk=? ORDER BY id", (row["id"],)).fetchall()
+        images = self._db.execute(
+            "SELECT image_id, path, caption, modality, body_region, plane, metadata_json "
+            "FROM images WHERE case_pk=? ORDER BY id",
+            (row["id"],),
+        ).fetchall()
         return {
-            "case_id": row["case_id"], "patient_id": row["patient_id"], "modality": row["modality"],
-            "body_region": row["body_region"], "report": json.loads(row["report_json"]),
-            "report_text": row["report_text"], "metadata": json.loads(row["metadata_json"]),
-            "images": [{**{k: img[k] for k in ("image_id", "path", "caption", "modality", "body_region", "plane")},
-                        "metadata": json.loads(img["metadata_json"])} for img in images],
+            "case_id": row["case_id"],
+            "patient_id": row["patient_id"],
+            "modality": row["modality"],
+            "body_region": row["body_region"],
+            "report": json.loads(row["report_json"]),
+            "report_text": row["report_text"],
+            "metadata": json.loads(row["metadata_json"]),
+            "images": [
+                {
+                    **{k: img[k] for k in ("image_id", "path", "caption", "modality", "body_region", "plane")},
+                    "metadata": json.loads(img["metadata_json"]),
+                }
+                for img in images
+            ],
         }
 
     def info(self) -> dict[str, Any]:
         size = sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
         return {
-            "name": self.root.name, "path": str(self.root),
+            "name": self.root.name,
+            "path": str(self.root),
             "cases": self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0],
             "images": self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0],
-            "image_dim": self.manifest["image_dim"], "text_dim": self.manifest["text_dim"],
-            "image_encoder": self.manifest["image_encoder"], "text_encoder": self.manifest["text_encoder"],
-            "image_index": self.image_index.kind, "text_index": self.text_index.kind,
-            "generation": self.generation(), "bytes_on_disk": size, "created": self.manifest.get("created"),
+            "image_dim": self.manifest["image_dim"],
+            "text_dim": self.manifest["text_dim"],
+            "image_encoder": self.manifest["image_encoder"],
+            "text_encoder": self.manifest["text_encoder"],
+            "image_index": self.image_index.kind,
+            "text_index": self.text_index.kind,
+            "generation": self.generation(),
+            "bytes_on_disk": size,
+            "created": self.manifest.get("created"),
         }
 
     # -- search ------------------------------------------------------------------------------------------
-    def _where(self, filters: Mapping[str, str], exclude_case_ids: Collection[str],
-               exclude_patient_ids: Collection[str]) -> tuple[str, list[Any]]:
+    def _where(
+        self, filters: Mapping[str, str], exclude_case_ids: Collection[str], exclude_patient_ids: Collection[str]
+    ) -> tuple[str, list[Any]]:
         clauses, args = [], []
         for key, value in filters.items():
             if not _FILTER_KEY_RE.match(key):
@@ -310,25 +371,34 @@ class CaseStore:
             elif key in {"patient_id", "case_id"}:
                 clauses.append(f"lower(c.{key}) = lower(?)")
             else:
-                clauses.append("lower(COALESCE(json_extract(i.metadata_json, ?), json_extract(c.metadata_json, ?)))"
-                               " = lower(?)")
+                clauses.append(
+                    "lower(COALESCE(json_extract(i.metadata_json, ?), json_extract(c.metadata_json, ?))) = lower(?)"
+                )
                 args += [f'$."{key}"', f'$."{key}"']
             args.append(str(value))
         if exclude_case_ids:
             clauses.append(f"c.case_id NOT IN ({','.join('?' * len(exclude_case_ids))})")
             args += list(exclude_case_ids)
         if exclude_patient_ids:
-            clauses.append(f"(c.patient_id IS NULL OR c.patient_id NOT IN ({','.join('?' * len(exclude_patient_ids))}))")
+            clauses.append(
+                f"(c.patient_id IS NULL OR c.patient_id NOT IN ({','.join('?' * len(exclude_patient_ids))}))"
+            )
             args += list(exclude_patient_ids)
         return " AND ".join(clauses), args
 
-    def _allowed(self, column: str, filters: Mapping[str, str] | None, exclude_case_ids: Collection[str],
-                 exclude_patient_ids: Collection[str]) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _allowed(
+        self,
+        column: str,
+        filters: Mapping[str, str] | None,
+        exclude_case_ids: Collection[str],
+        exclude_patient_ids: Collection[str],
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(allowed ids or None for all, excluded ids or None) for `column` ("i.id" or "c.id")."""
         if filters:
             where, args = self._where(filters, exclude_case_ids, exclude_patient_ids)
-            rows = self._db.execute(f"SELECT DISTINCT {column} AS id FROM images i JOIN cases c ON c.id = i.case_pk "
-                                    f"WHERE {where}", args).fetchall()  # noqa: S608 - values are parameters
+            rows = self._db.execute(
+                f"SELECT DISTINCT {column} AS id FROM images i JOIN cases c ON c.id = i.case_pk WHERE {where}", args
+            ).fetchall()  # noqa: S608 - values are parameters
             return np.array([r["id"] for r in rows], dtype=np.int64), None
         if exclude_case_ids or exclude_patient_ids:
             clauses, args = [], []
@@ -338,8 +408,11 @@ class CaseStore:
             if exclude_patient_ids:
                 clauses.append(f"c.patient_id IN ({','.join('?' * len(exclude_patient_ids))})")
                 args += list(exclude_patient_ids)
-            rows = self._db.execute(f"SELECT DISTINCT {column} AS id FROM cases c LEFT JOIN images i ON c.id = i.case_pk "
-                                    f"WHERE {' OR '.join(clauses)}", args).fetchall()  # noqa: S608
+            rows = self._db.execute(
+                f"SELECT DISTINCT {column} AS id FROM cases c LEFT JOIN images i ON c.id = i.case_pk "
+                f"WHERE {' OR '.join(clauses)}",
+                args,
+            ).fetchall()  # noqa: S608
             return None, np.array([r["id"] for r in rows if r["id"] is not None], dtype=np.int64)
         return None, None
 
@@ -347,45 +420,92 @@ class CaseStore:
         if not ids:
             return []
         rows = {r["pk"]: r for r in self._db.execute(sql.format(qs=",".join("?" * len(ids))), list(ids))}
-        return [Hit(case_id=r["case_id"], image_id=r["image_id"] or "", score=float(s), modality=r["modality"],
-                    body_region=r["body_region"], report=r["report_text"], patient_id=r["patient_id"],
-                    caption=r["caption"] or "")
-                for i, s in zip(ids, scores, strict=True) if (r := rows.get(i)) is not None]
+        return [
+            Hit(
+                case_id=r["case_id"],
+                image_id=r["image_id"] or "",
+                score=float(s),
+                modality=r["modality"],
+                body_region=r["body_region"],
+                report=r["report_text"],
+                patient_id=r["patient_id"],
+                caption=r["caption"] or "",
+            )
+            for i, s in zip(ids, scores, strict=True)
+            if (r := rows.get(i)) is not None
+        ]
 
-    _IMAGE_HIT_SQL = ("SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality, "
-                      "COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption "
-                      "FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN ({qs})")
-    _TEXT_HIT_SQL = ("SELECT c.id AS pk, c.case_id, (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1)"
-                     " AS image_id, c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption "
-                     "FROM cases c WHERE c.id IN ({qs})")
+    _IMAGE_HIT_SQL = (
+        "SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality, "
+        "COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption "
+        "FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN ({qs})"
+    )
+    _TEXT_HIT_SQL = (
+        "SELECT c.id AS pk, c.case_id, (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1)"
+        " AS image_id, c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption "
+        "FROM cases c WHERE c.id IN ({qs})"
+    )
 
-    def _search(self, index: VectorIndex, column: str, sql: str, queries: np.ndarray, k: int,
-                filters: Mapping[str, str] | None, exclude_case_ids: Collection[str],
-                exclude_patient_ids: Collection[str]) -> list[list[Hit]]:
+    def _search(
+        self,
+        index: VectorIndex,
+        column: str,
+        sql: str,
+        queries: np.ndarray,
+        k: int,
+        filters: Mapping[str, str] | None,
+        exclude_case_ids: Collection[str],
+        exclude_patient_ids: Collection[str],
+    ) -> list[list[Hit]]:
         with self._lock:
             allowed, excluded = self._allowed(column, filters, exclude_case_ids, exclude_patient_ids)
             scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
-            return [self._hits(sql, [int(i) for i in row_ids if i >= 0], [float(s) for s, i in zip(row_s, row_ids, strict=True) if i >= 0])
-                    for row_s, row_ids in zip(scores, ids, strict=True)]
+            return [
+                self._hits(
+                    sql,
+                    [int(i) for i in row_ids if i >= 0],
+                    [float(s) for s, i in zip(row_s, row_ids, strict=True) if i >= 0],
+                )
+                for row_s, row_ids in zip(scores, ids, strict=True)
+            ]
 
-    def search_images(self, queries: np.ndarray, k: int, *, filters: Mapping[str, str] | None = None,
-                      exclude_case_ids: Collection[str] = (), exclude_patient_ids: Collection[str] = ()) -> list[list[Hit]]:
+    def search_images(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+    ) -> list[list[Hit]]:
         """Top-k stored images per query vector (image-space vectors)."""
-        return self._search(self.image_index, "i.id", self._IMAGE_HIT_SQL, queries, k, filters,
-                            exclude_case_ids, exclude_patient_ids)
+        return self._search(
+            self.image_index, "i.id", self._IMAGE_HIT_SQL, queries, k, filters, exclude_case_ids, exclude_patient_ids
+        )
 
-    def search_texts(self, queries: np.ndarray, k: int, *, filters: Mapping[str, str] | None = None,
-                     exclude_case_ids: Collection[str] = (), exclude_patient_ids: Collection[str] = ()) -> list[list[Hit]]:
+    def search_texts(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+    ) -> list[list[Hit]]:
         """Top-k cases per query vector (report-text-space vectors); image_id is the case's first image."""
-        return self._search(self.text_index, "c.id", self._TEXT_HIT_SQL, queries, k, filters,
-                            exclude_case_ids, exclude_patient_ids)
+        return self._search(
+            self.text_index, "c.id", self._TEXT_HIT_SQL, queries, k, filters, exclude_case_ids, exclude_patient_ids
+        )
 
     def image_hits_for_cases(self, case_ids: Sequence[str]) -> list[Hit]:
         """Every stored image of these cases, as zero-score hits (candidates for exact rescoring)."""
         if not case_ids:
             return []
-        rows = self._db.execute(f"SELECT i.id FROM images i JOIN cases c ON c.id = i.case_pk "
-                                f"WHERE c.case_id IN ({','.join('?' * len(case_ids))})", list(case_ids)).fetchall()
+        rows = self._db.execute(
+            f"SELECT i.id FROM images i JOIN cases c ON c.id = i.case_pk "
+            f"WHERE c.case_id IN ({','.join('?' * len(case_ids))})",
+            list(case_ids),
+        ).fetchall()
         ids = [r["id"] for r in rows]
         return self._hits(self._IMAGE_HIT_SQL, ids, [0.0] * len(ids))
 
@@ -393,8 +513,10 @@ class CaseStore:
         """Stored image vectors for (case_id, image_id) pairs, in order."""
         out = np.zeros((len(keys), self.manifest["image_dim"]), dtype=np.float32)
         for n, (case_id, image_id) in enumerate(keys):
-            row = self._db.execute("SELECT i.vector FROM images i JOIN cases c ON c.id = i.case_pk "
-                                   "WHERE c.case_id=? AND i.image_id=?", (case_id, image_id)).fetchone()
+            row = self._db.execute(
+                "SELECT i.vector FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id=? AND i.image_id=?",
+                (case_id, image_id),
+            ).fetchone()
             if row is not None:
                 out[n] = _unblob(row["vector"])
         return out
@@ -402,9 +524,16 @@ class CaseStore:
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
         """Stored report vectors for these case ids, in order (zeros for unknown ids)."""
         unique = list(dict.fromkeys(case_ids))
-        found = {r["case_id"]: _unblob(r["text_vector"]) for r in self._db.execute(
-            f"SELECT case_id, text_vector FROM cases WHERE case_id IN ({','.join('?' * len(unique))})", unique)} \
-            if unique else {}
+        found = (
+            {
+                r["case_id"]: _unblob(r["text_vector"])
+                for r in self._db.execute(
+                    f"SELECT case_id, text_vector FROM cases WHERE case_id IN ({','.join('?' * len(unique))})", unique
+                )
+            }
+            if unique
+            else {}
+        )
         zero = np.zeros(self.manifest["text_dim"], dtype=np.float32)
         if not case_ids:
             return np.zeros((0, self.manifest["text_dim"]), dtype=np.float32)

@@ -23,8 +23,11 @@ class ReportSections:
 
     def text(self) -> str:
         """The report as one string, sections in reading order, headed by their names."""
-        parts = [f"{name.capitalize()}: {getattr(self, name).strip()}" for name in REPORT_SECTIONS
-                 if getattr(self, name).strip()]
+        parts = [
+            f"{name.capitalize()}: {getattr(self, name).strip()}"
+            for name in REPORT_SECTIONS
+            if getattr(self, name).strip()
+        ]
         return "\n".join(parts)
 
     def is_empty(self) -> bool:
@@ -123,5 +126,4 @@ class SearchResult:
     predicted: Prediction
 
     def as_json(self) -> dict[str, Any]:
-        return {"query": self.query, "hits": [h.as_json() for h in self.hits],
-                "predicted": self.predicted.as_json()}
+        return {"query": self.query, "hits": [h.as_json() for h in self.hits], "predicted": self.predicted.as_json()}

@@ -59,9 +59,18 @@ class _Exclusions:
 class CaseSearcher:
     """Answers queries against one case store with encoders loaded once."""
 
-    def __init__(self, store: CaseStore, image_encoder: ImageEncoder, text_encoder: TextEncoder, *,
-                 image_weight: float = 0.5, text_clip_weight: float = 0.5, leakage_guard: bool = True,
-                 volume_slices: int = DEFAULT_VOLUME_SLICES, window: str | None = None) -> None:
+    def __init__(
+        self,
+        store: CaseStore,
+        image_encoder: ImageEncoder,
+        text_encoder: TextEncoder,
+        *,
+        image_weight: float = 0.5,
+        text_clip_weight: float = 0.5,
+        leakage_guard: bool = True,
+        volume_slices: int = DEFAULT_VOLUME_SLICES,
+        window: str | None = None,
+    ) -> None:
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
@@ -86,8 +95,14 @@ class CaseSearcher:
         return vector, decoded
 
     # -- leakage guard --------------------------------------------------------------------------
-    def _exclusions(self, query: Query, decoded: DecodedImage | None, vector: np.ndarray | None,
-                    case_ids: set[str], patient_ids: set[str]) -> _Exclusions:
+    def _exclusions(
+        self,
+        query: Query,
+        decoded: DecodedImage | None,
+        vector: np.ndarray | None,
+        case_ids: set[str],
+        patient_ids: set[str],
+    ) -> _Exclusions:
         excl = _Exclusions(set(case_ids), set(patient_ids))
         if query.image is not None:
             excl.case_ids |= self.store.case_ids_for_path(Path(query.image).resolve())
@@ -109,9 +124,17 @@ class CaseSearcher:
         return excl
 
     # -- search -----------------------------------------------------------------------------------
-    def search(self, query: Query, k: int = 5, *, filters: Mapping[str, str] | None = None,
-               exclude_case_ids: set[str] | None = None, exclude_patient_ids: set[str] | None = None,
-               leakage_guard: bool | None = None, per_image: bool = False) -> SearchResult:
+    def search(
+        self,
+        query: Query,
+        k: int = 5,
+        *,
+        filters: Mapping[str, str] | None = None,
+        exclude_case_ids: set[str] | None = None,
+        exclude_patient_ids: set[str] | None = None,
+        leakage_guard: bool | None = None,
+        per_image: bool = False,
+    ) -> SearchResult:
         """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region."""
         if query.image is None and not (query.text and query.text.strip()):
             raise QueryError("a query needs an image or a non-empty text")
@@ -122,33 +145,52 @@ class CaseSearcher:
         text = query.text.strip() if query.text else ""
         report_vec = self.text_encoder.embed([text])[0] if text else None
         clip_text_vec = self.image_encoder.embed_texts([text])[0] if text and image_vec is None else None
-        excl = (self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
-                if guard else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ())))
+        excl = (
+            self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
+            if guard
+            else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ()))
+        )
         visual_vec = image_vec if image_vec is not None else clip_text_vec
         visual_weight = self.image_weight if image_vec is not None else self.text_clip_weight
         if report_vec is None:
             visual_weight = 1.0
         pool = max(4 * k, 50)
-        search_kw = dict(filters=dict(filters or {}), exclude_case_ids=excl.case_ids,
-                         exclude_patient_ids=excl.patient_ids)
+        filter_map = dict(filters or {})
         candidates: dict[tuple[str, str], Hit] = {}
         assert visual_vec is not None
-        for hit in self.store.search_images(visual_vec[None, :], pool, **search_kw)[0]:
+        image_hits = self.store.search_images(
+            visual_vec[None, :],
+            pool,
+            filters=filter_map,
+            exclude_case_ids=excl.case_ids,
+            exclude_patient_ids=excl.patient_ids,
+        )
+        for hit in image_hits[0]:
             candidates[(hit.case_id, hit.image_id)] = hit
         if report_vec is not None:
-            text_cases = [h.case_id for h in self.store.search_texts(report_vec[None, :], pool, **search_kw)[0]]
+            text_hits = self.store.search_texts(
+                report_vec[None, :],
+                pool,
+                filters=filter_map,
+                exclude_case_ids=excl.case_ids,
+                exclude_patient_ids=excl.patient_ids,
+            )
+            text_cases = [h.case_id for h in text_hits[0]]
             for hit in self.store.image_hits_for_cases(text_cases):
                 candidates.setdefault((hit.case_id, hit.image_id), hit)
         hits = self._fuse(list(candidates.values()), visual_vec, visual_weight, report_vec)
         neighbours = hits[:VOTE_K]
-        predicted = Prediction(*vote([h.modality for h in neighbours], [h.score for h in neighbours]),
-                               *vote([h.body_region for h in neighbours], [h.score for h in neighbours]))
+        predicted = Prediction(
+            *vote([h.modality for h in neighbours], [h.score for h in neighbours]),
+            *vote([h.body_region for h in neighbours], [h.score for h in neighbours]),
+        )
         if not per_image:
             hits = _best_per_case(hits)
         return SearchResult(query=query.label, hits=tuple(hits[:k]), predicted=predicted)
 
-    def _fuse(self, hits: list[Hit], visual_vec: np.ndarray, visual_weight: float,
-              report_vec: np.ndarray | None) -> list[Hit]:
+    def _fuse(
+        self, hits: list[Hit], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
+    ) -> list[Hit]:
         """Exact fused scores from stored vectors, best first."""
         if not hits:
             return []

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -52,7 +53,7 @@ class VectorIndex:
     def __init__(self, dim: int, params: IndexParams | None = None) -> None:
         self.dim = dim
         self.params = params or IndexParams()
-        self._index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+        self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
         self.kind = "flat"
 
     def __len__(self) -> int:
@@ -62,8 +63,11 @@ class VectorIndex:
         if self.kind == "flat":
             return faiss.vector_to_array(self._index.id_map).astype(np.int64)
         lists = self._index.invlists
-        parts = [faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
-                 for i in range(self._index.nlist) if lists.list_size(i)]
+        parts = [
+            faiss.rev_swig_ptr(lists.get_ids(i), lists.list_size(i)).copy()
+            for i in range(self._index.nlist)
+            if lists.list_size(i)
+        ]
         return np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, dtype=np.int64)
 
     def contains(self, ids: np.ndarray) -> np.ndarray:
@@ -88,7 +92,7 @@ class VectorIndex:
         if len(ids) == 0:
             return ids, np.zeros((0, self.dim), dtype=np.float32)
         if self.kind == "flat":  # rows of the flat store are in id-map order
-            inner = faiss.downcast_index(self._index.index)
+            inner: Any = faiss.downcast_index(self._index.index)
             return ids, faiss.rev_swig_ptr(inner.get_xb(), inner.ntotal * self.dim).reshape(-1, self.dim).copy()
         return ids, self._index.reconstruct_batch(ids)
 
@@ -97,7 +101,7 @@ class VectorIndex:
         ids, vectors = self.vectors()
         kind = kind or ("ivf" if len(ids) >= self.params.exact_threshold else "flat")
         if kind == "flat":
-            index: faiss.Index = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
+            index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(self.dim))
         elif kind == "ivf":
             nlist = min(self.params.nlist or auto_nlist(len(ids)), max(1, len(ids) // 39))
             quantizer = faiss.IndexFlatIP(self.dim)
@@ -108,7 +112,7 @@ class VectorIndex:
             ivf.nprobe = self.params.nprobe
             # IVF stores our ids itself; a hash-table direct map keeps reconstruct(id) working after
             # remove_ids(). (Wrapped in IndexIDMap2 it could not remove: the hash map wants id arrays.)
-            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)
+            ivf.set_direct_map_type(faiss.DirectMap.Hashtable)  # type: ignore[attr-defined]
             index = ivf
         else:
             raise VectorIndexError(f"unknown index kind {kind!r}")
@@ -125,18 +129,26 @@ class VectorIndex:
             return int(self._index.remove_ids(faiss.IDSelectorArray(ids))) if len(ids) else 0
         return int(self._index.remove_ids(faiss.IDSelectorBatch(ids)))
 
-    def search(self, queries: np.ndarray, k: int, *, allowed_ids: np.ndarray | None = None,
-               excluded_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        allowed_ids: np.ndarray | None = None,
+        excluded_ids: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
         """(scores, ids), each (n_queries, k); missing results are id -1 with score -inf."""
         matrix = _as_matrix(queries, self.dim)
         if len(self) == 0 or k <= 0:
-            return (np.full((len(matrix), max(k, 0)), -np.inf, dtype=np.float32),
-                    np.full((len(matrix), max(k, 0)), -1, dtype=np.int64))
+            return (
+                np.full((len(matrix), max(k, 0)), -np.inf, dtype=np.float32),
+                np.full((len(matrix), max(k, 0)), -1, dtype=np.int64),
+            )
         if allowed_ids is not None and len(allowed_ids) <= EXACT_SUBSET_MAX:
             return self._search_subset(matrix, k, np.asarray(allowed_ids, dtype=np.int64), excluded_ids)
         selector = self._selector(allowed_ids, excluded_ids)
         if self.kind == "ivf":
-            params: faiss.SearchParameters = faiss.SearchParametersIVF(nprobe=self.params.nprobe)
+            params: Any = faiss.SearchParametersIVF(nprobe=self.params.nprobe)  # type: ignore[call-arg]
             if selector is not None:
                 params.sel = selector
         else:
@@ -147,8 +159,9 @@ class VectorIndex:
         scores = np.where(ids < 0, -np.inf, scores).astype(np.float32)
         return scores, ids.astype(np.int64)
 
-    def _search_subset(self, queries: np.ndarray, k: int, allowed: np.ndarray,
-                       excluded: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    def _search_subset(
+        self, queries: np.ndarray, k: int, allowed: np.ndarray, excluded: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """Exact search over a small allowed set: IVF would only see the ids in its probed lists."""
         allowed = np.unique(allowed[self.contains(allowed)])
         if excluded is not None and len(excluded):
@@ -166,13 +179,15 @@ class VectorIndex:
         return scores, ids
 
     @staticmethod
-    def _selector(allowed: np.ndarray | None, excluded: np.ndarray | None) -> faiss.IDSelector | None:
+    def _selector(allowed: np.ndarray | None, excluded: np.ndarray | None) -> Any:
         # IVF stores our ids and IndexIDMap2 translates selectors onto them: either way, these are our ids.
-        sel = None
+        sel: Any = None
         if allowed is not None:
             sel = faiss.IDSelectorBatch(np.ascontiguousarray(np.asarray(allowed, dtype=np.int64)))
         if excluded is not None and len(excluded):
-            not_sel = faiss.IDSelectorNot(faiss.IDSelectorBatch(np.ascontiguousarray(np.asarray(excluded, dtype=np.int64))))
+            not_sel = faiss.IDSelectorNot(
+                faiss.IDSelectorBatch(np.ascontiguousarray(np.asarray(excluded, dtype=np.int64)))
+            )
             sel = not_sel if sel is None else faiss.IDSelectorAnd(sel, not_sel)
         return sel
 

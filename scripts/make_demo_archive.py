@@ -49,7 +49,8 @@ def main(source: Path, target: Path) -> None:
             kept_images.add(name)
     (target / "data_train.jsonl").write_text("".join(json.dumps(c) + "\n" for c in chosen))
     (target / "descriptions_train.jsonl").write_text(
-        "".join(json.dumps(descriptions[n]) + "\n" for n in sorted(kept_images)))
+        "".join(json.dumps(descriptions[n]) + "\n" for n in sorted(kept_images))
+    )
     dev = _rows(source / "descriptions_dev.jsonl")
     queries = []
     for region in ["Thorax", "Head", "Abdomen", "Spine and Muscles"][:QUERIES]:

@@ -24,8 +24,9 @@ def detect_format(path: Path) -> str:
     return "dicom"
 
 
-def open_archive(path: str | Path, format: str | None = None, *, split: str = "train",
-                 limit: int | None = None) -> Archive:
+def open_archive(
+    path: str | Path, format: str | None = None, *, split: str = "train", limit: int | None = None
+) -> Archive:
     """Open `path` as an archive of the given (or detected) format."""
     path = Path(path)
     fmt = format or detect_format(path)

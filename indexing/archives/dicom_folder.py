@@ -78,18 +78,30 @@ class DicomFolderArchive:
         for s in series:
             bad = s.inconsistent_file()
             if bad is not None:
-                yield SkippedItem(source=f"{case_id}/{s.series_uid}",
-                                  reason=f"inconsistent slice sizes in series {s.series_uid}: {bad}")
+                yield SkippedItem(
+                    source=f"{case_id}/{s.series_uid}",
+                    reason=f"inconsistent slice sizes in series {s.series_uid}: {bad}",
+                )
                 continue
-            images.append(CaseImage(
-                image_id=s.series_uid, path=s.files[0].parent, modality=s.modality, body_region=s.body_part,
-                metadata={"dicom_files": [str(f) for f in s.files], "series_uid": s.series_uid}))
+            images.append(
+                CaseImage(
+                    image_id=s.series_uid,
+                    path=s.files[0].parent,
+                    modality=s.modality,
+                    body_region=s.body_part,
+                    metadata={"dicom_files": [str(f) for f in s.files], "series_uid": s.series_uid},
+                )
+            )
         if not images:
             yield SkippedItem(source=case_id, reason="no usable series")
             return
         row = row or {}
-        yield Case(case_id=case_id, images=tuple(images), report=report,
-                   patient_id=str(row.get("patient_id") or series[0].patient_id or "") or None,
-                   modality=row.get("modality") or series[0].modality,
-                   body_region=row.get("body_region") or series[0].body_part,
-                   metadata={"study_uid": study_uid})
+        yield Case(
+            case_id=case_id,
+            images=tuple(images),
+            report=report,
+            patient_id=str(row.get("patient_id") or series[0].patient_id or "") or None,
+            modality=row.get("modality") or series[0].modality,
+            body_region=row.get("body_region") or series[0].body_part,
+            metadata={"study_uid": study_uid},
+        )

@@ -103,13 +103,15 @@ class ManifestArchive:
             path = self._resolve(name)
             if path is None:
                 return SkippedItem(source=case_id, reason=f"image path {name!r} lies outside the archive root")
-            images.append(CaseImage(
-                image_id=f"{case_id}/{Path(name).name}",
-                path=path,
-                caption=captions[i] if i < len(captions) else "",
-                modality=row.get("modality") or None,
-                body_region=row.get("body_region") or None,
-            ))
+            images.append(
+                CaseImage(
+                    image_id=f"{case_id}/{Path(name).name}",
+                    path=path,
+                    caption=captions[i] if i < len(captions) else "",
+                    modality=row.get("modality") or None,
+                    body_region=row.get("body_region") or None,
+                )
+            )
         if not images:
             return SkippedItem(source=case_id, reason="row lists no images")
         return Case(

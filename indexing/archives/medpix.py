@@ -78,12 +78,16 @@ class MedPixArchive:
             modality=desc.get("Type"),
             body_region=desc.get("Location Category"),
             plane=info.get("Plane"),
-            metadata={k: v for k, v in {
-                "location": desc.get("Location"),
-                "modality_detail": info.get("Modality"),
-                "age": info.get("Age"),
-                "sex": info.get("Sex"),
-            }.items() if v},
+            metadata={
+                k: v
+                for k, v in {
+                    "location": desc.get("Location"),
+                    "modality_detail": info.get("Modality"),
+                    "age": info.get("Age"),
+                    "sex": info.get("Sex"),
+                }.items()
+                if v
+            },
         )
 
     def _case(self, row: dict[str, Any]) -> Case | SkippedItem:
@@ -110,11 +114,15 @@ class MedPixArchive:
             patient_id=None,
             modality=_majority([img.modality for img in images]),
             body_region=_majority([img.body_region for img in images]),
-            metadata={k: v for k, v in {
-                "title": _text(info.get("Title")),
-                "differential_diagnosis": _text(info.get("Differential Diagnosis")),
-                "acr_code": topic.get("ACR Code"),
-                "category": topic.get("Category"),
-                "split": self.split,
-            }.items() if v},
+            metadata={
+                k: v
+                for k, v in {
+                    "title": _text(info.get("Title")),
+                    "differential_diagnosis": _text(info.get("Differential Diagnosis")),
+                    "acr_code": topic.get("ACR Code"),
+                    "category": topic.get("Category"),
+                    "split": self.split,
+                }.items()
+                if v
+            },
         )

@@ -42,7 +42,7 @@ class NiftiFolderArchive:
     def _case(self, path: Path) -> Case | SkippedItem:
         case_id = case_id_of(path)
         try:
-            shape = tuple(nib.load(path).shape)
+            shape = tuple(nib.load(path).shape)  # type: ignore[attr-defined]
         except Exception as err:  # nibabel raises several types for broken headers
             return SkippedItem(source=str(path), reason=f"unreadable NIfTI header: {err}")
         if len(shape) not in (2, 3, 4) or min(shape) < 1:
@@ -54,8 +54,18 @@ class NiftiFolderArchive:
         report = split_report(str(text))
         if report.is_empty():
             return SkippedItem(source=case_id, reason="empty report")
-        return Case(case_id=case_id, report=report,
-                    images=(CaseImage(image_id=case_id, path=path, modality=row.get("modality") or None,
-                                      body_region=row.get("body_region") or None),),
-                    patient_id=str(row["patient_id"]) if row.get("patient_id") else None,
-                    modality=row.get("modality") or None, body_region=row.get("body_region") or None)
+        return Case(
+            case_id=case_id,
+            report=report,
+            images=(
+                CaseImage(
+                    image_id=case_id,
+                    path=path,
+                    modality=row.get("modality") or None,
+                    body_region=row.get("body_region") or None,
+                ),
+            ),
+            patient_id=str(row["patient_id"]) if row.get("patient_id") else None,
+            modality=row.get("modality") or None,
+            body_region=row.get("body_region") or None,
+        )

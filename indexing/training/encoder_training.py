@@ -68,13 +68,18 @@ class TrainingResult:
     n_dev: int
 
     def summary(self) -> dict[str, Any]:
-        return {"config": asdict(self.config), "best_epoch": self.best_epoch,
-                "wall_seconds": round(self.wall_seconds, 1), "n_train_pairs": self.n_train,
-                "n_dev_pairs": self.n_dev, "history": [asdict(h) for h in self.history]}
+        return {
+            "config": asdict(self.config),
+            "best_epoch": self.best_epoch,
+            "wall_seconds": round(self.wall_seconds, 1),
+            "n_train_pairs": self.n_train,
+            "n_dev_pairs": self.n_dev,
+            "history": [asdict(h) for h in self.history],
+        }
 
 
 def label_vocab(pairs: list[TrainingPair]) -> dict[str, list[str]]:
-    return {head: sorted({p.labels[head] for p in pairs if p.labels.get(head)}) for head in HEAD_NAMES}
+    return {head: sorted({str(p.labels[head]) for p in pairs if p.labels.get(head)}) for head in HEAD_NAMES}
 
 
 def _label_targets(pairs: list[TrainingPair], vocab: dict[str, list[str]]) -> dict[str, torch.Tensor]:
@@ -96,14 +101,16 @@ def evaluate(encoder: CTEncoder, train: list[TrainingPair], dev: list[TrainingPa
     top = np.argsort(-sims, axis=1)[:, :k]
     result: dict[str, float] = {}
     for head in HEAD_NAMES:
-        correct = [vote([train[j].labels[head] for j in row], sims[i, row])[0] == dev[i].labels[head]
-                   for i, row in enumerate(top) if dev[i].labels.get(head)]
+        correct = [
+            vote([train[j].labels[head] for j in row], sims[i, row])[0] == dev[i].labels[head]
+            for i, row in enumerate(top)
+            if dev[i].labels.get(head)
+        ]
         result[f"{head}_acc"] = float(np.mean(correct)) if correct else 0.0
     text_vecs = encoder.embed_texts([p.text for p in dev])
     ranks = np.argsort(-(text_vecs @ dev_vecs.T), axis=1)[:, :10]
     result["text_to_image_r10"] = float(np.mean([i in row for i, row in enumerate(ranks)]))
-    result["score"] = float(np.mean([result["modality_acc"], result["body_region_acc"],
-                                     result["text_to_image_r10"]]))
+    result["score"] = float(np.mean([result["modality_acc"], result["body_region_acc"], result["text_to_image_r10"]]))
     return result
 
 
@@ -111,12 +118,18 @@ def _batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
     order = list(range(n))
     rng.shuffle(order)
     # Drop a last batch smaller than half: contrastive loss on a handful of pairs is noise.
-    return [order[i:i + batch_size] for i in range(0, n, batch_size) if n - i >= max(2, batch_size // 2)]
+    return [order[i : i + batch_size] for i in range(0, n, batch_size) if n - i >= max(2, batch_size // 2)]
 
 
-def train_encoder(train: list[TrainingPair], dev: list[TrainingPair], config: TrainingConfig, *,
-                  name: str = "ct-encoder", on_step: Callable[[int, int, float], None] | None = None,
-                  on_epoch: Callable[[EpochResult], None] | None = None) -> TrainingResult:
+def train_encoder(
+    train: list[TrainingPair],
+    dev: list[TrainingPair],
+    config: TrainingConfig,
+    *,
+    name: str = "ct-encoder",
+    on_step: Callable[[int, int, float], None] | None = None,
+    on_epoch: Callable[[EpochResult], None] | None = None,
+) -> TrainingResult:
     """Train, evaluate every epoch on dev, return the best epoch's encoder."""
     if len(train) < 2:
         raise ValueError(f"need at least 2 training pairs, got {len(train)}")
@@ -132,8 +145,10 @@ def train_encoder(train: list[TrainingPair], dev: list[TrainingPair], config: Tr
     backbone = list(model.visual.features.parameters())
     backbone_ids = {id(p) for p in backbone}
     rest = [p for p in model.parameters() if id(p) not in backbone_ids]
-    optimizer = torch.optim.AdamW([{"params": backbone, "lr": config.backbone_lr},
-                                   {"params": rest, "lr": config.lr}], weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": backbone, "lr": config.backbone_lr}, {"params": rest, "lr": config.lr}],
+        weight_decay=config.weight_decay,
+    )
     steps_per_epoch = len(_batches(len(train), config.batch_size, random.Random(0)))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -175,9 +190,12 @@ def train_encoder(train: list[TrainingPair], dev: list[TrainingPair], config: Tr
                 on_step(step, total_steps, losses[-1])
         model.eval()
         encoder = CTEncoder(model, name)
-        result = EpochResult(epoch, float(np.mean(losses)) if losses else float("nan"),
-                             round(time.perf_counter() - epoch_start, 1),
-                             evaluate(encoder, train, dev, config.knn_k))
+        result = EpochResult(
+            epoch,
+            float(np.mean(losses)) if losses else float("nan"),
+            round(time.perf_counter() - epoch_start, 1),
+            evaluate(encoder, train, dev, config.knn_k),
+        )
         history.append(result)
         if on_epoch:
             on_epoch(result)
@@ -190,5 +208,6 @@ def train_encoder(train: list[TrainingPair], dev: list[TrainingPair], config: Tr
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
-    return TrainingResult(CTEncoder(model, name), config, history, best_epoch,
-                          time.perf_counter() - started, len(train), len(dev))
+    return TrainingResult(
+        CTEncoder(model, name), config, history, best_epoch, time.perf_counter() - started, len(train), len(dev)
+    )

@@ -44,8 +44,9 @@ def _shrink(pixels: np.ndarray, short_side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(pixels).resize(size, Image.Resampling.BICUBIC))
 
 
-def load_pairs(cases: Iterable[Case | SkippedItem], *, short_side: int,
-               on_item: Callable[[], None] | None = None) -> tuple[list[TrainingPair], list[SkippedItem]]:
+def load_pairs(
+    cases: Iterable[Case | SkippedItem], *, short_side: int, on_item: Callable[[], None] | None = None
+) -> tuple[list[TrainingPair], list[SkippedItem]]:
     """Decode every image of every case; unreadable ones are returned as skipped, not raised."""
     pairs: list[TrainingPair] = []
     skipped: list[SkippedItem] = []
@@ -63,13 +64,17 @@ def load_pairs(cases: Iterable[Case | SkippedItem], *, short_side: int,
                 log.warning("skipping %s: %s", image.path, err)
                 skipped.append(SkippedItem(source=str(image.path), reason=str(err)))
                 continue
-            pairs.append(TrainingPair(
-                case_id=case.case_id,
-                image_id=image.image_id,
-                pixels=_shrink(pixels, short_side),
-                text=pair_text(image, case),
-                labels={"modality": image.modality or case.modality,
-                        "body_region": image.body_region or case.body_region},
-                diagnosis=case.report.diagnosis.strip().lower(),
-            ))
+            pairs.append(
+                TrainingPair(
+                    case_id=case.case_id,
+                    image_id=image.image_id,
+                    pixels=_shrink(pixels, short_side),
+                    text=pair_text(image, case),
+                    labels={
+                        "modality": image.modality or case.modality,
+                        "body_region": image.body_region or case.body_region,
+                    },
+                    diagnosis=case.report.diagnosis.strip().lower(),
+                )
+            )
     return pairs, skipped

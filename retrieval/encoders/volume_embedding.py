@@ -23,8 +23,9 @@ def pool_slices(vectors: np.ndarray) -> np.ndarray:
     return (mean / norm if norm > 0 else mean).astype(np.float32)
 
 
-def embed_decoded(encoder: ImageEncoder, images: list[DecodedImage], *, k: int = DEFAULT_VOLUME_SLICES,
-                  window: str | None = None) -> np.ndarray:
+def embed_decoded(
+    encoder: ImageEncoder, images: list[DecodedImage], *, k: int = DEFAULT_VOLUME_SLICES, window: str | None = None
+) -> np.ndarray:
     """(n, dim) vectors for decoded images/volumes, slices of all of them encoded in one batch."""
     slices: list[np.ndarray] = []
     owners: list[int] = []

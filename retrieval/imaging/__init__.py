@@ -9,7 +9,19 @@ from retrieval.imaging.slices import DEFAULT_CT_WINDOW, to_slices
 from retrieval.imaging.windows import WINDOW_PRESETS, WindowPreset, apply_window, normalize_percentile
 
 __all__ = [
-    "DEFAULT_CT_WINDOW", "WINDOW_PRESETS", "DecodedImage", "DicomSeries", "ImageDecodeError", "WindowPreset",
-    "apply_window", "find_series", "load_case_image", "load_image", "load_series", "normalize_percentile",
-    "read_dicom_file", "read_nifti", "to_slices",
+    "DEFAULT_CT_WINDOW",
+    "WINDOW_PRESETS",
+    "DecodedImage",
+    "DicomSeries",
+    "ImageDecodeError",
+    "WindowPreset",
+    "apply_window",
+    "find_series",
+    "load_case_image",
+    "load_image",
+    "load_series",
+    "normalize_percentile",
+    "read_dicom_file",
+    "read_nifti",
+    "to_slices",
 ]

@@ -9,7 +9,6 @@ normal of ImageOrientationPatient (0020,0037)), falling back to InstanceNumber (
 from __future__ import annotations
 
 import os
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -77,7 +76,7 @@ def _pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, bool]:
     return array, is_hu
 
 
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+def _pixel_spacing(ds: Dataset) -> tuple[float, ...] | None:
     spacing = ds.get("PixelSpacing")
     return (float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else None
 
@@ -94,9 +93,15 @@ def read_dicom_file(path: str | Path) -> DecodedImage:
     if volume and spacing:
         thickness = float(ds.get("SpacingBetweenSlices") or ds.get("SliceThickness") or 1.0)
         spacing = (thickness, *spacing)
-    return DecodedImage(pixels=array, kind="volume" if volume else "image", source=str(path), is_hu=is_hu,
-                        spacing=spacing, modality=str(ds.get("Modality")) if ds.get("Modality") else None,
-                        metadata=_header_info(ds))
+    return DecodedImage(
+        pixels=array,
+        kind="volume" if volume else "image",
+        source=str(path),
+        is_hu=is_hu,
+        spacing=spacing,
+        modality=str(ds.get("Modality")) if ds.get("Modality") else None,
+        metadata=_header_info(ds),
+    )
 
 
 @dataclass
@@ -141,10 +146,12 @@ def find_series(folder: str | Path) -> tuple[list[DicomSeries], list[tuple[Path,
             series = groups.get(uid)
             if series is None:
                 series = groups[uid] = DicomSeries(
-                    series_uid=uid, study_uid=str(ds.get("StudyInstanceUID") or "") or None,
+                    series_uid=uid,
+                    study_uid=str(ds.get("StudyInstanceUID") or "") or None,
                     patient_id=str(ds.get("PatientID") or "") or None,
                     modality=str(ds.get("Modality") or "") or None,
-                    body_part=(str(ds.get("BodyPartExamined") or "").lower() or None))
+                    body_part=(str(ds.get("BodyPartExamined") or "").lower() or None),
+                )
             series.files.append(path)
             series.sizes[path] = (int(ds.get("Rows", 0) or 0), int(ds.get("Columns", 0) or 0))
     return list(groups.values()), problems
@@ -172,8 +179,10 @@ def load_series(files: list[Path] | list[str]) -> DecodedImage:
     size = (first_ds.get("Rows"), first_ds.get("Columns"))
     for _, ds, file in slices[1:]:
         if (ds.get("Rows"), ds.get("Columns")) != size:
-            raise ImageDecodeError(f"{file}: Rows/Columns (0028,0010)/(0028,0011) {ds.get('Rows')}x{ds.get('Columns')} "
-                                   f"differ from the series' {size[0]}x{size[1]} ({first_file.name})")
+            raise ImageDecodeError(
+                f"{file}: Rows/Columns (0028,0010)/(0028,0011) {ds.get('Rows')}x{ds.get('Columns')} "
+                f"differ from the series' {size[0]}x{size[1]} ({first_file.name})"
+            )
     slices.sort(key=lambda item: item[0])
     arrays, is_hu = [], False
     for _, ds, file in slices:
@@ -188,6 +197,12 @@ def load_series(files: list[Path] | list[str]) -> DecodedImage:
         z = float(np.median(np.abs(gaps))) if len(gaps) else float(first_ds.get("SliceThickness") or 1.0)
         spacing = (z or float(first_ds.get("SliceThickness") or 1.0), *spacing)
     modality = str(first_ds.get("Modality")) if first_ds.get("Modality") else None
-    return DecodedImage(pixels=np.stack(arrays), kind="volume", source=str(first_file.parent), is_hu=is_hu,
-                        spacing=spacing, modality=modality,
-                        metadata={**_header_info(first_ds), "n_slices": len(arrays)})
+    return DecodedImage(
+        pixels=np.stack(arrays),
+        kind="volume",
+        source=str(first_file.parent),
+        is_hu=is_hu,
+        spacing=spacing,
+        modality=modality,
+        metadata={**_header_info(first_ds), "n_slices": len(arrays)},
+    )

@@ -7,6 +7,7 @@ columns patient right → left, Z inferior → superior.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -25,7 +26,7 @@ def read_nifti(path: str | Path, *, assume_hu: bool | None = None) -> DecodedIma
     """Read a 2D or 3D NIfTI image (4D: its first volume). `assume_hu=None` guesses CT from the values."""
     path = Path(path)
     try:
-        image = nib.load(path)
+        image: Any = nib.load(path)
     except Exception as err:  # nibabel raises ImageFileError, EOFError, gzip errors, ...
         raise ImageDecodeError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
     shape = tuple(int(s) for s in image.shape)
@@ -33,7 +34,7 @@ def read_nifti(path: str | Path, *, assume_hu: bool | None = None) -> DecodedIma
     if len(shape) > 4 or len(shape) < 2 or min(shape) < 1:
         raise ImageDecodeError(f"{path}: unsupported NIfTI shape {shape} (expected 2D, 3D or 4D)")
     try:
-        canonical = nib.as_closest_canonical(image) if len(shape) >= 3 else image
+        canonical: Any = nib.as_closest_canonical(image) if len(shape) >= 3 else image
         data = np.asarray(canonical.get_fdata(dtype=np.float32))
     except Exception as err:
         raise ImageDecodeError(f"{path}: cannot read NIfTI voxel data ({type(err).__name__}: {err})") from err
@@ -47,10 +48,21 @@ def read_nifti(path: str | Path, *, assume_hu: bool | None = None) -> DecodedIma
     if data.ndim == 2 or (data.ndim == 3 and data.shape[2] == 1):
         plane = data if data.ndim == 2 else data[:, :, 0]
         pixels = np.ascontiguousarray(plane.T[::-1, :])
-        return DecodedImage(pixels=pixels, kind="image", source=str(path), is_hu=assume_hu,
-                            spacing=(zooms[1], zooms[0]) if len(zooms) >= 2 else None, metadata=notes)
+        return DecodedImage(
+            pixels=pixels,
+            kind="image",
+            source=str(path),
+            is_hu=assume_hu,
+            spacing=(zooms[1], zooms[0]) if len(zooms) >= 2 else None,
+            metadata=notes,
+        )
     volume = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[:, ::-1, :])
     orientation = "".join(nib.aff2axcodes(canonical.affine))
-    return DecodedImage(pixels=volume, kind="volume", source=str(path), is_hu=assume_hu,
-                        spacing=(zooms[2], zooms[1], zooms[0]),
-                        metadata={**notes, "orientation": orientation, "original_shape": shape})
+    return DecodedImage(
+        pixels=volume,
+        kind="volume",
+        source=str(path),
+        is_hu=assume_hu,
+        spacing=(zooms[2], zooms[1], zooms[0]),
+        metadata={**notes, "orientation": orientation, "original_shape": shape},
+    )

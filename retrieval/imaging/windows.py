@@ -14,13 +14,16 @@ class WindowPreset:
     width: float
 
 
-WINDOW_PRESETS: dict[str, WindowPreset] = {p.name: p for p in (
-    WindowPreset("lung", -600, 1500),
-    WindowPreset("mediastinum", 50, 350),
-    WindowPreset("bone", 400, 1800),
-    WindowPreset("brain", 40, 80),
-    WindowPreset("abdomen", 40, 400),
-)}
+WINDOW_PRESETS: dict[str, WindowPreset] = {
+    p.name: p
+    for p in (
+        WindowPreset("lung", -600, 1500),
+        WindowPreset("mediastinum", 50, 350),
+        WindowPreset("bone", 400, 1800),
+        WindowPreset("brain", 40, 80),
+        WindowPreset("abdomen", 40, 400),
+    )
+}
 
 
 def get_window(preset: WindowPreset | str) -> WindowPreset:

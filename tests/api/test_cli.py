@@ -48,8 +48,9 @@ def test_build_info_and_rebuild_without_duplicates(demo_index: Path) -> None:
     assert info.exit_code == 0, info.output
     data = json.loads(info.output)
     assert data["cases"] == 60 and data["images"] == 115
-    again = runner.invoke(app, ["index", "build", str(Path(__file__).resolve().parents[2] / "data" / "demo"),
-                                "--name", "demo"])
+    again = runner.invoke(
+        app, ["index", "build", str(Path(__file__).resolve().parents[2] / "data" / "demo"), "--name", "demo"]
+    )
     assert again.exit_code == 0
     assert '"cases_already_present": 60' in again.output
     assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 60
@@ -57,8 +58,9 @@ def test_build_info_and_rebuild_without_duplicates(demo_index: Path) -> None:
 
 def test_search_json_lines(demo_index: Path) -> None:
     queries = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))
-    result = runner.invoke(app, ["search", *map(str, queries[:2]), "--text", "lung mass", "--index", "demo",
-                                 "-k", "4", "--json"])
+    result = runner.invoke(
+        app, ["search", *map(str, queries[:2]), "--text", "lung mass", "--index", "demo", "-k", "4", "--json"]
+    )
     assert result.exit_code == 0, result.output
     lines = _json_lines(result.stdout)
     assert len(lines) == 3
@@ -76,22 +78,42 @@ def test_filters_and_leakage_guard(demo_index: Path) -> None:
     own_case = stored.name.split("_")[0]
     guarded = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json"]).stdout)[0]
     assert own_case not in {h["case_id"] for h in guarded["hits"]}
-    unguarded = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json",
-                                                "--no-leakage-guard"]).stdout)[0]
+    unguarded = _json_lines(
+        runner.invoke(app, ["search", str(stored), "--index", "demo", "--json", "--no-leakage-guard"]).stdout
+    )[0]
     assert unguarded["hits"][0]["case_id"] == own_case
-    mr = _json_lines(runner.invoke(app, ["search", str(stored), "--index", "demo", "--json", "-f", "modality=MR"]).stdout)[0]
+    mr = _json_lines(
+        runner.invoke(app, ["search", str(stored), "--index", "demo", "--json", "-f", "modality=MR"]).stdout
+    )[0]
     assert mr["hits"] and all(h["modality"] == "MR" for h in mr["hits"])
 
 
 def test_add_and_delete_one_case(demo_index: Path) -> None:
     image = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
-    added = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW1", "--report",
-                                "FINDINGS: right lower lobe consolidation.", "--image", str(image)])
+    added = runner.invoke(
+        app,
+        [
+            "index",
+            "add",
+            "--name",
+            "demo",
+            "--case-id",
+            "NEW1",
+            "--report",
+            "FINDINGS: right lower lobe consolidation.",
+            "--image",
+            str(image),
+        ],
+    )
     assert added.exit_code == 0, added.output
     assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 61
-    dup = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW1", "--report", "x", "--image", str(image)])
+    dup = runner.invoke(
+        app, ["index", "add", "--name", "demo", "--case-id", "NEW1", "--report", "x", "--image", str(image)]
+    )
     assert dup.exit_code == 2 and "already in index" in dup.output
-    empty = runner.invoke(app, ["index", "add", "--name", "demo", "--case-id", "NEW2", "--report", " ", "--image", str(image)])
+    empty = runner.invoke(
+        app, ["index", "add", "--name", "demo", "--case-id", "NEW2", "--report", " ", "--image", str(image)]
+    )
     assert empty.exit_code == 2 and "empty report" in empty.output
     deleted = runner.invoke(app, ["index", "delete", "demo", "NEW1", "NOPE"])
     assert json.loads(deleted.output) == {"index": "demo", "deleted": ["NEW1"], "not_found": ["NOPE"]}
@@ -113,8 +135,13 @@ def test_dimension_mismatch_names_the_index(demo_index: Path, tmp_path: Path) ->
     """An index built with one encoder refuses queries from an encoder of another size."""
     from retrieval.case_store import CaseStore
 
-    CaseStore.create(demo_index / "indexes" / "small", image_dim=8, text_dim=384, image_encoder="other",
-                     text_encoder="all-MiniLM-L6-v2").close()
+    CaseStore.create(
+        demo_index / "indexes" / "small",
+        image_dim=8,
+        text_dim=384,
+        image_encoder="other",
+        text_encoder="all-MiniLM-L6-v2",
+    ).close()
     result = runner.invoke(app, ["search", "--text", "x", "--index", "small"])
     assert result.exit_code == 2 and "index 'small'" in result.output and "8-d" in result.output
 

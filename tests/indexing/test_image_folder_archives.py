@@ -39,9 +39,11 @@ def test_dicom_folder_archive(tmp_path: Path) -> None:
     ds.save_as(odd)
     (tmp_path / "s3" / "report.txt").write_text("FINDINGS: small nodule.\nIMPRESSION: follow up.")
     (tmp_path / "notes.txt").write_text("not dicom")
-    rows = [{"case_id": "1.2.3.1", "report": "FINDINGS: normal chest.", "body_region": "chest"},
-            {"case_id": "s2", "report": "   "},
-            {"case_id": "1.2.3.4", "report": "Mass."}]
+    rows = [
+        {"case_id": "1.2.3.1", "report": "FINDINGS: normal chest.", "body_region": "chest"},
+        {"case_id": "s2", "report": "   "},
+        {"case_id": "1.2.3.4", "report": "Mass."},
+    ]
     (tmp_path / "reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert detect_format(tmp_path) == "dicom"
     archive = open_archive(tmp_path)
@@ -61,8 +63,10 @@ def test_dicom_folder_archive(tmp_path: Path) -> None:
 
 def test_nifti_folder_archive(tmp_path: Path) -> None:
     affine = np.diag([1.0, 1.0, 2.0, 1.0])
-    nib.save(nib.Nifti1Image(np.random.default_rng(0).normal(0, 300, (16, 16, 10)).astype(np.float32), affine),
-             tmp_path / "ct001.nii.gz")
+    nib.save(
+        nib.Nifti1Image(np.random.default_rng(0).normal(0, 300, (16, 16, 10)).astype(np.float32), affine),
+        tmp_path / "ct001.nii.gz",
+    )
     (tmp_path / "ct001.txt").write_text("Findings: liver lesion.")
     nib.save(nib.Nifti1Image(np.zeros((8, 8, 4), np.float32), affine), tmp_path / "ct002.nii")
     nib.save(nib.Nifti1Image(np.zeros((2, 2, 2, 2, 2), np.float32), affine), tmp_path / "ct003.nii")

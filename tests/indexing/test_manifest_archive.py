@@ -19,8 +19,15 @@ def _images(tmp_path: Path, demo_archive: Path, n: int = 2) -> list[str]:
 def test_jsonl_manifest(tmp_path: Path, demo_archive: Path) -> None:
     names = _images(tmp_path, demo_archive)
     rows = [
-        {"case_id": "c1", "patient_id": "p1", "images": names, "report": "FINDINGS: mass.\nIMPRESSION: tumour.",
-         "modality": "CT", "body_region": "Thorax", "site": "north"},
+        {
+            "case_id": "c1",
+            "patient_id": "p1",
+            "images": names,
+            "report": "FINDINGS: mass.\nIMPRESSION: tumour.",
+            "modality": "CT",
+            "body_region": "Thorax",
+            "site": "north",
+        },
         {"case_id": "c2", "images": ["../outside.jpg"], "report": "mass"},
         {"case_id": "c3", "images": names[:1], "report": "   "},
         {"case_id": "c4", "images": names[:1], "report": {"findings": "normal", "impression": "no disease"}},
@@ -43,8 +50,9 @@ def test_jsonl_manifest(tmp_path: Path, demo_archive: Path) -> None:
 def test_csv_manifest_with_semicolon_images(tmp_path: Path, demo_archive: Path) -> None:
     names = _images(tmp_path, demo_archive)
     manifest = tmp_path / "cases.csv"
-    manifest.write_text("case_id,images,report,modality\n" f"c1,{';'.join(names)},mass in liver,CT\n"
-                        "c2,/etc/passwd,mass,CT\n")
+    manifest.write_text(
+        f"case_id,images,report,modality\nc1,{';'.join(names)},mass in liver,CT\nc2,/etc/passwd,mass,CT\n"
+    )
     items = list(ManifestArchive(manifest))
     assert isinstance(items[0], Case) and len(items[0].images) == 2 and items[0].modality == "CT"
     assert isinstance(items[1], SkippedItem)

@@ -29,8 +29,9 @@ def encoders() -> tuple[CTEncoder, TextEncoder]:
 
 def _store(root: Path, encoders: tuple[CTEncoder, TextEncoder]) -> CaseStore:
     image, text = encoders
-    return CaseStore.create(root, image_dim=image.dim, text_dim=text.dim, image_encoder=image.name,
-                            text_encoder=text.name)
+    return CaseStore.create(
+        root, image_dim=image.dim, text_dim=text.dim, image_encoder=image.name, text_encoder=text.name
+    )
 
 
 @pytest.fixture(scope="module")
@@ -98,7 +99,9 @@ def test_bad_queries_are_clear_errors(built, encoders, tmp_path: Path) -> None:
         searcher.search(Query(text="   "))
 
 
-def test_unreadable_images_and_empty_reports_are_skipped_and_counted(tmp_path: Path, encoders, demo_archive: Path) -> None:
+def test_unreadable_images_and_empty_reports_are_skipped_and_counted(
+    tmp_path: Path, encoders, demo_archive: Path
+) -> None:
     store = _store(tmp_path / "idx", encoders)
     good = next(c for c in MedPixArchive(demo_archive, "train") if isinstance(c, Case))
     broken = tmp_path / "broken.jpg"

@@ -2,7 +2,10 @@ from indexing.reports import split_report
 
 
 def test_headings_split_into_sections() -> None:
-    text = "HISTORY: 58 yo man, cough.\nFINDINGS: Mass in the left upper lobe.\nNo effusion.\nIMPRESSION: Likely hamartoma."
+    text = (
+        "HISTORY: 58 yo man, cough.\nFINDINGS: Mass in the left upper lobe.\nNo effusion.\n"
+        "IMPRESSION: Likely hamartoma."
+    )
     report = split_report(text)
     assert report.history == "58 yo man, cough."
     assert report.findings == "Mass in the left upper lobe.\nNo effusion."

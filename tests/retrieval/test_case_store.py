@@ -23,11 +23,24 @@ def make_cases(n: int, seed: int = 0) -> list[tuple[Case, dict[str, np.ndarray],
     items = []
     for i in range(n):
         modality = "CT" if i % 2 == 0 else "MR"
-        images = tuple(CaseImage(image_id=f"c{i}/img{j}", path=Path(f"/archive/c{i}_{j}.jpg"), caption=f"image {j}",
-                                 modality=modality, body_region="Head" if i % 3 == 0 else "Thorax")
-                       for j in range(2))
-        case = Case(case_id=f"c{i}", images=images, report=ReportSections(findings=f"finding number {i}"),
-                    patient_id=f"p{i // 2}", modality=modality, metadata={"site": "north" if i < n // 2 else "south"})
+        images = tuple(
+            CaseImage(
+                image_id=f"c{i}/img{j}",
+                path=Path(f"/archive/c{i}_{j}.jpg"),
+                caption=f"image {j}",
+                modality=modality,
+                body_region="Head" if i % 3 == 0 else "Thorax",
+            )
+            for j in range(2)
+        )
+        case = Case(
+            case_id=f"c{i}",
+            images=images,
+            report=ReportSections(findings=f"finding number {i}"),
+            patient_id=f"p{i // 2}",
+            modality=modality,
+            metadata={"site": "north" if i < n // 2 else "south"},
+        )
         items.append((case, {img.image_id: unit(rng, DIM) for img in images}, unit(rng, TEXT_DIM)))
     return items
 
@@ -113,4 +126,7 @@ def test_vectors_for_rescoring(tmp_path: Path) -> None:
         assert np.allclose(vecs[0], items[1][1]["c1/img0"]) and np.allclose(vecs[1], items[2][1]["c2/img1"])
         texts = store.case_text_vectors(["c2", "c0", "c2"])
         assert np.allclose(texts[0], items[2][2]) and np.allclose(texts[1], items[0][2])
-        assert {(h.case_id, h.image_id) for h in store.image_hits_for_cases(["c1"])} == {("c1", "c1/img0"), ("c1", "c1/img1")}
+        assert {(h.case_id, h.image_id) for h in store.image_hits_for_cases(["c1"])} == {
+            ("c1", "c1/img0"),
+            ("c1", "c1/img1"),
+        }

@@ -10,7 +10,13 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
-from retrieval.encoders.ct_clip import create_model, create_tokenizer, get_config, imagenet_mobilenet_v2_weights, list_configs
+from retrieval.encoders.ct_clip import (
+    create_model,
+    create_tokenizer,
+    get_config,
+    imagenet_mobilenet_v2_weights,
+    list_configs,
+)
 from retrieval.encoders.image_encoder import CTEncoder, EncoderLoadError, OpenClipEncoder, load_image_encoder
 
 
@@ -37,8 +43,9 @@ def test_a_training_step_lowers_the_contrastive_loss() -> None:
     torch.manual_seed(0)
     config = get_config("ct-tiny")
     model = create_model(config, init="scratch")
-    tokens = create_tokenizer(config)([f"ct image number {i} of the {w}" for i, w in
-                                       enumerate(["head", "chest", "abdomen", "spine"] * 2)])
+    tokens = create_tokenizer(config)(
+        [f"ct image number {i} of the {w}" for i, w in enumerate(["head", "chest", "abdomen", "spine"] * 2)]
+    )
     images = torch.randn(8, 3, config.image_size, config.image_size)
     loss_fn = ClipLoss()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -89,9 +96,11 @@ def test_user_open_clip_checkpoint_from_a_local_folder(tmp_path: Path) -> None:
     """A user's own open_clip model (e.g. BiomedCLIP) is loaded from a folder, never from a hub."""
     import open_clip
 
-    model_cfg = {"embed_dim": 32,
-                 "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
-                 "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}
+    model_cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+        "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+    }
     folder = tmp_path / "my-clip"
     folder.mkdir()
     (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {}}))
@@ -105,4 +114,6 @@ def test_user_open_clip_checkpoint_from_a_local_folder(tmp_path: Path) -> None:
     assert vectors.shape == (2, 32)
     with torch.no_grad():
         expected = reference.eval().encode_text(encoder.tokenizer(["lung"]))
-    assert np.allclose(encoder.embed_texts(["lung"]), torch.nn.functional.normalize(expected, dim=-1).numpy(), atol=1e-5)
+    assert np.allclose(
+        encoder.embed_texts(["lung"]), torch.nn.functional.normalize(expected, dim=-1).numpy(), atol=1e-5
+    )

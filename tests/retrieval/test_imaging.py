@@ -13,7 +13,14 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from retrieval.imaging import (
-    ImageDecodeError, apply_window, find_series, load_image, load_series, normalize_percentile, read_nifti, to_slices,
+    ImageDecodeError,
+    apply_window,
+    find_series,
+    load_image,
+    load_series,
+    normalize_percentile,
+    read_nifti,
+    to_slices,
 )
 from retrieval.imaging.slices import slice_indices
 
@@ -47,10 +54,15 @@ def test_ct_small_gives_hounsfield_units() -> None:
     assert to_slices(image)[0].dtype == np.uint8
 
 
-@pytest.mark.parametrize(("compressed", "reference"), [("693_J2KR.dcm", "693_UNCR.dcm"),
-                                                       ("MR2_J2KR.dcm", "MR2_UNCR.dcm"),
-                                                       ("emri_small_jpeg_ls_lossless.dcm", "emri_small.dcm"),
-                                                       ("emri_small_RLE.dcm", "emri_small.dcm")])
+@pytest.mark.parametrize(
+    ("compressed", "reference"),
+    [
+        ("693_J2KR.dcm", "693_UNCR.dcm"),
+        ("MR2_J2KR.dcm", "MR2_UNCR.dcm"),
+        ("emri_small_jpeg_ls_lossless.dcm", "emri_small.dcm"),
+        ("emri_small_RLE.dcm", "emri_small.dcm"),
+    ],
+)
 def test_lossless_compressed_dicom_decodes_to_the_same_pixels(compressed: str, reference: str) -> None:
     a, b = load_image(_data_store(compressed)), load_image(_data_store(reference))
     assert a.shape == b.shape
