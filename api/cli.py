@@ -21,7 +21,6 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 
 from api.services import Services
 from api.settings import Settings, get_settings
@@ -296,20 +295,19 @@ def _parse_filters(items: list[str]) -> dict[str, str]:
 def _print_result(result: SearchResult) -> None:
     p = result.predicted
     out.print(
-        f"[bold]{result.query}[/bold]  predicted: {p.modality} ({p.modality_confidence:.2f}), "
+        f"[bold]{result.query}[/bold]\n  predicted: {p.modality} ({p.modality_confidence:.2f}), "
         f"{p.body_region} ({p.body_region_confidence:.2f})"
     )
-    table = Table(show_lines=False)
-    for col in ("#", "score", "case", "image", "modality", "region"):
-        table.add_column(col, no_wrap=True)
-    table.add_column("findings", no_wrap=True, overflow="ellipsis", max_width=70)
     for i, hit in enumerate(result.hits, 1):
         text = hit.report.split("Findings:", 1)[-1].split("\nDiagnosis:", 1)[0]
-        snippet = " ".join(text.split())[:140]
-        table.add_row(
-            str(i), f"{hit.score:.3f}", hit.case_id, hit.image_id, hit.modality or "", hit.body_region or "", snippet
+        snippet = " ".join(text.split())
+        out.print(
+            f"  {i}. [bold]{hit.score:.3f}[/bold] {hit.case_id} ({hit.modality or '?'}, {hit.body_region or '?'}) "
+            f"{hit.image_id}",
+            no_wrap=True,
+            overflow="ellipsis",
         )
-    out.print(table)
+        out.print(f"     {snippet}", no_wrap=True, overflow="ellipsis", style="dim")
 
 
 @app.command("train-encoder")
