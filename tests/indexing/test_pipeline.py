@@ -148,3 +148,40 @@ def test_build_killed_midway_is_finished_by_rerunning(tmp_path: Path, encoders, 
     assert len(keys) == len(set(keys)), "no duplicates after resume"
     reopened.close()
     shutil.rmtree(tmp_path / "idx")
+
+
+def test_volumes_index_and_query_with_patient_leakage_guard(tmp_path: Path, encoders) -> None:
+    """DICOM series and NIfTI volumes go through the same path; a patient's other study never comes back."""
+    import json
+
+    import nibabel as nib
+    import numpy as np
+    import pydicom
+
+    from indexing.archives.dicom_folder import DicomFolderArchive
+
+    series_dir = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CT2"
+    archive_dir = tmp_path / "archive"
+    for study, patient in (("1.9.1", "P1"), ("1.9.2", "P1"), ("1.9.3", "P2")):
+        (archive_dir / study).mkdir(parents=True)
+        for f in sorted(series_dir.iterdir()):
+            ds = pydicom.dcmread(f)
+            ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.PatientID = study, study + ".1", patient
+            if patient == "P2":  # different pixels: an identical image would be caught as a duplicate
+                ds.PixelData = np.ascontiguousarray(ds.pixel_array[::-1, ::-1]).tobytes()
+            ds.save_as(archive_dir / study / f"{f.name}.dcm")
+    rows = [{"case_id": s, "report": f"FINDINGS: study {s}."} for s in ("1.9.1", "1.9.2", "1.9.3")]
+    (archive_dir / "reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store = _store(tmp_path / "idx", encoders)
+    summary = Ingestor(store, *encoders).ingest(DicomFolderArchive(archive_dir))
+    assert summary.cases_added == 3 and summary.images_added == 3
+    searcher = CaseSearcher(store, *encoders)
+    result = searcher.search(Query(image=archive_dir / "1.9.1"), k=3)
+    assert [h.case_id for h in result.hits] == ["1.9.3"], "own study and the same patient's other study are excluded"
+    unguarded = searcher.search(Query(image=archive_dir / "1.9.1"), k=3, leakage_guard=False)
+    assert {h.case_id for h in unguarded.hits} == {"1.9.1", "1.9.2", "1.9.3"}
+    volume = tmp_path / "q.nii.gz"
+    data = np.random.default_rng(0).normal(0, 300, (32, 32, 12)).astype(np.float32)
+    nib.save(nib.Nifti1Image(data, np.diag([1.0, 1.0, 3.0, 1.0])), volume)
+    assert len(searcher.search(Query(image=volume), k=3).hits) == 3
+    store.close()
