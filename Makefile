@@ -4,6 +4,8 @@ PYTHON ?= python3.11
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgreport-installed
+# The demo keeps its index inside the checkout unless told otherwise.
+export KGREPORT_DATA_DIR ?= $(CURDIR)/.kgreport
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
