@@ -1,0 +1,29 @@
+"""Graph storage: one openCypher query set over embedded FalkorDB (default) or Neo4j."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from knowledge.graph.backend import GraphBackend
+from knowledge.graph.errors import GraphUnavailableError
+
+
+def open_graph(
+    data_dir: str | Path,
+    *,
+    neo4j_uri: str | None = None,
+    neo4j_user: str = "neo4j",
+    neo4j_password: str = "",
+    neo4j_database: str | None = None,
+) -> GraphBackend:
+    """Neo4j when a URI is given, else the embedded FalkorDB of `data_dir/graph` (started on first query)."""
+    if neo4j_uri:
+        from knowledge.graph.neo4j_backend import Neo4jGraph
+
+        return Neo4jGraph(neo4j_uri, neo4j_user, neo4j_password, neo4j_database)
+    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+
+    return EmbeddedFalkorDB(Path(data_dir) / "graph")
+
+
+__all__ = ["GraphBackend", "GraphUnavailableError", "open_graph"]

@@ -1,0 +1,45 @@
+"""The one interface both graph engines (embedded FalkorDB, Neo4j) offer to the rest of `knowledge`.
+
+Queries are openCypher with every value passed as a parameter (`$name`), never formatted into the
+query text, so quotes, backslashes and Cypher keywords in user data stay data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
+
+
+class GraphBackend(Protocol):
+    name: str
+    address: str
+
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Run one query; rows as dicts keyed by the RETURN aliases."""
+        ...
+
+    def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:
+        """Run an `UNWIND $rows AS row ...` write query over `rows` in batches; returns rows sent."""
+        ...
+
+    def create_indexes(self) -> None:
+        """Indexes / constraints on concept ids and names (idempotent)."""
+        ...
+
+    def persist(self) -> None:
+        """Make written data durable (FalkorDB: SAVE; Neo4j: nothing to do)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterable[list[Mapping[str, Any]]]:
+    """Consecutive lists of at most `size` rows."""
+    batch: list[Mapping[str, Any]] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,10 @@
+"""Errors of the graph layer: they name the backend and the address, so an operator knows where to look."""
+
+
+class GraphUnavailableError(RuntimeError):
+    """The graph server cannot be reached (or started)."""
+
+    def __init__(self, backend: str, address: str, reason: str) -> None:
+        super().__init__(f"{backend} graph at {address} is unavailable: {reason}")
+        self.backend = backend
+        self.address = address

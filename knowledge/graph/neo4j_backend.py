@@ -1,0 +1,51 @@
+"""Neo4j through the official driver, used when `KGREPORT_NEO4J_URI` is set. Same queries as FalkorDB."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from knowledge.graph.backend import batches
+from knowledge.graph.errors import GraphUnavailableError
+
+
+class Neo4jGraph:
+    name = "neo4j"
+
+    def __init__(self, uri: str, user: str = "neo4j", password: str = "", database: str | None = None) -> None:
+        import neo4j
+
+        self.address = uri
+        self.database = database
+        try:
+            self._driver = neo4j.GraphDatabase.driver(uri, auth=(user, password))
+            self._driver.verify_connectivity()
+        except Exception as err:  # the driver raises ServiceUnavailable, AuthError, ValueError ...
+            raise GraphUnavailableError(self.name, uri, str(err)) from err
+
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+        import neo4j
+
+        try:
+            records, _, _ = self._driver.execute_query(query, dict(params or {}), database_=self.database)
+        except neo4j.exceptions.ServiceUnavailable as err:
+            raise GraphUnavailableError(self.name, self.address, str(err)) from err
+        return [record.data() for record in records]
+
+    def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:
+        sent = 0
+        for batch in batches(rows, batch_size):
+            self.run(query, {"rows": list(batch)})
+            sent += len(batch)
+        return sent
+
+    def create_indexes(self) -> None:
+        self.run("CREATE CONSTRAINT concept_id IF NOT EXISTS FOR (c:Concept) REQUIRE c.id IS UNIQUE")
+        self.run("CREATE INDEX concept_name IF NOT EXISTS FOR (c:Concept) ON (c.name)")
+        self.run("CREATE CONSTRAINT case_id IF NOT EXISTS FOR (c:Case) REQUIRE c.id IS UNIQUE")
+
+    def persist(self) -> None:
+        """Neo4j commits durably on every transaction."""
+
+    def close(self) -> None:
+        self._driver.close()

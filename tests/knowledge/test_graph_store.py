@@ -1,0 +1,116 @@
+"""The graph layer against a real embedded FalkorDB (and Neo4j when KGREPORT_NEO4J_URI is given)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from knowledge.graph import GraphBackend, GraphUnavailableError, open_graph
+from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+
+NEO4J_URI = os.environ.get("KGREPORT_NEO4J_URI")
+BACKENDS = [
+    "falkordb",
+    pytest.param(
+        "neo4j",
+        marks=pytest.mark.skipif(
+            not NEO4J_URI, reason="no Neo4j server here: set KGREPORT_NEO4J_URI (+ _USER, _PASSWORD) to run"
+        ),
+    ),
+]
+
+
+@pytest.fixture(params=BACKENDS)
+def graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphBackend]:
+    if request.param == "neo4j":
+        backend = open_graph(
+            tmp_path,
+            neo4j_uri=NEO4J_URI,
+            neo4j_user=os.environ.get("KGREPORT_NEO4J_USER", "neo4j"),
+            neo4j_password=os.environ.get("KGREPORT_NEO4J_PASSWORD", ""),
+        )
+        backend.run("MATCH (n) WHERE n.test_run = true DETACH DELETE n")
+    else:
+        backend = open_graph(tmp_path)
+    backend.create_indexes()
+    yield backend
+    if request.param == "neo4j":
+        backend.run("MATCH (n) WHERE n.test_run = true DETACH DELETE n")
+    backend.close()
+
+
+def test_batched_writes_and_parameterised_reads(graph: GraphBackend) -> None:
+    rows = [{"id": f"RID{i}", "name": f"concept {i}"} for i in range(5000)]
+    assert (
+        graph.run_batched(
+            "UNWIND $rows AS row MERGE (c:Concept {id: row.id}) SET c.name = row.name, c.test_run = true",
+            rows,
+            batch_size=1000,
+        )
+        == 5000
+    )
+    found = graph.run("MATCH (c:Concept {id: $id}) RETURN c.name AS name", {"id": "RID42"})
+    assert found == [{"name": "concept 42"}]
+    graph.create_indexes()  # idempotent
+    assert graph.run("MATCH (c:Concept) WHERE c.test_run = true RETURN count(c) AS n")[0]["n"] == 5000
+
+
+@pytest.mark.parametrize(
+    "nasty", ['O\'Brien \\ "quoted"', "x'}) DETACH DELETE (n) //", "MATCH (n) RETURN n", "\u0000\ud7ff emoji 🙂", "$id"]
+)
+def test_values_are_data_never_query_text(graph: GraphBackend, nasty: str) -> None:
+    graph.run("CREATE (c:Concept {id: $id, name: $name, test_run: true})", {"id": "RIDX", "name": nasty})
+    graph.run("CREATE (c:Concept {id: 'RIDY', name: 'kept', test_run: true})")
+    # FalkorDB's client carries parameters in a text header, so NUL characters are dropped on the way in.
+    stored = nasty.replace("\x00", "") if graph.name == "falkordb" else nasty
+    assert graph.run("MATCH (c:Concept {id: 'RIDX'}) RETURN c.name AS name") == [{"name": stored}]
+    assert graph.run("MATCH (c:Concept {name: $name}) RETURN c.id AS id", {"name": nasty}) == [{"id": "RIDX"}]
+    assert graph.run("MATCH (c:Concept {id: 'RIDY'}) RETURN c.name AS name") == [{"name": "kept"}]
+
+
+def test_embedded_server_persists_across_restarts(tmp_path: Path) -> None:
+    first = EmbeddedFalkorDB(tmp_path / "graph")
+    first.run("CREATE (:Concept {id: 'RID1', name: 'lung'})")
+    first.close()
+    assert not first.alive()
+    second = EmbeddedFalkorDB(tmp_path / "graph")
+    assert second.run("MATCH (c:Concept) RETURN c.name AS name") == [{"name": "lung"}]
+    second.close()
+
+
+def test_embedded_server_is_restarted_if_it_died(tmp_path: Path) -> None:
+    graph = EmbeddedFalkorDB(tmp_path / "graph")
+    graph.run("CREATE (:Concept {id: 'RID1', name: 'liver'})")
+    graph.persist()
+    pid = graph.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    assert graph.run("MATCH (c:Concept) RETURN c.name AS name") == [{"name": "liver"}]
+    assert graph.pid() not in (None, pid)
+    graph.close()
+
+
+def test_socket_stays_short_for_deep_data_dirs(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    graph = EmbeddedFalkorDB(deep)
+    assert len(str(graph.socket)) <= 100
+    assert graph.run("RETURN 1 AS one") == [{"one": 1}]
+    graph.close()
+
+
+def test_a_server_that_cannot_start_names_backend_and_address(tmp_path: Path) -> None:
+    blocker = tmp_path / "graph"
+    blocker.write_text("a file where the graph folder should be")
+    graph = EmbeddedFalkorDB(blocker)
+    with pytest.raises((GraphUnavailableError, OSError), match="graph"):
+        graph.run("RETURN 1")
+
+
+def test_unreachable_neo4j_names_backend_and_address() -> None:
+    with pytest.raises(GraphUnavailableError, match=r"neo4j graph at bolt://127.0.0.1:1 is unavailable"):
+        open_graph(".", neo4j_uri="bolt://127.0.0.1:1", neo4j_password="x")
