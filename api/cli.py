@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
+kg_app = typer.Typer(help="The ontology graph: load it, inspect it.", no_args_is_help=True)
+app.add_typer(kg_app, name="kg")
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
 
@@ -61,6 +63,7 @@ def _progress() -> Progress:
 def _user_errors() -> Iterator[None]:
     """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
     from indexing.archives import ArchiveError
+    from knowledge.graph import GraphUnavailableError
     from retrieval.case_store import IndexNotFoundError
     from retrieval.encoders.image_encoder import EncoderLoadError
     from retrieval.imaging import ImageDecodeError
@@ -71,6 +74,7 @@ def _user_errors() -> Iterator[None]:
     except (
         CliError,
         ArchiveError,
+        GraphUnavailableError,
         IndexNotFoundError,
         EncoderLoadError,
         ImageDecodeError,
@@ -308,6 +312,55 @@ def _print_result(result: SearchResult) -> None:
             overflow="ellipsis",
         )
         out.print(f"     {snippet}", no_wrap=True, overflow="ellipsis", style="dim")
+
+
+@kg_app.command("load")
+def kg_load(
+    radlex: Annotated[Path | None, typer.Option(help="RadLex CSV (default: the bundled copy)")] = None,
+    finding_models: Annotated[Path | None, typer.Option(help="finding models JSONL (default: bundled)")] = None,
+    backend: Annotated[str | None, typer.Option(help="falkordb or neo4j (default: neo4j if a URI is set)")] = None,
+) -> None:
+    """Load RadLex and the Open Imaging Finding Models into the graph (idempotent)."""
+    from knowledge.ontology.loader import load_ontology
+
+    with _user_errors():
+        services = _graph_services(backend)
+        folder = services.settings.ontology_dir
+        with _progress() as progress:
+            task = progress.add_task("loading ontology", total=3)
+            summary = load_ontology(
+                services.graph,
+                radlex or folder / "radlex.csv.gz",
+                finding_models or folder / "finding_models.jsonl.gz",
+                progress=lambda step, n: progress.advance(task),
+            )
+        out.print_json(
+            json.dumps({"backend": services.graph.name, "address": services.graph.address, **summary.as_json()})
+        )
+        services.close()
+
+
+@kg_app.command("info")
+def kg_info(backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None) -> None:
+    """Counts of concepts, finding models, edges and cases in the graph."""
+    from knowledge.ontology.loader import ontology_counts
+
+    with _user_errors():
+        services = _graph_services(backend)
+        counts = ontology_counts(services.graph)
+        out.print_json(json.dumps({"backend": services.graph.name, "address": services.graph.address, **counts}))
+        services.close()
+
+
+def _graph_services(backend: str | None) -> Services:
+    settings = get_settings()
+    if backend not in (None, "falkordb", "neo4j"):
+        raise CliError(f"unknown graph backend {backend!r}: falkordb or neo4j")
+    if backend == "neo4j" and not settings.neo4j_uri:
+        raise CliError("--backend neo4j needs KGREPORT_NEO4J_URI (and _USER, _PASSWORD)")
+    if backend == "falkordb":
+        settings = settings.model_copy(update={"neo4j_uri": ""})
+    return Services(settings)
 
 
 @app.command("train-encoder")

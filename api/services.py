@@ -7,6 +7,7 @@ from functools import cached_property
 from pathlib import Path
 
 from api.settings import Settings
+from knowledge.graph import GraphBackend, open_graph
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -81,7 +82,20 @@ class Services:
             window=self.settings.ct_window,
         )
 
+    @cached_property
+    def graph(self) -> GraphBackend:
+        s = self.settings
+        return open_graph(
+            s.data_dir,
+            neo4j_uri=s.neo4j_uri or None,
+            neo4j_user=s.neo4j_user,
+            neo4j_password=s.neo4j_password,
+            neo4j_database=s.neo4j_database,
+        )
+
     def close(self) -> None:
         for store in self._stores.values():
             store.close()
         self._stores.clear()
+        if "graph" in self.__dict__:
+            self.graph.close()

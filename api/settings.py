@@ -39,6 +39,10 @@ class Settings(BaseSettings):
     )
     leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
     ingest_batch_cases: int = Field(default=16, ge=1)
+    neo4j_uri: str = Field(default="", description="bolt:// or neo4j:// URI; empty = embedded FalkorDB")
+    neo4j_user: str = "neo4j"
+    neo4j_password: str = ""
+    neo4j_database: str | None = None
 
     @field_validator("data_dir", "bundled_data_dir")
     @classmethod
@@ -58,6 +62,10 @@ class Settings(BaseSettings):
     @property
     def default_image_encoder(self) -> Path:
         return self.bundled_data_dir / "models" / "ct-encoder"
+
+    @property
+    def ontology_dir(self) -> Path:
+        return self.bundled_data_dir / "ontology"
 
     @property
     def demo_archive(self) -> Path:

@@ -85,6 +85,20 @@ class EmbeddedFalkorDB:
             time.sleep(0.02)
         atexit.register(self.stop)
         self._connect()
+        self._wait_until_loaded(deadline)
+
+    def _wait_until_loaded(self, deadline: float) -> None:
+        """A restarted server reads graph.rdb first and answers LOADING until it is done."""
+        import redis
+
+        while True:
+            try:
+                self._graph.query("RETURN 1")
+                return
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline + 60:
+                    raise GraphUnavailableError(self.name, self.address, "still loading its data after 70 s") from None
+                time.sleep(0.05)
 
     def _tail_log(self) -> str:
         log_file = self.folder / "falkordb.log"

@@ -1,0 +1,1 @@
+"""Medical ontology: RadLex terms and Open Imaging Finding Models, read from files and loaded into the graph."""
