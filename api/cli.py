@@ -352,6 +352,21 @@ def kg_info(backend: Annotated[str | None, typer.Option(help="falkordb or neo4j"
         services.close()
 
 
+@kg_app.command("ground")
+def kg_ground(
+    concept_ids: Annotated[list[str], typer.Argument(help="RadLex RIDs or finding-model ids")],
+    backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None,
+) -> None:
+    """Ancestors, locations, related findings and archive statistics of concepts (one JSON line each)."""
+    from knowledge.grounding import ground_concept
+
+    with _user_errors():
+        services = _graph_services(backend)
+        for concept_id in concept_ids:
+            sys.stdout.write(json.dumps(ground_concept(services.graph, concept_id).as_json()) + "\n")
+        services.close()
+
+
 def _graph_services(backend: str | None) -> Services:
     settings = get_settings()
     if backend not in (None, "falkordb", "neo4j"):

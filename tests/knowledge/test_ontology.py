@@ -73,6 +73,10 @@ def test_full_ontology_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     assert summary["is_a_edges"] > 45000 and summary["located_in_edges"] > 100
     info = json.loads(runner.invoke(app, ["kg", "info"]).stdout)
     assert info["concepts"] == 45468 + 2382 and info["backend"] == "falkordb"
+    grounded = runner.invoke(app, ["kg", "ground", "RID1301", "RID0"])
+    lines = [json.loads(line) for line in grounded.stdout.splitlines()]
+    assert lines[0]["name"] == "lung" and any(a["name"] == "anatomical entity" for a in lines[0]["ancestors"])
+    assert lines[1]["reason"] == "unknown concept id 'RID0'"
     neo = runner.invoke(app, ["kg", "info", "--backend", "neo4j"])
     assert neo.exit_code == 2 and "KGREPORT_NEO4J_URI" in neo.output
     get_settings.cache_clear()
