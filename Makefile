@@ -38,9 +38,9 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python benchmarks/retrieval_quality.py
-	$(BIN)/python benchmarks/build_speed.py
-	$(BIN)/python benchmarks/search_speed.py
+	$(BIN)/python -m benchmarks.retrieval_quality --encoder data/models/ct-encoder
+	$(BIN)/python -m benchmarks.build_speed
+	$(BIN)/python -m benchmarks.search_speed
 
 clean:
 	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache

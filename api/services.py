@@ -48,14 +48,7 @@ class Services:
                 raise IndexNotFoundError(
                     f"index {name!r} not found at {root} (build it with `kgreport index build ARCHIVE --name {name}`)"
                 )
-            store = CaseStore.create(
-                root,
-                image_dim=self.image_encoder.dim,
-                text_dim=self.text_encoder.dim,
-                image_encoder=self.image_encoder.name,
-                text_encoder=self.text_encoder.name,
-                params=self.index_params,
-            )
+            store = CaseStore.create_for(root, self.image_encoder, self.text_encoder, params=self.index_params)
         else:
             store = CaseStore.open(root, params=self.index_params)
         self._check_dims(name, store)

@@ -4,20 +4,18 @@ Times the whole ingest (decode → CT encoder → MiniLM → SQLite + FAISS) on 
 then the stages alone on the same images, so a slow stage is visible. The first batch warms the
 models up and is not counted.
 
-Usage: python benchmarks/build_speed.py [--medpix ../shared/data/medpix2] [--cases 150]
+Usage: python -m benchmarks.build_speed [--medpix ../shared/data/medpix2] [--cases 150]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
+from benchmarks.results_io import RESULTS, write_result
 from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import Ingestor, report_text_for_embedding
 from retrieval.case_store import CaseStore
@@ -28,7 +26,6 @@ from retrieval.imaging import load_case_image
 from retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 
 
 def main() -> None:
@@ -46,13 +43,7 @@ def main() -> None:
     images = [img for c in cases for img in c.images]
 
     with tempfile.TemporaryDirectory() as tmp:
-        store = CaseStore.create(
-            Path(tmp) / "idx",
-            image_dim=encoder.dim,
-            text_dim=text_encoder.dim,
-            image_encoder=encoder.name,
-            text_encoder=text_encoder.name,
-        )
+        store = CaseStore.create_for(Path(tmp) / "idx", encoder, text_encoder)
         ingestor = Ingestor(store, encoder, text_encoder)
         ingestor.ingest(warmup)
         summary = ingestor.ingest(cases)
@@ -71,7 +62,6 @@ def main() -> None:
     n = len(images)
     result = {
         "benchmark": "build_speed",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
         "encoder": encoder.name,
         "cases": len(cases),
         "images": n,
@@ -85,8 +75,7 @@ def main() -> None:
         "target_images_per_second": 20,
     }
     print(json.dumps(result, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

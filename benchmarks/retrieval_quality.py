@@ -10,22 +10,21 @@ ingest pipeline, then answers every dev image as a query through the real search
 - build throughput on the real images.
 Compare ImageNet-initialised and from-scratch encoders by passing both.
 
-Usage: python benchmarks/retrieval_quality.py [--medpix ../shared/data/medpix2] [--encoder DIR ...]
+Usage: python -m benchmarks.retrieval_quality [--medpix ../shared/data/medpix2] [--encoder DIR ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from benchmarks.results_io import RESULTS, write_result
 from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import Ingestor
 from indexing.training.pairs import pair_text
@@ -38,7 +37,6 @@ from retrieval.records import Case
 from retrieval.search import CaseSearcher, Query
 
 REPO = Path(__file__).resolve().parents[1]
-RESULTS = Path(__file__).parent / "results"
 
 
 def norm_diagnosis(text: str) -> str:
@@ -50,13 +48,7 @@ def evaluate(encoder_path: Path, medpix: Path, text_encoder: TextEncoder, limit:
     train_cases = [c for c in MedPixArchive(medpix, "train", limit=limit) if isinstance(c, Case)]
     dev_cases = [c for c in MedPixArchive(medpix, "dev") if isinstance(c, Case)]
     with tempfile.TemporaryDirectory() as tmp:
-        store = CaseStore.create(
-            Path(tmp) / "idx",
-            image_dim=encoder.dim,
-            text_dim=text_encoder.dim,
-            image_encoder=encoder.name,
-            text_encoder=text_encoder.name,
-        )
+        store = CaseStore.create_for(Path(tmp) / "idx", encoder, text_encoder)
         summary = Ingestor(store, encoder, text_encoder).ingest(train_cases)
         searcher = CaseSearcher(store, encoder, text_encoder)
         train_dx = {norm_diagnosis(c.report.diagnosis) for c in train_cases}
@@ -118,14 +110,11 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     result = {
         "benchmark": "retrieval_quality",
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
         "targets": {"modality_accuracy": 0.97, "body_region_accuracy": 0.90},
         "anchor": "DR-Minerva reports >92% modality and body location on MedPix 2.0",
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

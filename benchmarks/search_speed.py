@@ -6,24 +6,22 @@ Single-query latency (one query per call, as the service answers), p50 / p95 ove
 recall@10 against exact search, build time and memory, and an nprobe sweep that justifies the
 default. Both indexes are measured side by side in one process.
 
-Usage: python benchmarks/search_speed.py [--sizes 10000 100000 1000000] [--queries 300]
+Usage: python -m benchmarks.search_speed [--sizes 10000 100000 1000000] [--queries 300]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
 
+from benchmarks.results_io import RESULTS, write_result
 from retrieval.vector_index import IndexParams, VectorIndex
 
 DIM = 256
-RESULTS = Path(__file__).parent / "results"
 
 
 def clustered_vectors(
@@ -127,13 +125,10 @@ def main() -> None:
     result = {
         "benchmark": "search_speed",
         "dim": DIM,
-        "machine": f"{platform.machine()}, {faiss.omp_get_max_threads()} threads",
         "faiss": faiss.__version__,
         "results": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, result)
 
 
 if __name__ == "__main__":

@@ -128,6 +128,20 @@ class CaseStore:
         return store
 
     @classmethod
+    def create_for(
+        cls, root: Path, image_encoder: Any, text_encoder: Any, params: IndexParams | None = None
+    ) -> CaseStore:
+        """A new store sized and labelled for these encoders (anything with `.dim` and `.name`)."""
+        return cls.create(
+            root,
+            image_dim=image_encoder.dim,
+            text_dim=text_encoder.dim,
+            image_encoder=image_encoder.name,
+            text_encoder=text_encoder.name,
+            params=params,
+        )
+
+    @classmethod
     def open(cls, root: Path, params: IndexParams | None = None) -> CaseStore:
         root = Path(root)
         if not cls.exists(root):

@@ -29,9 +29,7 @@ def encoders() -> tuple[CTEncoder, TextEncoder]:
 
 def _store(root: Path, encoders: tuple[CTEncoder, TextEncoder]) -> CaseStore:
     image, text = encoders
-    return CaseStore.create(
-        root, image_dim=image.dim, text_dim=text.dim, image_encoder=image.name, text_encoder=text.name
-    )
+    return CaseStore.create_for(root, image, text)
 
 
 @pytest.fixture(scope="module")
