@@ -1,7 +1,15 @@
 """Decoding of images and volumes: PNG/JPEG, DICOM files and series, NIfTI; CT windowing; slicing."""
 
 from retrieval.imaging.decoded import DecodedImage
-from retrieval.imaging.dicom import DicomSeries, find_series, load_series, read_dicom_file
+from retrieval.imaging.dicom import (
+    DicomScan,
+    DicomSeries,
+    SliceHeader,
+    find_series,
+    load_series,
+    read_dicom_file,
+    scan_dicom_folder,
+)
 from retrieval.imaging.errors import ImageDecodeError
 from retrieval.imaging.loader import load_case_image, load_image
 from retrieval.imaging.nifti import read_nifti
@@ -12,8 +20,10 @@ __all__ = [
     "DEFAULT_CT_WINDOW",
     "WINDOW_PRESETS",
     "DecodedImage",
+    "DicomScan",
     "DicomSeries",
     "ImageDecodeError",
+    "SliceHeader",
     "WindowPreset",
     "apply_window",
     "find_series",
@@ -23,5 +33,6 @@ __all__ = [
     "normalize_percentile",
     "read_dicom_file",
     "read_nifti",
+    "scan_dicom_folder",
     "to_slices",
 ]

@@ -13,9 +13,12 @@ class DecodedImage:
     """Pixels of a 2D image or a 3D volume.
 
     `pixels` is float32: (H, W) grayscale, (H, W, 3) RGB for ordinary picture files, or (Z, H, W)
-    for volumes ordered along the slice normal (inferior → superior for axial CT/NIfTI).
+    for volumes ordered along the slice normal (inferior → superior for axial CT/NIfTI); colour
+    multi-frame DICOM (ultrasound cine) is (Z, H, W, 3).
     `is_hu` says the values are Hounsfield units (CT after RescaleSlope/Intercept).
     `spacing` is in mm: (row, col) or (z, row, col), when known.
+    `modality` is the DICOM Modality (0008,0060), e.g. "CT", "MR"; None for pictures and NIfTI.
+    `metadata` holds what else the source said (series uid, body part, orientation, notes).
     """
 
     pixels: np.ndarray
@@ -29,3 +32,19 @@ class DecodedImage:
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.pixels.shape)
+
+
+def finite_float32(array: np.ndarray) -> tuple[np.ndarray, int]:
+    """`array` as float32 with NaN/inf replaced by the finite extremes, and how many were replaced.
+
+    Float NIfTI and DICOM Float Pixel Data may hold NaN outside the field of view; left in, one NaN
+    turns every percentile (and so a whole slice) into garbage.
+    """
+    array = np.asarray(array, dtype=np.float32)
+    bad = ~np.isfinite(array)
+    count = int(bad.sum())
+    if count == 0:
+        return array, 0
+    finite = array[~bad]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 0.0)
+    return np.nan_to_num(array, nan=low, posinf=high, neginf=low), count

@@ -2,4 +2,8 @@
 
 
 class ImageDecodeError(ValueError):
-    """An image, volume or DICOM file that cannot be turned into pixels."""
+    """An image, volume or DICOM file that cannot be turned into pixels.
+
+    The message starts with the path ("CT_bad.dcm: no Pixel Data (7FE0,0010)") so a build log line
+    is enough to find the file.
+    """

@@ -9,9 +9,15 @@ import numpy as np
 
 @dataclass(frozen=True)
 class WindowPreset:
+    """A CT display window: HU values in [center − width/2, center + width/2] span black to white."""
+
     name: str
     center: float
     width: float
+
+    def __post_init__(self) -> None:
+        if not self.width > 0:
+            raise ValueError(f"window {self.name!r}: width must be positive, got {self.width}")
 
 
 WINDOW_PRESETS: dict[str, WindowPreset] = {
@@ -27,6 +33,7 @@ WINDOW_PRESETS: dict[str, WindowPreset] = {
 
 
 def get_window(preset: WindowPreset | str) -> WindowPreset:
+    """The preset itself, or the named one (case-insensitive); ValueError lists the known names."""
     if isinstance(preset, WindowPreset):
         return preset
     try:
