@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     )
     text_encoder: str = Field(default="", description="sentence-transformers folder; empty = packaged MiniLM")
     exact_search_threshold: int = Field(default=20_000, ge=1, description="below: exact search; above: IVF")
-    ivf_nprobe: int = Field(default=16, ge=1)
+    ivf_nprobe: int = Field(default=64, ge=1)
     volume_slices: int = Field(default=8, ge=1, le=64, description="axial slices sampled per 3D volume")
     ct_window: str | None = Field(default=None, description="window preset for CT volumes (lung, bone, ...)")
     hybrid_image_weight: float = Field(

@@ -54,8 +54,9 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
     return float(np.mean([len(set(f) & set(t)) / len(t) for f, t in zip(found, truth, strict=True)]))
 
 
-def bench_size(n: int, n_queries: int, rng: np.random.Generator, sweep: list[int], clusters: int,
-               spread: float) -> dict:
+def bench_size(
+    n: int, n_queries: int, rng: np.random.Generator, sweep: list[int], clusters: int, spread: float
+) -> dict:
     data = clustered_vectors(n + n_queries, DIM, rng, n_clusters=clusters, spread=spread)
     vectors, queries = data[:n], data[n:]
     ids = np.arange(n, dtype=np.int64)
@@ -109,9 +110,13 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--sweep", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--clusters", type=int, default=1000, help="Gaussian centres of the synthetic data")
-    parser.add_argument("--spread", type=float, default=1.5,
-                        help="noise scale: 1.5 gives within-cluster cosine ≈ 0.3, so a cluster's thousand members "
-                             "are near-ties and IVF must probe enough lists to rank them")
+    parser.add_argument(
+        "--spread",
+        type=float,
+        default=1.5,
+        help="noise scale: 1.5 gives within-cluster cosine ≈ 0.3, so a cluster's thousand members "
+        "are near-ties and IVF must probe enough lists to rank them",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "search_speed.json")
     args = parser.parse_args()
     rng = np.random.default_rng(0)

@@ -1,14 +1,19 @@
 """One named index on disk: SQLite (cases, images, their vectors) + two FAISS indexes derived from it.
 
 Layout of `root/`: `store.sqlite` (the source of truth), `image.faiss` (one vector per stored image,
-keyed by the image row id), `text.faiss` (one report vector per case, keyed by the case row id),
-`faiss.json` (the SQLite generation the FAISS files reflect) and `manifest.json` (dimensions and
-encoder names).
+keyed by the image row id), `text.faiss` (one report vector per case, keyed by the case row id) and
+`manifest.json` (format version, dimensions, encoder names, creation time, and the SQLite
+generation the FAISS files reflect).
 
-Every write is one SQLite transaction that also bumps a generation counter. `flush()` writes the
-FAISS files atomically and then records their generation. On `open()`, FAISS files whose generation
-differs from SQLite's (a crash between commit and flush), or that are missing or corrupt, are rebuilt
-from the vectors in SQLite: a half-written index is recovered, never served stale.
+Every write is one SQLite transaction that also bumps a `generation` counter in `meta`. `flush()`
+writes the FAISS files atomically and then records their generation in the manifest. On `open()`,
+FAISS files whose generation differs from SQLite's (a crash between commit and flush), or that are
+missing, corrupt or of the wrong size, are rebuilt from the vectors in SQLite: a half-written index
+is recovered, never served stale.
+
+Vectors are stored L2-normalised, so what SQLite holds is exactly what FAISS searches (cosine).
+One process should write a store at a time; a write that finds another process's commit in between
+rebuilds its in-memory indexes from SQLite rather than serving a stale view.
 """
 
 from __future__ import annotations
@@ -19,7 +24,8 @@ import os
 import re
 import sqlite3
 import threading
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -30,8 +36,10 @@ from retrieval.records import Case, Hit
 from retrieval.vector_index import IndexParams, VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
+
 FORMAT_VERSION = 1
-_FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # metadata keys go into a JSON path: keep them plain
+_REBUILD_CHUNK = 20_000  # rows read from SQLite per FAISS add while rebuilding
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -50,16 +58,49 @@ CREATE TABLE IF NOT EXISTS images (
 );
 CREATE INDEX IF NOT EXISTS images_path ON images(path);
 CREATE INDEX IF NOT EXISTS cases_patient ON cases(patient_id);
+-- Filters compare lower(...) = lower(?): these expression indexes answer them without reading the
+-- rows, whose vector blobs would make every filtered search a scan of the whole file.
+CREATE INDEX IF NOT EXISTS images_modality_ci ON images(lower(modality));
+CREATE INDEX IF NOT EXISTS images_body_region_ci ON images(lower(body_region));
+CREATE INDEX IF NOT EXISTS cases_modality_ci ON cases(lower(modality));
+CREATE INDEX IF NOT EXISTS cases_body_region_ci ON cases(lower(body_region));
+CREATE INDEX IF NOT EXISTS cases_patient_ci ON cases(lower(patient_id));
+CREATE INDEX IF NOT EXISTS cases_case_id_ci ON cases(lower(case_id));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+_IN_LIST = "(SELECT value FROM json_each(?))"  # one JSON-array parameter: no limit on list length
+
+_IMAGE_HIT_SQL = f"""
+SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality,
+       COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption
+FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {_IN_LIST}
+"""
+_TEXT_HIT_SQL = f"""
+SELECT c.id AS pk, c.case_id,
+       (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1) AS image_id,
+       c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption
+FROM cases c WHERE c.id IN {_IN_LIST}
 """
 
 
 class IndexNotFoundError(FileNotFoundError):
-    """No index at the given path (or name)."""
+    """No index at the given path (or its manifest is unreadable)."""
 
 
 class DuplicateCaseError(ValueError):
-    """A case id that is already stored."""
+    """A case id that is already stored (or given twice in one batch)."""
+
+
+def _unit(vector: Any, dim: int, what: str) -> np.ndarray:
+    """A float32 unit vector of length `dim` (a zero vector stays zero), or a ValueError naming `what`."""
+    v = np.asarray(vector, dtype=np.float32)
+    if v.shape != (dim,):
+        raise VectorIndexError(f"{what}: vector of shape {v.shape}, expected ({dim},)")
+    if not np.isfinite(v).all():
+        raise VectorIndexError(f"{what}: vector contains NaN or infinity")
+    norm = float(np.linalg.norm(v))
+    return v / norm if norm > 0 else v
 
 
 def _blob(vector: np.ndarray) -> bytes:
@@ -70,22 +111,33 @@ def _unblob(blob: bytes) -> np.ndarray:
     return np.frombuffer(blob, dtype=np.float32)
 
 
+def _json_list(values: Collection[Any]) -> str:
+    return json.dumps([v if isinstance(v, int) else str(v) for v in values])
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    with open(tmp, "rb") as handle:
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=2)
+        handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
 
 
 class CaseStore:
-    """Cases, images and their vectors; similarity search with metadata filters and exclusions."""
+    """Cases, images and their vectors; similarity search with metadata filters and exclusions.
+
+    Use `CaseStore.create` / `CaseStore.open`, not the constructor. Safe to share between threads:
+    one lock serialises database access and FAISS updates.
+    """
 
     def __init__(self, root: Path, manifest: dict[str, Any], params: IndexParams | None) -> None:
         self.root = root
         self.manifest = manifest
         self.params = params or IndexParams()
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()
+        self._closed = False
+        # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT below.
         self._db = sqlite3.connect(root / "store.sqlite", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
@@ -93,6 +145,7 @@ class CaseStore:
         self._db.executescript(_SCHEMA)
         self.image_index = VectorIndex(manifest["image_dim"], self.params)
         self.text_index = VectorIndex(manifest["text_dim"], self.params)
+        self._indexed_generation = 0  # the SQLite generation the in-memory FAISS indexes reflect
         self._load_faiss()
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -111,6 +164,7 @@ class CaseStore:
         text_encoder: str,
         params: IndexParams | None = None,
     ) -> CaseStore:
+        """A new, empty store at `root`; FileExistsError if one is already there."""
         root = Path(root)
         if cls.exists(root):
             raise FileExistsError(f"{root}: an index already exists here")
@@ -122,6 +176,7 @@ class CaseStore:
             "image_encoder": image_encoder,
             "text_encoder": text_encoder,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "faiss_generation": 0,
         }
         store = cls(root, manifest, params)  # creates the SQLite schema first ...
         _write_json_atomic(root / "manifest.json", manifest)  # ... so a manifest always has a database
@@ -143,22 +198,29 @@ class CaseStore:
 
     @classmethod
     def open(cls, root: Path, params: IndexParams | None = None) -> CaseStore:
+        """The store at `root`; IndexNotFoundError naming the path if there is none."""
         root = Path(root)
         if not cls.exists(root):
             raise IndexNotFoundError(f"{root}: no index here (manifest.json and store.sqlite expected)")
+        manifest_path = root / "manifest.json"
         try:
-            manifest = json.loads((root / "manifest.json").read_text())
-        except json.JSONDecodeError as err:
-            raise IndexNotFoundError(f"{root / 'manifest.json'}: unreadable ({err})") from err
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{root}: index format {manifest.get('format_version')}, this kgreport reads {FORMAT_VERSION}"
-            )
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise IndexNotFoundError(f"{manifest_path}: unreadable ({err})") from err
+        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
+            found = manifest.get("format_version") if isinstance(manifest, dict) else None
+            raise ValueError(f"{manifest_path}: index format {found}, this kgreport reads {FORMAT_VERSION}")
+        missing = {"image_dim", "text_dim", "image_encoder", "text_encoder"} - manifest.keys()
+        if missing:
+            raise ValueError(f"{manifest_path}: missing {', '.join(sorted(missing))}")
         return cls(root, manifest, params)
 
     def close(self) -> None:
+        """Close the database. Does not flush: call `flush()` first to save the FAISS files."""
         with self._lock:
-            self._db.close()
+            if not self._closed:
+                self._db.close()
+                self._closed = True
 
     def __enter__(self) -> CaseStore:
         return self
@@ -167,176 +229,273 @@ class CaseStore:
         self.close()
 
     # -- generation and FAISS persistence ----------------------------------------------------------
-    def generation(self) -> int:
+    @contextmanager
+    def _snapshot(self) -> Iterator[None]:
+        """A read transaction: every SELECT inside sees one consistent state (WAL snapshot)."""
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    @contextmanager
+    def _write(self) -> Iterator[int]:
+        """A write transaction that bumps the generation; yields the generation it started from."""
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            before = self._generation()
+            yield before
+            self._db.execute(
+                "INSERT INTO meta(key, value) VALUES('generation', ?) "
+                "ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (str(before + 1),),
+            )
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+
+    def _generation(self) -> int:
         row = self._db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
         return int(row["value"]) if row else 0
 
-    def _bump_generation(self) -> None:
-        self._db.execute(
-            "INSERT INTO meta(key, value) VALUES('generation', '1') "
-            "ON CONFLICT(key) DO UPDATE SET value = CAST(value AS INTEGER) + 1"
-        )
+    def generation(self) -> int:
+        """How many write transactions the store has committed."""
+        with self._lock:
+            return self._generation()
+
+    def _count(self, table: str) -> int:
+        return int(self._db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # fixed table names
 
     def _load_faiss(self) -> None:
-        state_file = self.root / "faiss.json"
-        generation = self.generation()
-        try:
-            state = json.loads(state_file.read_text()) if state_file.is_file() else {}
-            if state.get("generation") == generation and generation > 0:
-                self.image_index = VectorIndex.load(self.root / "image.faiss", self.params)
-                self.text_index = VectorIndex.load(self.root / "text.faiss", self.params)
-                return
-        except (VectorIndexError, json.JSONDecodeError, OSError) as err:
-            log.warning("%s: FAISS files unreadable (%s); rebuilding from SQLite", self.root, err)
-        if generation > 0:
-            if state_file.is_file():
-                log.warning("%s: FAISS files lag behind SQLite (crash before flush?); rebuilding", self.root)
+        """Load the FAISS files if they match SQLite; otherwise rebuild them from SQLite."""
+        with self._snapshot():
+            generation = self._generation()
+            n_images, n_cases = self._count("images"), self._count("cases")
+        if generation == 0:
+            return  # nothing was ever written: empty indexes
+        recorded = self.manifest.get("faiss_generation")
+        problem = None
+        if recorded != generation:
+            problem = f"FAISS files reflect generation {recorded}, SQLite is at {generation} (crash before flush?)"
+        else:
+            try:
+                image = VectorIndex.load(self.root / "image.faiss", self.params)
+                text = VectorIndex.load(self.root / "text.faiss", self.params)
+                if (image.dim, text.dim) != (self.manifest["image_dim"], self.manifest["text_dim"]):
+                    problem = f"FAISS dimensions {image.dim}/{text.dim} differ from the manifest's"
+                elif (len(image), len(text)) != (n_images, n_cases):
+                    problem = f"FAISS holds {len(image)}/{len(text)} vectors, SQLite {n_images}/{n_cases}"
+                else:
+                    self.image_index, self.text_index = image, text
+                    self._indexed_generation = generation
+            except VectorIndexError as err:
+                problem = str(err)
+        if problem:
+            log.warning("%s: %s; rebuilding the FAISS indexes from store.sqlite", self.root, problem)
             self._rebuild_faiss()
 
     def _rebuild_faiss(self) -> None:
-        self.image_index = VectorIndex(self.manifest["image_dim"], self.params)
-        self.text_index = VectorIndex(self.manifest["text_dim"], self.params)
-        for table, column, index in (("images", "vector", self.image_index), ("cases", "text_vector", self.text_index)):
-            cursor = self._db.execute(f"SELECT id, {column} AS v FROM {table} ORDER BY id")  # noqa: S608 - fixed names
-            while rows := cursor.fetchmany(50_000):
-                index.add(np.array([r["id"] for r in rows], dtype=np.int64), np.stack([_unblob(r["v"]) for r in rows]))
+        """Fresh FAISS indexes from the vectors in SQLite (one consistent snapshot)."""
+        with self._snapshot():
+            generation = self._generation()
+            image = self._index_from_table("images", "vector", self.manifest["image_dim"])
+            text = self._index_from_table("cases", "text_vector", self.manifest["text_dim"])
+        self.image_index, self.text_index = image, text
+        self._indexed_generation = generation
+
+    def _index_from_table(self, table: str, column: str, dim: int) -> VectorIndex:
+        index = VectorIndex(dim, self.params)
+        ids = np.array([r[0] for r in self._db.execute(f"SELECT id FROM {table} ORDER BY id")], dtype=np.int64)
+        if len(ids) >= self.params.exact_threshold:
+            # Train IVF once on a sample of everything, rather than switching structure mid-stream.
+            rng = np.random.default_rng(0)
+            picked = np.sort(rng.choice(ids, min(len(ids), self.params.train_sample), replace=False))
+            index.train(self._vectors_for(table, column, picked), expected_size=len(ids))
+        cursor = self._db.execute(f"SELECT id, {column} FROM {table} ORDER BY id")
+        while rows := cursor.fetchmany(_REBUILD_CHUNK):
+            index.add(np.array([r[0] for r in rows], dtype=np.int64), np.stack([_unblob(r[1]) for r in rows]))
+        return index
+
+    def _vectors_for(self, table: str, column: str, ids: np.ndarray) -> np.ndarray:
+        parts = []
+        for start in range(0, len(ids), _REBUILD_CHUNK):
+            chunk = [int(i) for i in ids[start : start + _REBUILD_CHUNK]]
+            rows = self._db.execute(
+                f"SELECT {column} FROM {table} WHERE id IN {_IN_LIST} ORDER BY id", (json.dumps(chunk),)
+            )
+            parts += [_unblob(r[0]) for r in rows]
+        return np.stack(parts)
 
     def flush(self) -> None:
         """Write both FAISS files atomically, then record which SQLite generation they reflect."""
         with self._lock:
             self.image_index.save(self.root / "image.faiss")
             self.text_index.save(self.root / "text.faiss")
-            _write_json_atomic(self.root / "faiss.json", {"generation": self.generation()})
+            # Recorded last: a crash before this line leaves the old generation, so open() rebuilds.
+            self.manifest["faiss_generation"] = self._indexed_generation
+            _write_json_atomic(self.root / "manifest.json", self.manifest)
+
+    def _sync_faiss(
+        self,
+        before: int,
+        removed: tuple[list[int], list[int]],
+        added: tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]],
+    ) -> None:
+        """Apply a just-committed write to the in-memory indexes (or rebuild if they were stale)."""
+        if before != self._indexed_generation:
+            log.warning("%s: another writer committed in between; rebuilding FAISS from SQLite", self.root)
+            self._rebuild_faiss()
+            return
+        for index, gone, new in zip((self.image_index, self.text_index), removed, added, strict=True):
+            index.remove(np.array(gone, dtype=np.int64))
+            if new:
+                index.add(np.array([pk for pk, _ in new], dtype=np.int64), np.stack([v for _, v in new]))
+        self._indexed_generation = before + 1
 
     # -- writes --------------------------------------------------------------------------------------
+    def _prepared(
+        self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]]
+    ) -> list[tuple[Case, list[tuple[Any, np.ndarray]], np.ndarray]]:
+        """Validate a batch before touching the database: dimensions, finiteness, duplicate ids."""
+        image_dim, text_dim = self.manifest["image_dim"], self.manifest["text_dim"]
+        seen: set[str] = set()
+        out = []
+        for case, image_vectors, text_vector in items:
+            if case.case_id in seen:
+                raise DuplicateCaseError(f"case {case.case_id} appears twice in one batch")
+            seen.add(case.case_id)
+            image_ids = [image.image_id for image in case.images]
+            if len(set(image_ids)) != len(image_ids):
+                raise ValueError(f"case {case.case_id}: duplicate image ids")
+            images = [
+                (image, _unit(image_vectors[image.image_id], image_dim, f"image {image.image_id}"))
+                for image in case.images
+                if image_vectors.get(image.image_id) is not None  # images without a vector are not stored
+            ]
+            out.append((case, images, _unit(text_vector, text_dim, f"case {case.case_id}: report")))
+        return out
+
     def add_cases(
         self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *, replace: bool = False
     ) -> int:
-        """Store cases with their image vectors and report vector, all in one transaction."""
-        image_dim, text_dim = self.manifest["image_dim"], self.manifest["text_dim"]
-        with self._lock:
-            new_images: list[tuple[int, np.ndarray]] = []
-            new_texts: list[tuple[int, np.ndarray]] = []
-            removed_cases: list[int] = []
-            removed_images: list[int] = []
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                for case, image_vectors, text_vector in items:
-                    if np.asarray(text_vector).shape != (text_dim,):
-                        raise VectorIndexError(
-                            f"case {case.case_id}: report vector of shape {np.shape(text_vector)}, "
-                            f"index {self.root.name} expects ({text_dim},)"
-                        )
-                    existing = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case.case_id,)).fetchone()
-                    if existing is not None:
+        """Store (case, {image_id: image vector}, report vector) items in one transaction; returns how many.
+
+        An existing case_id raises DuplicateCaseError (and nothing of the batch is stored) unless
+        `replace`, which swaps the old case for the new one.
+        """
+        prepared = self._prepared(items)
+        if not prepared:
+            return 0
+        removed: tuple[list[int], list[int]] = ([], [])
+        added: tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]] = ([], [])
+        with self._lock:  # held through the FAISS update so no other write slips in between
+            with self._write() as before:
+                for case, images, text_vector in prepared:
+                    old = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case.case_id,)).fetchone()
+                    if old is not None:
                         if not replace:
                             raise DuplicateCaseError(f"case {case.case_id} is already in index {self.root.name}")
-                        removed_cases.append(existing["id"])
-                        removed_images += [
-                            r["id"]
-                            for r in self._db.execute("SELECT id FROM images WHERE case_pk=?", (existing["id"],))
-                        ]
-                        self._db.execute("DELETE FROM cases WHERE id=?", (existing["id"],))
-                    case_pk = self._db.execute(
-                        "INSERT INTO cases(case_id, patient_id, modality, body_region, report_json, report_text,"
-                        " metadata_json, text_vector) VALUES (?,?,?,?,?,?,?,?)",
-                        (
-                            case.case_id,
-                            case.patient_id,
-                            case.modality,
-                            case.body_region,
-                            json.dumps(case.report.as_dict()),
-                            case.report.text(),
-                            json.dumps(case.metadata, default=str),
-                            _blob(text_vector),
-                        ),
-                    ).lastrowid
-                    assert case_pk is not None
-                    new_texts.append((case_pk, np.asarray(text_vector, dtype=np.float32)))
-                    for image in case.images:
-                        vector = image_vectors.get(image.image_id)
-                        if vector is None:
-                            continue
-                        if np.asarray(vector).shape != (image_dim,):
-                            raise VectorIndexError(
-                                f"image {image.image_id}: vector of shape {np.shape(vector)}, "
-                                f"index {self.root.name} expects ({image_dim},)"
-                            )
-                        image_pk = self._db.execute(
-                            "INSERT INTO images(case_pk, image_id, path, caption, modality, body_region, plane,"
-                            " metadata_json, vector) VALUES (?,?,?,?,?,?,?,?,?)",
-                            (
-                                case_pk,
-                                image.image_id,
-                                str(image.path),
-                                image.caption,
-                                image.modality or case.modality,
-                                image.body_region or case.body_region,
-                                image.plane,
-                                json.dumps(image.metadata, default=str),
-                                _blob(vector),
-                            ),
-                        ).lastrowid
-                        assert image_pk is not None
-                        new_images.append((image_pk, np.asarray(vector, dtype=np.float32)))
-                self._bump_generation()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.image_index.remove(np.array(removed_images, dtype=np.int64))
-            self.text_index.remove(np.array(removed_cases, dtype=np.int64))
-            if new_images:
-                self.image_index.add(np.array([i for i, _ in new_images]), np.stack([v for _, v in new_images]))
-            if new_texts:
-                self.text_index.add(np.array([i for i, _ in new_texts]), np.stack([v for _, v in new_texts]))
-            return len(items)
+                        removed[0].extend(self._image_pks(old["id"]))
+                        removed[1].append(old["id"])
+                        self._db.execute("DELETE FROM cases WHERE id=?", (old["id"],))  # images cascade
+                    case_pk = self._insert_case(case, text_vector)
+                    added[1].append((case_pk, text_vector))
+                    for image, vector in images:
+                        added[0].append((self._insert_image(case_pk, case, image, vector), vector))
+            self._sync_faiss(before, removed, added)
+        return len(prepared)
+
+    def _insert_case(self, case: Case, text_vector: np.ndarray) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO cases(case_id, patient_id, modality, body_region, report_json, report_text,"
+            " metadata_json, text_vector) VALUES (?,?,?,?,?,?,?,?)",
+            (
+                case.case_id,
+                case.patient_id,
+                case.modality,
+                case.body_region,
+                json.dumps(case.report.as_dict()),
+                case.report.text(),
+                json.dumps(case.metadata, default=str),
+                _blob(text_vector),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _insert_image(self, case_pk: int, case: Case, image: Any, vector: np.ndarray) -> int:
+        cursor = self._db.execute(
+            "INSERT INTO images(case_pk, image_id, path, caption, modality, body_region, plane,"
+            " metadata_json, vector) VALUES (?,?,?,?,?,?,?,?,?)",
+            (
+                case_pk,
+                image.image_id,
+                str(image.path),
+                image.caption,
+                image.modality or case.modality,
+                image.body_region or case.body_region,
+                image.plane,
+                json.dumps(image.metadata, default=str),
+                _blob(vector),
+            ),
+        )
+        assert cursor.lastrowid is not None
+        return cursor.lastrowid
+
+    def _image_pks(self, case_pk: int) -> list[int]:
+        return [r["id"] for r in self._db.execute("SELECT id FROM images WHERE case_pk=?", (case_pk,))]
 
     def delete_case(self, case_id: str) -> bool:
+        """Remove a case and its images from SQLite and both FAISS indexes; False if it was not stored."""
         with self._lock:
-            row = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case_id,)).fetchone()
-            if row is None:
+            if not self._has_case(case_id):
                 return False
-            image_ids = [r["id"] for r in self._db.execute("SELECT id FROM images WHERE case_pk=?", (row["id"],))]
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
+            with self._write() as before:
+                row = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case_id,)).fetchone()
+                image_pks = self._image_pks(row["id"])
                 self._db.execute("DELETE FROM cases WHERE id=?", (row["id"],))
-                self._bump_generation()
-                self._db.execute("COMMIT")
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self.image_index.remove(np.array(image_ids, dtype=np.int64))
-            self.text_index.remove(np.array([row["id"]], dtype=np.int64))
+            self._sync_faiss(before, (image_pks, [row["id"]]), ([], []))
             return True
 
     # -- reads -----------------------------------------------------------------------------------------
-    def has_case(self, case_id: str) -> bool:
+    def _has_case(self, case_id: str) -> bool:
         return self._db.execute("SELECT 1 FROM cases WHERE case_id=?", (case_id,)).fetchone() is not None
 
+    def has_case(self, case_id: str) -> bool:
+        with self._lock:
+            return self._has_case(case_id)
+
     def case_ids(self) -> set[str]:
-        return {r["case_id"] for r in self._db.execute("SELECT case_id FROM cases")}
+        with self._lock:
+            return {r["case_id"] for r in self._db.execute("SELECT case_id FROM cases")}
 
     def patient_of(self, case_id: str) -> str | None:
-        row = self._db.execute("SELECT patient_id FROM cases WHERE case_id=?", (case_id,)).fetchone()
+        with self._lock:
+            row = self._db.execute("SELECT patient_id FROM cases WHERE case_id=?", (case_id,)).fetchone()
         return row["patient_id"] if row else None
 
     def case_ids_for_path(self, path: Path) -> set[str]:
         """Cases that store an image at exactly this path (the leakage guard's first check)."""
-        rows = self._db.execute(
-            "SELECT c.case_id FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.path = ?", (str(path),)
-        )
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT c.case_id FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.path = ?",
+                (str(path),),
+            ).fetchall()
         return {r["case_id"] for r in rows}
 
     def get_case(self, case_id: str) -> dict[str, Any] | None:
-        row = self._db.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
-        if row is None:
-            return None
-        images = self._db.execute(
-            "SELECT image_id, path, caption, modality, body_region, plane, metadata_json "
-            "FROM images WHERE case_pk=? ORDER BY id",
-            (row["id"],),
-        ).fetchall()
+        """The stored case: its fields, report sections, metadata and images (without vectors)."""
+        with self._lock:
+            row = self._db.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
+            if row is None:
+                return None
+            images = self._db.execute(
+                "SELECT image_id, path, caption, modality, body_region, plane, metadata_json "
+                "FROM images WHERE case_pk=? ORDER BY id",
+                (row["id"],),
+            ).fetchall()
+        fields = ("image_id", "path", "caption", "modality", "body_region", "plane")
         return {
             "case_id": row["case_id"],
             "patient_id": row["patient_id"],
@@ -345,95 +504,130 @@ class CaseStore:
             "report": json.loads(row["report_json"]),
             "report_text": row["report_text"],
             "metadata": json.loads(row["metadata_json"]),
-            "images": [
-                {
-                    **{k: img[k] for k in ("image_id", "path", "caption", "modality", "body_region", "plane")},
-                    "metadata": json.loads(img["metadata_json"]),
-                }
-                for img in images
-            ],
+            "images": [{**{k: img[k] for k in fields}, "metadata": json.loads(img["metadata_json"])} for img in images],
         }
 
+    def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Stored image rows for these FAISS image ids, in the given order (unknown ids are skipped)."""
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT i.id, c.case_id, c.patient_id, i.image_id, i.path, i.caption,"
+                " COALESCE(i.modality, c.modality) AS modality,"
+                " COALESCE(i.body_region, c.body_region) AS body_region, i.plane, i.metadata_json"
+                f" FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {_IN_LIST}",
+                (json.dumps(wanted),),
+            ).fetchall()
+        by_id = {r["id"]: {**dict(r), "metadata": json.loads(r["metadata_json"])} for r in rows}
+        for row in by_id.values():
+            del row["metadata_json"]
+        return [by_id[i] for i in wanted if i in by_id]
+
     def info(self) -> dict[str, Any]:
-        size = sum(f.stat().st_size for f in self.root.iterdir() if f.is_file())
+        """Counts, dimensions, encoders, index kinds, sizes on disk and generations."""
+        with self._lock:
+            cases, images, generation = self._count("cases"), self._count("images"), self._generation()
+        files = {f.name: f.stat().st_size for f in sorted(self.root.iterdir()) if f.is_file()}
         return {
             "name": self.root.name,
             "path": str(self.root),
-            "cases": self._db.execute("SELECT COUNT(*) FROM cases").fetchone()[0],
-            "images": self._db.execute("SELECT COUNT(*) FROM images").fetchone()[0],
+            "cases": cases,
+            "images": images,
             "image_dim": self.manifest["image_dim"],
             "text_dim": self.manifest["text_dim"],
             "image_encoder": self.manifest["image_encoder"],
             "text_encoder": self.manifest["text_encoder"],
             "image_index": self.image_index.kind,
             "text_index": self.text_index.kind,
-            "generation": self.generation(),
-            "bytes_on_disk": size,
+            "generation": generation,
+            "flushed_generation": self.manifest.get("faiss_generation"),
+            "bytes_on_disk": sum(files.values()),
+            "files": files,
+            "memory_bytes": self.image_index.memory_bytes() + self.text_index.memory_bytes(),
             "created": self.manifest.get("created"),
         }
 
     # -- search ------------------------------------------------------------------------------------------
-    def _where(
-        self, filters: Mapping[str, str], exclude_case_ids: Collection[str], exclude_patient_ids: Collection[str]
-    ) -> tuple[str, list[Any]]:
-        clauses, args = [], []
+    @staticmethod
+    def _filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str], list[Any], bool]:
+        """WHERE clauses for case-insensitive equality filters, their arguments, whether they read `cases c`.
+
+        Image search: an image's own modality/body region (it stores its case's when it has none) and
+        metadata (its own value, else its case's). Text search: the case matches if its own value or
+        any of its images' values does.
+        """
+        clauses: list[str] = []
+        args: list[Any] = []
+        needs_cases = False
         for key, value in filters.items():
+            if value is None:
+                continue  # no constraint
             if not _FILTER_KEY_RE.match(key):
                 raise ValueError(f"invalid filter key {key!r}")
-            if key in {"modality", "body_region"}:
-                clauses.append(f"lower(COALESCE(i.{key}, c.{key})) = lower(?)")
-            elif key in {"patient_id", "case_id"}:
+            text, path = str(value), f'$."{key}"'
+            if key in {"modality", "body_region"} and space == "image":
+                clauses.append(f"lower(i.{key}) = lower(?)")  # served by the lower(...) expression index
+                args.append(text)
+                continue
+            needs_cases = True
+            if key in {"patient_id", "case_id"}:
                 clauses.append(f"lower(c.{key}) = lower(?)")
-            else:
+                args.append(text)
+            elif key in {"modality", "body_region"}:
+                clauses.append(
+                    f"(lower(c.{key}) = lower(?) OR c.id IN (SELECT case_pk FROM images WHERE lower({key}) = lower(?)))"
+                )
+                args += [text, text]
+            elif space == "image":
                 clauses.append(
                     "lower(COALESCE(json_extract(i.metadata_json, ?), json_extract(c.metadata_json, ?))) = lower(?)"
                 )
-                args += [f'$."{key}"', f'$."{key}"']
-            args.append(str(value))
-        if exclude_case_ids:
-            clauses.append(f"c.case_id NOT IN ({','.join('?' * len(exclude_case_ids))})")
-            args += list(exclude_case_ids)
-        if exclude_patient_ids:
-            clauses.append(
-                f"(c.patient_id IS NULL OR c.patient_id NOT IN ({','.join('?' * len(exclude_patient_ids))}))"
-            )
-            args += list(exclude_patient_ids)
-        return " AND ".join(clauses), args
+                args += [path, path, text]
+            else:
+                clauses.append(
+                    "(lower(json_extract(c.metadata_json, ?)) = lower(?) OR c.id IN"
+                    " (SELECT case_pk FROM images WHERE lower(json_extract(metadata_json, ?)) = lower(?)))"
+                )
+                args += [path, text, path, text]
+        return clauses, args, needs_cases
 
-    def _allowed(
+    def _id_sets(
         self,
-        column: str,
-        filters: Mapping[str, str] | None,
+        space: str,
+        filters: Mapping[str, str | None] | None,
         exclude_case_ids: Collection[str],
         exclude_patient_ids: Collection[str],
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(allowed ids or None for all, excluded ids or None) for `column` ("i.id" or "c.id")."""
-        if filters:
-            where, args = self._where(filters, exclude_case_ids, exclude_patient_ids)
-            rows = self._db.execute(
-                f"SELECT DISTINCT {column} AS id FROM images i JOIN cases c ON c.id = i.case_pk WHERE {where}", args
-            ).fetchall()  # noqa: S608 - values are parameters
-            return np.array([r["id"] for r in rows], dtype=np.int64), None
-        if exclude_case_ids or exclude_patient_ids:
-            clauses, args = [], []
-            if exclude_case_ids:
-                clauses.append(f"c.case_id IN ({','.join('?' * len(exclude_case_ids))})")
-                args += list(exclude_case_ids)
-            if exclude_patient_ids:
-                clauses.append(f"c.patient_id IN ({','.join('?' * len(exclude_patient_ids))})")
-                args += list(exclude_patient_ids)
-            rows = self._db.execute(
-                f"SELECT DISTINCT {column} AS id FROM cases c LEFT JOIN images i ON c.id = i.case_pk "
-                f"WHERE {' OR '.join(clauses)}",
-                args,
-            ).fetchall()  # noqa: S608
-            return None, np.array([r["id"] for r in rows if r["id"] is not None], dtype=np.int64)
+        """(allowed FAISS ids or None for all, excluded FAISS ids or None) of one search space."""
+        clauses, args, needs_cases = self._filter_sql(space, filters or {})
+        exclusion, exclusion_args = [], []
+        if exclude_case_ids:
+            exclusion.append(f"c.case_id IN {_IN_LIST}")
+            exclusion_args.append(_json_list(exclude_case_ids))
+        if exclude_patient_ids:
+            exclusion.append(f"c.patient_id IN {_IN_LIST}")
+            exclusion_args.append(_json_list(exclude_patient_ids))
+        if space == "text":
+            column, source = "c.id", "cases c"
+        else:  # skip the join when no clause reads the case row (it would load each case's vector page)
+            column = "i.id"
+            source = "images i JOIN cases c ON c.id = i.case_pk" if needs_cases or exclusion else "images i"
+        if clauses:  # filters: one allowed set, exclusions folded in
+            if exclusion:
+                clauses.append(f"NOT ({' OR '.join(exclusion)})")
+            sql = f"SELECT {column} FROM {source} WHERE {' AND '.join(clauses)}"
+            return np.array([r[0] for r in self._db.execute(sql, args + exclusion_args)], dtype=np.int64), None
+        if exclusion:
+            sql = f"SELECT {column} FROM {source} WHERE {' OR '.join(exclusion)}"
+            return None, np.array([r[0] for r in self._db.execute(sql, exclusion_args)], dtype=np.int64)
         return None, None
 
     def _hits(self, sql: str, ids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
         if not ids:
             return []
-        rows = {r["pk"]: r for r in self._db.execute(sql.format(qs=",".join("?" * len(ids))), list(ids))}
+        rows = {r["pk"]: r for r in self._db.execute(sql, (json.dumps([int(i) for i in ids]),))}
         return [
             Hit(
                 case_id=r["case_id"],
@@ -446,109 +640,94 @@ class CaseStore:
                 caption=r["caption"] or "",
             )
             for i, s in zip(ids, scores, strict=True)
-            if (r := rows.get(i)) is not None
+            if (r := rows.get(int(i))) is not None
         ]
-
-    _IMAGE_HIT_SQL = (
-        "SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality, "
-        "COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption "
-        "FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN ({qs})"
-    )
-    _TEXT_HIT_SQL = (
-        "SELECT c.id AS pk, c.case_id, (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1)"
-        " AS image_id, c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption "
-        "FROM cases c WHERE c.id IN ({qs})"
-    )
 
     def _search(
         self,
-        index: VectorIndex,
-        column: str,
-        sql: str,
+        space: str,
         queries: np.ndarray,
         k: int,
-        filters: Mapping[str, str] | None,
+        filters: Mapping[str, str | None] | None,
         exclude_case_ids: Collection[str],
         exclude_patient_ids: Collection[str],
     ) -> list[list[Hit]]:
+        index, sql = (self.image_index, _IMAGE_HIT_SQL) if space == "image" else (self.text_index, _TEXT_HIT_SQL)
         with self._lock:
-            allowed, excluded = self._allowed(column, filters, exclude_case_ids, exclude_patient_ids)
+            allowed, excluded = self._id_sets(space, filters, exclude_case_ids, exclude_patient_ids)
             scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
-            return [
-                self._hits(
-                    sql,
-                    [int(i) for i in row_ids if i >= 0],
-                    [float(s) for s, i in zip(row_s, row_ids, strict=True) if i >= 0],
-                )
-                for row_s, row_ids in zip(scores, ids, strict=True)
-            ]
+            found = ids >= 0
+            return [self._hits(sql, i[m].tolist(), s[m].tolist()) for s, i, m in zip(scores, ids, found, strict=True)]
 
     def search_images(
         self,
         queries: np.ndarray,
         k: int,
         *,
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, str | None] | None = None,
         exclude_case_ids: Collection[str] = (),
         exclude_patient_ids: Collection[str] = (),
     ) -> list[list[Hit]]:
-        """Top-k stored images per query vector (image-space vectors)."""
-        return self._search(
-            self.image_index, "i.id", self._IMAGE_HIT_SQL, queries, k, filters, exclude_case_ids, exclude_patient_ids
-        )
+        """Top-k stored images per query vector (image-space vectors), best first.
+
+        `filters`: case-insensitive equality on modality, body_region, patient_id, case_id or a
+        metadata key, combined with AND. Excluded cases and patients never appear (leakage guard).
+        """
+        return self._search("image", queries, k, filters, exclude_case_ids, exclude_patient_ids)
 
     def search_texts(
         self,
         queries: np.ndarray,
         k: int,
         *,
-        filters: Mapping[str, str] | None = None,
+        filters: Mapping[str, str | None] | None = None,
         exclude_case_ids: Collection[str] = (),
         exclude_patient_ids: Collection[str] = (),
     ) -> list[list[Hit]]:
         """Top-k cases per query vector (report-text-space vectors); image_id is the case's first image."""
-        return self._search(
-            self.text_index, "c.id", self._TEXT_HIT_SQL, queries, k, filters, exclude_case_ids, exclude_patient_ids
-        )
+        return self._search("text", queries, k, filters, exclude_case_ids, exclude_patient_ids)
 
+    # -- stored vectors (for exact rescoring) ------------------------------------------------------------
     def image_hits_for_cases(self, case_ids: Sequence[str]) -> list[Hit]:
         """Every stored image of these cases, as zero-score hits (candidates for exact rescoring)."""
         if not case_ids:
             return []
-        rows = self._db.execute(
-            f"SELECT i.id FROM images i JOIN cases c ON c.id = i.case_pk "
-            f"WHERE c.case_id IN ({','.join('?' * len(case_ids))})",
-            list(case_ids),
-        ).fetchall()
-        ids = [r["id"] for r in rows]
-        return self._hits(self._IMAGE_HIT_SQL, ids, [0.0] * len(ids))
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT i.id FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id IN {_IN_LIST}"
+                " ORDER BY i.id",
+                (_json_list(case_ids),),
+            ).fetchall()
+            ids = [r["id"] for r in rows]
+            return self._hits(_IMAGE_HIT_SQL, ids, [0.0] * len(ids))
 
     def image_vectors(self, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Stored image vectors for (case_id, image_id) pairs, in order."""
+        """Stored (unit) image vectors for (case_id, image_id) pairs, in order; zeros for unknown pairs."""
         out = np.zeros((len(keys), self.manifest["image_dim"]), dtype=np.float32)
-        for n, (case_id, image_id) in enumerate(keys):
-            row = self._db.execute(
-                "SELECT i.vector FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id=? AND i.image_id=?",
-                (case_id, image_id),
-            ).fetchone()
-            if row is not None:
-                out[n] = _unblob(row["vector"])
+        with self._lock:
+            for n, (case_id, image_id) in enumerate(keys):
+                row = self._db.execute(
+                    "SELECT i.vector FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id=? AND i.image_id=?",
+                    (case_id, image_id),
+                ).fetchone()
+                if row is not None:
+                    out[n] = _unblob(row["vector"])
         return out
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
-        """Stored report vectors for these case ids, in order (zeros for unknown ids)."""
-        unique = list(dict.fromkeys(case_ids))
-        found = (
-            {
+        """Stored (unit) report vectors for these case ids, in order; zeros for unknown ids."""
+        out = np.zeros((len(case_ids), self.manifest["text_dim"]), dtype=np.float32)
+        if not case_ids:
+            return out
+        with self._lock:
+            found = {
                 r["case_id"]: _unblob(r["text_vector"])
                 for r in self._db.execute(
-                    f"SELECT case_id, text_vector FROM cases WHERE case_id IN ({','.join('?' * len(unique))})", unique
+                    f"SELECT case_id, text_vector FROM cases WHERE case_id IN {_IN_LIST}",
+                    (_json_list(case_ids),),
                 )
             }
-            if unique
-            else {}
-        )
-        zero = np.zeros(self.manifest["text_dim"], dtype=np.float32)
-        if not case_ids:
-            return np.zeros((0, self.manifest["text_dim"]), dtype=np.float32)
-        return np.stack([found.get(c, zero) for c in case_ids])
+        for n, case_id in enumerate(case_ids):
+            if case_id in found:
+                out[n] = found[case_id]
+        return out

@@ -15,7 +15,7 @@ being a near-exact duplicate of a stored image.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -85,9 +85,10 @@ class CaseSearcher:
         if not Path(path).exists():
             raise QueryError(f"{path}: query image not found")
         try:
-            return load_image(path)
+            decoded = load_image(path)
         except ImageDecodeError as err:
             raise QueryError(f"{path}: not a readable image ({err})") from err
+        return _guess_hu(decoded)
 
     def embed_image(self, path: Path) -> tuple[np.ndarray, DecodedImage]:
         decoded = self._decode(path)
@@ -203,9 +204,20 @@ class CaseSearcher:
         return [_with_score(hits[i], float(scores[i])) for i in order]
 
 
-def _with_score(hit: Hit, score: float) -> Hit:
-    from dataclasses import replace
+def _guess_hu(image: DecodedImage) -> DecodedImage:
+    """A query NIfTI carries no modality: values reaching air (≤ −900 at the 1st percentile) mean CT HU.
 
+    Archived NIfTI volumes are windowed as HU when their case says CT; a query must be scaled the same
+    way to land near them.
+    """
+    if image.is_hu or not image.source.lower().endswith((".nii", ".nii.gz")) or not image.pixels.size:
+        return image
+    if float(np.percentile(image.pixels, 1)) <= -900:
+        return replace(image, is_hu=True)
+    return image
+
+
+def _with_score(hit: Hit, score: float) -> Hit:
     return replace(hit, score=score)
 
 

@@ -1,27 +1,58 @@
-"""A folder of DICOM files: one case per study, one case image per series.
+"""A folder of DICOM files: one case per study (StudyInstanceUID), one case image per series.
 
-Reports come from the archive's `reports.jsonl`/`reports.csv` (keyed by StudyInstanceUID,
-AccessionNumber or the study's folder name) or from a `report.txt` in the study's folder. A series
-with unreadable files or slices of different sizes is skipped with its reason; the study keeps its
-other series.
+Reports come from the archive's `reports.jsonl`/`reports.csv`, keyed by StudyInstanceUID,
+AccessionNumber or the name of the study's folder (the case id is the key that matched), or from a
+`report.txt` in the study's folder. Only headers are read: a series whose files are unreadable or
+whose slices differ in size is skipped with its reason, and the study keeps its other series.
+Projection series (CR, DX, MG, US, ...) give one case image per file, since their files are separate
+pictures rather than slices.
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+import os
+from collections import Counter, defaultdict
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from indexing.archives.base import ArchiveError
-from indexing.archives.sidecar_reports import read_report_table, read_text_report
-from indexing.reports import split_report
-from retrieval.imaging import DicomSeries, find_series
+from indexing.archives.sidecar_reports import (
+    read_report_table,
+    read_text_report,
+    report_sections,
+    table_labels,
+    table_text,
+)
+from retrieval.imaging import DicomSeries, scan_dicom_folder
 from retrieval.records import Case, CaseImage, SkippedItem
+
+STUDY_REPORT_FILE = "report.txt"
+
+
+@dataclass
+class _Study:
+    """The series of one StudyInstanceUID and the folder that holds them all."""
+
+    uid: str | None
+    series: list[DicomSeries]
+    folder: Path
+    own_folders: list[Path] = field(default_factory=list)  # folder and ancestors holding no other study
+
+    @property
+    def label(self) -> str:
+        return self.uid or self.folder.name
+
+    @property
+    def accession_number(self) -> str | None:
+        return next((s.accession_number for s in self.series if s.accession_number), None)
 
 
 class DicomFolderArchive:
+    """Reader for a folder tree of DICOM files; the tree's headers are scanned once and cached."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
@@ -29,79 +60,176 @@ class DicomFolderArchive:
         self.name = f"dicom:{self.root.name}"
         self._reports = read_report_table(self.root)
 
-    @cached_property
-    def _scan(self) -> tuple[dict[str, list[DicomSeries]], list[tuple[Path, str]]]:
-        series, problems = find_series(self.root)
-        studies: dict[str, list[DicomSeries]] = defaultdict(list)
-        for s in series:
-            studies[s.study_uid or f"no-study-uid:{s.files[0].parent}"].append(s)
-        return dict(studies), problems
-
     def __len__(self) -> int:
-        studies, problems = self._scan
-        return len(studies) + len(problems)
-
-    def _report_for(self, study_uid: str, series: list[DicomSeries]) -> tuple[str, dict[str, Any] | None, str | None]:
-        """(case id, report row, report text) by the first key that has a report."""
-        import pydicom
-
-        first = series[0].files[0]
-        accession = str(pydicom.dcmread(first, stop_before_pixels=True).get("AccessionNumber") or "")
-        folder = Path(*first.relative_to(self.root).parts[:1]).name if first.parent != self.root else ""
-        for key in (study_uid, accession, folder):
-            if key and key in self._reports:
-                row = self._reports[key]
-                return key, row, str(row.get("report") or "")
-        for directory in {first.parent, first.parent.parent}:
-            text = read_text_report(directory / "report.txt")
-            if text is not None:
-                return study_uid, None, text
-        return study_uid, None, None
+        return len(self._items)
 
     def __iter__(self) -> Iterator[Case | SkippedItem]:
-        studies, problems = self._scan
-        for path, reason in problems:
-            yield SkippedItem(source=str(path), reason=reason)
-        for study_uid, series in studies.items():
-            yield from self._case(study_uid, series)
+        yield from self._items
 
-    def _case(self, study_uid: str, series: list[DicomSeries]) -> Iterator[Case | SkippedItem]:
-        case_id, row, text = self._report_for(study_uid, series)
-        if text is None:
-            yield SkippedItem(source=study_uid, reason=f"no report for study {study_uid}")
-            return
-        report = split_report(text)
-        if report.is_empty():
-            yield SkippedItem(source=case_id, reason="empty report")
-            return
-        images = []
+    @cached_property
+    def _items(self) -> list[Case | SkippedItem]:
+        """Every case and skipped item, built from headers alone (so `len` is exact and cheap after)."""
+        scan = scan_dicom_folder(self.root)
+        items: list[Case | SkippedItem] = []
+        unreadable = self._attribute_unreadable(scan.series, scan.unreadable, items)
+        used_keys: dict[str, str] = {}
+        for study in self._studies(scan.series):
+            items.extend(self._study_items(study, unreadable, used_keys))
+        return items
+
+    @staticmethod
+    def _attribute_unreadable(
+        series: list[DicomSeries], unreadable: list[tuple[Path, str]], items: list[Case | SkippedItem]
+    ) -> dict[str, list[str]]:
+        """Reasons per series uid for unreadable files in a folder holding exactly one series.
+
+        Files elsewhere cannot be tied to a series and are skipped on their own (appended to `items`).
+        """
+        series_in: dict[Path, set[str]] = defaultdict(set)
         for s in series:
-            bad = s.inconsistent_file()
-            if bad is not None:
-                yield SkippedItem(
-                    source=f"{case_id}/{s.series_uid}",
-                    reason=f"inconsistent slice sizes in series {s.series_uid}: {bad}",
-                )
-                continue
-            images.append(
-                CaseImage(
-                    image_id=s.series_uid,
-                    path=s.files[0].parent,
-                    modality=s.modality,
-                    body_region=s.body_part,
-                    metadata={"dicom_files": [str(f) for f in s.files], "series_uid": s.series_uid},
-                )
-            )
+            for f in s.files:
+                series_in[f.parent].add(s.series_uid)
+        reasons: dict[str, list[str]] = defaultdict(list)
+        for path, reason in unreadable:
+            owners = series_in.get(path.parent, set())
+            if len(owners) == 1:
+                reasons[next(iter(owners))].append(reason)
+            else:
+                items.append(SkippedItem(source=str(path), reason=reason))
+        return reasons
+
+    def _studies(self, series: list[DicomSeries]) -> list[_Study]:
+        grouped: dict[str, list[DicomSeries]] = defaultdict(list)
+        for s in series:
+            # Without a StudyInstanceUID the top folder under the root stands for the study.
+            top = s.files[0].relative_to(self.root).parts[0] if s.files[0].parent != self.root else ""
+            grouped[s.study_uid or f"no-study-uid:{top}"].append(s)
+        studies = []
+        for key, members in grouped.items():
+            folder = Path(os.path.commonpath([str(f.parent) for s in members for f in s.files]))
+            studies.append(_Study(uid=None if key.startswith("no-study-uid:") else key, series=members, folder=folder))
+        holders: dict[Path, set[int]] = defaultdict(set)
+        for index, study in enumerate(studies):
+            for folder in self._folders_up_to_root(study.folder):
+                holders[folder].add(index)
+        for index, study in enumerate(studies):
+            study.own_folders = [f for f in self._folders_up_to_root(study.folder) if holders[f] == {index}]
+        return sorted(studies, key=lambda st: (str(st.folder), st.uid or ""))
+
+    def _folders_up_to_root(self, folder: Path) -> list[Path]:
+        """`folder` and its ancestors below the archive root, nearest first."""
+        chain = []
+        while folder != self.root and folder.is_relative_to(self.root):
+            chain.append(folder)
+            folder = folder.parent
+        return chain
+
+    def _report_for(self, study: _Study) -> tuple[str, dict[str, Any], Any] | None:
+        """(case id, report-table row, report value) by the first key that has one, else report.txt."""
+        keys = [study.uid, study.accession_number, *(f.name for f in study.own_folders)]
+        for key in keys:
+            if key and key in self._reports:
+                row = self._reports[key]
+                return key, row, row.get("report")
+        for folder in study.own_folders:
+            text = read_text_report(folder / STUDY_REPORT_FILE)
+            if text is not None:
+                return study.label, {}, text
+        return None
+
+    def _study_items(
+        self, study: _Study, unreadable: dict[str, list[str]], used_keys: dict[str, str]
+    ) -> list[Case | SkippedItem]:
+        found = self._report_for(study)
+        if found is None:
+            return [SkippedItem(source=str(study.folder), reason=f"no report for study {study.label}")]
+        case_id, row, value = found
+        if case_id in used_keys:
+            reason = f"report key {case_id!r} also matches study {used_keys[case_id]}; case ids must be unique"
+            return [SkippedItem(source=str(study.folder), reason=reason)]
+        used_keys[case_id] = study.label
+        report = report_sections(value)
+        if report.is_empty():
+            return [SkippedItem(source=case_id, reason="empty report")]
+        items: list[Case | SkippedItem] = []
+        images: list[CaseImage] = []
+        for series in study.series:
+            source = f"{case_id}/{series.series_uid}"
+            problem = self._series_problem(series, unreadable.get(series.series_uid))
+            if problem is not None:
+                items.append(SkippedItem(source=source, reason=problem))
+            elif series.is_projection:
+                images.extend(self._pictures(series))
+            else:
+                images.append(self._volume(series))
         if not images:
-            yield SkippedItem(source=case_id, reason="no usable series")
-            return
-        row = row or {}
-        yield Case(
-            case_id=case_id,
-            images=tuple(images),
-            report=report,
-            patient_id=str(row.get("patient_id") or series[0].patient_id or "") or None,
-            modality=row.get("modality") or series[0].modality,
-            body_region=row.get("body_region") or series[0].body_part,
-            metadata={"study_uid": study_uid},
+            items.append(SkippedItem(source=case_id, reason=f"no usable image series in study {study.label}"))
+            return items
+        modalities = Counter(image.modality for image in images if image.modality)
+        modality, body_region = table_labels(row)
+        header_patient = next((s.patient_id for s in study.series if s.patient_id), None)
+        items.append(
+            Case(
+                case_id=case_id,
+                images=tuple(images),
+                report=report,
+                patient_id=table_text(row.get("patient_id")) or header_patient,
+                modality=modality or (modalities.most_common(1)[0][0] if modalities else None),
+                body_region=body_region or next((i.body_region for i in images if i.body_region), None),
+                metadata={
+                    "study_uid": study.uid,
+                    "accession_number": study.accession_number,
+                    "study_folder": str(study.folder),
+                },
+            )
         )
+        return items
+
+    @staticmethod
+    def _series_problem(series: DicomSeries, unreadable: list[str] | None) -> str | None:
+        """Why a series cannot be used, naming the series and the file; None when it can."""
+        uid = series.series_uid
+        if not series.is_image:
+            return f"series {uid} holds no images (Modality {series.modality})"
+        if unreadable:
+            return f"unreadable file in series {uid}: {unreadable[0]}"
+        if series.is_projection:
+            return None  # each file is its own picture: sizes may differ
+        size = series.size_problem()
+        if size is not None:
+            return f"inconsistent slice sizes in series {uid}: {size}"
+        frames = series.frames_problem()
+        return f"mixed multi-frame and single-frame files in series {uid}: {frames}" if frames else None
+
+    @staticmethod
+    def _volume(series: DicomSeries) -> CaseImage:
+        return CaseImage(
+            image_id=series.series_uid,
+            path=Path(os.path.commonpath([str(f.parent) for f in series.files])),
+            modality=series.modality,
+            body_region=series.body_part,
+            plane=series.plane,
+            metadata={
+                "dicom_files": [str(f) for f in series.files],
+                "series_uid": series.series_uid,
+                "series_description": series.description,
+            },
+        )
+
+    @staticmethod
+    def _pictures(series: DicomSeries) -> list[CaseImage]:
+        single = len(series.files) == 1
+        return [
+            CaseImage(
+                image_id=series.series_uid if single else f"{series.series_uid}/{path.name}",
+                path=path,
+                modality=series.modality,
+                body_region=series.body_part,
+                metadata={
+                    "dicom_files": [str(path)],
+                    "series_uid": series.series_uid,
+                    "series_description": series.description,
+                },
+            )
+            for path in series.files
+        ]

@@ -1,71 +1,93 @@
-"""A folder of NIfTI volumes: one case per `.nii`/`.nii.gz` file.
+"""A folder of NIfTI volumes: one case per `.nii`/`.nii.gz` file (searched recursively).
 
-The case id is the file name without its NIfTI suffix; the report is a `<case id>.txt` beside the
-volume or a row of the archive's `reports.jsonl`/`reports.csv`. Shapes are checked from the header
-alone so a wrong-sized volume is skipped without reading its voxels.
+The case id is the file name without its NIfTI suffix; the report is the archive's
+`reports.jsonl`/`reports.csv` row for that id, else a `<case id>.txt` beside the volume. Shapes (and,
+for uncompressed files, sizes) are checked from the header alone, so a wrong-sized volume is skipped
+without reading its voxels.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import cached_property
 from pathlib import Path
-
-import nibabel as nib
+from typing import Any
 
 from indexing.archives.base import ArchiveError
-from indexing.archives.sidecar_reports import read_report_table, read_text_report
-from indexing.reports import split_report
+from indexing.archives.sidecar_reports import (
+    read_report_table,
+    read_text_report,
+    report_sections,
+    table_labels,
+    table_text,
+)
+from retrieval.imaging.errors import ImageDecodeError
+from retrieval.imaging.nifti import is_nifti_path, nifti_stem, open_nifti
 from retrieval.records import Case, CaseImage, SkippedItem
 
 
-def case_id_of(path: Path) -> str:
-    name = path.name
-    return name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else path.stem
-
-
 class NiftiFolderArchive:
+    """Reader for a folder of NIfTI files with sidecar or tabulated reports."""
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise ArchiveError(f"{self.root}: NIfTI folder not found")
         self.name = f"nifti:{self.root.name}"
-        self._files = sorted(p for p in self.root.rglob("*") if p.name.lower().endswith((".nii", ".nii.gz")))
         self._reports = read_report_table(self.root)
+
+    @cached_property
+    def _files(self) -> list[Path]:
+        """The NIfTI files under the root, sorted (each yields exactly one item, so this is `len`)."""
+        return sorted(p for p in self.root.rglob("*") if is_nifti_path(p) and p.is_file())
 
     def __len__(self) -> int:
         return len(self._files)
 
     def __iter__(self) -> Iterator[Case | SkippedItem]:
+        seen: dict[str, Path] = {}
         for path in self._files:
-            yield self._case(path)
+            case_id = nifti_stem(path)
+            if case_id in seen:
+                yield SkippedItem(source=str(path), reason=f"duplicate case id {case_id!r} (also {seen[case_id]})")
+                continue
+            seen[case_id] = path
+            yield self._case(path, case_id)
 
-    def _case(self, path: Path) -> Case | SkippedItem:
-        case_id = case_id_of(path)
+    def _report_value(self, path: Path, case_id: str) -> tuple[dict[str, Any], Any]:
+        """(report-table row, report value): the table row for the case, else the sidecar text."""
+        row = self._reports.get(case_id)
+        if row is not None:
+            return row, row.get("report")
+        return {}, read_text_report(path.with_name(f"{case_id}.txt"))
+
+    def _case(self, path: Path, case_id: str) -> Case | SkippedItem:
         try:
-            shape = tuple(nib.load(path).shape)  # type: ignore[attr-defined]
-        except Exception as err:  # nibabel raises several types for broken headers
-            return SkippedItem(source=str(path), reason=f"unreadable NIfTI header: {err}")
-        if len(shape) not in (2, 3, 4) or min(shape) < 1:
-            return SkippedItem(source=str(path), reason=f"unsupported volume shape {shape}")
-        row = self._reports.get(case_id, {})
-        text = row.get("report") if row else read_text_report(path.with_name(f"{case_id}.txt"))
-        if text is None:
-            return SkippedItem(source=case_id, reason=f"no report for {path.name}")
-        report = split_report(str(text))
+            image = open_nifti(path)  # header only
+        except ImageDecodeError as err:
+            return SkippedItem(source=str(path), reason=str(err))
+        row, value = self._report_value(path, case_id)
+        if value is None and not row:
+            return SkippedItem(source=str(path), reason=f"no report for {path.name} (no {case_id}.txt, no table row)")
+        report = report_sections(value)
         if report.is_empty():
             return SkippedItem(source=case_id, reason="empty report")
+        modality, body_region = table_labels(row)
+        shape = tuple(int(s) for s in image.shape)
         return Case(
             case_id=case_id,
-            report=report,
             images=(
                 CaseImage(
                     image_id=case_id,
                     path=path,
-                    modality=row.get("modality") or None,
-                    body_region=row.get("body_region") or None,
+                    modality=modality,
+                    body_region=body_region,
+                    plane="axial" if len(shape) >= 3 and shape[2] > 1 else None,  # read_nifti reslices axially
+                    metadata={"shape": shape},
                 ),
             ),
-            patient_id=str(row["patient_id"]) if row.get("patient_id") else None,
-            modality=row.get("modality") or None,
-            body_region=row.get("body_region") or None,
+            report=report,
+            patient_id=table_text(row.get("patient_id")),
+            modality=modality,
+            body_region=body_region,
         )

@@ -165,7 +165,7 @@ def _decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, bool, dict[str,
         # A palette is a rendered colour mapping, so display-ready; 16-bit LUT entries scale to 8 bits.
         raw = (raw / 257.0 if raw.max(initial=0) > 255 else raw).round().astype(np.uint8)
     if raw.ndim == (4 if frames > 1 else 3):  # RGB (pydicom already converted YBR): no rescale, no HU
-        return raw.astype(np.float32), False, {"display_ready": raw.dtype == np.uint8}
+        return raw.astype(np.float32), False, {"display_ready": bool(raw.dtype == np.uint8)}
     notes: dict[str, Any] = {}
     rescale = _rescale(ds, frames)
     rescale_type = str(_functional(ds, "PixelValueTransformationSequence", "RescaleType") or "").strip().upper()
@@ -212,7 +212,7 @@ def slice_normal(orientation: tuple[float, ...]) -> np.ndarray | None:
 
 
 def plane_of(orientation: tuple[float, ...] | None) -> str | None:
-    """"axial", "coronal" or "sagittal" from the dominant axis of the slice normal."""
+    """The slice plane (axial, coronal or sagittal): the dominant axis of the slice normal."""
     normal = slice_normal(orientation) if orientation else None
     return None if normal is None else ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
 
@@ -224,12 +224,14 @@ def _order(
 ) -> tuple[list[int], list[float] | None, str]:
     """Indices in slice order, their positions along the normal (when known), and how they were ordered."""
     normal = slice_normal(orientation) if orientation else None
-    if normal is not None and all(p is not None for p in positions):
-        keys = [float(np.dot(normal, p)) for p in positions]  # type: ignore[arg-type]
+    known = [p for p in positions if p is not None]
+    if normal is not None and len(known) == len(positions):
+        keys = [float(np.dot(normal, p)) for p in known]
         order = sorted(range(len(keys)), key=lambda i: keys[i])
         return order, [keys[i] for i in order], "position"
-    if all(n is not None for n in instance_numbers):
-        return sorted(range(len(instance_numbers)), key=lambda i: instance_numbers[i]), None, "instance_number"  # type: ignore[arg-type, return-value]
+    numbers = [n for n in instance_numbers if n is not None]
+    if len(numbers) == len(instance_numbers):
+        return sorted(range(len(numbers)), key=lambda i: numbers[i]), None, "instance_number"
     return list(range(len(positions))), None, "file"
 
 
@@ -259,7 +261,7 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
     spacing = _floats(_functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
     if spacing is None:  # projection radiographs carry ImagerPixelSpacing only
         spacing = _floats(ds.get("ImagerPixelSpacing"), 2)
-    return (spacing[0], spacing[1]) if spacing and min(spacing) > 0 else None  # "0\\0" means unknown
+    return (spacing[0], spacing[1]) if spacing and min(spacing) > 0 else None  # zero spacing means "unknown"
 
 
 def _volume_spacing(ds: Dataset, z: float | None) -> tuple[float, ...] | None:
@@ -281,22 +283,28 @@ def read_dicom_file(path: str | Path) -> DecodedImage:
     if orientation:
         metadata["orientation"] = orientation
         metadata["plane"] = plane_of(orientation)
-    if frames > 1:
-        positions = [
-            _floats(_functional(ds, "PlanePositionSequence", "ImagePositionPatient", i), 3) for i in range(frames)
-        ]
-        order, sorted_positions, how = _order(positions, orientation, [None] * frames)
-        z, z_notes = _z_spacing(sorted_positions, ds)
-        metadata.update(z_notes, slice_order=how, n_slices=frames)
-        kind, pixels, spacing = "volume", array[order], _volume_spacing(ds, z)
-    else:
-        kind, pixels, spacing = "image", array, _pixel_spacing(ds)
+    if frames == 1:
+        return DecodedImage(
+            pixels=array,
+            kind="image",
+            source=str(path),
+            is_hu=is_hu,
+            spacing=_pixel_spacing(ds),
+            modality=_text(ds, "Modality"),
+            metadata=metadata,
+        )
+    positions = [_floats(_functional(ds, "PlanePositionSequence", "ImagePositionPatient", i), 3) for i in range(frames)]
+    order, sorted_positions, how = _order(positions, orientation, [None] * frames)
+    z, z_notes = _z_spacing(sorted_positions, ds)
+    metadata.update(z_notes, slice_order=how, n_slices=frames)
+    if sorted_positions is not None:
+        metadata["slice_positions"] = sorted_positions
     return DecodedImage(
-        pixels=np.ascontiguousarray(pixels),
-        kind=kind,  # type: ignore[arg-type]
+        pixels=np.ascontiguousarray(array[order]),
+        kind="volume",
         source=str(path),
         is_hu=is_hu,
-        spacing=spacing,
+        spacing=_volume_spacing(ds, z),
         modality=_text(ds, "Modality"),
         metadata=metadata,
     )
@@ -343,25 +351,33 @@ class DicomSeries:
     def plane(self) -> str | None:
         return plane_of(self.headers[self.files[0]].orientation) if self.files else None
 
-    def stacking_problem(self) -> str | None:
-        """Why the files cannot form one volume, naming the file and tag; None when they can.
+    def size_problem(self) -> str | None:
+        """The first file whose Rows/Columns are missing or differ from the size most files share.
 
-        The odd file is the one whose Rows/Columns differ from the size most files share, so a single
-        truncated first file does not make every other file look wrong.
+        Comparing with the common size, not the first file's, keeps one truncated first file from
+        making every other file look wrong.
         """
-        if len(self.files) < 2:
-            return None
         sizes = Counter((h.rows, h.columns) for h in self.headers.values())
-        rows, columns = sizes.most_common(1)[0][0]
+        rows, columns = sizes.most_common(1)[0][0] if sizes else (0, 0)
         for path in self.files:
             header = self.headers[path]
+            if not header.rows or not header.columns:
+                return f"{path}: no Rows/Columns (0028,0010)/(0028,0011) in the header"
             if (header.rows, header.columns) != (rows, columns):
                 return (
-                    f"{path}: Rows/Columns (0028,0010)/(0028,0011) {header.rows}x{header.columns} differ from "
-                    f"the series' {rows}x{columns}"
+                    f"{path}: Rows/Columns (0028,0010)/(0028,0011) {header.rows}x{header.columns} "
+                    f"differ from the series' {rows}x{columns}"
                 )
-            if header.frames > 1:
-                return f"{path}: Number of Frames (0028,0008) {header.frames} in a series of {len(self.files)} files"
+        return None
+
+    def frames_problem(self) -> str | None:
+        """The first multi-frame file of a series of several files (its frames are not slices)."""
+        if len(self.files) < 2:
+            return None
+        for path in self.files:
+            frames = self.headers[path].frames
+            if frames > 1:
+                return f"{path}: Number of Frames (0028,0008) {frames} in a series of {len(self.files)} files"
         return None
 
 
@@ -475,10 +491,18 @@ def load_series(files: list[Path] | list[str]) -> DecodedImage:
     pixels, replaced = finite_float32(np.stack(arrays))
     first = datasets[order[0]]
     z, z_notes = _z_spacing(sorted_positions, first)
-    metadata: dict[str, Any] = {**_header_info(first), **notes, **z_notes, "n_slices": len(arrays), "slice_order": how}
+    metadata: dict[str, Any] = {
+        **_header_info(first),
+        **notes,
+        **z_notes,
+        "n_slices": len(arrays),
+        "slice_order": how,
+    }
     if orientation:
         metadata["orientation"] = orientation
         metadata["plane"] = plane_of(orientation)
+    if sorted_positions is not None:
+        metadata["slice_positions"] = sorted_positions  # mm along the normal, ascending
     if replaced:
         metadata["non_finite_replaced"] = replaced
     return DecodedImage(

@@ -49,7 +49,7 @@ def open_nifti(path: str | Path) -> Any:
     try:
         image: Any = nib.load(path)
     except Exception as err:  # nibabel raises ImageFileError, EOFError, gzip errors, ...
-        raise ImageDecodeError(f"{path}: not a readable NIfTI file ({type(err).__name__}: {err})") from err
+        raise ImageDecodeError(f"{path}: unreadable NIfTI file ({type(err).__name__}: {err})") from err
     shape = tuple(int(s) for s in image.shape)
     usable = _usable_shape(shape)
     if not 2 <= len(usable) <= 4 or min(usable) < 1:
