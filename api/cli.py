@@ -352,6 +352,32 @@ def kg_info(backend: Annotated[str | None, typer.Option(help="falkordb or neo4j"
         services.close()
 
 
+@kg_app.command("findings")
+def kg_findings(
+    texts: Annotated[list[str] | None, typer.Argument(help="report texts")] = None,
+    file: Annotated[Path | None, typer.Option("--file", help="one report per line")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per report")] = False,
+) -> None:
+    """Findings in report text: ontology concept, status (present/absent/uncertain), location."""
+    with _user_errors():
+        reports = list(texts or [])
+        if file is not None:
+            reports += [
+                line for line in file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
+            ]
+        if not reports:
+            raise CliError("give report TEXT arguments or --file")
+        extractor = _services().finding_extractor
+        for text, findings in zip(reports, extractor.extract_many(reports), strict=True):
+            if as_json:
+                sys.stdout.write(json.dumps({"text": text, "findings": [f.as_json() for f in findings]}) + "\n")
+            else:
+                out.print(f"[bold]{text[:100]}[/bold]")
+                for f in findings:
+                    where = f" @ {f.location_concept_id}" if f.location_concept_id else ""
+                    out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r}){where}")
+
+
 @kg_app.command("ground")
 def kg_ground(
     concept_ids: Annotated[list[str], typer.Argument(help="RadLex RIDs or finding-model ids")],

@@ -7,6 +7,8 @@ from functools import cached_property
 from pathlib import Path
 
 from api.settings import Settings
+from knowledge.extraction.extractor import FindingExtractor
+from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
@@ -85,6 +87,12 @@ class Services:
             neo4j_password=s.neo4j_password,
             neo4j_database=s.neo4j_database,
         )
+
+    @cached_property
+    def finding_extractor(self) -> FindingExtractor:
+        folder = self.settings.ontology_dir
+        lexicon = build_lexicon(folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
+        return FindingExtractor(lexicon, self.settings.data_dir / "cache", base=self.settings.nlp_base)
 
     def close(self) -> None:
         for store in self._stores.values():
