@@ -6,7 +6,7 @@ query text, so quotes, backslashes and Cypher keywords in user data stay data.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 
@@ -33,13 +33,18 @@ class GraphBackend(Protocol):
     def close(self) -> None: ...
 
 
-def batches(rows: Iterable[Mapping[str, Any]], size: int) -> Iterable[list[Mapping[str, Any]]]:
-    """Consecutive lists of at most `size` rows."""
+def run_in_batches(
+    run: Callable[[str, Mapping[str, Any]], object], query: str, rows: Iterable[Mapping[str, Any]], size: int
+) -> int:
+    """Send `rows` to an `UNWIND $rows AS row ...` query in lists of at most `size`; returns rows sent."""
+    sent = 0
     batch: list[Mapping[str, Any]] = []
     for row in rows:
         batch.append(row)
         if len(batch) >= size:
-            yield batch
-            batch = []
+            run(query, {"rows": batch})
+            sent, batch = sent + len(batch), []
     if batch:
-        yield batch
+        run(query, {"rows": batch})
+        sent += len(batch)
+    return sent

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from knowledge.graph.backend import batches
+from knowledge.graph.backend import run_in_batches
 from knowledge.graph.errors import GraphUnavailableError
 
 log = logging.getLogger(__name__)
@@ -159,11 +159,7 @@ class EmbeddedFalkorDB:
         return [dict(zip(names, row, strict=True)) for row in result.result_set]
 
     def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:
-        sent = 0
-        for batch in batches(rows, batch_size):
-            self._execute(query, {"rows": list(batch)})
-            sent += len(batch)
-        return sent
+        return run_in_batches(self._execute, query, rows, batch_size)
 
     def create_indexes(self) -> None:
         import redis

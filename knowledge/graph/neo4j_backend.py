@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from knowledge.graph.backend import batches
+from knowledge.graph.backend import run_in_batches
 from knowledge.graph.errors import GraphUnavailableError
 
 
@@ -33,11 +33,7 @@ class Neo4jGraph:
         return [record.data() for record in records]
 
     def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:
-        sent = 0
-        for batch in batches(rows, batch_size):
-            self.run(query, {"rows": list(batch)})
-            sent += len(batch)
-        return sent
+        return run_in_batches(self.run, query, rows, batch_size)
 
     def create_indexes(self) -> None:
         self.run("CREATE CONSTRAINT concept_id IF NOT EXISTS FOR (c:Concept) REQUIRE c.id IS UNIQUE")
