@@ -9,7 +9,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -24,7 +24,10 @@ from rich.progress import (
 
 from api.services import Services
 from api.settings import Settings, get_settings
-from retrieval.records import SearchResult
+from retrieval.records import Hit, SearchResult
+
+if TYPE_CHECKING:
+    from knowledge.grounding import Grounding
 
 app = typer.Typer(
     help="Grounded radiology report drafting over your archive of prior cases.",
@@ -100,6 +103,7 @@ def _ingest(
     *,
     create: bool,
     replace: bool = False,
+    findings: bool = True,
 ) -> dict:
     from indexing.archives import open_archive
     from indexing.pipeline import IngestOptions, Ingestor
@@ -112,7 +116,8 @@ def _ingest(
         volume_slices=services.settings.volume_slices,
         window=services.settings.ct_window,
     )
-    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options)
+    recorder = services.finding_recorder(name) if findings else None
+    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder)
     with _progress() as progress:
         task = progress.add_task(f"indexing {archive.name}", total=len(archive))
         summary = ingestor.ingest(archive, progress=lambda n: progress.advance(task, n))
@@ -121,6 +126,13 @@ def _ingest(
     if len(summary.skipped) > 20:
         console.print(f"[yellow]… and {len(summary.skipped) - 20} more skipped[/yellow]")
     return {"index": name, **summary.as_json(), "info": store.info()}
+
+
+_FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"
+
+
+def _want_findings(services: Services, flag: bool | None) -> bool:
+    return services.settings.index_findings if flag is None else flag
 
 
 @index_app.command("build")
@@ -132,12 +144,16 @@ def index_build(
     ] = None,
     split: Annotated[str, typer.Option(help="MedPix split")] = "train",
     limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
+    findings: Annotated[bool | None, typer.Option(help=_FINDINGS_HELP, show_default=False)] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
     _configure_logging(verbose)
     with _user_errors():
-        result = _ingest(_services(), name, archive, format, split, limit, create=True)
+        services = _services()
+        result = _ingest(
+            services, name, archive, format, split, limit, create=True, findings=_want_findings(services, findings)
+        )
     out.print_json(json.dumps(result))
 
 
@@ -152,14 +168,18 @@ def index_add(
     patient_id: Annotated[str | None, typer.Option(help="add one case: its patient id")] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", help="add one case: an image (repeatable)")] = None,
     replace: Annotated[bool, typer.Option(help="re-embed cases that are already stored")] = False,
+    findings: Annotated[bool | None, typer.Option(help=_FINDINGS_HELP, show_default=False)] = None,
 ) -> None:
     """Add cases to an existing index, from an archive or as one case given on the command line."""
     with _user_errors():
         services = _services()
+        record = _want_findings(services, findings)
         if archive is not None:
-            result = _ingest(services, name, archive, format, split, None, create=False, replace=replace)
+            result = _ingest(
+                services, name, archive, format, split, None, create=False, replace=replace, findings=record
+            )
         else:
-            result = _add_one(services, name, case_id, report, patient_id, image or [], replace)
+            result = _add_one(services, name, case_id, report, patient_id, image or [], replace, record)
     out.print_json(json.dumps(result))
 
 
@@ -171,6 +191,7 @@ def _add_one(
     patient_id: str | None,
     images: list[Path],
     replace: bool,
+    findings: bool,
 ) -> dict:
     from indexing.pipeline import IngestOptions, Ingestor
     from indexing.reports import split_report
@@ -191,9 +212,9 @@ def _add_one(
         images=tuple(CaseImage(image_id=f"{case_id}/{p.name}", path=p.resolve()) for p in images),
     )
     store = services.open_store(name)
-    summary = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace)).ingest(
-        [case]
-    )
+    recorder = services.finding_recorder(name) if findings else None
+    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace), recorder)
+    summary = ingestor.ingest([case])
     if summary.cases_already_present:
         raise CliError(f"case {case_id} is already in index {name!r} (use --replace)")
     if not summary.cases_added:
@@ -208,7 +229,9 @@ def index_delete(
     case_ids: Annotated[list[str] | None, typer.Argument(help="cases to delete; none = the whole index")] = None,
     yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
 ) -> None:
-    """Delete cases from an index, or the whole index (with --yes)."""
+    """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
+    from knowledge.archive import delete_cases, delete_index
+
     with _user_errors():
         services = _services()
         if not case_ids:
@@ -220,11 +243,13 @@ def index_delete(
             if not yes:
                 raise CliError(f"deleting the whole index {name!r} needs --yes")
             shutil.rmtree(root)
+            delete_index(services.graph, name)
             out.print_json(json.dumps({"index": name, "deleted": True}))
             return
         store = services.open_store(name)
         deleted = [c for c in case_ids if store.delete_case(c)]
         store.flush()
+        delete_cases(services.graph, name, deleted)
         missing = sorted(set(case_ids) - set(deleted))
         out.print_json(json.dumps({"index": name, "deleted": deleted, "not_found": missing}))
 
@@ -321,13 +346,13 @@ def kg_load(
     backend: Annotated[str | None, typer.Option(help="falkordb or neo4j (default: neo4j if a URI is set)")] = None,
 ) -> None:
     """Load RadLex and the Open Imaging Finding Models into the graph (idempotent)."""
-    from knowledge.ontology.loader import load_ontology
+    from knowledge.ontology.loader import LOAD_STEPS, load_ontology
 
     with _user_errors():
         services = _graph_services(backend)
         folder = services.settings.ontology_dir
         with _progress() as progress:
-            task = progress.add_task("loading ontology", total=3)
+            task = progress.add_task("loading ontology", total=LOAD_STEPS)
             summary = load_ontology(
                 services.graph,
                 radlex or folder / "radlex.csv.gz",
@@ -380,17 +405,53 @@ def kg_findings(
 
 @kg_app.command("ground")
 def kg_ground(
-    concept_ids: Annotated[list[str], typer.Argument(help="RadLex RIDs or finding-model ids")],
+    concept_ids: Annotated[list[str] | None, typer.Argument(help="RadLex RIDs or finding-model ids")] = None,
+    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="report text to ground (repeatable)")] = None,
+    index: Annotated[str | None, typer.Option("--index", "-i", help="archive statistics of this index only")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=100, help="items per list")] = 10,
     backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per concept / per text")] = False,
 ) -> None:
-    """Ancestors, locations, related findings and archive statistics of concepts (one JSON line each)."""
-    from knowledge.grounding import ground_concept
+    """Ancestors, locations, related findings, differential diagnoses and archive statistics.
+
+    Give concept ids, or report text with --text: its findings are extracted and each is grounded,
+    with the conflicts among them (a concept stated both present and absent).
+    """
+    from knowledge.grounding import ground_concepts, ground_findings
 
     with _user_errors():
+        if not concept_ids and not text:
+            raise CliError("give CONCEPT_ID arguments or --text")
         services = _graph_services(backend)
-        for concept_id in concept_ids:
-            sys.stdout.write(json.dumps(ground_concept(services.graph, concept_id).as_json()) + "\n")
+        graph = services.ontology_graph()
+        for grounding in ground_concepts(graph, concept_ids or [], index=index, limit=limit):
+            if as_json:
+                sys.stdout.write(json.dumps(grounding.as_json()) + "\n")
+            else:
+                _print_grounding(grounding)
+        reports = list(text or [])
+        for report, findings in zip(
+            reports, services.finding_extractor.extract_many(reports) if reports else [], strict=True
+        ):
+            grounded = ground_findings(graph, findings, index=index, limit=limit)
+            if as_json:
+                sys.stdout.write(json.dumps({"text": report, **grounded.as_json()}) + "\n")
+                continue
+            out.print(f"[bold]{report[:100]}[/bold]")
+            for f in grounded.findings:
+                out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r})")
+            if grounded.conflicts:
+                out.print(f"  [red]conflicts (present and absent):[/red] {', '.join(grounded.conflicts)}")
+            for grounding in grounded.concepts:
+                _print_grounding(grounding)
         services.close()
+
+
+def _print_grounding(grounding: Grounding) -> None:
+    head, *facts = grounding.facts()
+    out.print(f"[yellow]{head}[/yellow]" if grounding.reason else f"[bold]{head}[/bold]")
+    for line in facts:
+        out.print(f"  {line}")
 
 
 def _graph_services(backend: str | None) -> Services:
@@ -455,7 +516,10 @@ def demo(
         services = Services(settings)
         console.rule("kgreport demo")
         console.print(f"data dir: {settings.data_dir}")
-        result = _ingest(services, "demo", settings.demo_archive, "medpix", "train", None, create=True)
+        result = _ingest(
+            services, "demo", settings.demo_archive, "medpix", "train", None, create=True,
+            findings=settings.index_findings,
+        )  # fmt: skip
         console.print(
             f"index [bold]demo[/bold]: {result['info']['cases']} cases, {result['info']['images']} "
             f"images ({result['cases_added']} added now, {result['cases_already_present']} already there)"
@@ -467,9 +531,11 @@ def demo(
             for line in (queries_dir / "queries.jsonl").read_text().splitlines()
             if line.strip()
         }
+        first: SearchResult | None = None
         for path in sorted(queries_dir.glob("*.jpg")):
             info = truth.get(path.stem, {})
             res = searcher.search(Query(image=path), k=k)
+            first = first or res
             out.print(
                 f"\nheld-out query {path.name} (truth: {info.get('Type')}, {info.get('Location Category')}; "
                 f"caption: {(info.get('Description') or {}).get('Caption', '')[:80]})"
@@ -478,7 +544,26 @@ def demo(
         res = searcher.search(Query(text="axial CT of the chest with a lung mass"), k=k)
         out.print("\ntext query")
         _print_result(res)
-        console.print("\nnext: `kgreport search IMAGE --index demo --json`, `kgreport index info demo`")
+        if first is not None and first.hits and settings.index_findings:
+            _print_demo_grounding(services, first.hits[0])
+        console.print(
+            "\nnext: `kgreport search IMAGE --index demo --json`, `kgreport kg ground --text TEXT --index demo`, "
+            "`kgreport index info demo`"
+        )
+
+
+def _print_demo_grounding(services: Services, hit: Hit) -> None:
+    """The nearest prior case's findings, grounded in the ontology and the demo archive."""
+    from indexing.reports import split_report
+    from knowledge.grounding import ground_findings
+
+    findings = services.finding_extractor.extract(split_report(hit.report).findings)
+    grounded = ground_findings(services.ontology_graph(), findings, index="demo", limit=5)
+    out.print(f"\n[bold]grounded findings of the nearest case {hit.case_id}[/bold]")
+    for f in grounded.findings:
+        out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r})")
+    for grounding in grounded.concepts[:3]:
+        _print_grounding(grounding)
 
 
 def main() -> None:  # pragma: no cover

@@ -7,9 +7,11 @@ from functools import cached_property
 from pathlib import Path
 
 from api.settings import Settings
+from indexing.case_findings import FindingRecorder
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
+from knowledge.ontology.loader import ensure_ontology
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -87,6 +89,16 @@ class Services:
             neo4j_password=s.neo4j_password,
             neo4j_database=s.neo4j_database,
         )
+
+    def ontology_graph(self) -> GraphBackend:
+        """The graph, with the bundled ontology loaded into it first if it is not there yet."""
+        folder = self.settings.ontology_dir
+        ensure_ontology(self.graph, folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
+        return self.graph
+
+    def finding_recorder(self, index: str) -> FindingRecorder:
+        """Writes the findings of `index`'s cases into the ontology graph during ingest."""
+        return FindingRecorder(self.finding_extractor, self.ontology_graph(), index)
 
     @cached_property
     def finding_extractor(self) -> FindingExtractor:

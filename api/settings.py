@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     )
     leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
     ingest_batch_cases: int = Field(default=16, ge=1)
+    index_findings: bool = Field(
+        default=True, description="at index time, write each report's findings into the ontology graph"
+    )
     nlp_base: str = Field(default="en_core_web_sm", description="spaCy base for finding extraction, or 'blank'")
     neo4j_uri: str = Field(default="", description="bolt:// or neo4j:// URI; empty = embedded FalkorDB")
     neo4j_user: str = "neo4j"

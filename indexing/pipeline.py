@@ -4,6 +4,10 @@ Cases are committed in small batches, one SQLite transaction each, so a build ki
 every finished batch; rerunning the same build skips the cases already stored and finishes the rest
 without duplicates. The FAISS files are flushed every few batches and at the end; if a crash leaves
 them behind SQLite, the store rebuilds them from SQLite when it is next opened.
+
+With a `FindingRecorder`, each report's findings also go into the ontology graph (before the case is
+committed to the store); stored cases the graph does not know yet (an index built without it) get
+their findings written when the build or an add runs again over their archive.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from indexing.case_findings import FindingRecorder
 from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -34,6 +39,8 @@ class BuildSummary:
     cases_added: int = 0
     images_added: int = 0
     cases_already_present: int = 0
+    finding_edges: int = 0  # case -> concept edges written to the graph
+    findings_backfilled: int = 0  # stored cases whose findings were missing from the graph
     skipped: list[SkippedItem] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -47,6 +54,8 @@ class BuildSummary:
             "cases_added": self.cases_added,
             "images_added": self.images_added,
             "cases_already_present": self.cases_already_present,
+            "finding_edges": self.finding_edges,
+            "findings_backfilled": self.findings_backfilled,
             "skipped": len(self.skipped),
             "skipped_reasons": dict(reasons.most_common(10)),
             "seconds": round(self.seconds, 2),
@@ -89,11 +98,13 @@ class Ingestor:
         image_encoder: ImageEncoder,
         text_encoder: TextEncoder,
         options: IngestOptions | None = None,
+        recorder: FindingRecorder | None = None,
     ) -> None:
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.options = options or IngestOptions()
+        self.recorder = recorder
 
     def _embed_batch(
         self, cases: list[Case], summary: BuildSummary
@@ -124,6 +135,8 @@ class Ingestor:
 
     def _commit(self, batch: list[Case], summary: BuildSummary) -> None:
         embedded = self._embed_batch(batch, summary)
+        if embedded and self.recorder is not None:
+            summary.finding_edges += self.recorder.record([case for case, _, _ in embedded])
         if embedded:
             self.store.add_cases(embedded, replace=self.options.replace)
             summary.cases_added += len(embedded)
@@ -136,10 +149,19 @@ class Ingestor:
         summary = BuildSummary()
         started = time.perf_counter()
         present = set() if self.options.replace else self.store.case_ids()
+        unrecorded = present - self.recorder.recorded_case_ids() if self.recorder and present else set()
+        backfill: list[Case] = []
         seen: set[str] = set()
         batch: list[Case] = []
         pending = 0
         batches_since_flush = 0
+
+        def record_backfill() -> None:
+            nonlocal backfill
+            if self.recorder is not None and backfill:
+                summary.finding_edges += self.recorder.record(backfill)
+                summary.findings_backfilled += len(backfill)
+            backfill = []
 
         def commit() -> None:
             nonlocal batch, pending, batches_since_flush
@@ -162,12 +184,17 @@ class Ingestor:
             elif item.case_id in present:
                 summary.cases_already_present += 1
                 seen.add(item.case_id)
+                if item.case_id in unrecorded:
+                    backfill.append(item)
             else:
                 seen.add(item.case_id)
                 batch.append(item)
             if len(batch) >= self.options.batch_cases:
                 commit()
+            if len(backfill) >= self.options.batch_cases:
+                record_backfill()
         commit()
+        record_backfill()
         self.store.flush()
         summary.seconds = time.perf_counter() - started
         return summary

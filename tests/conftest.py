@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from knowledge.extraction.extractor import FindingExtractor
+    from knowledge.graph import GraphBackend
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -35,3 +41,27 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     get_settings.cache_clear()
     yield tmp_path / "kg"
     get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def extractor(tmp_path_factory: pytest.TempPathFactory) -> FindingExtractor:
+    """The real extractor over the bundled ontology, built once per test session."""
+    from knowledge.extraction.extractor import FindingExtractor
+    from knowledge.extraction.lexicon import build_lexicon
+
+    folder = REPO / "data" / "ontology"
+    lexicon = build_lexicon(folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
+    return FindingExtractor(lexicon, tmp_path_factory.mktemp("extractor-cache"))
+
+
+@pytest.fixture(scope="session")
+def full_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphBackend]:
+    """Embedded FalkorDB holding the whole bundled ontology (about 5 s to load), shared by the session."""
+    from knowledge.graph import open_graph
+    from knowledge.ontology.loader import load_ontology
+
+    folder = REPO / "data" / "ontology"
+    backend = open_graph(tmp_path_factory.mktemp("full-graph"))
+    load_ontology(backend, folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
+    yield backend
+    backend.close()

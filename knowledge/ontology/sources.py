@@ -39,6 +39,7 @@ class FindingModel:
     tags: tuple[str, ...] = ()
     anatomy_rids: tuple[str, ...] = ()  # RadLex codes of the finding itself (mostly its organ)
     location_names: tuple[str, ...] = ()  # values of its location attribute
+    related_names: tuple[str, ...] = ()  # other findings its attributes name (associated findings, complications)
     codes: dict[str, tuple[str, ...]] = field(default_factory=dict, hash=False, compare=False)
 
 
@@ -60,11 +61,31 @@ def _codes(items: list[dict[str, Any]] | None) -> dict[str, tuple[str, ...]]:
     return {k: tuple(v) for k, v in out.items()}
 
 
+# Attributes every finding model has; their values are qualifiers ("absent", "stable"), never findings.
+GENERIC_ATTRIBUTES = frozenset({"presence", "change from prior", "location"})
+
+
+def _related_names(attributes: list[dict[str, Any]]) -> list[str]:
+    """Names an attribute gives that may be other findings: its own name ("pleural effusion" as an
+    attribute of a CABG finding) and its values ("emphysema" under "associated findings"). Which of
+    them really are findings is decided at load time, against the finding-model names."""
+    names: list[str] = []
+    for attribute in attributes:
+        name = str(attribute.get("name", "")).replace("_", " ").strip()
+        if name.lower() in GENERIC_ATTRIBUTES:
+            continue
+        names.append(name)
+        names += [str(v["name"]) for v in attribute.get("values") or [] if v.get("name")]
+    return names
+
+
 def finding_model_from_json(row: dict[str, Any]) -> FindingModel:
     locations: list[str] = []
-    for attribute in row.get("attributes") or []:
+    attributes = row.get("attributes") or []
+    for attribute in attributes:
         if str(attribute.get("name", "")).lower() == "location":
             locations += [str(v["name"]) for v in attribute.get("values") or [] if v.get("name")]
+    related = row["related"] if "related" in row else _related_names(attributes)
     codes = _codes(row.get("index_codes"))
     return FindingModel(
         oifm_id=str(row["oifm_id"]),
@@ -74,6 +95,7 @@ def finding_model_from_json(row: dict[str, Any]) -> FindingModel:
         tags=tuple(str(t) for t in row.get("tags") or []),
         anatomy_rids=codes.get("RADLEX", ()),
         location_names=tuple(locations),
+        related_names=tuple(dict.fromkeys(str(n) for n in related)),
         codes=codes,
     )
 
@@ -97,4 +119,5 @@ def compact_finding_model(model: FindingModel) -> dict[str, Any]:
         "attributes": [{"name": "location", "values": [{"name": n} for n in model.location_names]}]
         if model.location_names
         else [],
+        "related": list(model.related_names),
     }

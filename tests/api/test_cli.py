@@ -88,6 +88,43 @@ def test_filters_and_leakage_guard(demo_index: Path) -> None:
     assert mr["hits"] and all(h["modality"] == "MR" for h in mr["hits"])
 
 
+def _graph_case_findings(data_dir: Path, index: str, case_id: str) -> set[tuple[str, str]] | None:
+    """(concept name, status) of a case in the data dir's graph; None when the graph has no such case."""
+    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+
+    graph = EmbeddedFalkorDB(data_dir / "graph")
+    try:
+        if not graph.run("MATCH (k:Case {index: $index, id: $id}) RETURN k.id AS id", {"index": index, "id": case_id}):
+            return None
+        rows = graph.run(
+            "MATCH (:Case {index: $index, id: $id})-[r:HAS_FINDING]->(c:Concept) RETURN c.name AS name, r.status AS s",
+            {"index": index, "id": case_id},
+        )
+        return {(str(r["name"]).lower(), str(r["s"])) for r in rows}
+    finally:
+        graph.close()
+
+
+def test_index_build_writes_findings_and_kg_ground_uses_them(demo_index: Path) -> None:
+    grounded = runner.invoke(
+        app, ["kg", "ground", "--text", "No pleural effusion. Possible mass.", "--index", "demo", "--json"]
+    )
+    assert grounded.exit_code == 0, grounded.output
+    line = _json_lines(grounded.stdout)[0]
+    assert set(line) == {"text", "findings", "concepts", "conflicts"}
+    assert [f["status"] for f in line["findings"]] == ["absent", "uncertain"]
+    mass = next(c for c in line["concepts"] if c["name"].lower() == "mass")
+    assert mass["archive"]["index"] == "demo" and mass["archive"]["cases_total"] == 60
+    assert mass["archive"]["cases"]["present"] > 0, "demo reports mention masses"
+    assert mass["ancestors"] and mass["differential_diagnoses"]
+    plain = runner.invoke(app, ["kg", "ground", mass["concept_id"], "RID0", "--index", "demo"])
+    assert (
+        plain.exit_code == 0 and "archive: present in" in plain.stdout and "unknown concept id 'RID0'" in plain.stdout
+    )
+    nothing = runner.invoke(app, ["kg", "ground"])
+    assert nothing.exit_code == 2 and "CONCEPT_ID" in nothing.output
+
+
 def test_add_and_delete_one_case(demo_index: Path) -> None:
     image = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
     added = runner.invoke(
@@ -115,9 +152,11 @@ def test_add_and_delete_one_case(demo_index: Path) -> None:
         app, ["index", "add", "--name", "demo", "--case-id", "NEW2", "--report", " ", "--image", str(image)]
     )
     assert empty.exit_code == 2 and "empty report" in empty.output
+    assert _graph_case_findings(demo_index, "demo", "NEW1") == {("consolidation", "present")}
     deleted = runner.invoke(app, ["index", "delete", "demo", "NEW1", "NOPE"])
     assert json.loads(deleted.output) == {"index": "demo", "deleted": ["NEW1"], "not_found": ["NOPE"]}
     assert json.loads(runner.invoke(app, ["index", "info", "demo"]).output)["cases"] == 60
+    assert _graph_case_findings(demo_index, "demo", "NEW1") is None
 
 
 def test_clear_errors(demo_index: Path, tmp_path: Path) -> None:
@@ -172,3 +211,8 @@ def test_killed_build_process_resumes(tmp_path: Path) -> None:
     summary = json.loads(rerun.stdout)
     assert summary["cases_already_present"] >= 8
     assert summary["info"]["cases"] == 60 and summary["info"]["images"] == 115
+    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+
+    graph = EmbeddedFalkorDB(tmp_path / "graph")
+    assert graph.run("MATCH (k:Case {index: 'k'}) RETURN count(k) AS n") == [{"n": 60}]
+    graph.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -12,42 +11,17 @@ import pytest
 from knowledge.graph import GraphBackend, GraphUnavailableError, open_graph
 from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 
-NEO4J_URI = os.environ.get("KGREPORT_NEO4J_URI")
-BACKENDS = [
-    "falkordb",
-    pytest.param(
-        "neo4j",
-        marks=pytest.mark.skipif(
-            not NEO4J_URI, reason="no Neo4j server here: set KGREPORT_NEO4J_URI (+ _USER, _PASSWORD) to run"
-        ),
-    ),
-]
 
-
-@pytest.fixture(params=BACKENDS)
-def graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphBackend]:
-    if request.param == "neo4j":
-        backend = open_graph(
-            tmp_path,
-            neo4j_uri=NEO4J_URI,
-            neo4j_user=os.environ.get("KGREPORT_NEO4J_USER", "neo4j"),
-            neo4j_password=os.environ.get("KGREPORT_NEO4J_PASSWORD", ""),
-        )
-        backend.run("MATCH (n) WHERE n.test_run = true DETACH DELETE n")
-    else:
-        backend = open_graph(tmp_path)
-    backend.create_indexes()
-    yield backend
-    if request.param == "neo4j":
-        backend.run("MATCH (n) WHERE n.test_run = true DETACH DELETE n")
-    backend.close()
+@pytest.fixture
+def graph(empty_graph: GraphBackend) -> GraphBackend:
+    return empty_graph
 
 
 def test_batched_writes_and_parameterised_reads(graph: GraphBackend) -> None:
     rows = [{"id": f"RID{i}", "name": f"concept {i}"} for i in range(5000)]
     assert (
         graph.run_batched(
-            "UNWIND $rows AS row MERGE (c:Concept {id: row.id}) SET c.name = row.name, c.test_run = true",
+            "UNWIND $rows AS row MERGE (c:Concept {id: row.id}) SET c.name = row.name",
             rows,
             batch_size=1000,
         )
@@ -56,15 +30,15 @@ def test_batched_writes_and_parameterised_reads(graph: GraphBackend) -> None:
     found = graph.run("MATCH (c:Concept {id: $id}) RETURN c.name AS name", {"id": "RID42"})
     assert found == [{"name": "concept 42"}]
     graph.create_indexes()  # idempotent
-    assert graph.run("MATCH (c:Concept) WHERE c.test_run = true RETURN count(c) AS n")[0]["n"] == 5000
+    assert graph.run("MATCH (c:Concept) RETURN count(c) AS n")[0]["n"] == 5000
 
 
 @pytest.mark.parametrize(
     "nasty", ['O\'Brien \\ "quoted"', "x'}) DETACH DELETE (n) //", "MATCH (n) RETURN n", "\u0000\ud7ff emoji 🙂", "$id"]
 )
 def test_values_are_data_never_query_text(graph: GraphBackend, nasty: str) -> None:
-    graph.run("CREATE (c:Concept {id: $id, name: $name, test_run: true})", {"id": "RIDX", "name": nasty})
-    graph.run("CREATE (c:Concept {id: 'RIDY', name: 'kept', test_run: true})")
+    graph.run("CREATE (c:Concept {id: $id, name: $name})", {"id": "RIDX", "name": nasty})
+    graph.run("CREATE (c:Concept {id: 'RIDY', name: 'kept'})")
     # FalkorDB's client carries parameters in a text header, so NUL characters are dropped on the way in.
     stored = nasty.replace("\x00", "") if graph.name == "falkordb" else nasty
     assert graph.run("MATCH (c:Concept {id: 'RIDX'}) RETURN c.name AS name") == [{"name": stored}]
@@ -114,3 +88,38 @@ def test_a_server_that_cannot_start_names_backend_and_address(tmp_path: Path) ->
 def test_unreachable_neo4j_names_backend_and_address() -> None:
     with pytest.raises(GraphUnavailableError, match=r"neo4j graph at bolt://127.0.0.1:1 is unavailable"):
         open_graph(".", neo4j_uri="bolt://127.0.0.1:1", neo4j_password="x")
+
+
+def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: Path) -> None:
+    """One server per data dir: used side by side, and taken over when the process that started it dies."""
+    import subprocess
+    import sys
+    import time
+
+    from knowledge.graph.falkordb_embedded import _pid_alive
+
+    folder = tmp_path / "graph"
+    code = (
+        "import sys, time\nfrom knowledge.graph.falkordb_embedded import EmbeddedFalkorDB\n"
+        "g = EmbeddedFalkorDB(sys.argv[1])\ng.run(\"CREATE (:Concept {id: 'RID7'})\")\n"
+        "print(g.pid(), flush=True)\ntime.sleep(120)\n"
+    )
+    repo = Path(__file__).resolve().parents[2]
+    starter = subprocess.Popen([sys.executable, "-c", code, str(folder)], cwd=repo, stdout=subprocess.PIPE, text=True)
+    assert starter.stdout is not None
+    server = int(starter.stdout.readline())
+    sharer = EmbeddedFalkorDB(folder)
+    assert sharer.run("MATCH (c:Concept) RETURN c.id AS id") == [{"id": "RID7"}]
+    assert sharer.pid() == server
+    sharer.close()  # it did not start the server: it leaves it running for its owner
+    assert _pid_alive(server)
+    starter.kill()
+    starter.wait()
+    heir = EmbeddedFalkorDB(folder)
+    assert heir.run("MATCH (c:Concept) RETURN c.id AS id") == [{"id": "RID7"}]
+    assert heir.pid() == server, "the orphaned server is reused, not doubled"
+    heir.close()  # the owner is gone, so the heir stops it
+    deadline = time.monotonic() + 10
+    while _pid_alive(server) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _pid_alive(server)

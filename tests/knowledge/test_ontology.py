@@ -46,7 +46,15 @@ def test_small_ontology_load_is_idempotent(tmp_path: Path) -> None:
     graph = open_graph(tmp_path / "data")
     first = load_ontology(graph, radlex, fm)
     second = load_ontology(graph, radlex, fm)
-    expected = {"concepts": 6, "finding_models": 2, "is_a": 2, "same_as": 1, "located_in": 2, "cases": 0}
+    expected = {
+        "concepts": 6,
+        "finding_models": 2,
+        "is_a": 2,
+        "same_as": 1,
+        "located_in": 2,
+        "related_to": 0,
+        "cases": 0,
+    }
     assert ontology_counts(graph) == expected
     assert first.radlex_concepts == second.radlex_concepts == 4
     rows = graph.run(
@@ -70,10 +78,10 @@ def test_full_ontology_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     assert loaded.exit_code == 0, loaded.output
     summary = json.loads(loaded.stdout)
     assert summary["radlex_concepts"] == 45468 and summary["finding_models"] == 2382
-    assert summary["is_a_edges"] > 45000 and summary["located_in_edges"] > 100
+    assert summary["is_a_edges"] > 45000 and summary["located_in_edges"] > 100 and summary["related_to_edges"] > 50
     info = json.loads(runner.invoke(app, ["kg", "info"]).stdout)
     assert info["concepts"] == 45468 + 2382 and info["backend"] == "falkordb"
-    grounded = runner.invoke(app, ["kg", "ground", "RID1301", "RID0"])
+    grounded = runner.invoke(app, ["kg", "ground", "RID1301", "RID0", "--json"])
     lines = [json.loads(line) for line in grounded.stdout.splitlines()]
     assert lines[0]["name"] == "lung" and any(a["name"] == "anatomical entity" for a in lines[0]["ancestors"])
     assert lines[1]["reason"] == "unknown concept id 'RID0'"

@@ -1,0 +1,67 @@
+"""Ingest writes each report's findings into the real graph: build, backfill, rewrite, forget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from indexing.archives.medpix import MedPixArchive
+from indexing.case_findings import FindingRecorder, observed_text
+from indexing.pipeline import Ingestor
+from knowledge.extraction.extractor import FindingExtractor
+from knowledge.graph import GraphBackend
+from retrieval.case_store import CaseStore
+from retrieval.encoders.image_encoder import load_image_encoder
+from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.records import Case
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+_EDGES = (
+    "MATCH (k:Case {index: $index, id: $id})-[r:HAS_FINDING]->(c:Concept) RETURN c.id AS concept_id, r.status AS status"
+)
+
+
+def _edges(graph: GraphBackend, index: str, case_id: str) -> set[tuple[str, str]]:
+    return {(r["concept_id"], r["status"]) for r in graph.run(_EDGES, {"index": index, "id": case_id})}
+
+
+def _cases(archive: MedPixArchive) -> list[Case]:
+    return [c for c in archive if isinstance(c, Case)]
+
+
+def test_build_writes_findings_then_backfills_and_forgets(
+    tmp_path: Path, demo_archive: Path, full_graph: GraphBackend, extractor: FindingExtractor
+) -> None:
+    image_encoder, text_encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder"), TextEncoder()
+    archive = MedPixArchive(demo_archive, "train", limit=12)
+    cases = _cases(archive)
+
+    # An index built before findings were recorded: the graph knows none of its cases.
+    store = CaseStore.create_for(tmp_path / "idx", image_encoder, text_encoder)
+    plain = Ingestor(store, image_encoder, text_encoder).ingest(archive)
+    assert plain.cases_added == len(cases) and plain.finding_edges == 0
+    recorder = FindingRecorder(extractor, full_graph, "findings-test")
+    assert recorder.recorded_case_ids() == set()
+
+    # Running the build again with a recorder embeds nothing and writes every case's findings.
+    again = Ingestor(store, image_encoder, text_encoder, recorder=recorder).ingest(archive)
+    assert again.cases_added == 0 and again.findings_backfilled == len(cases)
+    assert recorder.recorded_case_ids() == {c.case_id for c in cases}
+    assert again.finding_edges > len(cases), "a dozen real reports state more than one finding each"
+    case = max(cases, key=lambda c: len(extractor.extract(observed_text(c))))
+    expected = {(f.concept_id, f.status) for f in extractor.extract(observed_text(case))}
+    assert _edges(full_graph, "findings-test", case.case_id) == expected
+
+    # Rewriting is idempotent; a third run has nothing left to do.
+    recorder.record([case])
+    assert _edges(full_graph, "findings-test", case.case_id) == expected
+    third = Ingestor(store, image_encoder, text_encoder, recorder=recorder).ingest(archive)
+    assert third.findings_backfilled == 0 and third.finding_edges == 0
+
+    recorder.forget([case.case_id])
+    assert case.case_id not in recorder.recorded_case_ids()
+    assert _edges(full_graph, "findings-test", case.case_id) == set()
+    store.close()
