@@ -27,7 +27,12 @@ if TYPE_CHECKING:  # the extractor pulls in spaCy; grounding by concept id does 
 MAX_ANCESTOR_DEPTH = 15
 DIAGNOSIS_TAG = "diagnosis"
 
-_IN_INDEX = "($index IS NULL OR k.index = $index)"
+# Archive queries start from the (indexed) concept and filter cases by index in a WITH: FalkorDB
+# otherwise plans a scan of every case node (20 ms instead of under 1 ms with 500 cases).
+_CASES_OF = (
+    "UNWIND $ids AS id MATCH (:Concept {id: id})<-[r:HAS_FINDING]-(k:Case) "
+    "WITH id, r, k WHERE $index IS NULL OR k.index = $index "
+)
 _CONCEPTS = "UNWIND $ids AS id MATCH (c:Concept {id: id}) RETURN id, c.name AS name, c.source AS source"
 _ANCESTORS = (
     "UNWIND $ids AS id "
@@ -50,23 +55,18 @@ _RELATED = (
     "[f IN nearby WHERE f.id <> id AND NOT f IN linked | {id: f.id, name: f.name, via: 'location', "
     f"diagnosis: '{DIAGNOSIS_TAG}' IN coalesce(f.tags, [])}}] AS nearby"
 )
-_STATUS_COUNTS = (
-    "UNWIND $ids AS id MATCH (k:Case)-[r:HAS_FINDING]->(:Concept {id: id}) "
-    f"WHERE {_IN_INDEX} RETURN id, r.status AS status, count(DISTINCT k) AS n"
-)
+_STATUS_COUNTS = _CASES_OF + "RETURN id, r.status AS status, count(DISTINCT k) AS n"
 _CO_OCCURRING = (
-    "UNWIND $ids AS id MATCH (:Concept {id: id})<-[:HAS_FINDING {status: 'present'}]-(k:Case)"
-    f"-[:HAS_FINDING {{status: 'present'}}]->(o:Concept) WHERE o.id <> id AND {_IN_INDEX} "
+    _CASES_OF + "AND r.status = 'present' MATCH (k)-[:HAS_FINDING {status: 'present'}]->(o:Concept) WHERE o.id <> id "
     "WITH id, o, count(DISTINCT k) AS cases ORDER BY cases DESC, o.id "
     "RETURN id, collect({id: o.id, name: o.name, cases: cases})[0..$limit] AS found"
 )
 _ARCHIVE_DIAGNOSES = (
-    "UNWIND $ids AS id MATCH (:Concept {id: id})<-[:HAS_FINDING {status: 'present'}]-(k:Case)"
-    f"-[:HAS_DIAGNOSIS]->(d:Concept) WHERE {_IN_INDEX} "
+    _CASES_OF + "AND r.status = 'present' MATCH (k)-[:HAS_DIAGNOSIS]->(d:Concept) "
     "WITH id, d, count(DISTINCT k) AS cases ORDER BY cases DESC, d.id "
     "RETURN id, collect({id: d.id, name: d.name, cases: cases, via: 'archive'})[0..$limit] AS found"
 )
-_ARCHIVE_SIZE = f"MATCH (k:Case) WHERE {_IN_INDEX} RETURN count(k) AS n"
+_ARCHIVE_SIZE = "MATCH (k:Case) WHERE $index IS NULL OR k.index = $index RETURN count(k) AS n"
 
 
 @dataclass
