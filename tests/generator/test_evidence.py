@@ -1,0 +1,170 @@
+"""Evidence for the report writer: sections of hit reports, votes of the real extractor over prior case
+findings, facts from the real ontology graph, and the prompt's budget cuts."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import pytest
+
+from generator.evidence import (
+    INSTRUCTION,
+    NO_CASES,
+    CaseEvidence,
+    Evidence,
+    FindingEvidence,
+    build_prompt,
+    collect_evidence,
+    evidence_from_hits,
+    facts_line,
+)
+from knowledge.grounding import Grounding
+from retrieval.records import Hit, ReportSections
+
+if TYPE_CHECKING:
+    from knowledge.extraction.extractor import FindingExtractor
+    from knowledge.graph import GraphBackend
+
+PRIOR_CASES = (
+    CaseEvidence("MPX1", 0.91, "Large right pleural effusion. No pneumothorax.", modality="CT", body_region="Thorax"),
+    CaseEvidence("MPX2", 0.85, "Small pleural effusion.", modality="CT", body_region="Thorax"),
+    CaseEvidence("MPX3", 0.80, "No pleural effusion. Lung mass.", modality="CT", body_region="Thorax"),
+)
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+def test_evidence_from_hits_takes_findings_and_impression() -> None:
+    report = ReportSections(
+        history="60M with cough.", findings="Right pleural effusion.", impression="Effusion.", diagnosis="Empyema"
+    ).text()
+    hits = [
+        Hit("MPX1", "img1", 0.9, "CT", "Thorax", report),
+        Hit("MPX1", "img2", 0.7, "CT", "Thorax", report),  # a second image of the same case
+        Hit("MPX2", "img3", 0.6, None, None, "Small effusion without any headings."),
+    ]
+    cases = evidence_from_hits(hits)
+    assert [c.case_id for c in cases] == ["MPX1", "MPX2"]
+    assert cases[0] == CaseEvidence("MPX1", 0.9, "Right pleural effusion.", "Effusion.\nEmpyema", "CT", "Thorax")
+    assert cases[1].findings == "Small effusion without any headings." and cases[1].impression == ""
+
+
+@pytest.mark.slow
+def test_collect_evidence_votes_and_grounds(extractor: FindingExtractor, full_graph: GraphBackend) -> None:
+    evidence = collect_evidence(PRIOR_CASES, extractor, full_graph, modality="CT", body_region="Thorax")
+    by_name = {f.name.lower(): f for f in evidence.findings}
+    assert [f.name.lower() for f in evidence.findings] == ["pleural effusion", "lung mass", "pneumothorax"]
+    effusion, mass, pneumothorax = (by_name[n] for n in ("pleural effusion", "lung mass", "pneumothorax"))
+    assert (effusion.status, effusion.votes, effusion.case_ids) == ("present", 2, ("MPX1", "MPX2"))
+    assert effusion.absent_case_ids == ("MPX3",)
+    assert (mass.status, mass.votes, mass.case_ids) == ("present", 1, ("MPX3",))
+    assert (pneumothorax.status, pneumothorax.votes, pneumothorax.case_ids) == ("absent", 0, ())
+    assert pneumothorax.absent_case_ids == ("MPX1",)
+    assert effusion.facts.startswith("is a: effusion") and len(effusion.facts.split()) <= 25
+    assert all(c.statements is not None for c in evidence.cases)  # kept for citing without re-extraction
+    assert (evidence.modality, evidence.body_region) == ("CT", "Thorax")
+
+    top = collect_evidence(PRIOR_CASES, extractor, None, max_findings=2)
+    assert [f.name.lower() for f in top.findings] == ["pleural effusion", "lung mass"]
+    assert all(f.facts == "" for f in top.findings)  # no graph, no facts
+
+
+@pytest.mark.slow
+def test_status_ties_prefer_present_then_uncertain(extractor: FindingExtractor) -> None:
+    cases = [
+        CaseEvidence("A", 0.9, "Possible pneumothorax. Cardiomegaly."),
+        CaseEvidence("B", 0.8, "No pneumothorax. No cardiomegaly."),
+    ]
+    by_name = {f.name.lower(): f for f in collect_evidence(cases, extractor, None).findings}
+    assert by_name["pneumothorax"].status == "uncertain"
+    assert by_name["pneumothorax"].uncertain_case_ids == ("A",)
+    assert by_name["cardiomegaly"].status == "present"
+
+
+def test_facts_line_is_short() -> None:
+    name = {"name": "a very long ontology concept name with many words"}
+    grounding = Grounding(
+        "X", "x", "radlex", ancestors=[name] * 5, locations=[{"name": "pleura"}], differential_diagnoses=[name] * 3
+    )
+    line = facts_line(grounding)
+    assert line.startswith("is a: a very long") and len(line.split()) <= 25
+    assert facts_line(Grounding("Y", reason="unknown concept id 'Y'")) == ""
+
+
+def evidence_for_prompt() -> Evidence:
+    cases = tuple(
+        CaseEvidence(
+            f"C{i}", 0.9 - i / 10, " ".join(f"c{i}w{j}" for j in range(80)), modality="CT", body_region="Thorax"
+        )
+        for i in (1, 2, 3)
+    )
+    findings = tuple(
+        FindingEvidence(f"F{i}", f"finding {i}", "present", 4 - min(i, 3), ("C1",), facts=f"is a: parent{i}, root")
+        for i in (1, 2, 3, 4, 5)
+    )
+    return Evidence(cases, findings, modality="CT", body_region="Thorax")
+
+
+def finding_line(text: str, concept_id: str) -> str:
+    return next(line for line in text.splitlines() if f"[{concept_id}]" in line)
+
+
+def test_prompt_layout_when_it_fits() -> None:
+    prompt = build_prompt(evidence_for_prompt(), words, 10_000, case_words=5)
+    lines = prompt.text.splitlines()
+    assert lines[0] == "New image (predicted): CT, Thorax"
+    assert lines[1] == "Similar prior cases:"
+    assert lines[2] == "[C1] (CT, Thorax, 0.80) c1w0 c1w1 c1w2 c1w3 c1w4 ..."
+    assert "- finding 1 [F1]: present in 1 of 3 cases (C1); is a: parent1, root" in lines
+    assert lines[-1] == INSTRUCTION
+    assert prompt.cases_used == ("C1", "C2", "C3") and prompt.concepts_used == ("F1", "F2", "F3", "F4", "F5")
+    assert prompt.cut == ()
+
+
+def test_prompt_cuts_follow_the_priority_order() -> None:
+    evidence = evidence_for_prompt()
+    full = words(build_prompt(evidence, words, 10_000).text)
+
+    first = build_prompt(evidence, words, full - 1)
+    assert first.cut == ("graph facts of 1 finding dropped",)
+    assert "is a" not in finding_line(first.text, "F5") and "is a" in finding_line(first.text, "F4")
+
+    for budget in range(full, 0, -1):
+        prompt = build_prompt(evidence, words, budget)
+        text, notes = prompt.text, " | ".join(prompt.cut)
+        assert text.endswith(INSTRUCTION) and prompt.cases_used[0] == "C1"
+        assert prompt.cases_used == ("C1", "C2", "C3")[: len(prompt.cases_used)]  # dropped from the last
+        assert prompt.concepts_used == ("F1", "F2", "F3", "F4", "F5")[: len(prompt.concepts_used)]
+        assert all("is a" in finding_line(text, f) for f in ("F1", "F2", "F3"))  # top 3 keep their facts
+        shown = [f for f in ("F4", "F5") if f in prompt.concepts_used and "is a" in finding_line(text, f)]
+        assert shown in ([], ["F4"], ["F4", "F5"])  # facts go from the last
+        if len(prompt.cases_used) < 3:
+            assert shown == []
+        if len(prompt.concepts_used) < 5:
+            assert prompt.cases_used == ("C1",)
+        if "shortened" in notes:
+            assert prompt.concepts_used == ("F1", "F2", "F3")
+        if words(text) > budget:
+            assert "over budget" in notes and "\n[C1] (CT, Thorax, 0.80) ...\n" in text
+        else:
+            assert "over budget" not in notes
+
+    # facts 2 x 4 words, cases 2 x 65, findings 2 x 11: 160 words; 10 more come off the top case's 60
+    squeezed = build_prompt(evidence, words, full - 170)
+    assert squeezed.cut == (
+        "graph facts of 2 findings dropped",
+        "2 cases dropped (C2, C3)",
+        "2 findings dropped (finding 4, finding 5)",
+        "case C1 findings shortened to 50 words",
+    )
+    assert words(squeezed.text) == full - 170
+
+
+def test_prompt_without_cases() -> None:
+    prompt = build_prompt(Evidence((), ()), words, 100)
+    assert prompt.text == f"{NO_CASES}\n{INSTRUCTION}"
+    assert prompt.cases_used == () and prompt.concepts_used == () and prompt.cut == ()
+    tight = build_prompt(Evidence((), ()), words, 3)
+    assert tight.text.endswith(INSTRUCTION) and "over budget" in tight.cut[-1]
