@@ -1,23 +1,37 @@
 """Finding extraction: report text → findings linked to ontology concepts, with status and location.
 
-A spaCy pipeline: sentences (en_core_web_sm's parser, or a blank English pipeline's sentencizer),
-scispaCy's `AbbreviationDetector`, an entity ruler over the lexicon's names and synonyms (exact,
-case-insensitive), scispaCy's `EntityLinker` over a knowledge base built from the same lexicon (its
-TF-IDF character-3-gram approximate index, cached on disk) for noun phrases the ruler missed, negspacy
-with a radiology termset for absent findings, and uncertainty cues for uncertain ones. A location
-stated in the same phrase ("in the right upper lobe", "left lung mass") is linked to the finding.
+A spaCy pipeline (sentences from en_core_web_sm's parser, or a blank English pipeline's sentencizer;
+scispaCy's `AbbreviationDetector`), then an entity ruler over the lexicon's names and synonyms
+(case-insensitive, plus the plural of each, other spellings, a spaced form of hyphenated ones and
+participles of generic findings: "pleural effusions", "soft tissue mass", "dilatation", "dilated"),
+then scispaCy's entity linker (the candidate generator of its `EntityLinker`: a TF-IDF character-3-gram
+approximate index over a knowledge base built from the same lexicon, cached on disk) for noun phrases
+the ruler found nothing in (en_core_web_sm's noun chunks; runs of content words for the blank base),
+negspacy with a radiology termset for absent findings, and uncertainty cues for uncertain ones. A
+location stated in the same phrase ("in the right upper lobe", "left lung mass") is linked to the
+finding.
+
+Radiology conventions the rules follow: "consistent with" / "compatible with" assert a finding
+(present), hedges ("possible", "may represent", "versus", "DDX includes", "cannot exclude") make it
+uncertain, and a finding named only as part of an exam's name ("PE/DVT protocol", "stroke window")
+is no finding. Technique phrases that look like negations ("without fat saturation", "without
+contrast", "(not shown)") negate nothing, and a negation's scope ends at a semicolon or at a verb of
+showing ("... shows", "demonstrates").
 """
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
 import spacy
 from spacy.tokens import Doc, Span
+from spacy.util import filter_spans
 
 from knowledge.extraction.lexicon import LexiconEntry, lexicon_fingerprint
 from knowledge.extraction.linker_index import build_linker_index
@@ -27,8 +41,25 @@ warnings.filterwarnings("ignore", message=r"\[W036\]")
 
 MAX_TEXT_CHARS = 2_000_000  # longer input is cut: nothing a radiologist writes is this long
 CHUNK_CHARS = 4_000  # negspacy is quadratic in entities per doc: long reports go through in chunks
-LINK_THRESHOLD = 0.85
+LINK_THRESHOLD = 0.7
+LINK_CACHE_SIZE = 100_000  # noun phrases whose linker scores are kept
+LINK_NEIGHBOURS = 10  # aliases the approximate index returns per noun phrase (scispaCy's default is 30) ...
+LINK_EF_SEARCH = 50  # ... and its HNSW search breadth (default 200): same links on MedPix dev, twice as fast
+LINK_CANDIDATES = 5  # concepts the linker proposes per noun phrase; the best one that passes `_covers` is taken
 UNCERTAIN_BEFORE = (
+    "ddx",
+    "ddx includes",
+    "differential",
+    "differential diagnosis",
+    "possibility of",
+    "question of",
+    "may reflect",
+    "might represent",
+    "might be",
+    "could reflect",
+    "rule out",
+    "r/o",
+    "evaluate for",
     "possible",
     "possibly",
     "probable",
@@ -55,8 +86,6 @@ UNCERTAIN_BEFORE = (
     "presumed",
     "consider",
     "differential includes",
-    "compatible with",
-    "consistent with",
 )
 UNCERTAIN_AFTER = (
     "cannot be excluded",
@@ -66,6 +95,12 @@ UNCERTAIN_AFTER = (
     "is suspected",
     "is possible",
     "is likely",
+    "are likely",
+    "are possible",
+    "is probable",
+    "cannot be ruled out",
+    "can not be ruled out",
+    "not ruled out",
     "versus",
     "vs",
 )
@@ -95,7 +130,149 @@ RADIOLOGY_NEGATIONS = {
         "was excluded",
         "is excluded",
         "ruled out",
+        "not seen",
+        "were not seen",
+        "was not seen",
+        "not visualized",
+        "not demonstrated",
+        "not detected",
+        "is not present",
+        "are not present",
+        "no longer seen",
+        "no longer visualized",
+        "no longer present",
     ],
+    # technique, not negation ("without fat saturation", "images without contrast"); hedges that
+    # contain a negation word are uncertainty, decided by the cues above
+    "pseudo_negations": [
+        "without fat",
+        "without contrast",
+        "without intravenous contrast",
+        "without iv contrast",
+        "without oral contrast",
+        "with and without",
+        "without and with",
+        "not shown",
+        "cannot exclude",
+        "can not exclude",
+        "cannot be excluded",
+        "can not be excluded",
+        "cannot rule out",
+        "cannot be ruled out",
+        "not be excluded",
+        "not excluded",
+    ],
+    "termination": [
+        ";",
+        "show",
+        "shows",
+        "showed",
+        "shown",
+        "demonstrate",
+        "demonstrates",
+        "demonstrated",
+        "reveal",
+        "reveals",
+        "revealed",
+    ],
+}
+# In radiology "rule out X" / "evaluate for X" ask a question (uncertain), they do not deny X.
+NOT_NEGATIONS = {"preceding_negations": ["rule out", "r/o", "ro", "evaluate for", "versus"]}
+# A finding word that only names an exam ("PE/DVT protocol", "stroke window", "shunt series") is no finding.
+EXAM_WORDS = {
+    "protocol",
+    "protocols",
+    "window",
+    "windows",
+    "study",
+    "series",
+    "evaluation",
+    "workup",
+    "work-up",
+    "settings",
+    "setting",
+    "technique",
+    "sequence",
+    "imaging",
+    "scan",
+    "scans",
+}
+# Other spellings of words in aliases (prefix match: "dilation" → "dilatation").
+SPELLING_VARIANTS = {"dilation": "dilatation", "distension": "distention", "gray": "grey"}
+# Participles that name a generic finding on the structure they qualify: "thickened wall" is a thickening,
+# "dilated esophagus" a dilation (the structure is the finding's location).
+DERIVED_FORMS = {
+    "thickening": ("thickened",),
+    "dilation": ("dilated",),
+    "enlargement": ("enlarged",),
+    "distension": ("distended",),
+}
+MAX_RUN_WORDS = 5
+REPORT_VERBS = {
+    "show",
+    "shows",
+    "showed",
+    "shown",
+    "demonstrate",
+    "demonstrates",
+    "demonstrated",
+    "demonstrating",
+    "reveal",
+    "reveals",
+    "revealed",
+    "noted",
+    "seen",
+    "identified",
+    "measuring",
+    "measures",
+    "measured",
+    "consistent",
+    "compatible",
+    "suggesting",
+    "suggestive",
+    "representing",
+    "represents",
+    "extending",
+    "extends",
+    "involving",
+    "arising",
+    "containing",
+    "surrounding",
+    "confirmed",
+    "confirms",
+    "appears",
+    "present",
+}
+INFLECTIONS = {"s", "es", "ed", "ing", "ion", "ions", "ia", "ic", "al", "ity"}
+LINK_FILLER_WORDS = {"of", "the", "a", "an", "and", "or", "in", "on", "with", "to", "for"}
+# Trailing words that only say "findings of this kind": "encephalomalacic changes", "atrophic changes".
+GENERIC_TRAILING_WORDS = {"change", "changes"}
+# Leading words of a noun phrase that the linker should not see ("multiple small", "a 2 cm").
+CHUNK_PREFIX_WORDS = {
+    "multiple",
+    "several",
+    "numerous",
+    "many",
+    "few",
+    "large",
+    "small",
+    "tiny",
+    "mild",
+    "mildly",
+    "moderate",
+    "severe",
+    "minimal",
+    "marked",
+    "extensive",
+    "new",
+    "additional",
+    "other",
+    "bilateral",
+    "left",
+    "right",
+    "x",
+    "cm",
+    "mm",
 }
 LOCATION_LINKS = {
     "in",
@@ -137,7 +314,7 @@ def _termset() -> Any:
     from negspacy.termsets import termset
 
     ts = termset("en_clinical")
-    ts.remove_patterns({"preceding_negations": ["versus"]})  # "A versus B" is uncertainty, not negation
+    ts.remove_patterns(NOT_NEGATIONS)  # "A versus B", "rule out A" are uncertainty, not negation
     ts.add_patterns(RADIOLOGY_NEGATIONS)
     return ts.get_patterns()
 
@@ -156,6 +333,31 @@ def _knowledge_base(entries: list[LexiconEntry]) -> Any:
     )
 
 
+class _Ruler:
+    """The entity ruler: the lexicon's surface forms matched case-insensitively (spaCy's PhraseMatcher on
+    LOWER), the longest match winning where matches overlap. spaCy's own EntityRuler does the same but
+    counts its (here about 100k) patterns again on every document."""
+
+    def __init__(self, nlp: Any, patterns: list[dict[str, Any]]) -> None:
+        from spacy.matcher import PhraseMatcher
+
+        self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
+        by_key: dict[str, list[str]] = {}
+        for p in patterns:
+            by_key.setdefault(f"{p['label']}\t{p['id']}", []).append(p["pattern"])
+        docs = iter(nlp.tokenizer.pipe([text for texts in by_key.values() for text in texts]))
+        for key, texts in by_key.items():
+            self.matcher.add(key, [next(docs) for _ in texts])
+
+    def __call__(self, doc: Doc) -> Doc:
+        spans = []
+        for match_id, start, end in self.matcher(doc):
+            label, concept_id = doc.vocab.strings[match_id].split("\t")
+            spans.append(Span(doc, start, end, label=label, span_id=concept_id))
+        doc.ents = filter_spans(spans)
+        return doc
+
+
 class FindingExtractor:
     """Loads its models once; `extract` and `extract_many` are then cheap per report."""
 
@@ -164,7 +366,7 @@ class FindingExtractor:
         lexicon: list[LexiconEntry],
         cache_dir: str | Path,
         *,
-        base: str = "en_core_web_sm",
+        base: str = "blank",
         link_threshold: float = LINK_THRESHOLD,
     ) -> None:
         import scispacy.abbreviation  # noqa: F401  (registers "abbreviation_detector")
@@ -180,11 +382,8 @@ class FindingExtractor:
         else:
             nlp = spacy.load(_package_path(base), exclude=["ner", "lemmatizer"])
         nlp.add_pipe("abbreviation_detector")
-        ruler: Any = nlp.add_pipe("entity_ruler", config={"phrase_matcher_attr": "LOWER", "overwrite_ents": True})
-        ruler.add_patterns(
-            [{"label": e.kind.upper(), "pattern": alias, "id": e.concept_id} for e in lexicon for alias in e.aliases]
-        )
         self.nlp = nlp
+        self.ruler = _Ruler(nlp, _patterns(lexicon))
         index_dir = Path(cache_dir) / f"linker-{lexicon_fingerprint(lexicon)}"
         kb = _knowledge_base(lexicon)
         build_linker_index(kb, index_dir)
@@ -193,36 +392,101 @@ class FindingExtractor:
             ann_index_out_dir=str(index_dir),
             threshold=link_threshold,
             resolve_abbreviations=True,
-            max_entities_per_mention=1,
+            max_entities_per_mention=LINK_CANDIDATES,
+            k=LINK_NEIGHBOURS,
+            filter_for_definitions=False,  # our knowledge base has no definitions: keep every candidate
         )
+        self.linker.candidate_generator.ann_index.setQueryTimeParams({"efSearch": LINK_EF_SEARCH})
+        self._link_cache: dict[str, list[tuple[str, float]]] = {}
         self.negex = Negex(
             nlp, "negex", neg_termset=_termset(), ent_types=["FINDING"], extension_name="negex", chunk_prefix=None
         )
 
     # -- pipeline steps ----------------------------------------------------------------------------
     def _link_noun_phrases(self, doc: Doc) -> Doc:
-        """Noun phrases the ruler did not cover go through scispaCy's linker; good matches become findings."""
-        if not doc.has_annotation("DEP"):
+        """Noun phrases the ruler found no finding in go through scispaCy's linker; good matches become
+        findings (replacing any anatomy the ruler marked inside them: "bicornuate uterus").
+
+        Each noun phrase is tried without its leading determiners, numbers, measurements and size or
+        count words, without a trailing "changes", and so are its shorter endings ("lytic lesions" of
+        "multiple punched-out lytic lesions"). A candidate counts when the linker scores it at or above
+        the threshold and some alias of the linked concept is covered word by word by the candidate
+        (`_covers`); the best-scoring one wins, the longer one on a tie. Without a parser (the blank
+        base) the noun phrases are approximated by `_word_runs`."""
+        taken = {i for ent in doc.ents if ent.label_ == "FINDING" for i in range(ent.start, ent.end)}
+        anatomy = [(ent.start, ent.end) for ent in doc.ents if ent.label_ != "FINDING"]
+        groups: list[list[Span]] = []
+        phrases = doc.noun_chunks if doc.has_annotation("DEP") else _word_runs(doc)
+        for chunk in phrases:
+            if any(i in taken for i in range(chunk.start, chunk.end)):
+                continue
+            start, end = chunk.start, chunk.end
+            while start < end and _prefix_word(doc[start]):
+                start += 1
+            ends = [end] + ([end - 1] if end - start > 1 and doc[end - 1].lower_ in GENERIC_TRAILING_WORDS else [])
+            group = [
+                Span(doc, i, e, label="CANDIDATE")
+                for e in ends
+                for i in range(start, e)
+                if len(doc[i:e].text) >= 4 and doc[i].is_alpha and _respects(i, e, anatomy)
+            ]
+            if group:
+                groups.append(group)
+        if not groups:
             return doc
-        taken = {i for ent in doc.ents for i in range(ent.start, ent.end)}
-        candidates = []
-        for chunk in doc.noun_chunks:
-            while chunk and chunk[0].pos_ in {"DET", "PRON", "NUM"}:
-                chunk = chunk[1:]
-            if len(chunk) and not any(i in taken for i in range(chunk.start, chunk.end)) and len(chunk.text) >= 4:
-                candidates.append(Span(doc, chunk.start, chunk.end, label="CANDIDATE"))
-        if not candidates:
-            return doc
-        ruled = list(doc.ents)
-        doc.ents = candidates
-        self.linker(doc)
-        linked = [
-            Span(doc, span.start, span.end, label="FINDING", span_id=span._.kb_ents[0][0])
-            for span in doc.ents
-            if span._.kb_ents and span._.kb_ents[0][1] >= self.link_threshold
-        ]
-        doc.ents = sorted(ruled + linked, key=lambda s: s.start)
+        long_forms = {(a.start, a.end): a._.long_form.text for a in getattr(doc._, "abbreviations", [])}
+        spans = [span for group in groups for span in group]
+        texts = [long_forms.get((span.start, span.end), span.text) for span in spans]
+        keys = [(span.start, span.end) for span in spans]
+        scored = dict(zip(keys, self._link_scores(texts), strict=True))
+        linked_text = dict(zip(keys, texts, strict=True))
+        linked = []
+        for group in groups:
+            options = []
+            for span in group:
+                for concept_id, score in scored.get((span.start, span.end), []):
+                    entry = self.entries.get(concept_id)
+                    text = linked_text[(span.start, span.end)]
+                    if score >= self.link_threshold and entry and any(_covers(text, a) for a in entry.aliases):
+                        options.append((score, len(span), span, concept_id))
+                        break
+            if options:
+                _, _, best, concept_id = max(options, key=lambda o: (o[0], o[1]))
+                linked.append(Span(doc, best.start, best.end, label="FINDING", span_id=concept_id))
+        covered = {i for span in linked for i in range(span.start, span.end)}
+        kept = [e for e in doc.ents if not any(i in covered for i in range(e.start, e.end))]
+        doc.ents = sorted(kept + linked, key=lambda s: s.start)
         return doc
+
+    def _link_scores(self, texts: list[str]) -> list[list[tuple[str, float]]]:
+        """(concept id, score) of the linker's best LINK_CANDIDATES concepts per text, best first.
+
+        What `EntityLinker.__call__` does for a doc's entities, here for any list of strings at once
+        (candidate spans overlap, so they cannot all be a doc's entities), with a cache: noun phrases
+        repeat across reports."""
+        found = {text: self._link_cache.get(text) for text in texts}
+        todo = [text for text, scores in found.items() if scores is None]
+        for text, candidates in zip(todo, self.linker.candidate_generator(todo, self.linker.k), strict=True):
+            best = sorted(((c.concept_id, max(c.similarities)) for c in candidates), key=lambda c: -c[1])
+            found[text] = scores = [c for c in best if c[1] >= self.link_threshold][:LINK_CANDIDATES]
+            if len(self._link_cache) >= LINK_CACHE_SIZE:
+                self._link_cache.clear()
+            self._link_cache[text] = scores
+        return [found[text] or [] for text in texts]
+
+    @staticmethod
+    def _names_an_exam(ent: Span) -> bool:
+        """True when the finding word is part of an exam's name: "PE/DVT protocol", "stroke window"."""
+        doc, seen = ent.doc, 0
+        for token in doc[ent.end : min(ent.sent.end, ent.end + 5)]:
+            if token.lower_ in EXAM_WORDS:
+                return True
+            if token.text in {"/", "-", '"', "'", "“", "”"}:
+                continue
+            if token.is_punct or token.is_stop or seen >= 2:
+                return False
+            seen += 1
+        return False
 
     @staticmethod
     def _uncertain(ent: Span) -> bool:
@@ -262,7 +526,7 @@ class FindingExtractor:
                 continue
             concept_id = ent.ent_id_ or ent.kb_id_
             entry = self.entries.get(concept_id)
-            if entry is None:
+            if entry is None or self._names_an_exam(ent):
                 continue
             status = "absent" if ent._.negex else "uncertain" if self._uncertain(ent) else "present"
             out.append(
@@ -288,7 +552,7 @@ class FindingExtractor:
         results: list[list[Finding]] = [[] for _ in range(n_reports)]
         docs = self.nlp.pipe((chunk for _, _, chunk in pieces), batch_size=batch_size)
         for (index, offset, _), doc in zip(pieces, docs, strict=True):
-            doc = self.negex(self._link_noun_phrases(doc))
+            doc = self.negex(self._link_noun_phrases(self.ruler(doc)))
             results[index] += [replace(f, start=f.start + offset, end=f.end + offset) for f in self._findings(doc)]
         return results
 
@@ -308,6 +572,129 @@ def _chunks(text: str) -> list[tuple[int, str]]:
     if start < len(text) or not out:
         out.append((start, text[start:]))
     return out
+
+
+def plurals(word: str) -> list[str]:
+    """English plurals of a (medical) noun: lesion → lesions, mass → masses, metastasis → metastases,
+    diverticulum → diverticula, thrombus → thrombi (and sinus → sinuses), opacity → opacities,
+    varix → varices."""
+    w = word.lower()
+    if w.endswith("is"):
+        return [word[:-2] + "es"]
+    if w.endswith("um") and len(w) > 4:
+        return [word[:-2] + "a", word + "s"]
+    if w.endswith("us") and len(w) > 4:
+        return [word[:-2] + "i", word + "es"]
+    if w.endswith(("ix", "ex")) and len(w) > 4:
+        return [word[:-2] + "ices", word + "es"]
+    if w.endswith(("s", "x", "z", "ch", "sh")):
+        return [word + "es"]
+    if w.endswith("y") and len(w) > 2 and w[-2] not in "aeiou":
+        return [word[:-1] + "ies"]
+    return [word + "s"]
+
+
+def _variants(alias: str) -> list[str]:
+    """The alias, its plural (last word), its other spelling ("dilatation") and, when hyphenated, the
+    same with spaces."""
+    out = [alias]
+    head = alias.rsplit(" ", 1)[-1]
+    already_plural = head.lower().endswith("s") and not head.lower().endswith(("ss", "is", "us"))
+    if head.isalpha() and len(head) >= 3 and not already_plural:
+        out += [alias[: len(alias) - len(head)] + p for p in plurals(head)]
+    for word, other in SPELLING_VARIANTS.items():
+        out += [re.sub(rf"\b{word}", other, v, flags=re.IGNORECASE) for v in out if re.search(rf"\b{word}", v, re.I)]
+    out += [v.replace("-", " ") for v in out if "-" in v]
+    return list(dict.fromkeys(out))
+
+
+def _patterns(lexicon: list[LexiconEntry]) -> list[dict[str, Any]]:
+    """Ruler patterns: every alias as written, then the variants no alias already claims."""
+    patterns: list[dict[str, Any]] = []
+    seen: set[str] = set()
+
+    def add(e: LexiconEntry, text: str) -> None:
+        if text.lower() not in seen:  # first concept to claim a surface form keeps it
+            seen.add(text.lower())
+            patterns.append({"label": e.kind.upper(), "pattern": text, "id": e.concept_id})
+
+    for e in lexicon:
+        for alias in e.aliases:
+            add(e, alias)
+    for e in lexicon:
+        for alias in e.aliases:
+            for text in _variants(alias)[1:]:
+                add(e, text)
+            for form in DERIVED_FORMS.get(alias.lower(), ()) if e.kind == "finding" else ():
+                add(e, form)
+    return patterns
+
+
+def _same_word(a: str, b: str) -> bool:
+    """Inflection and spelling variants: "lesions"/"lesion", "infarct"/"infarction", "lesin"/"lesion",
+    "dilatation"/"dilation". The first four letters must agree ("hypo-" is not "hyper-", "uni-" not
+    "bi-"); a longer word may add an inflectional ending only ("sinus" is not "sinusitis")."""
+    if a == b:
+        return True
+    short, long_ = sorted((a, b), key=len)
+    if len(short) < 4 or short[:4] != long_[:4]:
+        return False
+    if long_.startswith(short):
+        return long_[len(short) :] in INFLECTIONS
+    return SequenceMatcher(None, a, b).ratio() >= 0.85
+
+
+def _covers(mention: str, alias: str) -> bool:
+    """Each content word of the alias is a variant of its own word of the mention: the linker may fix
+    spelling and inflection, but may not add a word ("bladder" is not "bladder sign", "infarct" is not
+    "bone infarct", "fluid level" is not "fluid-fluid level")."""
+    words = re.findall(r"[a-z0-9]+", mention.lower())
+    wanted = [w for w in re.findall(r"[a-z0-9]+", alias.lower()) if w not in LINK_FILLER_WORDS]
+    for w in wanted:
+        match = next((m for m in words if _same_word(w, m)), None)
+        if match is None:
+            return False
+        words.remove(match)
+    return bool(wanted)
+
+
+def _word_runs(doc: Doc) -> list[Span]:
+    """Noun phrases without a parser: runs of words that are not stop words nor common report verbs
+    ("CT demonstrated bilateral subdural fluid collections" → "CT", "bilateral subdural fluid
+    collections"), at most their last MAX_RUN_WORDS words."""
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    def inside(i: int) -> bool:
+        token = doc[i]
+        if token.text == "-":  # "well-defined", "air-filled"
+            return 0 < i < len(doc) - 1 and doc[i - 1].is_alpha and doc[i + 1].is_alpha
+        return token.is_alpha and token.lower_ not in STOP_WORDS and token.lower_ not in REPORT_VERBS
+
+    runs: list[Span] = []
+    start: int | None = None
+    for i in range(len(doc) + 1):
+        if i < len(doc) and inside(i):
+            start = i if start is None else start
+        elif start is not None:
+            runs.append(Span(doc, max(start, i - MAX_RUN_WORDS), i))
+            start = None
+    return runs
+
+
+def _respects(start: int, end: int, anatomy: list[tuple[int, int]]) -> bool:
+    """A candidate may contain anatomy ("bicornuate uterus") but not be it, nor cut into it ("mass" of
+    "lateral mass")."""
+    return all(end <= a or b <= start or (start <= a and b <= end and (start, end) != (a, b)) for a, b in anatomy)
+
+
+def _prefix_word(token: Any) -> bool:
+    return (
+        token.pos_ in {"DET", "PRON", "NUM"}
+        or token.like_num
+        or token.lower_ in CHUNK_PREFIX_WORDS
+        or token.is_punct
+        or any(c.isdigit() for c in token.text)
+    )
 
 
 def _has_phrase(text: str, phrase: str) -> bool:
