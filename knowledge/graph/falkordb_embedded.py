@@ -19,6 +19,7 @@ import logging
 import os
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -66,6 +67,7 @@ class EmbeddedFalkorDB:
         self._owner = False  # whether this process stops the server at exit
         self._graph: Any = None
         self._db: Any = None
+        self._lifecycle = threading.RLock()
 
     # -- server lifecycle --------------------------------------------------------------------------
     @property
@@ -192,22 +194,27 @@ class EmbeddedFalkorDB:
         import redis
 
         params = _clean(dict(params or {}))
-        if not self.alive():
-            if self._process is not None:
-                log.warning("embedded FalkorDB at %s died; restarting it", self.address)
-            self.start()
+        self._ensure_running()
         try:
             return self._graph.query(query, params)
         except (redis.ConnectionError, redis.TimeoutError, FileNotFoundError):
             if self.alive():
                 raise
-            log.warning("embedded FalkorDB at %s died during a query; restarting it", self.address)
-            self._process = self._adopted_pid = None
-            self.start()
+            self._ensure_running(died_during_query=True)
             try:
                 return self._graph.query(query, params)
             except (redis.ConnectionError, redis.TimeoutError) as err:
                 raise GraphUnavailableError(self.name, self.address, str(err)) from err
+
+    def _ensure_running(self, *, died_during_query: bool = False) -> None:
+        """Start (or restart) the server; one thread at a time, so concurrent queries never start two."""
+        with self._lifecycle:
+            if self.alive():
+                return
+            if died_during_query or self._process is not None or self._adopted_pid is not None:
+                log.warning("embedded FalkorDB at %s died; restarting it", self.address)
+            self._process = self._adopted_pid = None
+            self.start()
 
     def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
         result = self._execute(query, params)
