@@ -27,6 +27,7 @@ from api.settings import Settings, get_settings
 from retrieval.records import Hit, SearchResult
 
 if TYPE_CHECKING:
+    from generator.report import Report
     from knowledge.grounding import Grounding
 
 app = typer.Typer(
@@ -463,6 +464,102 @@ def _graph_services(backend: str | None) -> Services:
     if backend == "falkordb":
         settings = settings.model_copy(update={"neo4j_uri": ""})
     return Services(settings)
+
+
+@app.command("train-generator")
+def train_generator_cmd(
+    index: Annotated[str, typer.Option("--index", "-i", help="index built from the training split")],
+    archive: Annotated[Path, typer.Option(help="the archive (train and dev splits)")],
+    out_dir: Annotated[Path, typer.Option("--out", help="folder for the trained report writer")],
+    format: Annotated[str | None, typer.Option("--format")] = None,
+    split: Annotated[str, typer.Option(help="training split")] = "train",
+    dev_split: Annotated[str, typer.Option(help="split that picks the checkpoint")] = "dev",
+    limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
+    dev_limit: Annotated[int | None, typer.Option(help="use only the first N dev cases")] = None,
+    k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 3,
+    prompt_budget: Annotated[int, typer.Option(min=64, help="evidence tokens in the prompt")] = 320,
+    epochs: Annotated[int, typer.Option(min=1)] = 1,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
+    eval_every: Annotated[int, typer.Option(min=1, help="dev loss every N steps")] = 100,
+    lora_lr: Annotated[float, typer.Option()] = 3e-4,
+    fusion_lr: Annotated[float, typer.Option()] = 1e-3,
+) -> None:
+    """Train the report writer (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
+    from api.reporting import train_generator
+    from generator.training import TrainConfig
+
+    with _user_errors(), _progress() as bars:
+
+        def progress(description: str, total: int | None):
+            task = bars.add_task(description, total=total)
+            return lambda n=1, *_: bars.advance(task, n)
+
+        result = train_generator(
+            _services(),
+            index=index,
+            archive=archive,
+            out_dir=out_dir,
+            fmt=format,
+            split=split,
+            dev_split=dev_split,
+            limit=limit,
+            dev_limit=dev_limit,
+            k=k,
+            prompt_budget=prompt_budget,
+            train_config=TrainConfig(
+                epochs=epochs,
+                batch_size=batch_size,
+                max_steps=max_steps,
+                eval_every=eval_every,
+                lora_lr=lora_lr,
+                fusion_lr=fusion_lr,
+            ),
+            progress=progress,
+        )
+    out.print_json(json.dumps(result))
+
+
+@app.command("report")
+def report_cmd(
+    images: Annotated[list[Path], typer.Argument(help="query images: PNG, JPEG, DICOM file or series folder, NIfTI")],
+    index: Annotated[str, typer.Option("--index", "-i", help="index of prior cases")] = "demo",
+    generator: Annotated[Path | None, typer.Option(help="trained report-writer folder (default: bundled)")] = None,
+    max_new_tokens: Annotated[int, typer.Option(min=8, max=512)] = 120,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
+) -> None:
+    """Write a grounded draft report for each image; models load once."""
+    from api.reporting import GeneratorNotFoundError, open_report_writer
+    from generator.pipeline import ReportGenerationError
+
+    with _user_errors():
+        try:
+            writer = open_report_writer(_services(), index, generator)
+        except GeneratorNotFoundError as err:
+            raise CliError(str(err)) from None
+        writer.max_new_tokens = max_new_tokens
+        for image in images:
+            try:
+                report = writer.write(image)
+            except ReportGenerationError as err:
+                raise CliError(str(err)) from None
+            if as_json:
+                sys.stdout.write(json.dumps({"image": str(image), **report.as_json()}) + "\n")
+                sys.stdout.flush()
+            else:
+                _print_report(image, report)
+
+
+def _print_report(image: Path, report: Report) -> None:
+    out.print(f"[bold]{image}[/bold]  gate {report.gate:.2f} (1 = image only, 0 = retrieved reports only)")
+    out.print("[bold]Findings[/bold]")
+    for s in report.findings:
+        cites = ", ".join(s.cited_case_ids) or "no prior case"
+        flag = "" if s.supported else f"  [red]unsupported: {', '.join(s.unsupported_concept_ids)}[/red]"
+        out.print(f"  {s.sentence}  [dim][{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}][/dim]{flag}")
+    out.print(f"[bold]Impression[/bold]\n  {report.impression}")
+    for line in report.limitations:
+        out.print(f"  [yellow]limitation:[/yellow] {line}")
 
 
 @app.command("train-encoder")

@@ -39,6 +39,11 @@ class Services:
         return TextEncoder(self.settings.text_encoder or None)
 
     @property
+    def llm_cache_dir(self) -> Path:
+        """Where the packaged GGUF LLM is kept once converted to safetensors."""
+        return self.settings.data_dir / "cache" / "llm"
+
+    @property
     def index_params(self) -> IndexParams:
         return IndexParams(exact_threshold=self.settings.exact_search_threshold, nprobe=self.settings.ivf_nprobe)
 

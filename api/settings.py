@@ -47,6 +47,10 @@ class Settings(BaseSettings):
         description="spaCy base for finding extraction: 'blank' English (as good as en_core_web_sm on the gold "
         "set, 1.6x faster; see benchmarks/results/extraction_quality.json) or 'en_core_web_sm'",
     )
+    llm: str = Field(default="", description="base LLM: local model folder or .gguf; empty = packaged SmolLM2-135M")
+    report_generator: str = Field(
+        default="", description="trained report-writer folder; empty = the bundled one under data/models/"
+    )
     neo4j_uri: str = Field(default="", description="bolt:// or neo4j:// URI; empty = embedded FalkorDB")
     neo4j_user: str = "neo4j"
     neo4j_password: str = ""
@@ -70,6 +74,12 @@ class Settings(BaseSettings):
     @property
     def default_image_encoder(self) -> Path:
         return self.bundled_data_dir / "models" / "ct-encoder"
+
+    @property
+    def report_generator_dir(self) -> Path:
+        if self.report_generator:
+            return Path(self.report_generator).expanduser()
+        return self.bundled_data_dir / "models" / "report-writer"
 
     @property
     def ontology_dir(self) -> Path:

@@ -107,7 +107,10 @@ class Grounding:
 
 def _names(items: list[dict[str, Any]], count: str | None = None) -> str:
     """ "a, b (3 cases)" for a list of {id, name[, count]} items; "none" when empty."""
-    parts = [f"{i['name']} ({i[count]} cases)" if count and count in i else str(i["name"]) for i in items]
+    parts = [
+        f"{i['name']} ({i[count]} case{'' if i[count] == 1 else 's'})" if count and count in i else str(i["name"])
+        for i in items
+    ]
     return ", ".join(parts) or "none"
 
 

@@ -19,7 +19,7 @@ def test_concept_ids_become_documents(small_graph: GraphBackend) -> None:
     assert [d.metadata["concept_id"] for d in docs] == ["OIFM_N", "RID1302"]  # the unknown id is left out
     nodule = docs[0].page_content
     assert nodule.startswith("nodule [OIFM_N] (oifm)")
-    assert "located in: lung" in nodule and "lung cancer (1 cases)" in nodule
+    assert "located in: lung" in nodule and "lung cancer (1 case)" in nodule
     assert docs[0].metadata["grounding"]["archive"]["cases"]["present"] == 1
 
 
