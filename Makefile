@@ -43,6 +43,8 @@ bench: setup
 	$(BIN)/python -m benchmarks.retrieval_quality --encoder data/models/ct-encoder
 	$(BIN)/python -m benchmarks.build_speed
 	$(BIN)/python -m benchmarks.search_speed
+	$(BIN)/python -m benchmarks.extraction_quality
+	$(BIN)/python -m benchmarks.knowledge_speed
 
 clean:
 	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache

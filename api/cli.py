@@ -195,8 +195,8 @@ def _add_one(
     findings: bool,
 ) -> dict:
     from indexing.pipeline import IngestOptions, Ingestor
-    from indexing.reports import split_report
     from retrieval.records import Case, CaseImage
+    from retrieval.report_sections import split_report
 
     if not case_id or not images:
         raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
@@ -651,8 +651,8 @@ def demo(
 
 def _print_demo_grounding(services: Services, hit: Hit) -> None:
     """The nearest prior case's findings, grounded in the ontology and the demo archive."""
-    from indexing.reports import split_report
     from knowledge.grounding import ground_findings
+    from retrieval.report_sections import split_report
 
     findings = services.finding_extractor.extract(split_report(hit.report).findings)
     grounded = ground_findings(services.ontology_graph(), findings, index="demo", limit=5)

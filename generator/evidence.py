@@ -13,12 +13,12 @@ report against the same evidence does not run the extractor over the prior repor
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
 from knowledge.grounding import Grounding, ground_concepts
+from retrieval.report_sections import split_report
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; the records here do not need it
     from knowledge.extraction.extractor import Finding
@@ -91,39 +91,6 @@ class Evidence:
 
 
 # -- from search hits ---------------------------------------------------------------------------------------
-# The headings `ReportSections.text()` writes, and the usual synonyms of archives that were stored verbatim.
-_SECTION_OF = {
-    "history": "history",
-    "clinical history": "history",
-    "indication": "history",
-    "findings": "findings",
-    "finding": "findings",
-    "impression": "impression",
-    "conclusion": "impression",
-    "diagnosis": "diagnosis",
-    "final diagnosis": "diagnosis",
-}
-_HIT_HEADING = re.compile(
-    r"^[ \t]*(?P<name>" + "|".join(sorted(map(re.escape, _SECTION_OF), key=len, reverse=True)) + r")[ \t]*:[ \t]*",
-    re.IGNORECASE | re.MULTILINE,
-)
-
-
-def _report_sections(report: str) -> dict[str, str]:
-    """Sections of a stored report; text before any heading (or a report without headings) is findings."""
-    text = (report or "").replace("\r\n", "\n").strip()
-    parts: dict[str, list[str]] = {name: [] for name in set(_SECTION_OF.values())}
-    matches = list(_HIT_HEADING.finditer(text))
-    lead = text[: matches[0].start()] if matches else text
-    if lead.strip():
-        parts["findings"].append(lead.strip())
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
-        if body := text[match.end() : end].strip():
-            parts[_SECTION_OF[match.group("name").lower()]].append(body)
-    return {name: "\n".join(chunks) for name, chunks in parts.items()}
-
-
 def evidence_from_hits(hits: Sequence[Hit]) -> list[CaseEvidence]:
     """One CaseEvidence per case, in hit order; a case found through several of its images keeps its first
     (best) hit."""
@@ -131,12 +98,12 @@ def evidence_from_hits(hits: Sequence[Hit]) -> list[CaseEvidence]:
     for hit in hits:
         if hit.case_id in out:
             continue
-        sections = _report_sections(hit.report)
-        impression = "\n".join(s for s in (sections["impression"], sections["diagnosis"]) if s)
+        sections = split_report(hit.report)
+        impression = "\n".join(s for s in (sections.impression, sections.diagnosis) if s)
         out[hit.case_id] = CaseEvidence(
             case_id=hit.case_id,
             score=float(hit.score),
-            findings=sections["findings"],
+            findings=sections.findings,
             impression=impression,
             modality=hit.modality,
             body_region=hit.body_region,

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from indexing.archives.base import ArchiveError
-from indexing.reports import split_report
 from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
+from retrieval.report_sections import split_report
 
 _KNOWN_FIELDS = {"case_id", "patient_id", "images", "report", "modality", "body_region", "captions"}
 

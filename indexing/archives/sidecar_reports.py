@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from indexing.archives.base import ArchiveError
-from indexing.reports import split_report
 from retrieval.records import REPORT_SECTIONS, ReportSections
+from retrieval.report_sections import split_report
 
 REPORT_FILES = ("reports.jsonl", "reports.csv")
 

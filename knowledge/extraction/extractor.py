@@ -162,19 +162,9 @@ RADIOLOGY_NEGATIONS = {
         "not be excluded",
         "not excluded",
     ],
-    "termination": [
-        ";",
-        "show",
-        "shows",
-        "showed",
-        "shown",
-        "demonstrate",
-        "demonstrates",
-        "demonstrated",
-        "reveal",
-        "reveals",
-        "revealed",
-    ],
+    # ";" and the verbs that introduce what an image shows end a negation's scope ("no X; Y", "no X. CT shows Y").
+    "termination": [";", "show", "shows", "showed", "shown", "demonstrate", "demonstrates", "demonstrated"]
+    + ["reveal", "reveals", "revealed"],
 }
 # In radiology "rule out X" / "evaluate for X" ask a question (uncertain), they do not deny X.
 NOT_NEGATIONS = {"preceding_negations": ["rule out", "r/o", "ro", "evaluate for", "versus"]}

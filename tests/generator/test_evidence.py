@@ -20,16 +20,11 @@ from generator.evidence import (
 )
 from knowledge.grounding import Grounding
 from retrieval.records import Hit, ReportSections
+from tests.generator.cases import PRIOR_CASES
 
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
     from knowledge.graph import GraphBackend
-
-PRIOR_CASES = (
-    CaseEvidence("MPX1", 0.91, "Large right pleural effusion. No pneumothorax.", modality="CT", body_region="Thorax"),
-    CaseEvidence("MPX2", 0.85, "Small pleural effusion.", modality="CT", body_region="Thorax"),
-    CaseEvidence("MPX3", 0.80, "No pleural effusion. Lung mass.", modality="CT", body_region="Thorax"),
-)
 
 
 def words(text: str) -> int:

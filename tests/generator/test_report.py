@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from generator.evidence import CaseEvidence, Evidence, Prompt, collect_evidence
+from generator.evidence import Evidence, Prompt, collect_evidence
 from generator.report import (
     NO_CASES_LIMITATION,
     Report,
@@ -18,15 +18,10 @@ from generator.report import (
     split_sections,
     split_sentences,
 )
+from tests.generator.cases import PRIOR_CASES
 
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
-
-PRIOR_CASES = (
-    CaseEvidence("MPX1", 0.91, "Large right pleural effusion. No pneumothorax.", modality="CT", body_region="Thorax"),
-    CaseEvidence("MPX2", 0.85, "Small pleural effusion.", modality="CT", body_region="Thorax"),
-    CaseEvidence("MPX3", 0.80, "No pleural effusion. Lung mass.", modality="CT", body_region="Thorax"),
-)
 
 
 @pytest.mark.parametrize(
