@@ -95,8 +95,11 @@ class ReportGenerator(nn.Module):
         return cls(llm, tokenizer, fusion, config)
 
     @classmethod
-    def load(cls, folder: Path, cache_dir: Path, *, llm: str | None = None) -> ReportGenerator:
-        """A trained generator folder; `llm` overrides the base model named in it (same architecture)."""
+    def load(cls, folder: Path, cache_dir: Path, *, llm: str | None = None, merge: bool = True) -> ReportGenerator:
+        """A trained generator folder; `llm` overrides the base model named in it (same architecture).
+
+        With `merge` (for inference) the LoRA weights are folded into the base weights: the same outputs
+        without the adapters' extra matrix products at every token; such a generator cannot be saved."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -105,6 +108,8 @@ class ReportGenerator(nn.Module):
             config = replace(config, llm=llm)
         base, tokenizer = load_llm(config.llm or None, cache_dir)
         model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+        if merge:
+            model = model.merge_and_unload()
         fusion = DynamicFusion(config.fusion)
         fusion.load_state_dict(load_file(str(folder / "fusion.safetensors")))
         generator = cls(model, tokenizer, fusion, config)
@@ -112,8 +117,11 @@ class ReportGenerator(nn.Module):
         return generator
 
     def save(self, folder: Path) -> None:
+        from peft import PeftModel
         from safetensors.torch import save_file
 
+        if not isinstance(self.llm, PeftModel):
+            raise ValueError("this generator's adapters were merged into the base LLM (load(..., merge=False))")
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "generator.json").write_text(json.dumps(self.config.as_json(), indent=2))
         self.config.fusion.save(folder / "fusion.json")
