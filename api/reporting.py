@@ -128,8 +128,8 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
 - Dev loss: best {summary.best_dev_loss:.4f} at step {summary.best_step} (all: {summary.dev_losses});
   mean gate on dev {summary.mean_gate_dev} (1 = image only, 0 = retrieved reports only).
 
-Quality figures (BLEU, METEOR, ROUGE-L, CIDEr, clinical F1 against baselines and ablations) are
-produced by `benchmarks/report_quality.py`; see `benchmarks/results/`.
+Dev loss is the only figure training measures; report quality (BLEU, METEOR, ROUGE-L, CIDEr,
+clinical F1 against baselines and ablations) is a separate evaluation.
 """
 
 
