@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of
+from retrieval.report_sections import SECTION_HEADINGS
 
 NO_CASES_LIMITATION = "no similar prior cases: written from the image and the graph alone"
 CLAIMS = ("present", "uncertain")  # statuses that assert something a reader may act on
@@ -100,12 +101,7 @@ _IMPRESSION = ("impression", "impressions", "conclusion", "conclusions", "summar
 _IMPRESSION_FALLBACK = ("diagnosis", "final diagnosis")  # taken as the impression only when there is none
 # Headings that end a section: what a model trained on archive reports, or echoing its prompt, goes on with.
 _OTHER = (
-    "history",
-    "clinical history",
-    "indication",
-    "indications",
-    "clinical information",
-    "reason for exam",
+    *SECTION_HEADINGS["history"],
     "technique",
     "comparison",
     "note",

@@ -11,7 +11,7 @@ import re
 
 from retrieval.records import ReportSections
 
-_HEADINGS: dict[str, tuple[str, ...]] = {
+SECTION_HEADINGS: dict[str, tuple[str, ...]] = {
     "history": (
         "history",
         "clinical history",
@@ -25,7 +25,7 @@ _HEADINGS: dict[str, tuple[str, ...]] = {
     "impression": ("impression", "conclusion", "conclusions", "summary", "opinion"),
     "diagnosis": ("diagnosis", "final diagnosis", "case diagnosis"),
 }
-_SYNONYM_TO_SECTION = {syn: section for section, syns in _HEADINGS.items() for syn in syns}
+_SYNONYM_TO_SECTION = {syn: section for section, syns in SECTION_HEADINGS.items() for syn in syns}
 _HEADING_RE = re.compile(
     r"^[ \t]*(?P<name>"
     + "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
@@ -37,7 +37,7 @@ _HEADING_RE = re.compile(
 def split_report(text: str) -> ReportSections:
     """Split `text` into sections; repeated headings are joined in order."""
     text = (text or "").replace("\r\n", "\n").strip()
-    parts: dict[str, list[str]] = {name: [] for name in _HEADINGS}
+    parts: dict[str, list[str]] = {name: [] for name in SECTION_HEADINGS}
     matches = list(_HEADING_RE.finditer(text))
     lead = text[: matches[0].start()] if matches else text
     if lead.strip():
