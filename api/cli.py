@@ -424,7 +424,7 @@ def kg_ground(
         if not concept_ids and not text:
             raise CliError("give CONCEPT_ID arguments or --text")
         services = _graph_services(backend)
-        graph = services.ontology_graph()
+        graph = services.ontology_graph
         for grounding in ground_concepts(graph, concept_ids or [], index=index, limit=limit):
             if as_json:
                 sys.stdout.write(json.dumps(grounding.as_json()) + "\n")
@@ -655,7 +655,7 @@ def _print_demo_grounding(services: Services, hit: Hit) -> None:
     from retrieval.report_sections import split_report
 
     findings = services.finding_extractor.extract(split_report(hit.report).findings)
-    grounded = ground_findings(services.ontology_graph(), findings, index="demo", limit=5)
+    grounded = ground_findings(services.ontology_graph, findings, index="demo", limit=5)
     out.print(f"\n[bold]grounded findings of the nearest case {hit.case_id}[/bold]")
     for f in grounded.findings:
         out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r})")

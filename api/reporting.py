@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from api.services import Services
+from generator.evidence import EvidenceBuilder
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import EvidenceBuilder, Example, TrainConfig, TrainSummary, build_examples, train
+from generator.training import Example, TrainConfig, TrainSummary, build_examples, total_steps, train
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
@@ -40,7 +41,7 @@ def evidence_builder(
     return EvidenceBuilder(
         services.searcher(index),
         services.finding_extractor,
-        services.ontology_graph(),
+        services.ontology_graph,
         index,
         generator.count_tokens,
         k=k,
@@ -80,7 +81,7 @@ def train_generator(
     for name, cases in (("train", train_cases), ("dev", dev_cases)):
         advance = progress(f"evidence for {name} images", len(cases)) if progress else None
         examples[name] = build_examples(cases, builder, progress=advance)
-    steps = progress("training", _total_steps(len(examples["train"]), train_config)) if progress else None
+    steps = progress("training", total_steps(len(examples["train"]), train_config)) if progress else None
     summary = train(
         generator, examples["train"], examples["dev"], train_config, out_dir, progress=steps and (lambda n, _: steps(n))
     )
@@ -99,11 +100,6 @@ def train_generator(
     (out_dir / "training.json").write_text(json.dumps(card, indent=2))
     (out_dir / "MODEL_CARD.md").write_text(model_card(card, summary))
     return {"out": str(out_dir), **{k: card[k] for k in ("train", "dev", "wall_seconds")}, "result": summary.as_json()}
-
-
-def _total_steps(n_examples: int, config: TrainConfig) -> int:
-    per_epoch = -(-n_examples // config.batch_size)
-    return min(config.max_steps or per_epoch * config.epochs, per_epoch * config.epochs)
 
 
 def model_card(card: dict[str, Any], summary: TrainSummary) -> str:

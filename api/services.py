@@ -95,15 +95,16 @@ class Services:
             neo4j_database=s.neo4j_database,
         )
 
+    @cached_property
     def ontology_graph(self) -> GraphBackend:
-        """The graph, with the bundled ontology loaded into it first if it is not there yet."""
+        """The graph, with the bundled ontology loaded into it first if it is not there yet (checked once)."""
         folder = self.settings.ontology_dir
         ensure_ontology(self.graph, folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
         return self.graph
 
     def finding_recorder(self, index: str) -> FindingRecorder:
         """Writes the findings of `index`'s cases into the ontology graph during ingest."""
-        return FindingRecorder(self.finding_extractor, self.ontology_graph(), index)
+        return FindingRecorder(self.finding_extractor, self.ontology_graph, index)
 
     @cached_property
     def finding_extractor(self) -> FindingExtractor:

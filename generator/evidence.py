@@ -9,6 +9,8 @@ limitations of the report).
 
 Cases keep the statements (concept, name, status) extracted from their text, so that citing a generated
 report against the same evidence does not run the extractor over the prior reports again.
+`EvidenceBuilder` does all of it for one image (embed once, search, vote, ground, prompt), the same way for
+training examples and for reports.
 """
 
 from __future__ import annotations
@@ -17,10 +19,15 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Protocol
 
+import numpy as np
+
 from knowledge.grounding import Grounding, ground_concepts
 from retrieval.report_sections import split_report
+from retrieval.search import CaseSearcher, Query
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; the records here do not need it
+    from pathlib import Path
+
     from knowledge.extraction.extractor import Finding
     from knowledge.graph.backend import GraphBackend
     from retrieval.records import Hit
@@ -335,3 +342,39 @@ def build_prompt(
         concepts_used=tuple(f.concept_id for f in findings),
         cut=tuple(cut),
     )
+
+
+# -- one image's evidence, for training and inference alike ------------------------------------------------
+@dataclass
+class EvidenceBuilder:
+    """Searches, collects evidence and builds the prompt for one image: shared by training and inference."""
+
+    searcher: CaseSearcher
+    extractor: Extractor
+    graph: GraphBackend | None
+    index: str | None
+    count_tokens: Callable[[str], int]
+    k: int = 3
+    prompt_budget: int = 448
+
+    def for_image(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Evidence, Prompt]:
+        """(image vector, retrieved report vectors (k, Dt), mask (k,), evidence, prompt)."""
+        embedded = self.searcher.embed_image(path)
+        result = self.searcher.search(Query(image=path), k=self.k, embedded=embedded)
+        vector = embedded[0]
+        hits = list(result.hits)
+        evidence = collect_evidence(
+            evidence_from_hits(hits),
+            self.extractor,
+            self.graph,
+            index=self.index,
+            modality=result.predicted.modality,
+            body_region=result.predicted.body_region,
+        )
+        store = self.searcher.store
+        texts = np.zeros((self.k, store.manifest["text_dim"]), dtype=np.float32)
+        mask = np.zeros(self.k, dtype=bool)
+        if hits:
+            texts[: len(hits)] = store.case_text_vectors([h.case_id for h in hits])
+            mask[: len(hits)] = True
+        return vector, texts, mask, evidence, build_prompt(evidence, self.count_tokens, self.prompt_budget)

@@ -152,7 +152,8 @@ class ReportGenerator(nn.Module):
     def _sequence(self, prompt: str, soft: torch.Tensor, tail_ids: list[int]) -> tuple[torch.Tensor, int]:
         """(embeddings (T, H), index where `tail_ids` start) for prompt + soft tokens + tail."""
         before, after = self._prompt_ids(prompt)
-        pieces = [self._embed(before), soft.to(self._embed([0]).dtype), self._embed(after + tail_ids)]
+        dtype = self.llm.get_input_embeddings().weight.dtype
+        pieces = [self._embed(before), soft.to(dtype), self._embed(after + tail_ids)]
         return torch.cat(pieces), len(before) + soft.shape[0] + len(after)
 
     # -- training -----------------------------------------------------------------------------------------

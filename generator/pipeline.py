@@ -14,9 +14,9 @@ from typing import Any
 
 import torch
 
+from generator.evidence import EvidenceBuilder
 from generator.model import Batch, ReportGenerator
 from generator.report import Report, ReportParseError, build_report
-from generator.training import EvidenceBuilder
 
 
 class ReportGenerationError(RuntimeError):

@@ -22,11 +22,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from generator.evidence import Evidence, Extractor, Prompt, build_prompt, collect_evidence, evidence_from_hits
+from generator.evidence import EvidenceBuilder
 from generator.model import Batch, ReportGenerator
-from knowledge.graph.backend import GraphBackend
 from retrieval.records import Case, CaseImage
-from retrieval.search import CaseSearcher, Query
 
 REFERENCE_WORDS = 90  # the 135M writer learns short reports far better than MedPix's longest ones
 
@@ -53,40 +51,6 @@ def reference_report(case: Case, image: CaseImage, *, max_words: int = REFERENCE
     findings = " ".join(x.strip() for x in (image.caption, case.report.findings) if x and x.strip())
     impression = (case.report.impression or case.report.diagnosis).strip()
     return f"Findings: {_words(findings, max_words)}\nImpression: {_words(impression, 30)}"
-
-
-@dataclass
-class EvidenceBuilder:
-    """Searches, collects evidence and builds the prompt for one image: shared by training and inference."""
-
-    searcher: CaseSearcher
-    extractor: Extractor
-    graph: GraphBackend | None
-    index: str | None
-    count_tokens: Callable[[str], int]
-    k: int = 3
-    prompt_budget: int = 448
-
-    def for_image(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Evidence, Prompt]:
-        """(image vector, retrieved report vectors (k, Dt), mask (k,), evidence, prompt)."""
-        vector, _ = self.searcher.embed_image(path)
-        result = self.searcher.search(Query(image=path), k=self.k)
-        hits = list(result.hits)
-        evidence = collect_evidence(
-            evidence_from_hits(hits),
-            self.extractor,
-            self.graph,
-            index=self.index,
-            modality=result.predicted.modality,
-            body_region=result.predicted.body_region,
-        )
-        store = self.searcher.store
-        texts = np.zeros((self.k, store.manifest["text_dim"]), dtype=np.float32)
-        mask = np.zeros(self.k, dtype=bool)
-        if hits:
-            texts[: len(hits)] = store.case_text_vectors([h.case_id for h in hits])
-            mask[: len(hits)] = True
-        return vector, texts, mask, evidence, build_prompt(evidence, self.count_tokens, self.prompt_budget)
 
 
 def build_examples(
@@ -155,6 +119,12 @@ class TrainSummary:
         return asdict(self)
 
 
+def total_steps(n_examples: int, config: TrainConfig) -> int:
+    """Optimiser steps a run over `n_examples` takes: its epochs, or `max_steps` if that comes first."""
+    all_epochs = math.ceil(n_examples / config.batch_size) * config.epochs
+    return min(config.max_steps or all_epochs, all_epochs)
+
+
 @torch.no_grad()
 def dev_loss(generator: ReportGenerator, examples: Sequence[Example], batch_size: int) -> tuple[float, float]:
     """(mean loss, mean gate) over `examples`."""
@@ -185,8 +155,7 @@ def train(
         [{"params": lora, "lr": config.lora_lr}, {"params": generator.fusion.parameters(), "lr": config.fusion_lr}],
         weight_decay=config.weight_decay,
     )
-    steps_per_epoch = math.ceil(len(train_examples) / config.batch_size)
-    total = min(config.max_steps or steps_per_epoch * config.epochs, steps_per_epoch * config.epochs)
+    total = total_steps(len(train_examples), config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: max(0.05, 1 - step / max(1, total)))
     summary = TrainSummary()
     started = time.perf_counter()

@@ -11,7 +11,7 @@ a rerun after a crash) never duplicates edges. Concept ids the graph does not ho
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from knowledge.graph.backend import GraphBackend
 
@@ -37,7 +37,7 @@ class CaseFindings:
 
     case_id: str
     findings: tuple[tuple[str, str], ...] = ()
-    diagnoses: tuple[str, ...] = field(default=())
+    diagnoses: tuple[str, ...] = ()
 
 
 def write_cases(graph: GraphBackend, index: str, cases: Sequence[CaseFindings]) -> int:

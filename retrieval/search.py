@@ -135,14 +135,17 @@ class CaseSearcher:
         exclude_patient_ids: set[str] | None = None,
         leakage_guard: bool | None = None,
         per_image: bool = False,
+        embedded: tuple[np.ndarray, DecodedImage] | None = None,
     ) -> SearchResult:
-        """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region."""
+        """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region.
+
+        `embedded` is `embed_image(query.image)` when the caller already has it (no second decode)."""
         if query.image is None and not (query.text and query.text.strip()):
             raise QueryError("a query needs an image or a non-empty text")
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
         guard = self.leakage_guard if leakage_guard is None else leakage_guard
-        image_vec, decoded = self.embed_image(query.image) if query.image is not None else (None, None)
+        image_vec, decoded = (embedded or self.embed_image(query.image)) if query.image is not None else (None, None)
         text = query.text.strip() if query.text else ""
         report_vec = self.text_encoder.embed([text])[0] if text else None
         clip_text_vec = self.image_encoder.embed_texts([text])[0] if text and image_vec is None else None

@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from generator.evidence import EvidenceBuilder
 from generator.fusion import FusionConfig
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import EvidenceBuilder, TrainConfig, build_examples, dev_loss, reference_report, train
+from generator.training import TrainConfig, build_examples, dev_loss, reference_report, train
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph import GraphBackend
 from retrieval.case_store import CaseStore

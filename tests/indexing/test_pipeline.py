@@ -67,6 +67,8 @@ def test_image_search_finds_similar_cases_and_votes(built, encoders) -> None:
     assert [h.score for h in result.hits] == sorted((h.score for h in result.hits), reverse=True)
     assert result.predicted.modality == case.images[0].modality
     assert 0 < result.predicted.modality_confidence <= 1
+    embedded = searcher.embed_image(case.images[0].path)
+    assert searcher.search(Query(image=case.images[0].path), k=5, embedded=embedded) == result
     open_result = searcher.search(Query(image=case.images[0].path), k=5, leakage_guard=False)
     assert open_result.hits[0].case_id == case.case_id and open_result.hits[0].score > 0.99
 
