@@ -476,8 +476,9 @@ def train_generator_cmd(
     dev_split: Annotated[str, typer.Option(help="split that picks the checkpoint")] = "dev",
     limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
     dev_limit: Annotated[int | None, typer.Option(help="use only the first N dev cases")] = None,
+    images_per_case: Annotated[int | None, typer.Option(min=1, help="use only the first N images of a case")] = None,
     k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 3,
-    prompt_budget: Annotated[int, typer.Option(min=64, help="evidence tokens in the prompt")] = 320,
+    prompt_budget: Annotated[int, typer.Option(min=64, help="evidence tokens in the prompt")] = 384,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
@@ -505,6 +506,7 @@ def train_generator_cmd(
             dev_split=dev_split,
             limit=limit,
             dev_limit=dev_limit,
+            images_per_case=images_per_case,
             k=k,
             prompt_budget=prompt_budget,
             train_config=TrainConfig(

@@ -19,7 +19,16 @@ from api.services import Services
 from generator.evidence import EvidenceBuilder
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import Example, TrainConfig, TrainSummary, build_examples, total_steps, train
+from generator.training import (
+    IMPRESSION_WORDS,
+    REFERENCE_WORDS,
+    Example,
+    TrainConfig,
+    TrainSummary,
+    build_examples,
+    total_steps,
+    train,
+)
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
@@ -60,8 +69,9 @@ def train_generator(
     dev_split: str = "dev",
     limit: int | None = None,
     dev_limit: int | None = None,
+    images_per_case: int | None = None,
     k: int = 3,
-    prompt_budget: int = 320,
+    prompt_budget: int = 384,
     train_config: TrainConfig | None = None,
     generator_config: GeneratorConfig | None = None,
     progress: Progress | None = None,
@@ -80,7 +90,7 @@ def train_generator(
     examples: dict[str, list[Example]] = {}
     for name, cases in (("train", train_cases), ("dev", dev_cases)):
         advance = progress(f"evidence for {name} images", len(cases)) if progress else None
-        examples[name] = build_examples(cases, builder, progress=advance)
+        examples[name] = build_examples(cases, builder, progress=advance, images_per_case=images_per_case)
     steps = progress("training", total_steps(len(examples["train"]), train_config)) if progress else None
     summary = train(
         generator, examples["train"], examples["dev"], train_config, out_dir, progress=steps and (lambda n, _: steps(n))
@@ -90,7 +100,7 @@ def train_generator(
         "archive": str(archive),
         "train": {"split": split, "cases": len(train_cases), "examples": len(examples["train"])},
         "dev": {"split": dev_split, "cases": len(dev_cases), "examples": len(examples["dev"])},
-        "evidence": {"k": k, "prompt_budget_tokens": prompt_budget},
+        "evidence": {"k": k, "prompt_budget_tokens": prompt_budget, "images_per_case": images_per_case},
         "generator": config.as_json(),
         "training": asdict(train_config),
         "result": summary.as_json(),
@@ -117,7 +127,7 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
   {card["train"]["cases"]} cases, {card["train"]["examples"]} image examples; checkpoint chosen on
   `{card["dev"]["split"]}` ({card["dev"]["cases"]} cases, {card["dev"]["examples"]} examples), never on a test split.
 - Reference reports: the image's caption and its case's findings, then the case diagnosis as impression
-  (cut to 90 / 30 words).
+  (cut to {REFERENCE_WORDS} / {IMPRESSION_WORDS} words).
 - Training: {summary.steps} steps of batch {card["training"]["batch_size"]} ({summary.examples_seen} examples seen),
   LoRA lr {card["training"]["lora_lr"]}, fusion lr {card["training"]["fusion_lr"]}; wall time
   {card["wall_seconds"]} s on {card["machine"]["arch"]} (CPU).
@@ -137,15 +147,18 @@ def open_report_writer(services: Services, index: str, folder: Path | None = Non
             f"no trained report writer at {folder} (train one: kgreport train-generator --index NAME "
             "--archive ARCHIVE --out DIR, then set KGREPORT_REPORT_GENERATOR=DIR)"
         )
-    generator = ReportGenerator.load(folder, services.llm_cache_dir, llm=services.settings.llm or None)
+    generator = ReportGenerator.load(
+        folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
+    )
     card = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
     evidence = card.get("evidence", {})
     builder = evidence_builder(
-        services, index, generator, evidence.get("k", 3), evidence.get("prompt_budget_tokens", 320)
+        services, index, generator, evidence.get("k", 3), evidence.get("prompt_budget_tokens", 384)
     )
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",
         "trained_steps": card.get("result", {}).get("steps"),
+        "int8": services.settings.report_int8,
     }
     return ReportWriter(generator, builder, model_info=info)

@@ -35,7 +35,7 @@ if TYPE_CHECKING:  # the extractor pulls in spaCy; the records here do not need 
 STATUSES = ("present", "uncertain", "absent")  # also the tie-break order of a majority vote
 TOP_FINDINGS = 3  # findings (and their facts) that a prompt keeps whatever the budget
 FACT_ITEMS = 3  # names per facet in a facts line
-FACT_WORDS = 25  # a facts line is a hint, not the grounding: the full grounding stays in the graph
+FACT_WORDS = 10  # a facts line is a hint, not the grounding: the full grounding stays in the graph
 INSTRUCTION = "Write the radiology report for the new image: 'Findings:' then 'Impression:'."
 NO_CASES = "No similar prior cases are available."
 
@@ -156,7 +156,7 @@ def collect_evidence(
     index: str | None = None,
     modality: str | None = None,
     body_region: str | None = None,
-    max_findings: int = 12,
+    max_findings: int = 8,
 ) -> Evidence:
     """Vote the findings of `cases`, keep the `max_findings` best voted, ground them in `graph` (if given).
 
@@ -243,12 +243,10 @@ def _case_line(case: CaseEvidence, words: int) -> str:
 
 
 def _finding_line(finding: FindingEvidence, total_cases: int, with_facts: bool) -> str:
-    counts: list[str] = []
-    for status, ids in finding.case_ids_by_status().items():
-        if ids:
-            of = f" of {total_cases} cases" if not counts else ""
-            counts.append(f"{status} in {len(ids)}{of} ({', '.join(ids)})")
-    line = f"- {finding.name} [{finding.concept_id}]: {', '.join(counts) or 'from other sources'}"
+    """`- edema: present 2/3, absent 1/3; is a: fluid disorder` (no ids: they cost tokens and the
+    report's citations are attached afterwards from the same evidence)."""
+    counts = [f"{status} {len(ids)}/{total_cases}" for status, ids in finding.case_ids_by_status().items() if ids]
+    line = f"- {finding.name}: {', '.join(counts) or 'from other sources'}"
     return f"{line}; {finding.facts}" if with_facts and finding.facts else line
 
 
@@ -275,7 +273,7 @@ def _render(
 
 
 def build_prompt(
-    evidence: Evidence, count_tokens: Callable[[str], int], budget: int, *, case_words: int = 60
+    evidence: Evidence, count_tokens: Callable[[str], int], budget: int, *, case_words: int = 32
 ) -> Prompt:
     """The evidence block and the instruction, in at most `budget` tokens (the whole text, instruction
     included) where possible.
@@ -355,7 +353,7 @@ class EvidenceBuilder:
     index: str | None
     count_tokens: Callable[[str], int]
     k: int = 3
-    prompt_budget: int = 448
+    prompt_budget: int = 384
 
     def for_image(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Evidence, Prompt]:
         """(image vector, retrieved report vectors (k, Dt), mask (k,), evidence, prompt)."""

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from generator.evidence import (
+    FACT_WORDS,
     INSTRUCTION,
     NO_CASES,
     CaseEvidence,
@@ -79,12 +80,12 @@ def test_status_ties_prefer_present_then_uncertain(extractor: FindingExtractor) 
 
 
 def test_facts_line_is_short() -> None:
-    name = {"name": "a very long ontology concept name with many words"}
+    name = {"name": "a long ontology concept name"}
     grounding = Grounding(
         "X", "x", "radlex", ancestors=[name] * 5, locations=[{"name": "pleura"}], differential_diagnoses=[name] * 3
     )
     line = facts_line(grounding)
-    assert line.startswith("is a: a very long") and len(line.split()) <= 25
+    assert line.startswith("is a: a long ontology concept name") and len(line.split()) <= FACT_WORDS
     assert facts_line(Grounding("Y", reason="unknown concept id 'Y'")) == ""
 
 
@@ -103,7 +104,7 @@ def evidence_for_prompt() -> Evidence:
 
 
 def finding_line(text: str, concept_id: str) -> str:
-    return next(line for line in text.splitlines() if f"[{concept_id}]" in line)
+    return next(line for line in text.splitlines() if line.startswith(f"- finding {concept_id[1:]}:"))
 
 
 def test_prompt_layout_when_it_fits() -> None:
@@ -112,7 +113,7 @@ def test_prompt_layout_when_it_fits() -> None:
     assert lines[0] == "New image (predicted): CT, Thorax"
     assert lines[1] == "Similar prior cases:"
     assert lines[2] == "[C1] (CT, Thorax, 0.80) c1w0 c1w1 c1w2 c1w3 c1w4 ..."
-    assert "- finding 1 [F1]: present in 1 of 3 cases (C1); is a: parent1, root" in lines
+    assert "- finding 1: present 1/3; is a: parent1, root" in lines
     assert lines[-1] == INSTRUCTION
     assert prompt.cases_used == ("C1", "C2", "C3") and prompt.concepts_used == ("F1", "F2", "F3", "F4", "F5")
     assert prompt.cut == ()
@@ -120,14 +121,14 @@ def test_prompt_layout_when_it_fits() -> None:
 
 def test_prompt_cuts_follow_the_priority_order() -> None:
     evidence = evidence_for_prompt()
-    full = words(build_prompt(evidence, words, 10_000).text)
+    full = words(build_prompt(evidence, words, case_words=60, budget=10_000).text)
 
-    first = build_prompt(evidence, words, full - 1)
+    first = build_prompt(evidence, words, case_words=60, budget=full - 1)
     assert first.cut == ("graph facts of 1 finding dropped",)
     assert "is a" not in finding_line(first.text, "F5") and "is a" in finding_line(first.text, "F4")
 
     for budget in range(full, 0, -1):
-        prompt = build_prompt(evidence, words, budget)
+        prompt = build_prompt(evidence, words, case_words=60, budget=budget)
         text, notes = prompt.text, " | ".join(prompt.cut)
         assert text.endswith(INSTRUCTION) and prompt.cases_used[0] == "C1"
         assert prompt.cases_used == ("C1", "C2", "C3")[: len(prompt.cases_used)]  # dropped from the last
@@ -146,15 +147,15 @@ def test_prompt_cuts_follow_the_priority_order() -> None:
         else:
             assert "over budget" not in notes
 
-    # facts 2 x 4 words, cases 2 x 65, findings 2 x 11: 160 words; 10 more come off the top case's 60
-    squeezed = build_prompt(evidence, words, full - 170)
+    # facts 2 x 4 words, cases 2 x 65, findings 2 x 5: 148 words; 10 more come off the top case's 60
+    squeezed = build_prompt(evidence, words, case_words=60, budget=full - 158)
     assert squeezed.cut == (
         "graph facts of 2 findings dropped",
         "2 cases dropped (C2, C3)",
         "2 findings dropped (finding 4, finding 5)",
         "case C1 findings shortened to 50 words",
     )
-    assert words(squeezed.text) == full - 170
+    assert words(squeezed.text) == full - 158
 
 
 def test_prompt_without_cases() -> None:
