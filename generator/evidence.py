@@ -356,22 +356,27 @@ class EvidenceBuilder:
     prompt_budget: int = 384
 
     def for_image(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Evidence, Prompt]:
-        """(image vector, retrieved report vectors (k, Dt), mask (k,), evidence, prompt)."""
+        """(image vector, retrieved report vectors (max(k, 1), Dt), mask, evidence, prompt); `k` = 0 retrieves
+        nothing (the no-retrieval ablation: the image alone, like an empty index)."""
         embedded = self.searcher.embed_image(path)
-        result = self.searcher.search(Query(image=path), k=self.k, embedded=embedded)
         vector = embedded[0]
-        hits = list(result.hits)
+        hits: list[Hit] = []
+        modality = body_region = None
+        if self.k > 0:
+            result = self.searcher.search(Query(image=path), k=self.k, embedded=embedded)
+            hits = list(result.hits)
+            modality, body_region = result.predicted.modality, result.predicted.body_region
         evidence = collect_evidence(
             evidence_from_hits(hits),
             self.extractor,
             self.graph,
             index=self.index,
-            modality=result.predicted.modality,
-            body_region=result.predicted.body_region,
+            modality=modality,
+            body_region=body_region,
         )
         store = self.searcher.store
-        texts = np.zeros((self.k, store.manifest["text_dim"]), dtype=np.float32)
-        mask = np.zeros(self.k, dtype=bool)
+        texts = np.zeros((max(self.k, 1), store.manifest["text_dim"]), dtype=np.float32)
+        mask = np.zeros(max(self.k, 1), dtype=bool)
         if hits:
             texts[: len(hits)] = store.case_text_vectors([h.case_id for h in hits])
             mask[: len(hits)] = True

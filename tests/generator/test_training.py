@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.evidence import EvidenceBuilder
+from generator.evidence import NO_CASES, EvidenceBuilder
 from generator.fusion import FusionConfig
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import TrainConfig, build_examples, dev_loss, reference_report, train
+from generator.report import NO_CASES_LIMITATION
+from generator.training import TrainConfig, build_examples, collate, dev_loss, reference_report, train
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph import GraphBackend
 from retrieval.case_store import CaseStore
@@ -118,4 +119,30 @@ def test_examples_training_and_report_writing(
         data = report.as_json()
         assert 0 < data["gate"] < 1 and data["model"]["name"] == "tiny"
         assert [c["case_id"] for c in data["evidence"]["cases"]] and json.dumps(data)
+
+    # int8 decoding: every linear layer of the LLM quantised, the fusion (and so the gate) untouched
+    quantized = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache", quantize=True)
+    assert not any(isinstance(m, torch.nn.Linear) for m in quantized.llm.modules())
+    batch = collate(examples[:1], with_targets=False)
+    (text,), (gate,) = quantized.generate(batch, max_new_tokens=8)
+    assert isinstance(text, str) and gate == pytest.approx(trained.generate(batch, max_new_tokens=1)[1][0])
+
+    # An empty index, and k = 0 (the no-retrieval ablation): no cases, the image alone, gate 1, said so
+    empty = CaseStore.create_for(tmp_path / "empty", image_encoder, text_encoder)
+    empty.flush()
+    alone = [
+        EvidenceBuilder(CaseSearcher(empty, image_encoder, text_encoder), extractor, full_graph, None, generator.count_tokens),
+        EvidenceBuilder(searcher, extractor, full_graph, None, generator.count_tokens, k=0),
+    ]
+    for no_cases in alone:
+        _, texts, mask, evidence, prompt = no_cases.for_image(query)
+        assert not mask.any() and evidence.cases == () and NO_CASES in prompt.text
+        try:
+            report = ReportWriter(trained, no_cases, max_new_tokens=16).write(query)
+        except Exception as err:
+            assert "did not parse into a report" in str(err)
+        else:
+            assert report.gate == 1.0 and NO_CASES_LIMITATION in report.limitations
+            assert report.evidence["cases"] == []
+    empty.close()
     store.close()
