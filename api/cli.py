@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -66,6 +65,9 @@ def _progress() -> Progress:
 @contextmanager
 def _user_errors() -> Iterator[None]:
     """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
+    from api.operations import IndexBusyError
+    from generator.llm import LLMLoadError
+    from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
     from knowledge.graph import GraphUnavailableError
     from retrieval.case_store import IndexNotFoundError
@@ -83,6 +85,9 @@ def _user_errors() -> Iterator[None]:
         EncoderLoadError,
         ImageDecodeError,
         QueryError,
+        LLMLoadError,
+        ReportGenerationError,
+        IndexBusyError,
         FileNotFoundError,
         ValueError,
     ) as err:
@@ -106,27 +111,20 @@ def _ingest(
     replace: bool = False,
     findings: bool = True,
 ) -> dict:
-    from indexing.archives import open_archive
-    from indexing.pipeline import IngestOptions, Ingestor
+    """`operations.ingest_archive` with a progress bar, printing what was skipped."""
+    from api.operations import ingest_archive
 
-    archive = open_archive(archive_path, fmt, split=split, limit=limit)
-    store = services.open_store(name, create=create)
-    options = IngestOptions(
-        batch_cases=services.settings.ingest_batch_cases,
-        replace=replace,
-        volume_slices=services.settings.volume_slices,
-        window=services.settings.ct_window,
-    )
-    recorder = services.finding_recorder(name) if findings else None
-    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder)
     with _progress() as progress:
-        task = progress.add_task(f"indexing {archive.name}", total=len(archive))
-        summary = ingestor.ingest(archive, progress=lambda n: progress.advance(task, n))
-    for item in summary.skipped[:20]:
+        task = progress.add_task(f"indexing {archive_path.name}", total=None)
+        result, skipped = ingest_archive(
+            services, name, archive_path, fmt, split, limit, create=create, replace=replace, findings=findings,
+            on_total=lambda n: progress.update(task, total=n), progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    for item in skipped[:20]:
         console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
-    if len(summary.skipped) > 20:
-        console.print(f"[yellow]… and {len(summary.skipped) - 20} more skipped[/yellow]")
-    return {"index": name, **summary.as_json(), "info": store.info()}
+    if len(skipped) > 20:
+        console.print(f"[yellow]… and {len(skipped) - 20} more skipped[/yellow]")
+    return result
 
 
 _FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"
@@ -172,6 +170,8 @@ def index_add(
     findings: Annotated[bool | None, typer.Option(help=_FINDINGS_HELP, show_default=False)] = None,
 ) -> None:
     """Add cases to an existing index, from an archive or as one case given on the command line."""
+    from api.operations import add_case
+
     with _user_errors():
         services = _services()
         record = _want_findings(services, findings)
@@ -179,49 +179,13 @@ def index_add(
             result = _ingest(
                 services, name, archive, format, split, None, create=False, replace=replace, findings=record
             )
+        elif not case_id or not image:
+            raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
         else:
-            result = _add_one(services, name, case_id, report, patient_id, image or [], replace, record)
+            result = add_case(
+                services, name, case_id, report or "", image, patient_id=patient_id, replace=replace, findings=record
+            )
     out.print_json(json.dumps(result))
-
-
-def _add_one(
-    services: Services,
-    name: str,
-    case_id: str | None,
-    report: str | None,
-    patient_id: str | None,
-    images: list[Path],
-    replace: bool,
-    findings: bool,
-) -> dict:
-    from indexing.pipeline import IngestOptions, Ingestor
-    from retrieval.records import Case, CaseImage
-    from retrieval.report_sections import split_report
-
-    if not case_id or not images:
-        raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
-    sections = split_report(report or "")
-    if sections.is_empty():
-        raise CliError(f"case {case_id}: empty report")
-    for path in images:
-        if not path.exists():
-            raise CliError(f"{path}: image not found")
-    case = Case(
-        case_id=case_id,
-        patient_id=patient_id,
-        report=sections,
-        images=tuple(CaseImage(image_id=f"{case_id}/{p.name}", path=p.resolve()) for p in images),
-    )
-    store = services.open_store(name)
-    recorder = services.finding_recorder(name) if findings else None
-    ingestor = Ingestor(store, services.image_encoder, services.text_encoder, IngestOptions(replace=replace), recorder)
-    summary = ingestor.ingest([case])
-    if summary.cases_already_present:
-        raise CliError(f"case {case_id} is already in index {name!r} (use --replace)")
-    if not summary.cases_added:
-        reasons = "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped)
-        raise CliError(f"case {case_id} not added: {reasons}")
-    return {"index": name, **summary.as_json()}
 
 
 @index_app.command("delete")
@@ -231,28 +195,17 @@ def index_delete(
     yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
 ) -> None:
     """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
-    from knowledge.archive import delete_cases, delete_index
+    from api.operations import delete_cases, delete_index
+    from retrieval.case_store import CaseStore
 
     with _user_errors():
         services = _services()
         if not case_ids:
-            root = services.settings.index_dir(name)
-            from retrieval.case_store import CaseStore, IndexNotFoundError
-
-            if not CaseStore.exists(root):
-                raise IndexNotFoundError(f"index {name!r} not found at {root}")
-            if not yes:
+            if not yes and CaseStore.exists(services.settings.index_dir(name)):
                 raise CliError(f"deleting the whole index {name!r} needs --yes")
-            shutil.rmtree(root)
-            delete_index(services.graph, name)
-            out.print_json(json.dumps({"index": name, "deleted": True}))
+            out.print_json(json.dumps(delete_index(services, name)))
             return
-        store = services.open_store(name)
-        deleted = [c for c in case_ids if store.delete_case(c)]
-        store.flush()
-        delete_cases(services.graph, name, deleted)
-        missing = sorted(set(case_ids) - set(deleted))
-        out.print_json(json.dumps({"index": name, "deleted": deleted, "not_found": missing}))
+        out.print_json(json.dumps(delete_cases(services, name, case_ids)))
 
 
 @index_app.command("info")
@@ -531,20 +484,13 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
     """Write a grounded draft report for each image; models load once."""
-    from api.reporting import GeneratorNotFoundError, open_report_writer
-    from generator.pipeline import ReportGenerationError
+    from api.reporting import open_report_writer
 
     with _user_errors():
-        try:
-            writer = open_report_writer(_services(), index, generator)
-        except GeneratorNotFoundError as err:
-            raise CliError(str(err)) from None
+        writer = open_report_writer(_services(), index, generator)
         writer.max_new_tokens = max_new_tokens
         for image in images:
-            try:
-                report = writer.write(image)
-            except ReportGenerationError as err:
-                raise CliError(str(err)) from None
+            report = writer.write(image)
             if as_json:
                 sys.stdout.write(json.dumps({"image": str(image), **report.as_json()}) + "\n")
                 sys.stdout.flush()
@@ -562,6 +508,23 @@ def _print_report(image: Path, report: Report) -> None:
     out.print(f"[bold]Impression[/bold]\n  {report.impression}")
     for line in report.limitations:
         out.print(f"  [yellow]limitation:[/yellow] {line}")
+
+
+@app.command("serve")
+def serve(
+    host: Annotated[str, typer.Option(help="address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+) -> None:
+    """Run the REST API (OpenAPI at /docs and /openapi.json) and the web page at http://HOST:PORT/."""
+    import uvicorn
+
+    from api.service.app import create_app
+
+    settings = get_settings()
+    if host not in ("127.0.0.1", "localhost", "::1") and not settings.api_key_set:
+        console.print("[yellow]warning:[/yellow] listening beyond this machine without KGREPORT_API_KEYS set")
+    console.print(f"kgreport on http://{host}:{port}/ (API docs: /docs; data dir {settings.data_dir})")
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
 
 
 @app.command("train-encoder")
@@ -631,10 +594,11 @@ def demo(
             if line.strip()
         }
         first: SearchResult | None = None
+        first_path: Path | None = None
         for path in sorted(queries_dir.glob("*.jpg")):
             info = truth.get(path.stem, {})
             res = searcher.search(Query(image=path), k=k)
-            first = first or res
+            first, first_path = first or res, first_path or path
             out.print(
                 f"\nheld-out query {path.name} (truth: {info.get('Type')}, {info.get('Location Category')}; "
                 f"caption: {(info.get('Description') or {}).get('Caption', '')[:80]})"
@@ -645,10 +609,25 @@ def demo(
         _print_result(res)
         if first is not None and first.hits and settings.index_findings:
             _print_demo_grounding(services, first.hits[0])
+        if first_path is not None:
+            _print_demo_report(services, first_path)
         console.print(
             "\nnext: `kgreport search IMAGE --index demo --json`, `kgreport kg ground --text TEXT --index demo`, "
-            "`kgreport index info demo`"
+            "`kgreport report IMAGE --index demo --json`, `kgreport index info demo`"
         )
+
+
+def _print_demo_report(services: Services, image: Path) -> None:
+    """The bundled report writer's grounded draft for the first held-out image."""
+    from api.reporting import GeneratorNotFoundError, open_report_writer
+
+    try:
+        writer = open_report_writer(services, "demo")
+    except GeneratorNotFoundError as err:
+        out.print(f"\n[yellow]no report written:[/yellow] {err}")
+        return
+    out.print(f"\n[bold]grounded draft report[/bold] ({writer.model_info['writer']})")
+    _print_report(image, writer.write(image))
 
 
 def _print_demo_grounding(services: Services, hit: Hit) -> None:

@@ -11,7 +11,7 @@ import json
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -139,8 +139,17 @@ clinical F1 against baselines and ablations) is a separate evaluation.
 """
 
 
-def open_report_writer(services: Services, index: str, folder: Path | None = None) -> ReportWriter:
-    """The trained writer in `folder` (default: the settings' or the bundled one) over `index`."""
+@dataclass
+class LoadedWriter:
+    """A trained report writer in memory, usable over any index (the service keeps one)."""
+
+    generator: ReportGenerator
+    card: dict[str, Any]
+    info: dict[str, Any]
+
+
+def load_report_writer(services: Services, folder: Path | None = None) -> LoadedWriter:
+    """The trained writer in `folder` (default: the settings' or the bundled one), loaded once."""
     folder = folder or services.settings.report_generator_dir
     if not (folder / "generator.json").is_file():
         raise GeneratorNotFoundError(
@@ -151,14 +160,23 @@ def open_report_writer(services: Services, index: str, folder: Path | None = Non
         folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
     )
     card = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
-    evidence = card.get("evidence", {})
-    builder = evidence_builder(
-        services, index, generator, evidence.get("k", 3), evidence.get("prompt_budget_tokens", 384)
-    )
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",
         "trained_steps": card.get("result", {}).get("steps"),
         "int8": services.settings.report_int8,
     }
-    return ReportWriter(generator, builder, model_info=info)
+    return LoadedWriter(generator, card, info)
+
+
+def writer_for_index(services: Services, index: str, loaded: LoadedWriter) -> ReportWriter:
+    """A report writer over `index` with the evidence settings the model was trained with."""
+    evidence = loaded.card.get("evidence", {})
+    k, budget = evidence.get("k", 3), evidence.get("prompt_budget_tokens", 384)
+    builder = evidence_builder(services, index, loaded.generator, k, budget)
+    return ReportWriter(loaded.generator, builder, model_info=dict(loaded.info))
+
+
+def open_report_writer(services: Services, index: str, folder: Path | None = None) -> ReportWriter:
+    """The trained writer in `folder` (default: the settings' or the bundled one) over `index`."""
+    return writer_for_index(services, index, load_report_writer(services, folder))

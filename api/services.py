@@ -64,6 +64,12 @@ class Services:
         self._stores[name] = store
         return store
 
+    def close_store(self, name: str) -> None:
+        """Close the named index if it is open (before it is deleted)."""
+        store = self._stores.pop(name, None)
+        if store is not None:
+            store.close()
+
     def _check_dims(self, name: str, store: CaseStore) -> None:
         info = store.info()
         if info["image_dim"] != self.image_encoder.dim or info["text_dim"] != self.text_encoder.dim:

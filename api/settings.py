@@ -55,6 +55,15 @@ class Settings(BaseSettings):
         default=True,
         description="run the report writer's LLM with int8 linear layers (about 2x faster decoding on CPU)",
     )
+    api_keys: str = Field(
+        default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"
+    )
+    max_upload_mb: float = Field(default=64.0, gt=0, description="largest accepted upload, in MB")
+    archive_roots: str = Field(
+        default="",
+        description="folders (separated by ':') whose archives POST /v1/indexes may read; empty = the bundled "
+        "data and <data_dir>/archives",
+    )
     neo4j_uri: str = Field(default="", description="bolt:// or neo4j:// URI; empty = embedded FalkorDB")
     neo4j_user: str = "neo4j"
     neo4j_password: str = ""
@@ -64,6 +73,15 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    @property
+    def api_key_set(self) -> frozenset[str]:
+        return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def allowed_archive_roots(self) -> list[Path]:
+        roots = [Path(r).expanduser() for r in self.archive_roots.split(":") if r.strip()]
+        return [r.resolve() for r in roots or [self.bundled_data_dir, self.data_dir / "archives"]]
 
     @property
     def indexes_dir(self) -> Path:

@@ -100,7 +100,12 @@ def paired_bootstrap(a: list[float], b: list[float], resamples: int, seed: int =
     rng = np.random.default_rng(seed)
     means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
     low, high = np.percentile(means, [2.5, 97.5])
-    return {"mean": float(diff.mean()), "ci95_low": float(low), "ci95_high": float(high), "excludes_0": bool(low > 0 or high < 0)}
+    return {
+        "mean": float(diff.mean()),
+        "ci95_low": float(low),
+        "ci95_high": float(high),
+        "excludes_0": bool(low > 0 or high < 0),
+    }
 
 
 def nearest_neighbour_report(writer: ReportWriter, image: Path, train: dict[str, Case]) -> str:
@@ -180,7 +185,9 @@ def main() -> None:
         each[name] = {"CIDEr": scores["CIDEr"][1], "clinical_f1": clinical["each"]}
 
     comparisons = {
-        f"full - {other}": {m: paired_bootstrap(each["full"][m], each[other][m], args.bootstrap) for m in ("CIDEr", "clinical_f1")}
+        f"full - {other}": {
+            m: paired_bootstrap(each["full"][m], each[other][m], args.bootstrap) for m in ("CIDEr", "clinical_f1")
+        }
         for other in outputs
         if other != "full" and "full" in outputs
     }

@@ -96,7 +96,9 @@ def main() -> None:
     per_epoch = training.get("seconds_per_epoch")
     if per_epoch and training.get("examples_seen", 0) < (examples or 0):  # a run stopped before an epoch ended
         per_epoch = training["seconds"] / training["examples_seen"] * examples
-    print(f"training: {per_epoch and round(per_epoch)} s per epoch of {examples} examples (from {folder}/training.json)")
+    print(
+        f"training: {per_epoch and round(per_epoch)} s per epoch of {examples} examples (from {folder}/training.json)"
+    )
     write_result(
         args.out,
         {

@@ -127,9 +127,10 @@ class ReportGenerator(nn.Module):
         if llm is not None:
             config = replace(config, llm=llm)
         base, tokenizer = load_llm(config.llm or None, cache_dir)
-        model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+        peft_model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+        model: nn.Module = peft_model
         if merge:
-            model = model.merge_and_unload()
+            model = peft_model.merge_and_unload()
             if quantize:
                 model = quantize_linear_int8(model)
         fusion = DynamicFusion(config.fusion)

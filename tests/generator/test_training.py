@@ -131,7 +131,9 @@ def test_examples_training_and_report_writing(
     empty = CaseStore.create_for(tmp_path / "empty", image_encoder, text_encoder)
     empty.flush()
     alone = [
-        EvidenceBuilder(CaseSearcher(empty, image_encoder, text_encoder), extractor, full_graph, None, generator.count_tokens),
+        EvidenceBuilder(
+            CaseSearcher(empty, image_encoder, text_encoder), extractor, full_graph, None, generator.count_tokens
+        ),
         EvidenceBuilder(searcher, extractor, full_graph, None, generator.count_tokens, k=0),
     ]
     for no_cases in alone:

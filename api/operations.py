@@ -1,0 +1,172 @@
+"""Index operations shared by the CLI and the service: build or extend from an archive, add one case,
+delete cases or a whole index.
+
+Every write to an index holds that index's writer lock (an exclusive `flock` on `.write.lock` in its
+folder), across threads and processes: a second writer, from the service or the CLI, gets
+`IndexBusyError` at once instead of interleaving with the first. Readers never take it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from api.services import Services
+from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.records import Case, CaseImage, SkippedItem
+
+Progress = Callable[[int], None]  # advance by n cases
+
+
+class OperationError(ValueError):
+    """A request that cannot be carried out as given (the message says why)."""
+
+
+class CaseExistsError(OperationError):
+    """The case is already in the index."""
+
+
+class IndexBusyError(RuntimeError):
+    """Another writer holds the index."""
+
+
+_held: set[str] = set()  # index folders this process is writing; flock alone does not exclude our own threads
+_held_guard = threading.Lock()
+
+
+@contextmanager
+def index_write_lock(root: Path, name: str) -> Iterator[None]:
+    """Exclusive write access to the index in `root`, or `IndexBusyError` at once."""
+    root.mkdir(parents=True, exist_ok=True)
+    key = str(root.resolve())
+    with _held_guard:
+        if key in _held:
+            raise IndexBusyError(f"index {name!r} is being written by another request; try again when it is done")
+        _held.add(key)
+    fd = os.open(root / ".write.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            busy = f"index {name!r} is being written by another process; try again when it is done"
+            raise IndexBusyError(busy) from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock
+        with _held_guard:
+            _held.discard(key)
+
+
+def ingest_archive(
+    services: Services,
+    name: str,
+    archive_path: Path,
+    fmt: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    *,
+    create: bool,
+    replace: bool = False,
+    findings: bool = True,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[SkippedItem]]:
+    """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
+    from indexing.archives import open_archive
+    from indexing.pipeline import IngestOptions, Ingestor
+
+    archive = open_archive(archive_path, fmt, split=split, limit=limit)
+    if not create:
+        services.open_store(name)  # a missing index is an error before the lock file is made
+    with index_write_lock(services.settings.index_dir(name), name):
+        store = services.open_store(name, create=create)
+        options = IngestOptions(
+            batch_cases=services.settings.ingest_batch_cases,
+            replace=replace,
+            volume_slices=services.settings.volume_slices,
+            window=services.settings.ct_window,
+        )
+        recorder = services.finding_recorder(name) if findings else None
+        ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder)
+        if on_total:
+            on_total(len(archive))
+        summary = ingestor.ingest(archive, progress=progress)
+        return {"index": name, **summary.as_json(), "info": store.info()}, list(summary.skipped)
+
+
+def add_case(
+    services: Services,
+    name: str,
+    case_id: str,
+    report: str,
+    images: list[Path],
+    *,
+    patient_id: str | None = None,
+    replace: bool = False,
+    findings: bool = True,
+    image_ids: list[str] | None = None,
+) -> dict[str, Any]:
+    """Add one case (its report text and image files) to the existing index `name`."""
+    from indexing.pipeline import IngestOptions, Ingestor
+    from retrieval.report_sections import split_report
+
+    if not case_id.strip():
+        raise OperationError("a case needs a non-empty case id")
+    if not images:
+        raise OperationError(f"case {case_id}: at least one image is needed")
+    sections = split_report(report or "")
+    if sections.is_empty():
+        raise OperationError(f"case {case_id}: empty report")
+    for path in images:
+        if not path.exists():
+            raise OperationError(f"{path}: image not found")
+    ids = image_ids or [f"{case_id}/{p.name}" for p in images]
+    case = Case(
+        case_id=case_id,
+        patient_id=patient_id,
+        report=sections,
+        images=tuple(CaseImage(image_id=i, path=p.resolve()) for i, p in zip(ids, images, strict=True)),
+    )
+    store = services.open_store(name)
+    with index_write_lock(store.root, name):
+        recorder = services.finding_recorder(name) if findings else None
+        options = IngestOptions(replace=replace)
+        summary = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder).ingest([case])
+    if summary.cases_already_present:
+        raise CaseExistsError(f"case {case_id} is already in index {name!r} (replace it to re-embed)")
+    if not summary.cases_added:
+        reasons = "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped)
+        raise OperationError(f"case {case_id} not added: {reasons}")
+    return {"index": name, **summary.as_json()}
+
+
+def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str, Any]:
+    """Delete cases from `name` (and their findings from the graph); unknown ids are reported, not errors."""
+    from knowledge.archive import delete_cases as delete_case_findings
+
+    store = services.open_store(name)
+    with index_write_lock(store.root, name):
+        deleted = [c for c in case_ids if store.delete_case(c)]
+        store.flush()
+        delete_case_findings(services.graph, name, deleted)
+    return {"index": name, "deleted": deleted, "not_found": sorted(set(case_ids) - set(deleted))}
+
+
+def delete_index(services: Services, name: str) -> dict[str, Any]:
+    """Delete the whole index `name` and its findings in the graph."""
+    from knowledge.archive import delete_index as delete_index_findings
+
+    root = services.settings.index_dir(name)
+    if not CaseStore.exists(root):
+        raise IndexNotFoundError(f"index {name!r} not found at {root}")
+    with index_write_lock(root, name):
+        services.close_store(name)
+        shutil.rmtree(root)
+    delete_index_findings(services.graph, name)
+    return {"index": name, "deleted": True}

@@ -1,0 +1,108 @@
+"""The REST service and the web page: `create_app(settings)`, run by `kgreport serve`.
+
+Routes live in `indexes.py` (build, cases, jobs) and `queries.py` (search, reports, concepts); this
+file wires them with what every request shares: the API key check on `/v1`, the upload size limit
+(413 from Content-Length before a body is read; `uploads.save_upload` counts the bytes too), the
+JSON error format, health and readiness, and the static web page at `/`.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Request, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.security import APIKeyHeader
+from fastapi.staticfiles import StaticFiles
+
+from api.service import indexes, queries
+from api.service.errors import ApiError, error_response, install_error_handlers
+from api.service.state import ServiceState, get_state
+from api.services import Services
+from api.settings import Settings
+
+WEB = Path(__file__).resolve().parents[1] / "web"
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when KGREPORT_API_KEYS is set")
+
+
+def require_api_key(request: Request, key: Annotated[str | None, Depends(API_KEY)]) -> None:
+    keys = get_state(request).settings.api_key_set
+    if not keys:
+        return
+    if not key:
+        raise ApiError(401, "missing_api_key", "this server needs an API key in the X-API-Key header")
+    if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
+        raise ApiError(401, "invalid_api_key", "the X-API-Key header does not hold a valid key")
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        app.state.kgreport.close()
+
+    app = FastAPI(
+        title="kgreport",
+        version="0.1.0",
+        summary="Similar-case search and grounded draft reports for CT, MR and X-ray. Research software: "
+        "not for clinical use.",
+        lifespan=lifespan,
+    )
+    app.state.kgreport = ServiceState(settings, Services(settings))
+    install_error_handlers(app)
+    limit = int(settings.max_upload_mb * 1e6) + 64 * 1024  # room for the multipart envelope and form fields
+
+    @app.middleware("http")
+    async def upload_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return error_response(413, "upload_too_large", f"request body over the {settings.max_upload_mb:g} MB limit")
+        return await call_next(request)
+
+    keyed = [Depends(require_api_key)]
+    app.include_router(indexes.router, dependencies=keyed)
+    app.include_router(queries.router, dependencies=keyed)
+
+    @app.get("/healthz", tags=["health"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["health"], summary="Models, graph and data dir are usable", responses={503: {}})
+    def readyz(request: Request) -> JSONResponse:
+        return _readiness(get_state(request))
+
+    app.mount("/static", StaticFiles(directory=WEB), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html")
+
+    return app
+
+
+def _readiness(state: ServiceState) -> JSONResponse:
+    checks: dict[str, Any] = {}
+    try:
+        state.settings.data_dir.mkdir(parents=True, exist_ok=True)
+        checks["data_dir"] = "ok"
+    except OSError as err:
+        checks["data_dir"] = f"error: {err}"
+    for name, probe in (
+        ("image_encoder", lambda: state.services.image_encoder.name),
+        ("text_encoder", lambda: state.services.text_encoder.name),
+        ("graph", lambda: state.services.graph.run("RETURN 1") and state.services.graph.name),
+    ):
+        try:
+            checks[name] = f"ok ({probe()})"
+        except Exception as err:  # readiness reports every failure; it never raises
+            checks[name] = f"error: {type(err).__name__}: {err}"
+    writer = state.settings.report_generator_dir
+    checks["report_writer"] = "ok" if (writer / "generator.json").is_file() else f"missing at {writer} (reports: 503)"
+    ready = all(str(v).startswith("ok") for k, v in checks.items() if k != "report_writer")
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

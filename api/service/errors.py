@@ -1,0 +1,95 @@
+"""Structured JSON errors: every failure the service answers is `{"error": {"status", "code", "message"}}`.
+
+Domain exceptions from the layers below map to HTTP statuses here, in one table, so a route never
+builds an error response by hand and an unexpected exception is the only thing that can become a 500.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+
+class ApiError(Exception):
+    """An error the service answers as is."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status, headers=headers)
+
+
+def _domain_errors() -> list[tuple[type[BaseException], int, str]]:
+    """(exception, status, code), most specific first."""
+    from api.operations import CaseExistsError, IndexBusyError, OperationError
+    from api.reporting import GeneratorNotFoundError
+    from generator.llm import LLMLoadError
+    from generator.pipeline import ReportGenerationError
+    from indexing.archives import ArchiveError
+    from knowledge.graph import GraphUnavailableError
+    from retrieval.case_store import IndexNotFoundError
+    from retrieval.imaging import ImageDecodeError
+    from retrieval.search import QueryError
+
+    return [
+        (IndexNotFoundError, 404, "index_not_found"),
+        (CaseExistsError, 409, "case_exists"),
+        (IndexBusyError, 409, "index_busy"),
+        (ImageDecodeError, 422, "image_unreadable"),
+        (QueryError, 422, "bad_query"),
+        (ArchiveError, 422, "bad_archive"),
+        (OperationError, 422, "bad_request"),
+        (GraphUnavailableError, 503, "graph_unavailable"),
+        (GeneratorNotFoundError, 503, "report_writer_missing"),
+        (LLMLoadError, 503, "llm_unavailable"),
+        (ReportGenerationError, 502, "report_generation_failed"),
+        (FileNotFoundError, 404, "not_found"),
+        (ValueError, 422, "bad_request"),
+    ]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    table = _domain_errors()
+
+    @app.exception_handler(ApiError)
+    async def _api(_: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.code, err.message)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
+        code = {404: "not_found", 405: "method_not_allowed"}.get(err.status_code, "http_error")
+        return error_response(err.status_code, code, str(err.detail), headers=getattr(err, "headers", None))
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
+        parts = []
+        for e in err.errors():
+            where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+            parts.append(f"{where}: {e.get('msg')}" if where else str(e.get("msg")))
+        return error_response(422, "invalid_request", "; ".join(parts) or "invalid request")
+
+    def domain_handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+        async def handle(_: Request, err: Exception) -> JSONResponse:
+            return error_response(status, code, str(err))
+
+        return handle
+
+    # One handler per class (Starlette picks the most specific by MRO). A catch-all `Exception` handler
+    # would run in the server-error middleware, which re-raises after answering.
+    for kind, status, code in table:
+        app.add_exception_handler(kind, domain_handler(status, code))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, err: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return error_response(500, "internal_error", f"{type(err).__name__}: the server failed on this request")

@@ -1,0 +1,189 @@
+"""Index routes: build (as a job), list, add and delete cases, read a case and its thumbnails, jobs."""
+
+from __future__ import annotations
+
+import io
+import json
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api import operations
+from api.service.errors import ApiError
+from api.service.jobs import Job
+from api.service.state import ServiceState, get_state
+from api.service.uploads import remove_folder, safe_name, save_upload
+from retrieval.case_store import CaseStore
+
+router = APIRouter(prefix="/v1", tags=["indexes"])
+State = Annotated[ServiceState, Depends(get_state)]
+THUMBNAIL_PX = 256
+
+
+class IndexBuild(BaseModel):
+    """Build (or finish building) an index from an archive on the server."""
+
+    name: str = Field(description="index name: letters, digits, '_', '-', '.'", examples=["demo"])
+    archive_path: str = Field(description="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")
+    format: str | None = Field(default=None, description="medpix, manifest, dicom or nifti (default: detect)")
+    split: str = "train"
+    limit: int | None = Field(default=None, ge=1)
+    findings: bool | None = Field(default=None, description="write report findings into the graph")
+
+
+def _archive_path(state: ServiceState, given: str) -> Path:
+    """`given`, resolved, if it lies under an allowed archive root (settings.archive_roots)."""
+    path = Path(given).expanduser().resolve()
+    roots = state.settings.allowed_archive_roots
+    if not any(path == root or root in path.parents for root in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise ApiError(403, "archive_not_allowed", f"{given}: not under an allowed archive root ({allowed})")
+    if not path.exists():
+        raise ApiError(404, "archive_not_found", f"{given}: no such file or folder on the server")
+    return path
+
+
+@router.post("/indexes", status_code=202, summary="Build an index from an archive on the server (a job)")
+def build_index(body: IndexBuild, state: State) -> dict[str, Any]:
+    state.settings.index_dir(body.name)  # a bad name fails now, not in the job
+    archive = _archive_path(state, body.archive_path)
+    findings = state.settings.index_findings if body.findings is None else body.findings
+
+    def work(job: Job) -> dict[str, Any]:
+        def advance(n: int) -> None:
+            job.done += n
+
+        result, skipped = operations.ingest_archive(
+            state.services, body.name, archive, body.format, body.split, body.limit,
+            create=True, findings=findings, on_total=lambda n: setattr(job, "total", n), progress=advance,
+        )  # fmt: skip
+        state.forget_index(body.name)  # writers cached over the old store see the new cases
+        return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
+
+    job = state.jobs.submit("index_build", body.model_dump(), work)
+    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
+
+
+@router.get("/jobs/{job_id}", summary="A job's state, progress, result and error")
+def get_job(job_id: str, state: State) -> dict[str, Any]:
+    job = state.jobs.get(job_id)
+    if job is None:
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are kept in memory until the server restarts)")
+    return job.as_json()
+
+
+@router.get("/indexes", summary="The indexes under the data dir")
+def list_indexes(state: State) -> dict[str, Any]:
+    root = state.settings.indexes_dir
+    names = sorted(p.name for p in root.glob("*") if CaseStore.exists(p))
+    indexes = []
+    for name in names:
+        try:
+            indexes.append({"name": name, **state.services.open_store(name).info()})
+        except ValueError as err:  # e.g. built with other encoders: listed, with the reason
+            indexes.append({"name": name, "error": str(err)})
+    return {"indexes": indexes}
+
+
+@router.post("/indexes/{name}/cases", status_code=201, summary="Add one case: its images and report")
+async def add_case(
+    name: str,
+    state: State,
+    case_id: Annotated[str, Form(min_length=1, max_length=200)],
+    report: Annotated[str, Form(description="the report text (Findings / Impression headings optional)")],
+    images: Annotated[list[UploadFile], File(description="PNG, JPEG, DICOM or NIfTI files")],
+    patient_id: Annotated[str | None, Form()] = None,
+    findings: Annotated[bool | None, Form()] = None,
+) -> dict[str, Any]:
+    state.services.open_store(name)  # 404 before anything is saved
+    folder = state.uploads_dir / name / f"{safe_name(case_id, 'case')}-{uuid.uuid4().hex[:8]}"
+    max_bytes = int(state.settings.max_upload_mb * 1e6)
+    try:
+        paths = [await save_upload(upload, folder, max_bytes) for upload in images]
+        image_ids = [f"{case_id}/{safe_name(u.filename or f'image{i}', f'image{i}')}" for i, u in enumerate(images)]
+        if len(set(image_ids)) < len(image_ids):
+            image_ids = [f"{case_id}/{i}-{x.split('/', 1)[1]}" for i, x in enumerate(image_ids)]
+        result = operations.add_case(
+            state.services, name, case_id, report, paths, patient_id=patient_id, image_ids=image_ids,
+            findings=state.settings.index_findings if findings is None else findings,
+        )  # fmt: skip
+    except BaseException:
+        remove_folder(folder)  # nothing half-added is left behind
+        raise
+    return result
+
+
+@router.delete("/indexes/{name}/cases/{case_id}", summary="Delete one case (and its findings in the graph)")
+def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
+    result = operations.delete_cases(state.services, name, [case_id])
+    if not result["deleted"]:
+        raise ApiError(404, "case_not_found", f"no case {case_id!r} in index {name!r}")
+    return result
+
+
+def _stored_case(state: ServiceState, index: str, case_id: str) -> dict[str, Any]:
+    case = state.services.open_store(index).get_case(case_id)
+    if case is None:
+        raise ApiError(404, "case_not_found", f"no case {case_id!r} in index {index!r}")
+    return case
+
+
+@router.get("/cases/{case_id}", summary="A stored case: report, metadata, images (with thumbnail links)")
+def get_case(case_id: str, state: State, index: Annotated[str, Query()] = "demo") -> dict[str, Any]:
+    case = _stored_case(state, index, case_id)
+    for image in case["images"]:
+        image.pop("path", None)  # server paths are not the client's business
+        image["thumbnail_url"] = f"/v1/cases/{case_id}/thumbnail?index={index}&image_id={image['image_id']}"
+    return case
+
+
+@router.get(
+    "/cases/{case_id}/thumbnail",
+    summary="A PNG thumbnail of one of the case's images (the first by default)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def get_thumbnail(
+    case_id: str,
+    state: State,
+    index: Annotated[str, Query()] = "demo",
+    image_id: Annotated[str | None, Query()] = None,
+    window: Annotated[str | None, Query(description="CT window preset for HU data")] = None,
+) -> Response:
+    from retrieval.imaging import load_image
+
+    case = _stored_case(state, index, case_id)
+    images = [i for i in case["images"] if image_id is None or i["image_id"] == image_id]
+    if not images:
+        raise ApiError(404, "image_not_found", f"case {case_id!r} has no image {image_id!r}")
+    return Response(png_preview(load_image(images[0]["path"]), window, THUMBNAIL_PX), media_type="image/png")
+
+
+def png_preview(decoded: Any, window: str | None, size: int) -> bytes:
+    """A PNG of the image (middle slice of a volume), windowed if CT, at most `size` px on a side."""
+    from PIL import Image
+
+    from retrieval.imaging.slices import to_slices
+
+    pixels = to_slices(decoded, k=1, window=window)[0]  # an unknown preset: ValueError naming the known ones
+    picture = Image.fromarray(pixels)
+    picture.thumbnail((size, size))
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def parse_filters(raw: str | None) -> dict[str, str]:
+    if not raw:
+        return {}
+    try:
+        filters = json.loads(raw)
+    except json.JSONDecodeError as err:
+        raise ApiError(422, "bad_filters", f"filters must be a JSON object of strings: {err.msg}") from None
+    if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
+        raise ApiError(422, "bad_filters", 'filters must be a JSON object of strings, e.g. {"modality": "CT"}')
+    return {str(k): v for k, v in filters.items()}

@@ -1,0 +1,177 @@
+"""Query routes: similar-case search (image, text or both), grounded reports, concepts, image previews.
+
+Uploaded query images are written to a private folder under the data dir for the decoders and
+removed when the request ends. Model work runs in the thread pool, never on the event loop, and
+report writing is serialised (one LLM).
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+from pydantic import BaseModel, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
+
+from api.service.errors import ApiError
+from api.service.indexes import parse_filters, png_preview
+from api.service.state import ServiceState, get_state
+from api.service.uploads import remove_folder, save_upload
+from retrieval.imaging import ImageDecodeError
+from retrieval.search import Query, QueryError
+
+router = APIRouter(prefix="/v1", tags=["queries"])
+State = Annotated[ServiceState, Depends(get_state)]
+
+
+class TextSearch(BaseModel):
+    text: str = Field(min_length=1, max_length=20_000, examples=["axial CT of the chest with a lung mass"])
+    index: str = "demo"
+    k: int = Field(default=5, ge=1, le=100)
+    filters: dict[str, str] = Field(default_factory=dict, examples=[{"modality": "CT"}])
+
+
+_FORM_FIELDS = {
+    "index": {"type": "string", "default": "demo"},
+    "k": {"type": "integer", "minimum": 1, "maximum": 100, "default": 5},
+    "text": {"type": "string", "description": "optional text: image + text is a hybrid query"},
+    "filters": {"type": "string", "description": 'JSON object of strings, e.g. {"modality": "CT"}'},
+}
+SEARCH_BODY = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"image": {"type": "string", "format": "binary"}, **_FORM_FIELDS},
+                "required": ["image"],
+            }
+        },
+        "application/json": {"schema": TextSearch.model_json_schema()},
+    },
+}
+
+
+@asynccontextmanager
+async def uploaded(state: ServiceState, upload: StarletteUploadFile) -> AsyncIterator[Path]:
+    """The upload as a file on the server for the duration of the request."""
+    folder = state.uploads_dir / "queries" / uuid.uuid4().hex
+    try:
+        path = await save_upload(upload, folder, int(state.settings.max_upload_mb * 1e6))
+        try:
+            yield path
+        except (QueryError, ImageDecodeError) as err:  # named by the client's file name, not our temp path
+            message = str(err).replace(str(path), upload.filename or "upload")
+            raise ApiError(422, "image_unreadable", message) from None
+    finally:
+        remove_folder(folder)
+
+
+def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
+    for hit in result["hits"]:
+        hit["thumbnail_url"] = f"/v1/cases/{hit['case_id']}/thumbnail?index={index}&image_id={hit['image_id']}"
+        hit["case_url"] = f"/v1/cases/{hit['case_id']}?index={index}"
+    return {"index": index, **result}
+
+
+def _int(value: Any, name: str, low: int, high: int, default: int) -> int:
+    if value is None or value == "":
+        return default
+    try:
+        number = int(str(value))
+    except ValueError:
+        raise ApiError(422, "invalid_request", f"{name}: an integer is required") from None
+    if not low <= number <= high:
+        raise ApiError(422, "invalid_request", f"{name}: must be between {low} and {high}")
+    return number
+
+
+@router.post(
+    "/search",
+    summary="Similar prior cases for an image (multipart) or a text (JSON)",
+    openapi_extra={"requestBody": SEARCH_BODY},
+)
+async def search(request: Request, state: State) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        try:
+            body = TextSearch.model_validate_json(await request.body())
+        except ValidationError as err:
+            raise ApiError(
+                422, "invalid_request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
+            ) from None
+        searcher = await run_in_threadpool(state.services.searcher, body.index)
+        result = await run_in_threadpool(searcher.search, Query(text=body.text), body.k, filters=body.filters)
+        return _with_thumbnails(result.as_json(), body.index)
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with an image, or JSON with a text")
+    form = await request.form(max_files=1)
+    image = form.get("image")
+    if not isinstance(image, StarletteUploadFile):
+        raise ApiError(422, "invalid_request", "image: a file is required (or send JSON with a text)")
+    index = str(form.get("index") or "demo")
+    k = _int(form.get("k"), "k", 1, 100, 5)
+    text = str(form.get("text") or "") or None
+    filters = parse_filters(str(form.get("filters") or "") or None)
+    searcher = await run_in_threadpool(state.services.searcher, index)
+    async with uploaded(state, image) as path:
+        result = await run_in_threadpool(searcher.search, Query(image=path, text=text), k, filters=filters)
+    return _with_thumbnails(result.as_json(), index)
+
+
+@router.post("/reports", summary="A grounded draft report for an image: findings with citations, gate, evidence")
+async def write_report(
+    state: State,
+    image: Annotated[UploadFile, File(description="PNG, JPEG, DICOM or NIfTI")],
+    index: Annotated[str, Form()] = "demo",
+    max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 120,
+) -> dict[str, Any]:
+    writer = await run_in_threadpool(state.writer, index)
+
+    def write(path: Path) -> dict[str, Any]:
+        with state.report_lock:
+            started = time.perf_counter()
+            writer.max_new_tokens = max_new_tokens
+            report = writer.write(path)
+            seconds = time.perf_counter() - started
+        return {"index": index, "report": report.as_json(), "text": report.as_text(), "seconds": round(seconds, 3)}
+
+    async with uploaded(state, image) as path:
+        return await run_in_threadpool(write, path)
+
+
+@router.get("/concepts/{concept_id}", summary="An ontology concept, grounded: ancestors, locations, archive statistics")
+def get_concept(concept_id: str, state: State, index: str | None = None) -> dict[str, Any]:
+    from knowledge.grounding import ground_concept
+
+    grounding = ground_concept(state.services.ontology_graph, concept_id, index=index)
+    if grounding.reason:
+        raise ApiError(404, "concept_not_found", grounding.reason)
+    return grounding.as_json()
+
+
+@router.post(
+    "/render",
+    summary="A PNG preview of an uploaded image (middle slice of a volume; CT window preset)",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+async def render(
+    state: State,
+    image: Annotated[UploadFile, File()],
+    window: Annotated[str | None, Form(description="lung, mediastinum, bone, brain, abdomen")] = None,
+    size: Annotated[int, Form(ge=32, le=2048)] = 512,
+) -> Response:
+    from retrieval.imaging import load_image
+
+    async with uploaded(state, image) as path:
+        decoded = await run_in_threadpool(load_image, path)
+        png = await run_in_threadpool(png_preview, decoded, window or None, size)
+    return Response(png, media_type="image/png")

@@ -1,0 +1,55 @@
+"""What the service holds for its lifetime: settings, loaded models and stores, jobs, the report writer."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from fastapi import Request
+
+from api.reporting import LoadedWriter, load_report_writer, writer_for_index
+from api.service.jobs import JobRunner
+from api.services import Services
+from api.settings import Settings
+from generator.pipeline import ReportWriter
+
+
+@dataclass
+class ServiceState:
+    settings: Settings
+    services: Services
+    jobs: JobRunner = field(default_factory=JobRunner)
+    # One LLM, one report at a time: parallel generation on a few cores is only slower for everyone.
+    report_lock: threading.Lock = field(default_factory=threading.Lock)
+    _loaded: LoadedWriter | None = None
+    _writers: dict[str, ReportWriter] = field(default_factory=dict)
+    _load_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.settings.data_dir / "uploads"
+
+    def writer(self, index: str) -> ReportWriter:
+        """The report writer over `index`; the model is loaded on first use and shared by all indexes."""
+        with self._load_lock:
+            if self._loaded is None:
+                self._loaded = load_report_writer(self.services)
+            if index not in self._writers:
+                self._writers[index] = writer_for_index(self.services, index, self._loaded)
+            return self._writers[index]
+
+    def forget_index(self, index: str) -> None:
+        """Drop what is cached for a deleted index."""
+        with self._load_lock:
+            self._writers.pop(index, None)
+        self.services.close_store(index)
+
+    def close(self) -> None:
+        self.jobs.shutdown()
+        self.services.close()
+
+
+def get_state(request: Request) -> ServiceState:
+    state: ServiceState = request.app.state.kgreport
+    return state

@@ -1,0 +1,189 @@
+"""The REST service end to end on the bundled demo archive: real encoders, FAISS, graph and report writer.
+
+The demo index is built through the API itself (a job), then searched, extended, written to
+concurrently and given bad input; every error must be structured JSON with a 4xx status, and the
+index must be intact afterwards.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from api.operations import index_write_lock
+from api.service.app import create_app
+from api.settings import Settings
+
+pytestmark = pytest.mark.slow
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "data" / "demo"
+QUERY = DEMO / "queries" / "MPX1075_synpic20513.jpg"
+
+
+def _png(size: int = 64) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("L", (size, size), 128).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _error(response, status: int, code: str) -> str:  # type: ignore[no-untyped-def]
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert error["status"] == status and error["code"] == code and error["message"]
+    return str(error["message"])
+
+
+def _wait(client: TestClient, job_id: str, timeout: float = 600) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        job = client.get(f"/v1/jobs/{job_id}").json()
+        if job["state"] in ("succeeded", "failed"):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish in {timeout} s")
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
+    """A service over a fresh data dir, with the demo index built through POST /v1/indexes."""
+    settings = Settings(data_dir=tmp_path_factory.mktemp("service"), max_upload_mb=2)
+    with TestClient(create_app(settings)) as client:
+        started = client.post("/v1/indexes", json={"name": "demo", "archive_path": str(DEMO)})
+        assert started.status_code == 202, started.text
+        job = _wait(client, started.json()["job"]["id"])
+        assert job["state"] == "succeeded", job
+        assert job["done"] == job["total"] == 60 and job["progress"] == 1.0
+        yield client
+
+
+def test_health_readiness_and_schema(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["ready"] is True
+    paths = client.get("/openapi.json").json()["paths"]
+    for path in ("/v1/indexes", "/v1/jobs/{job_id}", "/v1/search", "/v1/reports", "/v1/cases/{case_id}"):
+        assert path in paths
+    page = client.get("/")
+    assert page.status_code == 200 and "Write draft report" in page.text
+
+
+def test_search_by_image_and_text_with_thumbnails_and_cases(client: TestClient) -> None:
+    indexes = client.get("/v1/indexes").json()["indexes"]
+    assert [(i["name"], i["cases"]) for i in indexes] == [("demo", 60)]
+
+    result = client.post(
+        "/v1/search", files={"image": (QUERY.name, QUERY.read_bytes(), "image/jpeg")}, data={"index": "demo", "k": "3"}
+    ).json()
+    assert len(result["hits"]) == 3 and result["predicted"]["modality"]
+    scores = [h["score"] for h in result["hits"]]
+    assert scores == sorted(scores, reverse=True)
+    thumbnail = client.get(result["hits"][0]["thumbnail_url"])
+    assert thumbnail.headers["content-type"] == "image/png"
+    assert Image.open(io.BytesIO(thumbnail.content)).size[0] <= 256
+    case = client.get(result["hits"][0]["case_url"]).json()
+    assert case["case_id"] == result["hits"][0]["case_id"] and case["report_text"]
+    assert all("path" not in image for image in case["images"])
+
+    text = client.post("/v1/search", json={"text": "axial CT of the chest with a lung mass", "k": 2}).json()
+    assert len(text["hits"]) == 2
+    mr_only = client.post(
+        "/v1/search", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"filters": '{"modality": "MR"}'}
+    ).json()
+    assert mr_only["hits"] and all(h["modality"] == "MR" for h in mr_only["hits"])
+
+    preview = client.post("/v1/render", files={"image": ("q.jpg", QUERY.read_bytes())}, data={"size": "64"})
+    assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size[0] <= 64
+
+
+def test_bad_input_gets_clear_4xx_errors(client: TestClient) -> None:
+    not_image = client.post("/v1/search", files={"image": ("notes.txt", b"hello, not an image")})
+    assert "not a PNG, JPEG, DICOM or NIfTI" in _error(not_image, 415, "unsupported_media_type")
+
+    too_big = client.post("/v1/search", files={"image": ("big.png", b"\x89PNG\r\n\x1a\n" + b"0" * 3_000_000)})
+    _error(too_big, 413, "upload_too_large")
+
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    truncated = client.post("/v1/search", files={"image": ("cut.dcm", dicom[: len(dicom) // 2])})
+    _error(truncated, 422, "image_unreadable")
+
+    unknown = client.post("/v1/search", json={"text": "mass", "index": "nope"})
+    assert "nope" in _error(unknown, 404, "index_not_found")
+    _error(client.post("/v1/search", json={"k": 3}), 422, "invalid_request")
+    _error(
+        client.post("/v1/search", content=b"x", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"
+    )
+    bad_filters = client.post("/v1/search", files={"image": ("q.jpg", QUERY.read_bytes())}, data={"filters": "[1]"})
+    _error(bad_filters, 422, "bad_filters")
+    _error(client.get("/v1/jobs/unknown"), 404, "job_not_found")
+    _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
+    _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
+    _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "bad_request")
+    assert client.get("/v1/indexes").json()["indexes"][0]["cases"] == 60, "the index is intact"
+
+
+def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
+    def add(case_id: str):  # type: ignore[no-untyped-def]
+        return client.post(
+            "/v1/indexes/demo/cases",
+            data={"case_id": case_id, "report": "Findings: Small right pleural effusion.\nImpression: Effusion."},
+            files=[("images", ("a.png", _png(), "image/png")), ("images", ("b.png", _png(80), "image/png"))],
+        )
+
+    added = add("NEW-1")
+    assert added.status_code == 201, added.text
+    assert added.json()["cases_added"] == 1 and added.json()["images_added"] == 2
+    _error(add("NEW-1"), 409, "case_exists")
+    thumbnail = client.get("/v1/cases/NEW-1/thumbnail?index=demo&image_id=NEW-1/b.png")
+    assert Image.open(io.BytesIO(thumbnail.content)).size == (80, 80)
+
+    settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
+    with index_write_lock(settings.index_dir("demo"), "demo"):  # another writer holds the index
+        _error(add("NEW-2"), 409, "index_busy")
+        _error(client.delete("/v1/indexes/demo/cases/NEW-1"), 409, "index_busy")
+    empty = client.post(
+        "/v1/indexes/demo/cases", data={"case_id": "NEW-3", "report": "  "}, files={"images": ("a.png", _png())}
+    )
+    _error(empty, 422, "bad_request")
+
+    assert client.delete("/v1/indexes/demo/cases/NEW-1").json()["deleted"] == ["NEW-1"]
+    _error(client.delete("/v1/indexes/demo/cases/NEW-1"), 404, "case_not_found")
+    assert client.get("/v1/indexes").json()["indexes"][0]["cases"] == 60
+    uploads = settings.data_dir / "uploads"
+    assert not any(p.is_file() for p in (uploads / "queries").rglob("*")), "query uploads are removed"
+    assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in (uploads / "demo").iterdir())
+
+
+def test_concepts(client: TestClient) -> None:
+    concept = client.get("/v1/concepts/RID34539").json()  # pleural effusion
+    assert concept["name"].lower() == "pleural effusion" and concept["ancestors"]
+    assert "unknown" in _error(client.get("/v1/concepts/RID0"), 404, "concept_not_found").lower()
+
+
+def test_api_keys(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, api_keys="k1, k2")
+    with TestClient(create_app(settings)) as keyed:
+        assert keyed.get("/healthz").status_code == 200
+        _error(keyed.get("/v1/indexes"), 401, "missing_api_key")
+        _error(keyed.get("/v1/indexes", headers={"X-API-Key": "wrong"}), 401, "invalid_api_key")
+        assert keyed.get("/v1/indexes", headers={"X-API-Key": "k2"}).json() == {"indexes": []}
+
+
+def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
+    response = client.post("/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo"})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    report = body["report"]
+    assert 0.0 <= report["gate"] <= 1.0 and report["impression"] and report["findings"]
+    assert report["evidence"]["cases"], "the report names the prior cases it was written from"
+    cases = {c["case_id"] for c in report["evidence"]["cases"]}
+    for sentence in report["findings"]:
+        assert sentence["status"] in ("present", "absent", "uncertain")
+        assert set(sentence["cited_case_ids"]) <= cases
+    assert body["text"].startswith("Findings:") and body["seconds"] > 0
