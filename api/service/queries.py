@@ -133,9 +133,9 @@ async def write_report(
     index: Annotated[str, Form()] = "demo",
     max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 120,
 ) -> dict[str, Any]:
-    writer = await run_in_threadpool(state.writer, index)
-
     def write(path: Path) -> dict[str, Any]:
+        state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
+        writer = state.writer(index)
         with state.report_lock:
             started = time.perf_counter()
             writer.max_new_tokens = max_new_tokens
