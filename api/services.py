@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 from functools import cached_property
 from pathlib import Path
 
@@ -28,6 +29,7 @@ class Services:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self._stores: dict[str, CaseStore] = {}
+        self._stores_lock = threading.RLock()  # the service opens stores from many request threads
 
     @cached_property
     def image_encoder(self) -> CTEncoder | OpenClipEncoder:
@@ -49,6 +51,10 @@ class Services:
 
     def open_store(self, name: str, *, create: bool = False) -> CaseStore:
         """The named index; with `create`, a new one sized for the loaded encoders if it does not exist."""
+        with self._stores_lock:
+            return self._open_store(name, create)
+
+    def _open_store(self, name: str, create: bool) -> CaseStore:
         if name in self._stores:
             return self._stores[name]
         root = self.settings.index_dir(name)
@@ -66,7 +72,8 @@ class Services:
 
     def close_store(self, name: str) -> None:
         """Close the named index if it is open (before it is deleted)."""
-        store = self._stores.pop(name, None)
+        with self._stores_lock:
+            store = self._stores.pop(name, None)
         if store is not None:
             store.close()
 

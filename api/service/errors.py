@@ -29,7 +29,7 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse({"error": {"status": status, "code": code, "message": message}}, status, headers=headers)
 
 
-def _domain_errors() -> list[tuple[type[BaseException], int, str]]:
+def _domain_errors() -> list[tuple[type[Exception], int, str]]:
     """(exception, status, code), most specific first."""
     from api.operations import CaseExistsError, IndexBusyError, OperationError
     from api.reporting import GeneratorNotFoundError

@@ -61,7 +61,6 @@ def build_index(body: IndexBuild, state: State) -> dict[str, Any]:
             state.services, body.name, archive, body.format, body.split, body.limit,
             create=True, findings=findings, on_total=lambda n: setattr(job, "total", n), progress=advance,
         )  # fmt: skip
-        state.forget_index(body.name)  # writers cached over the old store see the new cases
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
     job = state.jobs.submit("index_build", body.model_dump(), work)

@@ -39,12 +39,6 @@ class ServiceState:
                 self._writers[index] = writer_for_index(self.services, index, self._loaded)
             return self._writers[index]
 
-    def forget_index(self, index: str) -> None:
-        """Drop what is cached for a deleted index."""
-        with self._load_lock:
-            self._writers.pop(index, None)
-        self.services.close_store(index)
-
     def close(self) -> None:
         self.jobs.shutdown()
         self.services.close()
