@@ -570,7 +570,8 @@ def train_encoder_cmd(
 def demo(
     k: Annotated[int, typer.Option("-k", min=1)] = 3,
 ) -> None:
-    """The main job on embedded defaults: index the bundled demo archive, search its held-out images."""
+    """The main job on embedded defaults: index the bundled demo archive, search its held-out images, ground
+    the nearest case's findings and write a grounded draft report for the first one."""
     from retrieval.search import Query
 
     settings: Settings = get_settings()
@@ -613,7 +614,8 @@ def demo(
             _print_demo_report(services, first_path)
         console.print(
             "\nnext: `kgreport search IMAGE --index demo --json`, `kgreport kg ground --text TEXT --index demo`, "
-            "`kgreport report IMAGE --index demo --json`, `kgreport index info demo`"
+            "`kgreport report IMAGE --index demo --json`, `kgreport index info demo`; the web page: "
+            "`kgreport serve`, then open http://127.0.0.1:8000/"
         )
 
 

@@ -52,8 +52,9 @@ class Settings(BaseSettings):
         default="", description="trained report-writer folder; empty = the bundled one under data/models/"
     )
     report_int8: bool = Field(
-        default=True,
-        description="run the report writer's LLM with int8 linear layers (about 2x faster decoding on CPU)",
+        default=False,
+        description="run the report writer's LLM with int8 linear layers: about 2x faster decoding on CPU, but "
+        "it loses much of what the LoRA adapters learned (see benchmarks/results/report_speed.json)",
     )
     api_keys: str = Field(
         default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"

@@ -30,6 +30,8 @@ from generator.llm import load_llm
 SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
 SYSTEM = "You are a radiologist. Draft a concise report for the new image from the evidence given."
 IGNORE = -100
+REPETITION_PENALTY = 1.2
+NO_REPEAT_NGRAM = 3
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,10 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
 
     with warnings.catch_warnings():  # torch.ao's eager API is deprecated in favour of torchao, not removed
         warnings.simplefilter("ignore")
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8)
+        from torch.ao.quantization import per_channel_dynamic_qconfig
+
+        # Per output channel: one scale per weight tensor wipes out the small LoRA deltas merged into it.
+        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
 
 
 class ReportGenerator(nn.Module):
@@ -224,6 +229,9 @@ class ReportGenerator(nn.Module):
                 attention_mask=torch.ones(1, sequence.shape[0], dtype=torch.long, device=sequence.device),
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
+                # Greedy decoding of a small model loops ("mass, mass, mass"); reports rarely repeat a trigram.
+                repetition_penalty=REPETITION_PENALTY,
+                no_repeat_ngram_size=NO_REPEAT_NGRAM,
                 eos_token_id=self.tokenizer.eos_token_id,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
