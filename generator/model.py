@@ -77,7 +77,9 @@ def quantize_linear_int8(model: nn.Module) -> nn.Module:
         from torch.ao.quantization import per_channel_dynamic_qconfig
 
         # Per output channel: one scale per weight tensor wipes out the small LoRA deltas merged into it.
-        return torch.ao.quantization.quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+        return torch.ao.quantization.quantize_dynamic(
+            model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8
+        )
 
 
 class ReportGenerator(nn.Module):
