@@ -17,6 +17,7 @@ from its package or path (`llm.load_llm`).
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -70,8 +71,6 @@ class Batch:
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
     """A copy of `model` with every `nn.Linear` in int8 (dynamic quantisation; CPU inference only)."""
-    import warnings
-
     with warnings.catch_warnings():  # torch.ao's eager API is deprecated in favour of torchao, not removed
         warnings.simplefilter("ignore")
         from torch.ao.quantization import per_channel_dynamic_qconfig
@@ -226,17 +225,19 @@ class ReportGenerator(nn.Module):
         prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         for prompt, soft in zip(batch.prompts, fused.tokens, strict=True):
             sequence, _ = self._sequence(prompt, soft, prefix_ids)
-            output = self.llm.generate(
-                inputs_embeds=sequence[None],
-                attention_mask=torch.ones(1, sequence.shape[0], dtype=torch.long, device=sequence.device),
-                max_new_tokens=max_new_tokens,
-                do_sample=False,
-                # Greedy decoding of a small model loops ("mass, mass, mass"); reports rarely repeat a trigram.
-                repetition_penalty=REPETITION_PENALTY,
-                no_repeat_ngram_size=NO_REPEAT_NGRAM,
-                eos_token_id=self.tokenizer.eos_token_id,
-                pad_token_id=self.tokenizer.pad_token_id,
-            )
+            with warnings.catch_warnings():  # "penalties apply to new tokens only": what is wanted here
+                warnings.filterwarnings("ignore", message=".*inputs_embeds.*", category=UserWarning)
+                output = self.llm.generate(
+                    inputs_embeds=sequence[None],
+                    attention_mask=torch.ones(1, sequence.shape[0], dtype=torch.long, device=sequence.device),
+                    max_new_tokens=max_new_tokens,
+                    do_sample=False,
+                    # Greedy decoding of a small model loops ("mass, mass, mass"); reports rarely repeat a trigram.
+                    repetition_penalty=REPETITION_PENALTY,
+                    no_repeat_ngram_size=NO_REPEAT_NGRAM,
+                    eos_token_id=self.tokenizer.eos_token_id,
+                    pad_token_id=self.tokenizer.pad_token_id,
+                )
             texts.append(prefix + self.tokenizer.decode(output[0], skip_special_tokens=True))
         return texts, [float(g) for g in fused.gate]
 
