@@ -52,6 +52,10 @@ bench: setup
 	$(BIN)/python -m benchmarks.search_speed
 	$(BIN)/python -m benchmarks.extraction_quality
 	$(BIN)/python -m benchmarks.knowledge_speed
+	$(BIN)/kgreport index build ../shared/data/medpix2 --name medpix-train --split train
+	$(BIN)/python -m benchmarks.report_quality --index medpix-train --limit 24
+	$(BIN)/python -m benchmarks.report_speed --index medpix-train --images 8
+	$(BIN)/python -m benchmarks.service_load
 
 clean:
 	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache
