@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile
 from api.service.errors import ApiError
 
 CHUNK = 1 << 20
+KNOWN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg")
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -57,10 +58,8 @@ async def save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
             415, "unsupported_media_type", f"{upload.filename or 'upload'}: not a PNG, JPEG, DICOM or NIfTI file"
         )
     stem = safe_name(upload.filename or "image")
-    for known in (".nii.gz", ".nii", ".dcm", ".png", ".jpg", ".jpeg"):
-        if stem.lower().endswith(known.replace(".", "_")) or stem.lower().endswith(known):
-            stem = stem[: -len(known)] or "image"
-            break
+    known = next((k for k in KNOWN_SUFFIXES if stem.lower().endswith(k)), "")
+    stem = stem[: len(stem) - len(known)] or "image"  # the sniffed suffix replaces the client's
     with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{stem}-", suffix=suffix, delete=False) as out:
         size = 0
         chunk = head
