@@ -89,7 +89,7 @@ def test_upload_search_report_edit_export(server: str) -> None:
             assert findings.count() >= 1
             expect(page.get_by_test_id("impression")).not_to_be_empty()
             statuses = findings.locator(".status").all_inner_texts()
-            assert set(statuses) <= {"present", "absent", "uncertain"}
+            assert set(statuses) <= {"present", "absent", "uncertain", "none"}  # none: states no finding
             cited = page.get_by_test_id("cite-case")
             if cited.count():
                 cited.first.click()
