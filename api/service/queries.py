@@ -20,7 +20,7 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.service.errors import ApiError
+from api.service.errors import ApiError, validation_message
 from api.service.indexes import parse_filters, png_preview
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, save_upload
@@ -104,9 +104,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
         try:
             body = TextSearch.model_validate_json(await request.body())
         except ValidationError as err:
-            raise ApiError(
-                422, "invalid_request", "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
-            ) from None
+            raise ApiError(422, "invalid_request", validation_message(err.errors())) from None
         searcher = await run_in_threadpool(state.services.searcher, body.index)
         result = await run_in_threadpool(searcher.search, Query(text=body.text), body.k, filters=body.filters)
         return _with_thumbnails(result.as_json(), body.index)
