@@ -16,6 +16,7 @@ from knowledge.ontology.loader import ensure_ontology
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.query_cache import QueryCache
 from retrieval.search import CaseSearcher
 from retrieval.vector_index import IndexParams
 
@@ -95,7 +96,13 @@ class Services:
             leakage_guard=self.settings.leakage_guard,
             volume_slices=self.settings.volume_slices,
             window=self.settings.ct_window,
+            cache=self.query_cache,
         )
+
+    @cached_property
+    def query_cache(self) -> QueryCache:
+        """Query embeddings shared by every index's searcher (same encoders, same settings)."""
+        return QueryCache(self.settings.query_cache_size)
 
     @cached_property
     def graph(self) -> GraphBackend:

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
     hybrid_image_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="weight of image similarity in hybrid image+text queries"
     )
+    query_cache_size: int = Field(
+        default=256, ge=0, description="query embeddings kept in memory (repeated uploads and texts); 0 = off"
+    )
     leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
     ingest_batch_cases: int = Field(default=16, ge=1)
     index_findings: bool = Field(

@@ -6,8 +6,10 @@ each sending its next request as soon as the last one is answered, cycling throu
 images; requests in flight at the end are waited for. Printed per phase: requests, errors (any
 non-2xx or transport failure), throughput, and p50 / p99 latency.
 
-Phases: `search_text` (JSON), `search_image` (multipart JPEG), `report` (multipart JPEG → grounded
-report; reports are written one at a time, so latency there is mostly queueing).
+Phases: `search_text` (JSON), `search_image` (multipart JPEG), each twice: against a server with the
+query cache off (`_uncached`: every request decodes and embeds its query) and with it on (`_cached`,
+the default: the same few queries repeat, so their embeddings are reused); then `report` (multipart
+JPEG → grounded report; reports are written one at a time, so latency there is mostly queueing).
 
 Usage: python -m benchmarks.service_load [--clients 20] [--seconds 20] [--report-seconds 30]
 """
@@ -16,12 +18,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +112,30 @@ def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 18
     raise RuntimeError("the server did not come up")
 
 
+@contextlib.contextmanager
+def serve(env: dict[str, str]) -> Iterator[str]:
+    """A `kgreport serve` process on a free port, ready and warmed up; its base URL."""
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait_ready(base, server)
+        # Warm-up: models load on first use, and that is not what this measures.
+        httpx.post(base + "/v1/search", json={"text": "warm up"}, timeout=300).raise_for_status()
+        image = QUERIES[0]
+        files = {"image": (image.name, image.read_bytes())}
+        httpx.post(base + "/v1/search", files=files, timeout=300).raise_for_status()
+        yield base
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clients", type=int, default=20)
@@ -120,36 +148,27 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
         env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
-        kgreport = [sys.executable, "-m", "api.cli"]
         if not (data_dir / "indexes" / "demo" / "manifest.json").is_file():
             demo = str(REPO / "data" / "demo")
             subprocess.run(
-                [*kgreport, "index", "build", demo, "--name", "demo"], env=env, check=True, capture_output=True
+                [sys.executable, "-m", "api.cli", "index", "build", demo, "--name", "demo"],
+                env=env,
+                check=True,
+                capture_output=True,
             )
-        port = _free_port()
-        base = f"http://127.0.0.1:{port}"
-        server = subprocess.Popen(
-            [*kgreport, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-        try:
-            _wait_ready(base, server)
-            # Warm-up: models load on first use, and that is not what this measures.
-            image = QUERIES[0]
-            httpx.post(base + "/v1/search", json={"text": "warm up"}, timeout=300).raise_for_status()
-            httpx.post(
-                base + "/v1/reports", files={"image": (image.name, image.read_bytes())}, timeout=600
-            ).raise_for_status()
-            phases = {}
-            for phase, seconds in (
-                ("search_text", args.seconds),
-                ("search_image", args.seconds),
-                ("report", args.report_seconds),
-            ):
-                phases[phase] = asyncio.run(run_phase(base, phase, args.clients, seconds))
-                print(phase, phases[phase])
-        finally:
-            server.terminate()
-            server.wait(30)
+        phases: dict[str, Any] = {}
+        # Cache off: every request decodes and embeds its query (what a stream of new images costs).
+        # Cache on (the default): the same few queries again and again, as a page re-searching does.
+        for cache, size in (("uncached", "0"), ("cached", "")):
+            server_env = {**env, "KGREPORT_QUERY_CACHE_SIZE": size} if size else env
+            with serve(server_env) as base:
+                for phase in ("search_text", "search_image"):
+                    name = f"{phase}_{cache}"
+                    phases[name] = asyncio.run(run_phase(base, phase, args.clients, args.seconds))
+                    print(name, phases[name])
+                if cache == "cached":
+                    phases["report"] = asyncio.run(run_phase(base, "report", args.clients, args.report_seconds))
+                    print("report", phases["report"])
     write_result(args.out, {"phases": phases, "server": "kgreport serve (uvicorn, 1 process)", "loopback": True})
 
 

@@ -14,7 +14,7 @@ being a near-exact duplicate of a stored image.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,6 +25,7 @@ from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
+from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
 from retrieval.voting import vote
 
@@ -70,6 +71,7 @@ class CaseSearcher:
         leakage_guard: bool = True,
         volume_slices: int = DEFAULT_VOLUME_SLICES,
         window: str | None = None,
+        cache: QueryCache | None = None,
     ) -> None:
         self.store = store
         self.image_encoder = image_encoder
@@ -79,6 +81,7 @@ class CaseSearcher:
         self.leakage_guard = leakage_guard
         self.volume_slices = volume_slices
         self.window = window
+        self.cache = cache if cache is not None else QueryCache(0)  # shared by the caller; off by default
 
     # -- query encoding -------------------------------------------------------------------------
     def _decode(self, path: Path) -> DecodedImage:
@@ -91,9 +94,35 @@ class CaseSearcher:
         return _guess_hu(decoded)
 
     def embed_image(self, path: Path) -> tuple[np.ndarray, DecodedImage]:
+        """The query image's vector and decoded pixels (from the cache when these bytes were seen)."""
+        digest = file_digest(path) if self.cache.max_entries > 0 else None
+        key = ("image", digest, self.volume_slices, self.window)
+        cached = self.cache.get(key) if digest else None
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
         decoded = self._decode(path)
         vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
+        vector.setflags(write=False)
+        if digest:
+            self.cache.put(key, (vector, decoded), nbytes=decoded.pixels.nbytes)
         return vector, decoded
+
+    def embed_report_text(self, text: str) -> np.ndarray:
+        """The text in the report space (MiniLM), cached by the exact string."""
+        return self._cached_text("report", text, self.text_encoder.embed)
+
+    def embed_clip_text(self, text: str) -> np.ndarray:
+        """The text in the image space (the CT encoder's text tower), cached by the exact string."""
+        return self._cached_text("clip", text, self.image_encoder.embed_texts)
+
+    def _cached_text(self, space: str, text: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
+        cached = self.cache.get((space, text))
+        if cached is not None:
+            return cached  # type: ignore[no-any-return]
+        vector = embed([text])[0]
+        vector.setflags(write=False)
+        self.cache.put((space, text), vector, nbytes=vector.nbytes + len(text))
+        return vector
 
     # -- leakage guard --------------------------------------------------------------------------
     def _exclusions(
@@ -147,8 +176,8 @@ class CaseSearcher:
         guard = self.leakage_guard if leakage_guard is None else leakage_guard
         image_vec, decoded = (embedded or self.embed_image(query.image)) if query.image is not None else (None, None)
         text = query.text.strip() if query.text else ""
-        report_vec = self.text_encoder.embed([text])[0] if text else None
-        clip_text_vec = self.image_encoder.embed_texts([text])[0] if text and image_vec is None else None
+        report_vec = self.embed_report_text(text) if text else None
+        clip_text_vec = self.embed_clip_text(text) if text and image_vec is None else None
         excl = (
             self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
             if guard

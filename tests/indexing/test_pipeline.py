@@ -13,6 +13,7 @@ from indexing.pipeline import IngestOptions, Ingestor
 from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.query_cache import QueryCache
 from retrieval.records import Case, CaseImage, SkippedItem
 from retrieval.search import CaseSearcher, Query, QueryError
 
@@ -84,6 +85,28 @@ def test_filters_text_and_hybrid_queries(built, encoders) -> None:
     path = Path(store.get_case(image)["images"][0]["path"])
     hybrid = searcher.search(Query(image=path, text="brain tumour"), k=3)
     assert len(hybrid.hits) == 3
+
+
+def test_repeated_queries_reuse_their_embeddings(built, encoders, tmp_path: Path) -> None:
+    store, _, archive = built
+    cache = QueryCache(16)
+    searcher = CaseSearcher(store, *encoders, cache=cache)
+    images = [c.images[0].path for c in archive if isinstance(c, Case)][:2]
+    upload, again = tmp_path / "upload-1" / images[0].name, tmp_path / "upload-2" / images[0].name
+    for copy in (upload, again):  # the service saves each upload under a new temporary path
+        copy.parent.mkdir()
+        shutil.copy(images[0], copy)
+    first = searcher.search(Query(image=upload), k=5)
+    assert cache.stats()["misses"] == 1 and cache.hits == 0
+    assert searcher.search(Query(image=again), k=5).hits == first.hits
+    assert cache.hits == 1
+    uncached = CaseSearcher(store, *encoders).search(Query(image=again), k=5)
+    assert [h.case_id for h in uncached.hits] == [h.case_id for h in first.hits]
+    vector, _ = searcher.embed_image(images[1])
+    assert cache.hits == 1 and not vector.flags.writeable  # other bytes: encoded; shared vectors are read-only
+    text = searcher.search(Query(text="enhancing brain mass"), k=5)
+    assert searcher.search(Query(text="enhancing brain mass"), k=5) == text
+    assert cache.hits == 3  # the report-space and the image-space text vectors
 
 
 def test_bad_queries_are_clear_errors(built, encoders, tmp_path: Path) -> None:
