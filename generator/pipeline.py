@@ -40,7 +40,7 @@ class ReportWriter:
     def write(self, image: Path) -> Report:
         vector, texts, mask, evidence, prompt = self.evidence.for_image(image)
         batch = Batch(
-            image=torch.from_numpy(vector[None]).float(),
+            image=torch.tensor(vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
             texts=torch.from_numpy(texts[None]).float(),
             mask=torch.from_numpy(mask[None]),
             prompts=[prompt.text],

@@ -1,8 +1,9 @@
 """Split free-text radiology reports into sections (history / findings / impression / diagnosis).
 
 Reports in hospital archives come as one block of text with headings such as "FINDINGS:" or
-"Impression -". Headings are matched at a line start, case-insensitively, with their usual
-synonyms; text before the first heading, or a report with no headings at all, is findings.
+"Impression -". Headings are matched case-insensitively, with their usual synonyms, at a line start,
+or after a sentence's end when followed by a colon (one-line exports). Text before the first heading,
+or a report with no headings at all, is findings.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ SECTION_HEADINGS: dict[str, tuple[str, ...]] = {
     "diagnosis": ("diagnosis", "final diagnosis", "case diagnosis"),
 }
 _SYNONYM_TO_SECTION = {syn: section for section, syns in SECTION_HEADINGS.items() for syn in syns}
+_NAMES = "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
+# At a line start with ":", "-" or "—"; or, in a one-line report, after a sentence's end with ":" only
+# ("... consolidation. Impression: pneumonia."), so "History of smoking" mid-text stays findings.
 _HEADING_RE = re.compile(
-    r"^[ \t]*(?P<name>"
-    + "|".join(sorted((re.escape(s) for s in _SYNONYM_TO_SECTION), key=len, reverse=True))
-    + r")[ \t]*(?::|-|\u2014)[ \t]*",
+    rf"(?:^[ \t]*(?P<name>{_NAMES})[ \t]*(?::|-|\u2014)|(?<=[.!?])[ \t]+(?P<inline>{_NAMES})[ \t]*:)[ \t]*",
     re.IGNORECASE | re.MULTILINE,
 )
 
@@ -46,5 +48,6 @@ def split_report(text: str) -> ReportSections:
         end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
         body = text[match.end() : end].strip()
         if body:
-            parts[_SYNONYM_TO_SECTION[match.group("name").lower()]].append(body)
+            heading = match.group("name") or match.group("inline")
+            parts[_SYNONYM_TO_SECTION[heading.lower()]].append(body)
     return ReportSections(**{name: "\n".join(chunks) for name, chunks in parts.items()})

@@ -99,7 +99,7 @@ class CaseSearcher:
         key = ("image", digest, self.volume_slices, self.window)
         cached = self.cache.get(key) if digest else None
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         decoded = self._decode(path)
         vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
         vector.setflags(write=False)
@@ -118,7 +118,7 @@ class CaseSearcher:
     def _cached_text(self, space: str, text: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         cached = self.cache.get((space, text))
         if cached is not None:
-            return cached  # type: ignore[no-any-return]
+            return cached
         vector = embed([text])[0]
         vector.setflags(write=False)
         self.cache.put((space, text), vector, nbytes=vector.nbytes + len(text))

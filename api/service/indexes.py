@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import io
-import json
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Query, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api import operations
+from api.service.bundles import save_bundle
 from api.service.errors import ApiError
+from api.service.forms import form_bool, json_body
 from api.service.jobs import Job
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
@@ -47,23 +49,80 @@ def _archive_path(state: ServiceState, given: str) -> Path:
     return path
 
 
-@router.post("/indexes", status_code=202, summary="Build an index from an archive on the server (a job)")
-def build_index(body: IndexBuild, state: State) -> dict[str, Any]:
-    state.settings.index_dir(body.name)  # a bad name fails now, not in the job
-    archive = _archive_path(state, body.archive_path)
-    findings = state.settings.index_findings if body.findings is None else body.findings
+_MULTIPART_BUILD = {
+    "type": "object",
+    "properties": {
+        "name": {"type": "string", "description": "index name"},
+        "manifest": {"type": "string", "format": "binary", "description": "JSONL or CSV manifest"},
+        "images": {"type": "array", "items": {"type": "string", "format": "binary"}, "description": "its images"},
+        "findings": {"type": "boolean"},
+    },
+    "required": ["name", "manifest", "images"],
+}
+BUILD_BODY = {
+    "required": True,
+    "content": {
+        "application/json": {"schema": IndexBuild.model_json_schema()},
+        "multipart/form-data": {"schema": _MULTIPART_BUILD},
+    },
+}
+MAX_BUNDLE_FILES = 10_000
+
+
+@router.post(
+    "/indexes",
+    status_code=202,
+    summary="Build an index (a job): from an archive on the server (JSON) or an uploaded manifest and its images",
+    openapi_extra={"requestBody": BUILD_BODY},
+)
+async def build_index(request: Request, state: State) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        body = await json_body(request, IndexBuild)
+        state.settings.index_dir(body.name)  # a bad name fails now, not in the job
+        archive = _archive_path(state, body.archive_path)
+        return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
+                             body.model_dump())  # fmt: skip
+    if not content_type.startswith("multipart/form-data"):
+        raise ApiError(415, "unsupported_media_type", "send JSON naming a server archive, or a multipart manifest")
+    form = await request.form(max_files=MAX_BUNDLE_FILES)
+    name = str(form.get("name") or "")
+    state.settings.index_dir(name)
+    manifest = form.get("manifest")
+    if not isinstance(manifest, StarletteUploadFile):
+        raise ApiError(422, "invalid_request", "manifest: a JSONL or CSV file is required")
+    images = [f for f in form.getlist("images") if isinstance(f, StarletteUploadFile)]
+    findings = form_bool(form.get("findings"), "findings")
+    max_bytes = int(state.settings.max_upload_mb * 1e6)
+    path = await save_bundle(manifest, images, state.uploads_dir / name, max_bytes)
+    params = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
+    return _submit_build(state, name, path, "manifest", "train", None, findings, params)
+
+
+def _submit_build(
+    state: ServiceState,
+    name: str,
+    archive: Path,
+    fmt: str | None,
+    split: str,
+    limit: int | None,
+    findings: bool | None,
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    """Queue the build of `archive` into `name`; the 202 answer with the job's status URL."""
+    with_findings = state.settings.index_findings if findings is None else findings
 
     def work(job: Job) -> dict[str, Any]:
         def advance(n: int) -> None:
             job.done += n
 
         result, skipped = operations.ingest_archive(
-            state.services, body.name, archive, body.format, body.split, body.limit,
-            create=True, findings=findings, on_total=lambda n: setattr(job, "total", n), progress=advance,
+            state.services, name, archive, fmt, split, limit,
+            create=True, findings=with_findings, on_total=lambda n: setattr(job, "total", n), progress=advance,
         )  # fmt: skip
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
-    job = state.jobs.submit("index_build", body.model_dump(), work)
+    job = state.jobs.submit("index_build", params, work)
     return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
 
 
@@ -174,15 +233,3 @@ def png_preview(decoded: Any, window: str | None, size: int) -> bytes:
     buffer = io.BytesIO()
     picture.save(buffer, format="PNG")
     return buffer.getvalue()
-
-
-def parse_filters(raw: str | None) -> dict[str, str]:
-    if not raw:
-        return {}
-    try:
-        filters = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ApiError(422, "bad_filters", f"filters must be a JSON object of strings: {err.msg}") from None
-    if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
-        raise ApiError(422, "bad_filters", 'filters must be a JSON object of strings, e.g. {"modality": "CT"}')
-    return {str(k): v for k, v in filters.items()}

@@ -17,11 +17,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.service.errors import ApiError, validation_message
-from api.service.indexes import parse_filters, png_preview
+from api.service.errors import ApiError
+from api.service.forms import form_int, json_body, parse_filters
+from api.service.indexes import png_preview
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, save_upload
 from retrieval.imaging import ImageDecodeError
@@ -81,18 +82,6 @@ def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
     return {"index": index, **result}
 
 
-def _int(value: Any, name: str, low: int, high: int, default: int) -> int:
-    if value is None or value == "":
-        return default
-    try:
-        number = int(str(value))
-    except ValueError:
-        raise ApiError(422, "invalid_request", f"{name}: an integer is required") from None
-    if not low <= number <= high:
-        raise ApiError(422, "invalid_request", f"{name}: must be between {low} and {high}")
-    return number
-
-
 @router.post(
     "/search",
     summary="Similar prior cases for an image (multipart) or a text (JSON)",
@@ -101,10 +90,7 @@ def _int(value: Any, name: str, low: int, high: int, default: int) -> int:
 async def search(request: Request, state: State) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
-        try:
-            body = TextSearch.model_validate_json(await request.body())
-        except ValidationError as err:
-            raise ApiError(422, "invalid_request", validation_message(err.errors())) from None
+        body = await json_body(request, TextSearch)
         searcher = await run_in_threadpool(state.services.searcher, body.index)
         result = await run_in_threadpool(searcher.search, Query(text=body.text), body.k, filters=body.filters)
         return _with_thumbnails(result.as_json(), body.index)
@@ -115,7 +101,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     if not isinstance(image, StarletteUploadFile):
         raise ApiError(422, "invalid_request", "image: a file is required (or send JSON with a text)")
     index = str(form.get("index") or "demo")
-    k = _int(form.get("k"), "k", 1, 100, 5)
+    k = form_int(form.get("k"), "k", 1, 100, 5) or 5
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
     searcher = await run_in_threadpool(state.services.searcher, index)

@@ -11,6 +11,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
+from typing import IO
 
 from starlette.datastructures import UploadFile
 
@@ -47,9 +48,10 @@ def safe_name(filename: str, fallback: str = "image") -> str:
     return stem[:100] or fallback
 
 
-async def save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
+async def save_upload(upload: UploadFile, folder: Path, max_bytes: int, *, keep_name: bool = False) -> Path:
     """Write `upload` into `folder` with the suffix its content calls for; 413 over `max_bytes`, 415 for a
-    type that is not PNG, JPEG, DICOM or NIfTI."""
+    type that is not PNG, JPEG, DICOM or NIfTI. The file gets a unique name, or with `keep_name` the
+    client's (made safe; 422 when another upload already took it)."""
     folder.mkdir(parents=True, exist_ok=True)
     head = await upload.read(CHUNK)
     suffix = sniff_suffix(head, upload.filename or "")
@@ -60,7 +62,15 @@ async def save_upload(upload: UploadFile, folder: Path, max_bytes: int) -> Path:
     stem = safe_name(upload.filename or "image")
     known = next((k for k in KNOWN_SUFFIXES if stem.lower().endswith(k)), "")
     stem = stem[: len(stem) - len(known)] or "image"  # the sniffed suffix replaces the client's
-    with tempfile.NamedTemporaryFile(dir=folder, prefix=f"{stem}-", suffix=suffix, delete=False) as out:
+    out: IO[bytes]
+    if keep_name:
+        try:
+            out = (folder / f"{stem}{suffix}").open("xb")
+        except FileExistsError:
+            raise ApiError(422, "invalid_request", f"{upload.filename}: another upload has the same name") from None
+    else:
+        out = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{stem}-", suffix=suffix, delete=False)  # noqa: SIM115
+    with out:
         size = 0
         chunk = head
         while chunk:

@@ -22,7 +22,8 @@ from retrieval.report_sections import split_report
 _KNOWN_FIELDS = {"case_id", "patient_id", "images", "report", "modality", "body_region", "captions"}
 
 
-def _as_list(value: Any) -> list[str]:
+def as_list(value: Any) -> list[str]:
+    """A row's list field: a list, a JSON list in a string, or a `;`-separated string."""
     if value is None:
         return []
     if isinstance(value, list):
@@ -78,6 +79,11 @@ class ManifestArchive:
     def __len__(self) -> int:
         return len(self._rows)
 
+    @property
+    def rows(self) -> list[tuple[str, dict[str, Any] | None]]:
+        """The rows as read: (source label, row, or None for a line that is not a JSON object)."""
+        return list(self._rows)
+
     def __iter__(self) -> Iterator[Case | SkippedItem]:
         for source, row in self._rows:
             if row is None:
@@ -96,8 +102,8 @@ class ManifestArchive:
         report = _report(row.get("report"))
         if report.is_empty():
             return SkippedItem(source=case_id, reason="empty report")
-        names = _as_list(row.get("images"))
-        captions = _as_list(row.get("captions"))
+        names = as_list(row.get("images"))
+        captions = as_list(row.get("captions"))
         images = []
         for i, name in enumerate(names):
             path = self._resolve(name)

@@ -20,6 +20,15 @@ def test_synonyms_and_case_are_accepted() -> None:
     assert report.diagnosis == "none"
 
 
+def test_one_line_reports_split_at_headings_after_a_sentence() -> None:
+    report = split_report("Findings: Right lower lobe consolidation. Impression: Pneumonia. Diagnosis: CAP")
+    assert report.findings == "Right lower lobe consolidation."
+    assert report.impression == "Pneumonia."
+    assert report.diagnosis == "CAP"
+    kept = split_report("Findings: Stable nodule. Summary of prior exams is in the chart.")
+    assert kept.findings == "Stable nodule. Summary of prior exams is in the chart." and not kept.impression
+
+
 def test_text_without_headings_is_findings() -> None:
     report = split_report("  A 2 cm nodule. History of smoking is noted in the chart.  ")
     assert report.findings == "A 2 cm nodule. History of smoking is noted in the chart."
