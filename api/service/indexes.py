@@ -113,12 +113,9 @@ def _submit_build(
     with_findings = state.settings.index_findings if findings is None else findings
 
     def work(job: Job) -> dict[str, Any]:
-        def advance(n: int) -> None:
-            job.done += n
-
         result, skipped = operations.ingest_archive(
             state.services, name, archive, fmt, split, limit,
-            create=True, findings=with_findings, on_total=lambda n: setattr(job, "total", n), progress=advance,
+            create=True, findings=with_findings, on_total=job.set_total, progress=job.advance,
         )  # fmt: skip
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
@@ -130,7 +127,7 @@ def _submit_build(
 def get_job(job_id: str, state: State) -> dict[str, Any]:
     job = state.jobs.get(job_id)
     if job is None:
-        raise ApiError(404, "job_not_found", f"no job {job_id!r} (jobs are kept in memory until the server restarts)")
+        raise ApiError(404, "job_not_found", f"no job {job_id!r} (the last 200 jobs are kept)")
     return job.as_json()
 
 

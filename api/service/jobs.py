@@ -2,23 +2,30 @@
 
 A build can take minutes, so `POST /v1/indexes` answers 202 with a job id at once and the build runs
 here; `GET /v1/jobs/{id}` shows its state, progress (cases done of total), result and error. Jobs
-run one at a time: builds are CPU-bound and would only slow each other down. Records live in memory
-for the life of the process; an index build that a restart cuts short resumes when it is run again
-(the store keeps what was committed).
+run one at a time: builds are CPU-bound and would only slow each other down.
+
+Records are written to a folder (one JSON file per job, replaced atomically; progress at most once a
+second), so a restart keeps them: a job that was queued or running when the server stopped is marked
+`interrupted`, and running the same build again resumes it (the store keeps what was committed).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger(__name__)
+SAVE_EVERY_S = 1.0  # progress writes at most this often
+INTERRUPTED = "the server stopped before this job finished; submit it again to resume where it stopped"
 
 
 @dataclass
@@ -26,7 +33,7 @@ class Job:
     id: str
     kind: str
     params: dict[str, Any]
-    state: str = "queued"  # queued → running → succeeded | failed
+    state: str = "queued"  # queued → running → succeeded | failed; or interrupted by a restart
     total: int | None = None
     done: int = 0
     result: dict[str, Any] | None = None
@@ -34,28 +41,55 @@ class Job:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    _on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False, compare=False)
+
+    def advance(self, n: int) -> None:
+        """`n` more items done (called by the work; the record is saved now and then)."""
+        self.done += n
+        self._changed(urgent=False)
+
+    def set_total(self, total: int) -> None:
+        self.total = total
+        self._changed(urgent=True)
+
+    def _changed(self, urgent: bool) -> None:
+        if self._on_change is not None:
+            self._on_change(self, urgent)
 
     def as_json(self) -> dict[str, Any]:
-        data = asdict(self)
+        data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         data["progress"] = round(self.done / self.total, 4) if self.total else None
         return data
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Job:
+        names = {f.name for f in fields(cls) if not f.name.startswith("_")}
+        return cls(**{k: v for k, v in data.items() if k in names})
 
-Work = Callable[[Job], dict[str, Any]]  # reads/updates job.total and job.done, returns the result
+
+Work = Callable[[Job], dict[str, Any]]  # calls job.set_total / job.advance, returns the result
 
 
 class JobRunner:
-    def __init__(self, keep: int = 200) -> None:
+    """Runs jobs one at a time; keeps the last `keep` records, on disk when given a `records` folder."""
+
+    def __init__(self, records: Path | None = None, keep: int = 200) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="kgreport-job")
         self._keep = keep
+        self._records = records
+        self._saved_at: dict[str, float] = {}
+        if records is not None:
+            records.mkdir(parents=True, exist_ok=True)
+            self._load()
 
     def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
-        job = Job(id=uuid.uuid4().hex[:16], kind=kind, params=params)
+        job = Job(id=uuid.uuid4().hex[:16], kind=kind, params=params, _on_change=self._save_later)
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
+        self._save(job)
         self._pool.submit(self._run, job, work)
         return job
 
@@ -65,6 +99,7 @@ class JobRunner:
 
     def _run(self, job: Job, work: Work) -> None:
         job.state, job.started_at = "running", time.time()
+        self._save(job)
         try:
             job.result = work(job)
             job.state = "succeeded"
@@ -73,11 +108,50 @@ class JobRunner:
             job.error, job.state = f"{type(err).__name__}: {err}", "failed"
         finally:
             job.finished_at = time.time()
+            self._save(job)
+
+    # -- records --------------------------------------------------------------------------------------
+    def _path(self, job_id: str) -> Path | None:
+        return self._records / f"{job_id}.json" if self._records is not None else None
+
+    def _save_later(self, job: Job, urgent: bool) -> None:
+        if urgent or time.monotonic() - self._saved_at.get(job.id, 0.0) >= SAVE_EVERY_S:
+            self._save(job)
+
+    def _save(self, job: Job) -> None:
+        path = self._path(job.id)
+        if path is None:
+            return
+        self._saved_at[job.id] = time.monotonic()
+        partial = path.with_suffix(".json.partial")
+        try:
+            partial.write_text(json.dumps(job.as_json()), encoding="utf-8")
+            os.replace(partial, path)  # a reader never sees half a record
+        except OSError as err:  # a full disk must not fail the build itself
+            log.warning("could not save job %s: %s", job.id, err)
+
+    def _load(self) -> None:
+        assert self._records is not None
+        for path in sorted(self._records.glob("*.json")):
+            try:
+                job = Job.from_json(json.loads(path.read_text(encoding="utf-8")))
+            except (OSError, ValueError, TypeError) as err:
+                log.warning("%s: unreadable job record skipped (%s)", path, err)
+                continue
+            if job.state in ("queued", "running"):
+                job.state, job.error, job.finished_at = "interrupted", INTERRUPTED, time.time()
+                self._save(job)
+            self._jobs[job.id] = job
+        self._forget_old()
 
     def _forget_old(self) -> None:
         finished = [j for j in self._jobs.values() if j.finished_at is not None]
         for job in sorted(finished, key=lambda j: j.finished_at or 0)[: max(0, len(self._jobs) - self._keep)]:
             del self._jobs[job.id]
+            self._saved_at.pop(job.id, None)
+            path = self._path(job.id)
+            if path is not None:
+                path.unlink(missing_ok=True)
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -19,12 +19,15 @@ from generator.pipeline import ReportWriter
 class ServiceState:
     settings: Settings
     services: Services
-    jobs: JobRunner = field(default_factory=JobRunner)
+    jobs: JobRunner = field(init=False)
     # One LLM, one report at a time: parallel generation on a few cores is only slower for everyone.
     report_lock: threading.Lock = field(default_factory=threading.Lock)
     _loaded: LoadedWriter | None = None
     _writers: dict[str, ReportWriter] = field(default_factory=dict)
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.jobs = JobRunner(self.settings.data_dir / "jobs")
 
     @property
     def uploads_dir(self) -> Path:
