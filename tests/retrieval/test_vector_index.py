@@ -215,3 +215,20 @@ def test_train_on_a_sample_then_stream_vectors_in() -> None:
     assert len(index) == 2000 and np.array_equal(index.search(x[:50], 1)[1][:, 0], np.arange(50))
     with pytest.raises(VectorIndexError, match="empty index"):
         index.train(x[:100])
+
+
+def test_small_searches_leave_the_threads_setting_as_it_was() -> None:
+
+    index = VectorIndex(8)
+    rng = np.random.default_rng(0)
+    index.add(np.arange(50), rng.normal(size=(50, 8)))
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(3)  # per thread in OpenMP: only this test's thread
+    try:
+        one = index.search(rng.normal(size=(1, 8)), 5)  # one thread inside, 3 again after
+        assert faiss.omp_get_max_threads() == 3
+        many = index.search(np.repeat(rng.normal(size=(1, 8)), 20, axis=0), 5)
+        assert faiss.omp_get_max_threads() == 3
+    finally:
+        faiss.omp_set_num_threads(before)
+    assert one[1].shape == (1, 5) and (many[1] == many[1][0]).all()
