@@ -704,14 +704,17 @@ class CaseStore:
     def image_vectors(self, keys: Sequence[tuple[str, str]]) -> np.ndarray:
         """Stored (unit) image vectors for (case_id, image_id) pairs, in order; zeros for unknown pairs."""
         out = np.zeros((len(keys), self.manifest["image_dim"]), dtype=np.float32)
-        with self._lock:
-            for n, (case_id, image_id) in enumerate(keys):
-                row = self._db.execute(
-                    "SELECT i.vector FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id=? AND i.image_id=?",
-                    (case_id, image_id),
-                ).fetchone()
-                if row is not None:
-                    out[n] = _unblob(row["vector"])
+        if not keys:
+            return out
+        with self._lock:  # one query for all pairs: a search rescores about a hundred candidates
+            rows = self._db.execute(
+                "SELECT CAST(j.key AS INTEGER) AS n, i.vector FROM json_each(?) j"
+                " JOIN cases c ON c.case_id = json_extract(j.value, '$[0]')"
+                " JOIN images i ON i.case_pk = c.id AND i.image_id = json_extract(j.value, '$[1]')",
+                (json.dumps([[str(c), str(i)] for c, i in keys]),),
+            ).fetchall()
+        for row in rows:
+            out[row["n"]] = _unblob(row["vector"])
         return out
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:

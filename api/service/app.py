@@ -9,15 +9,17 @@ JSON error format, health and readiness, and the static web page at `/`.
 from __future__ import annotations
 
 import hmac
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Request, Response
+from fastapi import Depends, FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.service import indexes, queries
 from api.service.errors import ApiError, error_response, install_error_handlers
@@ -39,11 +41,28 @@ def require_api_key(request: Request, key: Annotated[str | None, Depends(API_KEY
         raise ApiError(401, "invalid_api_key", "the X-API-Key header does not hold a valid key")
 
 
+class UploadLimit:
+    """413 from the Content-Length header, before a body is read (plain ASGI: no task per request)."""
+
+    def __init__(self, app: ASGIApp, limit: int, megabytes: float) -> None:
+        self.app, self.limit, self.megabytes = app, limit, megabytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            length = dict(scope["headers"]).get(b"content-length")
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                message = f"request body over the {self.megabytes:g} MB limit"
+                await error_response(413, "upload_too_large", message)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await run_in_threadpool(app.state.kgreport.warm_up)
         yield
         app.state.kgreport.close()
 
@@ -58,12 +77,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     limit = int(settings.max_upload_mb * 1e6) + 64 * 1024  # room for the multipart envelope and form fields
 
-    @app.middleware("http")
-    async def upload_limit(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > limit):
-            return error_response(413, "upload_too_large", f"request body over the {settings.max_upload_mb:g} MB limit")
-        return await call_next(request)
+    app.add_middleware(UploadLimit, limit=limit, megabytes=settings.max_upload_mb)
 
     keyed = [Depends(require_api_key)]
     app.include_router(indexes.router, dependencies=keyed)

@@ -26,6 +26,7 @@ from api.service.indexes import png_preview
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, save_upload
 from retrieval.imaging import ImageDecodeError
+from retrieval.records import SearchResult
 from retrieval.search import Query, QueryError
 
 router = APIRouter(prefix="/v1", tags=["queries"])
@@ -82,6 +83,11 @@ def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
     return {"index": index, **result}
 
 
+def _search(state: ServiceState, index: str, query: Query, k: int, filters: dict[str, str]) -> SearchResult:
+    """One thread-pool hop for the whole search (each hop costs a GIL hand-over under load)."""
+    return state.services.searcher(index).search(query, k, filters=filters)
+
+
 @router.post(
     "/search",
     summary="Similar prior cases for an image (multipart) or a text (JSON)",
@@ -91,8 +97,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("application/json"):
         body = await json_body(request, TextSearch)
-        searcher = await run_in_threadpool(state.services.searcher, body.index)
-        result = await run_in_threadpool(searcher.search, Query(text=body.text), body.k, filters=body.filters)
+        result = await run_in_threadpool(_search, state, body.index, Query(text=body.text), body.k, body.filters)
         return _with_thumbnails(result.as_json(), body.index)
     if not content_type.startswith("multipart/form-data"):
         raise ApiError(415, "unsupported_media_type", "send multipart/form-data with an image, or JSON with a text")
@@ -104,9 +109,9 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     k = form_int(form.get("k"), "k", 1, 100, 5) or 5
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
-    searcher = await run_in_threadpool(state.services.searcher, index)
+    await run_in_threadpool(state.services.open_store, index)  # an unknown index: 404 before the upload is saved
     async with uploaded(state, image) as path:
-        result = await run_in_threadpool(searcher.search, Query(image=path, text=text), k, filters=filters)
+        result = await run_in_threadpool(_search, state, index, Query(image=path, text=text), k, filters)
     return _with_thumbnails(result.as_json(), index)
 
 
