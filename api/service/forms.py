@@ -12,11 +12,30 @@ from typing import Any, TypeVar
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
+from starlette.datastructures import FormData, UploadFile
 
 from api.service.errors import ApiError, validation_message
 
 Model = TypeVar("Model", bound=BaseModel)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+def body_kind(request: Request, expected: str) -> str:
+    """ "json" or "form" (multipart) from the Content-Type; 415 saying what to send otherwise."""
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("application/json"):
+        return "json"
+    if content_type.startswith("multipart/form-data"):
+        return "form"
+    raise ApiError(415, "unsupported_media_type", expected)
+
+
+def form_file(form: FormData, name: str, message: str) -> UploadFile:
+    """The uploaded file in form field `name`; 422 with `message` when there is none."""
+    value = form.get(name)
+    if not isinstance(value, UploadFile):
+        raise ApiError(422, "invalid_request", f"{name}: {message}")
+    return value
 
 
 async def json_body(request: Request, model: type[Model]) -> Model:

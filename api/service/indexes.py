@@ -15,7 +15,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 from api import operations
 from api.service.bundles import save_bundle
 from api.service.errors import ApiError
-from api.service.forms import form_bool, json_body
+from api.service.forms import body_kind, form_bool, form_file, json_body
 from api.service.jobs import Job
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
@@ -76,21 +76,16 @@ MAX_BUNDLE_FILES = 10_000
     openapi_extra={"requestBody": BUILD_BODY},
 )
 async def build_index(request: Request, state: State) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
+    if body_kind(request, "send JSON naming a server archive, or a multipart manifest") == "json":
         body = await json_body(request, IndexBuild)
         state.settings.index_dir(body.name)  # a bad name fails now, not in the job
         archive = _archive_path(state, body.archive_path)
         return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
                              body.model_dump())  # fmt: skip
-    if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media_type", "send JSON naming a server archive, or a multipart manifest")
     form = await request.form(max_files=MAX_BUNDLE_FILES)
     name = str(form.get("name") or "")
     state.settings.index_dir(name)
-    manifest = form.get("manifest")
-    if not isinstance(manifest, StarletteUploadFile):
-        raise ApiError(422, "invalid_request", "manifest: a JSONL or CSV file is required")
+    manifest = form_file(form, "manifest", "a JSONL or CSV file is required")
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUploadFile)]
     findings = form_bool(form.get("findings"), "findings")
     max_bytes = int(state.settings.max_upload_mb * 1e6)

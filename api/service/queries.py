@@ -21,7 +21,7 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api.service.errors import ApiError
-from api.service.forms import form_int, json_body, parse_filters
+from api.service.forms import body_kind, form_file, form_int, json_body, parse_filters
 from api.service.indexes import png_preview
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, save_upload
@@ -94,17 +94,12 @@ def _search(state: ServiceState, index: str, query: Query, k: int, filters: dict
     openapi_extra={"requestBody": SEARCH_BODY},
 )
 async def search(request: Request, state: State) -> dict[str, Any]:
-    content_type = request.headers.get("content-type", "")
-    if content_type.startswith("application/json"):
+    if body_kind(request, "send multipart/form-data with an image, or JSON with a text") == "json":
         body = await json_body(request, TextSearch)
         result = await run_in_threadpool(_search, state, body.index, Query(text=body.text), body.k, body.filters)
         return _with_thumbnails(result.as_json(), body.index)
-    if not content_type.startswith("multipart/form-data"):
-        raise ApiError(415, "unsupported_media_type", "send multipart/form-data with an image, or JSON with a text")
     form = await request.form(max_files=1)
-    image = form.get("image")
-    if not isinstance(image, StarletteUploadFile):
-        raise ApiError(422, "invalid_request", "image: a file is required (or send JSON with a text)")
+    image = form_file(form, "image", "a file is required (or send JSON with a text)")
     index = str(form.get("index") or "demo")
     k = form_int(form.get("k"), "k", 1, 100, 5) or 5
     text = str(form.get("text") or "") or None
