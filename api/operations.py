@@ -159,7 +159,7 @@ def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str
 
 
 def delete_index(services: Services, name: str) -> dict[str, Any]:
-    """Delete the whole index `name` and its findings in the graph."""
+    """Delete the whole index `name`, the images uploaded for it, and its findings in the graph."""
     from knowledge.archive import delete_index as delete_index_findings
 
     root = services.settings.index_dir(name)
@@ -168,5 +168,6 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
     with index_write_lock(root, name):
         services.close_store(name)
         shutil.rmtree(root)
+        shutil.rmtree(services.settings.uploads_dir / name, ignore_errors=True)  # images its cases were sent with
     delete_index_findings(services.graph, name)
     return {"index": name, "deleted": True}

@@ -98,6 +98,11 @@ class Settings(BaseSettings):
         return self.indexes_dir / name
 
     @property
+    def uploads_dir(self) -> Path:
+        """Files the service received: query images (for a request's length) and indexed cases' images."""
+        return self.data_dir / "uploads"
+
+    @property
     def default_image_encoder(self) -> Path:
         return self.bundled_data_dir / "models" / "ct-encoder"
 

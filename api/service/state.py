@@ -36,7 +36,7 @@ class ServiceState:
 
     @property
     def uploads_dir(self) -> Path:
-        return self.settings.data_dir / "uploads"
+        return self.settings.uploads_dir
 
     def warm_up(self) -> None:
         """Load the encoders now and tune the process for many small concurrent requests.

@@ -17,6 +17,7 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
+from api import operations
 from api.operations import index_write_lock
 from api.service.app import create_app
 from api.settings import Settings
@@ -216,6 +217,9 @@ def test_build_from_an_uploaded_manifest_and_its_images(client: TestClient) -> N
         (settings.data_dir / "uploads" / "uploaded-2").iterdir()
     ), "a refused upload leaves nothing behind"
     assert "uploaded-2" not in {i["name"] for i in client.get("/v1/indexes").json()["indexes"]}
+
+    operations.delete_index(client.app.state.kgreport.services, "uploaded")  # type: ignore[attr-defined]
+    assert not bundles.exists(), "deleting an index removes the images uploaded for it"
 
 
 def test_concepts(client: TestClient) -> None:
