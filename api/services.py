@@ -14,6 +14,7 @@ from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import ensure_ontology
 from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.query_cache import QueryCache
@@ -97,7 +98,13 @@ class Services:
             volume_slices=self.settings.volume_slices,
             window=self.settings.ct_window,
             cache=self.query_cache,
+            coalescers=self.query_coalescers if self.settings.coalesce_queries else None,
         )
+
+    @cached_property
+    def query_coalescers(self) -> QueryCoalescers:
+        """One model thread per encoder, shared by every index's searcher (see `coalescing.py`)."""
+        return QueryCoalescers(self.image_encoder, self.text_encoder)
 
     @cached_property
     def query_cache(self) -> QueryCache:

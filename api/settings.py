@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     query_cache_size: int = Field(
         default=256, ge=0, description="query embeddings kept in memory (repeated uploads and texts); 0 = off"
     )
+    coalesce_queries: bool = Field(
+        default=True, description="embed concurrent queries together on one model thread per encoder (a service)"
+    )
     leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
     ingest_batch_cases: int = Field(default=16, ge=1)
     index_findings: bool = Field(

@@ -6,10 +6,12 @@ each sending its next request as soon as the last one is answered, cycling throu
 images; requests in flight at the end are waited for. Printed per phase: requests, errors (any
 non-2xx or transport failure), throughput, and p50 / p99 latency.
 
-Phases: `search_text` (JSON), `search_image` (multipart JPEG), each twice: against a server with the
-query cache off (`_uncached`: every request decodes and embeds its query) and with it on (`_cached`,
-the default: the same few queries repeat, so their embeddings are reused); then `report` (multipart
-JPEG → grounded report; reports are written one at a time, so latency there is mostly queueing).
+Phases: `search_text` (JSON), `search_image` (multipart JPEG), each against three servers: query
+cache off and encoders run by each request thread (`_uncached_uncoalesced`); cache off and concurrent
+queries embedded together on one model thread per encoder (`_uncached`, the default coalescing: every
+request still decodes and embeds its query); cache on (`_cached`, the default: the same few queries
+repeat, so their embeddings are reused). Then `report` (multipart JPEG → grounded report; reports are
+written one at a time, so latency there is mostly queueing).
 
 Usage: python -m benchmarks.service_load [--clients 20] [--seconds 20] [--report-seconds 30]
 """
@@ -159,16 +161,22 @@ def main() -> None:
                 capture_output=True,
             )
         phases: dict[str, Any] = {}
-        # Cache off: every request decodes and embeds its query (what a stream of new images costs).
-        # Cache on (the default): the same few queries again and again, as a page re-searching does.
-        for cache, size in (("uncached", "0"), ("cached", "")):
-            server_env = {**env, "KGREPORT_QUERY_CACHE_SIZE": size} if size else env
-            with serve(server_env) as base:
+        # Cache off: every request decodes and embeds its query (what a stream of new images costs),
+        # first with each request thread running the encoders itself, then with concurrent queries
+        # coalesced on one model thread per encoder (the default). Cache on (the default): the same
+        # few queries again and again, as a page re-searching does.
+        servers = {
+            "uncached_uncoalesced": {"KGREPORT_QUERY_CACHE_SIZE": "0", "KGREPORT_COALESCE_QUERIES": "0"},
+            "uncached": {"KGREPORT_QUERY_CACHE_SIZE": "0"},
+            "cached": {},
+        }
+        for server, overrides in servers.items():
+            with serve({**env, **overrides}) as base:
                 for phase in ("search_text", "search_image"):
-                    name = f"{phase}_{cache}"
+                    name = f"{phase}_{server}"
                     phases[name] = asyncio.run(run_phase(base, phase, args.clients, args.seconds))
                     print(name, phases[name])
-                if cache == "cached":
+                if server == "cached":
                     phases["report"] = asyncio.run(run_phase(base, "report", args.clients, args.report_seconds))
                     print("report", phases["report"])
     write_result(args.out, {"phases": phases, "server": "kgreport serve (uvicorn, 1 process)", "loopback": True})

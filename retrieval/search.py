@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from retrieval.case_store import CaseStore
+from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
@@ -72,6 +73,7 @@ class CaseSearcher:
         volume_slices: int = DEFAULT_VOLUME_SLICES,
         window: str | None = None,
         cache: QueryCache | None = None,
+        coalescers: QueryCoalescers | None = None,
     ) -> None:
         self.store = store
         self.image_encoder = image_encoder
@@ -82,6 +84,7 @@ class CaseSearcher:
         self.volume_slices = volume_slices
         self.window = window
         self.cache = cache if cache is not None else QueryCache(0)  # shared by the caller; off by default
+        self.coalescers = coalescers  # shared by the caller: one model thread per encoder (a service)
 
     # -- query encoding -------------------------------------------------------------------------
     def _decode(self, path: Path) -> DecodedImage:
@@ -101,7 +104,10 @@ class CaseSearcher:
         if cached is not None:
             return cached
         decoded = self._decode(path)
-        vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
+        if self.coalescers is not None:
+            vector = self.coalescers.images(self.volume_slices, self.window)([decoded])[0]
+        else:
+            vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
         vector.setflags(write=False)
         if digest:
             self.cache.put(key, (vector, decoded), nbytes=decoded.pixels.nbytes)
@@ -109,11 +115,13 @@ class CaseSearcher:
 
     def embed_report_text(self, text: str) -> np.ndarray:
         """The text in the report space (MiniLM), cached by the exact string."""
-        return self._cached_text("report", text, self.text_encoder.embed)
+        embed = self.coalescers.report_texts if self.coalescers else self.text_encoder.embed
+        return self._cached_text("report", text, embed)
 
     def embed_clip_text(self, text: str) -> np.ndarray:
         """The text in the image space (the CT encoder's text tower), cached by the exact string."""
-        return self._cached_text("clip", text, self.image_encoder.embed_texts)
+        embed = self.coalescers.clip_texts if self.coalescers else self.image_encoder.embed_texts
+        return self._cached_text("clip", text, embed)
 
     def _cached_text(self, space: str, text: str, embed: Callable[[list[str]], np.ndarray]) -> np.ndarray:
         cached = self.cache.get((space, text))

@@ -6,11 +6,13 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import IngestOptions, Ingestor
 from retrieval.case_store import CaseStore
+from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.query_cache import QueryCache
@@ -107,6 +109,17 @@ def test_repeated_queries_reuse_their_embeddings(built, encoders, tmp_path: Path
     text = searcher.search(Query(text="enhancing brain mass"), k=5)
     assert searcher.search(Query(text="enhancing brain mass"), k=5) == text
     assert cache.hits == 3  # the report-space and the image-space text vectors
+
+
+def test_coalesced_queries_match_direct_ones(built, encoders) -> None:
+    store, _, archive = built
+    direct = CaseSearcher(store, *encoders)
+    coalesced = CaseSearcher(store, *encoders, coalescers=QueryCoalescers(*encoders))
+    image = next(c for c in archive if isinstance(c, Case)).images[0].path
+    for query in (Query(image=image), Query(text="enhancing brain mass"), Query(image=image, text="mass")):
+        ours, theirs = coalesced.search(query, k=5), direct.search(query, k=5)
+        assert [h.case_id for h in ours.hits] == [h.case_id for h in theirs.hits]
+        assert np.allclose([h.score for h in ours.hits], [h.score for h in theirs.hits], atol=1e-5)
 
 
 def test_bad_queries_are_clear_errors(built, encoders, tmp_path: Path) -> None:
