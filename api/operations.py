@@ -168,6 +168,6 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
     with index_write_lock(root, name):
         services.close_store(name)
         shutil.rmtree(root)
-        shutil.rmtree(services.settings.uploads_dir / name, ignore_errors=True)  # images its cases were sent with
+        shutil.rmtree(services.settings.index_uploads_dir(name), ignore_errors=True)  # images its cases were sent with
     delete_index_findings(services.graph, name)
     return {"index": name, "deleted": True}

@@ -100,10 +100,15 @@ class Settings(BaseSettings):
             raise ValueError(f"invalid index name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
         return self.indexes_dir / name
 
+    def index_uploads_dir(self, name: str) -> Path:
+        """Images the service received for the cases of index `name` (the index's images point here)."""
+        self.index_dir(name)  # the same name check
+        return self.data_dir / "uploads" / "indexes" / name
+
     @property
-    def uploads_dir(self) -> Path:
-        """Files the service received: query images (for a request's length) and indexed cases' images."""
-        return self.data_dir / "uploads"
+    def query_uploads_dir(self) -> Path:
+        """Query images the service received, each kept for its request's length."""
+        return self.data_dir / "uploads" / "queries"
 
     @property
     def default_image_encoder(self) -> Path:

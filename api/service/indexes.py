@@ -89,7 +89,7 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUploadFile)]
     findings = form_bool(form.get("findings"), "findings")
     max_bytes = int(state.settings.max_upload_mb * 1e6)
-    path = await save_bundle(manifest, images, state.uploads_dir / name, max_bytes)
+    path = await save_bundle(manifest, images, state.settings.index_uploads_dir(name), max_bytes)
     params = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
     return _submit_build(state, name, path, "manifest", "train", None, findings, params)
 
@@ -150,7 +150,7 @@ async def add_case(
     findings: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
     state.services.open_store(name)  # 404 before anything is saved
-    folder = state.uploads_dir / name / f"{safe_name(case_id, 'case')}-{uuid.uuid4().hex[:8]}"
+    folder = state.settings.index_uploads_dir(name) / f"{safe_name(case_id, 'case')}-{uuid.uuid4().hex[:8]}"
     max_bytes = int(state.settings.max_upload_mb * 1e6)
     try:
         paths = [await save_upload(upload, folder, max_bytes) for upload in images]

@@ -64,7 +64,7 @@ SEARCH_BODY = {
 @asynccontextmanager
 async def uploaded(state: ServiceState, upload: StarletteUploadFile) -> AsyncIterator[Path]:
     """The upload as a file on the server for the duration of the request."""
-    folder = state.uploads_dir / "queries" / uuid.uuid4().hex
+    folder = state.settings.query_uploads_dir / uuid.uuid4().hex
     try:
         path = await save_upload(upload, folder, int(state.settings.max_upload_mb * 1e6))
         try:

@@ -6,7 +6,6 @@ import gc
 import logging
 import threading
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from fastapi import Request
 from threadpoolctl import threadpool_limits
@@ -33,10 +32,6 @@ class ServiceState:
 
     def __post_init__(self) -> None:
         self.jobs = JobRunner(self.settings.data_dir / "jobs")
-
-    @property
-    def uploads_dir(self) -> Path:
-        return self.settings.uploads_dir
 
     def warm_up(self) -> None:
         """Load the encoders now and tune the process for many small concurrent requests.

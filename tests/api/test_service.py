@@ -160,9 +160,8 @@ def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
     assert client.delete("/v1/indexes/demo/cases/NEW-1").json()["deleted"] == ["NEW-1"]
     _error(client.delete("/v1/indexes/demo/cases/NEW-1"), 404, "case_not_found")
     assert _demo_cases(client) == 60
-    uploads = settings.data_dir / "uploads"
-    assert not any(p.is_file() for p in (uploads / "queries").rglob("*")), "query uploads are removed"
-    assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in (uploads / "demo").iterdir())
+    assert not any(p.is_file() for p in settings.query_uploads_dir.rglob("*")), "query uploads are removed"
+    assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in settings.index_uploads_dir("demo").iterdir())
 
 
 def _bundle_request(
@@ -182,7 +181,7 @@ def test_build_from_an_uploaded_manifest_and_its_images(client: TestClient) -> N
     ]
     manifest = "\n".join(rows).encode()
     settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
-    bundles = settings.data_dir / "uploads" / "uploaded"
+    bundles = settings.index_uploads_dir("uploaded")
 
     started = _bundle_request(client, "uploaded", manifest, images)
     assert started.status_code == 202, started.text
@@ -213,9 +212,8 @@ def test_build_from_an_uploaded_manifest_and_its_images(client: TestClient) -> N
     _error(
         client.post("/v1/indexes", content=b"x", headers={"content-type": "text/plain"}), 415, "unsupported_media_type"
     )
-    assert not (settings.data_dir / "uploads" / "uploaded-2").exists() or not any(
-        (settings.data_dir / "uploads" / "uploaded-2").iterdir()
-    ), "a refused upload leaves nothing behind"
+    refused = settings.index_uploads_dir("uploaded-2")
+    assert not refused.exists() or not any(refused.iterdir()), "a refused upload leaves nothing behind"
     assert "uploaded-2" not in {i["name"] for i in client.get("/v1/indexes").json()["indexes"]}
 
     operations.delete_index(client.app.state.kgreport.services, "uploaded")  # type: ignore[attr-defined]
