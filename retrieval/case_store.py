@@ -295,6 +295,20 @@ class CaseStore:
             log.warning("%s: %s; rebuilding the FAISS indexes from store.sqlite", self.root, problem)
             self._rebuild_faiss()
 
+    def _catch_up(self) -> None:
+        """Bring the in-memory FAISS indexes up to SQLite if another process (a second service worker, the
+        CLI) has written since they were loaded: its flushed files when they match, else a rebuild. Called
+        under the lock before every search; when nothing changed it costs one indexed read."""
+        if self._generation() == self._indexed_generation:
+            return
+        try:
+            recorded = json.loads((self.root / "manifest.json").read_text(encoding="utf-8")).get("faiss_generation")
+        except (OSError, ValueError, AttributeError):
+            recorded = None  # mid-replace or unreadable: rebuild from SQLite
+        self.manifest["faiss_generation"] = recorded
+        log.info("%s: another process wrote to this index; reloading its FAISS indexes", self.root)
+        self._load_faiss()
+
     def _rebuild_faiss(self) -> None:
         """Fresh FAISS indexes from the vectors in SQLite (one consistent snapshot)."""
         with self._snapshot():
@@ -643,6 +657,26 @@ class CaseStore:
             if (r := rows.get(int(i))) is not None
         ]
 
+    def search_ids(
+        self,
+        space: str,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str | None] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+    ) -> list[tuple[list[int], list[float]]]:
+        """Top-k (row ids, scores) per query in `space` ("image": image rows, "text": case rows), best
+        first, without reading the rows: the searcher rescores candidates and reads only the few it keeps."""
+        with self._lock:
+            self._catch_up()
+            index = self.image_index if space == "image" else self.text_index
+            allowed, excluded = self._id_sets(space, filters, exclude_case_ids, exclude_patient_ids)
+            scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
+        found = ids >= 0
+        return [(i[m].tolist(), s[m].tolist()) for s, i, m in zip(scores, ids, found, strict=True)]
+
     def _search(
         self,
         space: str,
@@ -652,12 +686,17 @@ class CaseStore:
         exclude_case_ids: Collection[str],
         exclude_patient_ids: Collection[str],
     ) -> list[list[Hit]]:
-        index, sql = (self.image_index, _IMAGE_HIT_SQL) if space == "image" else (self.text_index, _TEXT_HIT_SQL)
+        found = self.search_ids(
+            space,
+            queries,
+            k,
+            filters=filters,
+            exclude_case_ids=exclude_case_ids,
+            exclude_patient_ids=exclude_patient_ids,
+        )
+        sql = _IMAGE_HIT_SQL if space == "image" else _TEXT_HIT_SQL
         with self._lock:
-            allowed, excluded = self._id_sets(space, filters, exclude_case_ids, exclude_patient_ids)
-            scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
-            found = ids >= 0
-            return [self._hits(sql, i[m].tolist(), s[m].tolist()) for s, i, m in zip(scores, ids, found, strict=True)]
+            return [self._hits(sql, ids, scores) for ids, scores in found]
 
     def search_images(
         self,
@@ -688,34 +727,45 @@ class CaseStore:
         return self._search("text", queries, k, filters, exclude_case_ids, exclude_patient_ids)
 
     # -- stored vectors (for exact rescoring) ------------------------------------------------------------
-    def image_hits_for_cases(self, case_ids: Sequence[str]) -> list[Hit]:
-        """Every stored image of these cases, as zero-score hits (candidates for exact rescoring)."""
-        if not case_ids:
+    def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:
+        """The image row ids of these case rows (text-space ids), in row order."""
+        if not case_row_ids:
             return []
         with self._lock:
             rows = self._db.execute(
-                f"SELECT i.id FROM images i JOIN cases c ON c.id = i.case_pk WHERE c.case_id IN {_IN_LIST}"
-                " ORDER BY i.id",
-                (_json_list(case_ids),),
+                f"SELECT id FROM images WHERE case_pk IN {_IN_LIST} ORDER BY id", (_json_list(case_row_ids),)
             ).fetchall()
-            ids = [r["id"] for r in rows]
-            return self._hits(_IMAGE_HIT_SQL, ids, [0.0] * len(ids))
+        return [r[0] for r in rows]
 
-    def image_vectors(self, keys: Sequence[tuple[str, str]]) -> np.ndarray:
-        """Stored (unit) image vectors for (case_id, image_id) pairs, in order; zeros for unknown pairs."""
-        out = np.zeros((len(keys), self.manifest["image_dim"]), dtype=np.float32)
-        if not keys:
-            return out
-        with self._lock:  # one query for all pairs: a search rescores about a hundred candidates
+    def rescoring_rows(
+        self, image_ids: Sequence[int], *, text: bool
+    ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        """For image row ids: their case ids, stored image vectors and (with `text`) their cases' report
+        vectors, in order, from one query. Unknown ids get an empty case id and zero vectors."""
+        case_ids = [""] * len(image_ids)
+        images = np.zeros((len(image_ids), self.manifest["image_dim"]), dtype=np.float32)
+        texts = np.zeros((len(image_ids), self.manifest["text_dim"]), dtype=np.float32) if text else None
+        if not image_ids:
+            return case_ids, images, texts
+        text_column = ", c.text_vector" if text else ""
+        with self._lock:
             rows = self._db.execute(
-                "SELECT CAST(j.key AS INTEGER) AS n, i.vector FROM json_each(?) j"
-                " JOIN cases c ON c.case_id = json_extract(j.value, '$[0]')"
-                " JOIN images i ON i.case_pk = c.id AND i.image_id = json_extract(j.value, '$[1]')",
-                (json.dumps([[str(c), str(i)] for c, i in keys]),),
+                f"SELECT CAST(j.key AS INTEGER) AS n, c.case_id, i.vector{text_column} FROM json_each(?) j"
+                " JOIN images i ON i.id = j.value JOIN cases c ON c.id = i.case_pk",
+                (_json_list(image_ids),),
             ).fetchall()
         for row in rows:
-            out[row["n"]] = _unblob(row["vector"])
-        return out
+            n = row["n"]
+            case_ids[n] = row["case_id"]
+            images[n] = _unblob(row["vector"])
+            if texts is not None:
+                texts[n] = _unblob(row["text_vector"])
+        return case_ids, images, texts
+
+    def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
+        """Hits for image row ids with the given scores, in order (rows that no longer exist are left out)."""
+        with self._lock:
+            return self._hits(_IMAGE_HIT_SQL, image_ids, scores)
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
         """Stored (unit) report vectors for these case ids, in order; zeros for unknown ids."""

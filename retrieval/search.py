@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -196,52 +197,44 @@ class CaseSearcher:
         if report_vec is None:
             visual_weight = 1.0
         pool = max(4 * k, 50)
-        filter_map = dict(filters or {})
-        candidates: dict[tuple[str, str], Hit] = {}
+        guard_args: dict[str, Any] = {
+            "filters": dict(filters or {}),
+            "exclude_case_ids": excl.case_ids,
+            "exclude_patient_ids": excl.patient_ids,
+        }
         assert visual_vec is not None
-        image_hits = self.store.search_images(
-            visual_vec[None, :],
-            pool,
-            filters=filter_map,
-            exclude_case_ids=excl.case_ids,
-            exclude_patient_ids=excl.patient_ids,
-        )
-        for hit in image_hits[0]:
-            candidates[(hit.case_id, hit.image_id)] = hit
+        # Candidates are row ids only: exact rescoring reads their vectors, and only the hits kept are read
+        # whole (reports included), which is most of what a search costs in Python.
+        candidates = dict.fromkeys(self.store.search_ids("image", visual_vec[None, :], pool, **guard_args)[0][0])
         if report_vec is not None:
-            text_hits = self.store.search_texts(
-                report_vec[None, :],
-                pool,
-                filters=filter_map,
-                exclude_case_ids=excl.case_ids,
-                exclude_patient_ids=excl.patient_ids,
-            )
-            text_cases = [h.case_id for h in text_hits[0]]
-            for hit in self.store.image_hits_for_cases(text_cases):
-                candidates.setdefault((hit.case_id, hit.image_id), hit)
-        hits = self._fuse(list(candidates.values()), visual_vec, visual_weight, report_vec)
-        neighbours = hits[:VOTE_K]
+            text_cases = self.store.search_ids("text", report_vec[None, :], pool, **guard_args)[0][0]
+            candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
+        ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec)
+        neighbours = self._hits_of(ranked[:VOTE_K])
         predicted = Prediction(
             *vote([h.modality for h in neighbours], [h.score for h in neighbours]),
             *vote([h.body_region for h in neighbours], [h.score for h in neighbours]),
         )
-        if not per_image:
-            hits = _best_per_case(hits)
-        return SearchResult(query=query.label, hits=tuple(hits[:k]), predicted=predicted)
+        kept = ranked if per_image else _best_per_case(ranked)
+        return SearchResult(query=query.label, hits=tuple(self._hits_of(kept[:k])), predicted=predicted)
+
+    def _hits_of(self, ranked: list[tuple[int, float, str]]) -> list[Hit]:
+        return self.store.image_hits([row[0] for row in ranked], [row[1] for row in ranked])
 
     def _fuse(
-        self, hits: list[Hit], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
-    ) -> list[Hit]:
-        """Exact fused scores from stored vectors, best first."""
-        if not hits:
+        self, image_ids: list[int], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
+    ) -> list[tuple[int, float, str]]:
+        """(image row id, exact fused score, case id) from stored vectors, best first."""
+        if not image_ids:
             return []
-        image_vecs = self.store.image_vectors([(h.case_id, h.image_id) for h in hits])
+        fuse_text = report_vec is not None and visual_weight < 1.0
+        case_ids, image_vecs, text_vecs = self.store.rescoring_rows(image_ids, text=fuse_text)
         scores = image_vecs @ visual_vec
-        if report_vec is not None and visual_weight < 1.0:
-            text_vecs = self.store.case_text_vectors([h.case_id for h in hits])
+        if fuse_text:
+            assert text_vecs is not None and report_vec is not None
             scores = visual_weight * scores + (1 - visual_weight) * (text_vecs @ report_vec)
         order = np.argsort(-scores, kind="stable")
-        return [_with_score(hits[i], float(scores[i])) for i in order]
+        return [(image_ids[i], float(scores[i]), case_ids[i]) for i in order.tolist() if case_ids[i]]
 
 
 def _guess_hu(image: DecodedImage) -> DecodedImage:
@@ -257,15 +250,11 @@ def _guess_hu(image: DecodedImage) -> DecodedImage:
     return image
 
 
-def _with_score(hit: Hit, score: float) -> Hit:
-    return replace(hit, score=score)
-
-
-def _best_per_case(hits: list[Hit]) -> list[Hit]:
+def _best_per_case(ranked: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
     seen: set[str] = set()
     best = []
-    for hit in hits:
-        if hit.case_id not in seen:
-            seen.add(hit.case_id)
-            best.append(hit)
+    for row in ranked:
+        if row[2] not in seen:
+            seen.add(row[2])
+            best.append(row)
     return best

@@ -314,18 +314,40 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
     with create(tmp_path / "s") as store:
         scaled = [(case, {k: 3 * v for k, v in vectors.items()}, 2 * text) for case, vectors, text in items]
         store.add_cases(scaled)  # stored normalised, like the FAISS copy
-        vecs = store.image_vectors([("c1", "c1/img0"), ("c2", "c2/img1"), ("c9", "x")])
+        # image row ids 1..6 are c0/img0, c0/img1, c1/img0, ...; case row ids 1..3 are c0, c1, c2
+        case_ids, vecs, texts = store.rescoring_rows([3, 6, 999], text=True)
+        assert case_ids == ["c1", "c2", ""]
         assert np.allclose(vecs[0], items[1][1]["c1/img0"], atol=1e-6)
         assert np.allclose(vecs[1], items[2][1]["c2/img1"], atol=1e-6) and not vecs[2].any()
+        assert texts is not None and np.allclose(texts[1], items[2][2], atol=1e-6) and not texts[2].any()
+        assert store.rescoring_rows([3], text=False)[2] is None
         texts = store.case_text_vectors(["c2", "c0", "c2"])
         assert np.allclose(texts[0], items[2][2], atol=1e-6) and np.allclose(texts[1], items[0][2], atol=1e-6)
-        assert {(h.case_id, h.image_id) for h in store.image_hits_for_cases(["c1"])} == {
-            ("c1", "c1/img0"),
-            ("c1", "c1/img1"),
-        }
+        assert store.image_ids_of_cases([2]) == [3, 4]
+        hits = store.image_hits([6, 999, 1], [0.5, 0.4, 0.3])  # in order; a missing row is left out
+        assert [(h.case_id, h.image_id, h.score) for h in hits] == [("c2", "c2/img1", 0.5), ("c0", "c0/img0", 0.3)]
+        ids, scores = store.search_ids("image", items[1][1]["c1/img0"][None, :], 2, exclude_case_ids=["c0"])[0]
+        assert ids[0] == 3 and scores[0] == pytest.approx(1.0, abs=1e-5) and 1 not in ids and 2 not in ids
         rows = store.image_rows_for([6, 999, 1])  # FAISS image ids are the image row ids
         assert [(r["case_id"], r["image_id"]) for r in rows] == [("c2", "c2/img1"), ("c0", "c0/img0")]
         assert rows[0]["patient_id"] == "p1" and rows[0]["metadata"] == {"source": "/archive"}
+
+
+def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path) -> None:
+    """Two handles on one folder stand for two processes (service workers, or the CLI beside the service)."""
+    items = make_cases(6)
+    with create(tmp_path / "s") as writer:
+        writer.add_cases(items[:3])
+        writer.flush()
+        with CaseStore.open(tmp_path / "s") as reader:
+            query = items[4][1]["c4/img0"][None, :]
+            assert "c4" not in {h.case_id for h in reader.search_images(query, 3)[0]}
+            writer.add_cases(items[3:])
+            writer.flush()  # flushed: the reader loads the files
+            assert reader.search_images(query, 1)[0][0].case_id == "c4"
+            writer.delete_case("c4")  # not flushed: the reader rebuilds from SQLite
+            assert "c4" not in {h.case_id for h in reader.search_images(query, 12)[0]}
+            assert "c5" in {h.case_id for h in reader.search_texts(items[5][2][None, :], 1)[0]}
 
 
 def test_concurrent_searches_and_writes(tmp_path: Path) -> None:
