@@ -66,6 +66,13 @@ class Settings(BaseSettings):
         default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"
     )
     max_upload_mb: float = Field(default=64.0, gt=0, description="largest accepted upload, in MB")
+    workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="`kgreport serve` worker processes: each loads its own models (about 1 GB, 2.5 GB once it "
+        "has written a report) and serves requests on its own core",
+    )
     archive_roots: str = Field(
         default="",
         description="folders (separated by ':') whose archives POST /v1/indexes may read; empty = the bundled "

@@ -9,6 +9,7 @@ JSON error format, health and readiness, and the static web page at `/`.
 from __future__ import annotations
 
 import hmac
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -23,7 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.service import indexes, queries
 from api.service.errors import ApiError, error_response, install_error_handlers
-from api.service.state import ServiceState, get_state
+from api.service.state import ServiceState, service_state
 from api.services import Services
 from api.settings import Settings
 
@@ -31,8 +32,9 @@ WEB = Path(__file__).resolve().parents[1] / "web"
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when KGREPORT_API_KEYS is set")
 
 
-def require_api_key(request: Request, key: Annotated[str | None, Depends(API_KEY)]) -> None:
-    keys = get_state(request).settings.api_key_set
+async def require_api_key(request: Request, key: Annotated[str | None, Depends(API_KEY)]) -> None:
+    """Every `/v1` route's key check (async: no thread hop per request)."""
+    keys = service_state(request).settings.api_key_set
     if not keys:
         return
     if not key:
@@ -83,13 +85,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexes.router, dependencies=keyed)
     app.include_router(queries.router, dependencies=keyed)
 
-    @app.get("/healthz", tags=["health"], summary="The process is up")
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    @app.get("/healthz", tags=["health"], summary="The process is up (and which worker process answered)")
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "worker_pid": os.getpid()}
 
     @app.get("/readyz", tags=["health"], summary="Models, graph and data dir are usable", responses={503: {}})
     def readyz(request: Request) -> JSONResponse:
-        return _readiness(get_state(request))
+        return _readiness(service_state(request))
 
     app.mount("/static", StaticFiles(directory=WEB), name="static")
 

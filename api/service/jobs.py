@@ -5,8 +5,12 @@ here; `GET /v1/jobs/{id}` shows its state, progress (cases done of total), resul
 run one at a time: builds are CPU-bound and would only slow each other down.
 
 Records are written to a folder (one JSON file per job, replaced atomically; progress at most once a
-second), so a restart keeps them: a job that was queued or running when the server stopped is marked
-`interrupted`, and running the same build again resumes it (the store keeps what was committed).
+second), so a restart keeps them: a job that was queued or running when its server process stopped is
+marked `interrupted`, and running the same build again resumes it (the store keeps what was committed).
+
+Several service worker processes share the folder: each runs the jobs it was given, and reads the
+records of the others' jobs from disk, so any worker answers `GET /v1/jobs/{id}`. A job is only marked
+interrupted when the process that ran it is gone.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ class Job:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
+    worker_pid: int | None = None  # the server process running it
     _on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False, compare=False)
 
     def advance(self, n: int) -> None:
@@ -85,7 +90,9 @@ class JobRunner:
             self._load()
 
     def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
-        job = Job(id=uuid.uuid4().hex[:16], kind=kind, params=params, _on_change=self._save_later)
+        job = Job(
+            id=uuid.uuid4().hex[:16], kind=kind, params=params, worker_pid=os.getpid(), _on_change=self._save_later
+        )
         with self._lock:
             self._jobs[job.id] = job
             self._forget_old()
@@ -94,8 +101,12 @@ class JobRunner:
         return job
 
     def get(self, job_id: str) -> Job | None:
+        """The job's record: ours from memory, another worker's as last saved on disk."""
         with self._lock:
-            return self._jobs.get(job_id)
+            job = self._jobs.get(job_id)
+        if job is not None and job.worker_pid == os.getpid():
+            return job
+        return self._read(job_id) or job
 
     def _run(self, job: Job, work: Work) -> None:
         job.state, job.started_at = "running", time.time()
@@ -130,15 +141,26 @@ class JobRunner:
         except OSError as err:  # a full disk must not fail the build itself
             log.warning("could not save job %s: %s", job.id, err)
 
+    def _read(self, job_id: str) -> Job | None:
+        """Another worker's record (ids are hex: nothing else names a file)."""
+        path = self._path(job_id) if job_id and all(c in "0123456789abcdef" for c in job_id) else None
+        return self._read_path(path) if path is not None and path.is_file() else None
+
+    @staticmethod
+    def _read_path(path: Path) -> Job | None:
+        try:
+            return Job.from_json(json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError) as err:
+            log.warning("%s: unreadable job record skipped (%s)", path, err)
+            return None
+
     def _load(self) -> None:
         assert self._records is not None
         for path in sorted(self._records.glob("*.json")):
-            try:
-                job = Job.from_json(json.loads(path.read_text(encoding="utf-8")))
-            except (OSError, ValueError, TypeError) as err:
-                log.warning("%s: unreadable job record skipped (%s)", path, err)
+            job = self._read_path(path)
+            if job is None:
                 continue
-            if job.state in ("queued", "running"):
+            if job.state in ("queued", "running") and not _alive(job.worker_pid):
                 job.state, job.error, job.finished_at = "interrupted", INTERRUPTED, time.time()
                 self._save(job)
             self._jobs[job.id] = job
@@ -155,3 +177,16 @@ class JobRunner:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _alive(pid: int | None) -> bool:
+    """Whether a process with this id runs (records without one are from before workers existed)."""
+    if not pid or pid == os.getpid():
+        return False  # our own id in an old record: that process is gone, we reuse its number
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -8,9 +8,8 @@ report writing is serialised (one LLM).
 from __future__ import annotations
 
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,7 +23,7 @@ from api.service.errors import ApiError
 from api.service.forms import body_kind, form_file, form_int, json_body, parse_filters
 from api.service.indexes import png_preview
 from api.service.state import ServiceState, get_state
-from api.service.uploads import remove_folder, save_upload
+from api.service.uploads import write_upload
 from retrieval.imaging import ImageDecodeError
 from retrieval.records import SearchResult
 from retrieval.search import Query, QueryError
@@ -61,19 +60,21 @@ SEARCH_BODY = {
 }
 
 
-@asynccontextmanager
-async def uploaded(state: ServiceState, upload: StarletteUploadFile) -> AsyncIterator[Path]:
-    """The upload as a file on the server for the duration of the request."""
-    folder = state.settings.query_uploads_dir / uuid.uuid4().hex
+@contextmanager
+def query_image(state: ServiceState, upload: StarletteUploadFile) -> Iterator[Path]:
+    """The upload as a file on the server while the block runs; call it in the thread pool (file I/O).
+
+    One uniquely named file in the query-upload folder, removed afterwards. A decoder's error names the
+    client's file, not our temporary path."""
+    folder = state.settings.query_uploads_dir
+    path = write_upload(upload.file, upload.filename, folder, int(state.settings.max_upload_mb * 1e6))
     try:
-        path = await save_upload(upload, folder, int(state.settings.max_upload_mb * 1e6))
-        try:
-            yield path
-        except (QueryError, ImageDecodeError) as err:  # named by the client's file name, not our temp path
-            message = str(err).replace(str(path), upload.filename or "upload")
-            raise ApiError(422, "image_unreadable", message) from None
+        yield path
+    except (QueryError, ImageDecodeError) as err:
+        message = str(err).replace(str(path), upload.filename or "upload")
+        raise ApiError(422, "image_unreadable", message) from None
     finally:
-        remove_folder(folder)
+        path.unlink(missing_ok=True)
 
 
 def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
@@ -86,6 +87,15 @@ def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
 def _search(state: ServiceState, index: str, query: Query, k: int, filters: dict[str, str]) -> SearchResult:
     """One thread-pool hop for the whole search (each hop costs a GIL hand-over under load)."""
     return state.services.searcher(index).search(query, k, filters=filters)
+
+
+def _search_upload(
+    state: ServiceState, index: str, image: StarletteUploadFile, text: str | None, k: int, filters: dict[str, str]
+) -> SearchResult:
+    """`_search` for an uploaded image: an unknown index is a 404 before the upload is written."""
+    searcher = state.services.searcher(index)
+    with query_image(state, image) as path:
+        return searcher.search(Query(image=path, text=text), k, filters=filters)
 
 
 @router.post(
@@ -104,9 +114,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     k = form_int(form.get("k"), "k", 1, 100, 5) or 5
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
-    await run_in_threadpool(state.services.open_store, index)  # an unknown index: 404 before the upload is saved
-    async with uploaded(state, image) as path:
-        result = await run_in_threadpool(_search, state, index, Query(image=path, text=text), k, filters)
+    result = await run_in_threadpool(_search_upload, state, index, image, text, k, filters)
     return _with_thumbnails(result.as_json(), index)
 
 
@@ -117,18 +125,17 @@ async def write_report(
     index: Annotated[str, Form()] = "demo",
     max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 120,
 ) -> dict[str, Any]:
-    def write(path: Path) -> dict[str, Any]:
+    def write() -> dict[str, Any]:
         state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
         writer = state.writer(index)
-        with state.report_lock:
+        with query_image(state, image) as path, state.report_lock:
             started = time.perf_counter()
             writer.max_new_tokens = max_new_tokens
             report = writer.write(path)
             seconds = time.perf_counter() - started
         return {"index": index, "report": report.as_json(), "text": report.as_text(), "seconds": round(seconds, 3)}
 
-    async with uploaded(state, image) as path:
-        return await run_in_threadpool(write, path)
+    return await run_in_threadpool(write)
 
 
 @router.get("/concepts/{concept_id}", summary="An ontology concept, grounded: ancestors, locations, archive statistics")
@@ -155,7 +162,8 @@ async def render(
 ) -> Response:
     from retrieval.imaging import load_image
 
-    async with uploaded(state, image) as path:
-        decoded = await run_in_threadpool(load_image, path)
-        png = await run_in_threadpool(png_preview, decoded, window or None, size)
-    return Response(png, media_type="image/png")
+    def render_png() -> bytes:
+        with query_image(state, image) as path:
+            return png_preview(load_image(path), window or None, size)
+
+    return Response(await run_in_threadpool(render_png), media_type="image/png")

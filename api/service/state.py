@@ -65,6 +65,11 @@ class ServiceState:
         self.services.close()
 
 
-def get_state(request: Request) -> ServiceState:
+def service_state(request: Request) -> ServiceState:
     state: ServiceState = request.app.state.kgreport
     return state
+
+
+async def get_state(request: Request) -> ServiceState:
+    """The route dependency: `async` so FastAPI calls it on the event loop (a sync one costs a thread hop)."""
+    return service_state(request)

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
+from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from api.service.errors import ApiError
@@ -49,17 +50,23 @@ def safe_name(filename: str, fallback: str = "image") -> str:
 
 
 async def save_upload(upload: UploadFile, folder: Path, max_bytes: int, *, keep_name: bool = False) -> Path:
-    """Write `upload` into `folder` with the suffix its content calls for; 413 over `max_bytes`, 415 for a
+    """`write_upload` for a received upload, in the thread pool (file writes stay off the event loop)."""
+    return await run_in_threadpool(write_upload, upload.file, upload.filename, folder, max_bytes, keep_name=keep_name)
+
+
+def write_upload(
+    source: IO[bytes], filename: str | None, folder: Path, max_bytes: int, *, keep_name: bool = False
+) -> Path:
+    """Write `source` into `folder` with the suffix its content calls for; 413 over `max_bytes`, 415 for a
     type that is not PNG, JPEG, DICOM or NIfTI. The file gets a unique name, or with `keep_name` the
     client's (made safe; 422 when another upload already took it)."""
     folder.mkdir(parents=True, exist_ok=True)
-    head = await upload.read(CHUNK)
-    suffix = sniff_suffix(head, upload.filename or "")
+    source.seek(0)
+    head = source.read(CHUNK)
+    suffix = sniff_suffix(head, filename or "")
     if suffix is None:
-        raise ApiError(
-            415, "unsupported_media_type", f"{upload.filename or 'upload'}: not a PNG, JPEG, DICOM or NIfTI file"
-        )
-    stem = safe_name(upload.filename or "image")
+        raise ApiError(415, "unsupported_media_type", f"{filename or 'upload'}: not a PNG, JPEG, DICOM or NIfTI file")
+    stem = safe_name(filename or "image")
     known = next((k for k in KNOWN_SUFFIXES if stem.lower().endswith(k)), "")
     stem = stem[: len(stem) - len(known)] or "image"  # the sniffed suffix replaces the client's
     out: IO[bytes]
@@ -67,7 +74,7 @@ async def save_upload(upload: UploadFile, folder: Path, max_bytes: int, *, keep_
         try:
             out = (folder / f"{stem}{suffix}").open("xb")
         except FileExistsError:
-            raise ApiError(422, "invalid_request", f"{upload.filename}: another upload has the same name") from None
+            raise ApiError(422, "invalid_request", f"{filename}: another upload has the same name") from None
     else:
         out = tempfile.NamedTemporaryFile(dir=folder, prefix=f"{stem}-", suffix=suffix, delete=False)  # noqa: SIM115
     with out:
@@ -78,9 +85,9 @@ async def save_upload(upload: UploadFile, folder: Path, max_bytes: int, *, keep_
             if size > max_bytes:
                 out.close()
                 Path(out.name).unlink(missing_ok=True)
-                raise ApiError(413, "upload_too_large", f"{upload.filename or 'upload'}: larger than {max_bytes} bytes")
+                raise ApiError(413, "upload_too_large", f"{filename or 'upload'}: larger than {max_bytes} bytes")
             out.write(chunk)
-            chunk = await upload.read(CHUNK)
+            chunk = source.read(CHUNK)
     return Path(out.name)
 
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -83,3 +86,30 @@ def test_unreadable_records_are_skipped_and_old_ones_forgotten(tmp_path: Path) -
     assert runner.get(ids[0]) is None and runner.get(ids[-1]) is not None
     assert not (tmp_path / f"{ids[0]}.json").exists()
     assert len([p for p in tmp_path.glob("*.json") if p.name != "broken.json"]) <= 3
+
+
+def test_workers_share_records_and_only_a_dead_workers_jobs_are_interrupted(tmp_path: Path) -> None:
+    """Service worker processes share the records folder; each reads the others' jobs from disk."""
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a process id that no longer runs
+
+    def record(job_id: str, pid: int, state: str) -> None:
+        (tmp_path / f"{job_id}.json").write_text(
+            json.dumps(Job(job_id, "index_build", {}, state, worker_pid=pid).as_json())
+        )
+
+    record("aaaa", os.getppid(), "running")  # a live worker's build
+    record("bbbb", gone.pid, "running")  # a worker that died mid-build
+    runner = JobRunner(tmp_path)
+    live, dead = runner.get("aaaa"), runner.get("bbbb")
+    assert live is not None and live.state == "running"
+    assert dead is not None and dead.state == "interrupted" and dead.error == INTERRUPTED
+
+    record("aaaa", os.getppid(), "succeeded")  # the other worker finishes: this one sees it
+    record("cccc", os.getppid(), "queued")  # and a job submitted there after this one started
+    assert (job := runner.get("aaaa")) is not None and job.state == "succeeded"
+    assert (job := runner.get("cccc")) is not None and job.state == "queued"
+    assert runner.get("../etc/passwd") is None and runner.get("") is None
+    mine = runner.submit("index_build", {}, lambda job: {"ok": 1})
+    assert _wait(runner, mine.id, ("succeeded",)).worker_pid == os.getpid()
+    runner.shutdown()

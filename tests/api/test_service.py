@@ -8,6 +8,7 @@ index must be intact afterwards.
 from __future__ import annotations
 
 import io
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -69,7 +70,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
 
 
 def test_health_readiness_and_schema(client: TestClient) -> None:
-    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/healthz").json() == {"status": "ok", "worker_pid": os.getpid()}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
     paths = client.get("/openapi.json").json()["paths"]
