@@ -754,12 +754,15 @@ class CaseStore:
                 " JOIN images i ON i.id = j.value JOIN cases c ON c.id = i.case_pk",
                 (_json_list(image_ids),),
             ).fetchall()
-        for row in rows:
-            n = row["n"]
+        if not rows:
+            return case_ids, images, texts
+        found = [row["n"] for row in rows]
+        for n, row in zip(found, rows, strict=True):
             case_ids[n] = row["case_id"]
-            images[n] = _unblob(row["vector"])
-            if texts is not None:
-                texts[n] = _unblob(row["text_vector"])
+        # One buffer per column rather than an array per row: this runs for every search's candidates.
+        images[found] = _unblob(b"".join(row["vector"] for row in rows)).reshape(len(rows), -1)
+        if texts is not None:
+            texts[found] = _unblob(b"".join(row["text_vector"] for row in rows)).reshape(len(rows), -1)
         return case_ids, images, texts
 
     def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
