@@ -12,8 +12,10 @@ missing, corrupt or of the wrong size, are rebuilt from the vectors in SQLite: a
 is recovered, never served stale.
 
 Vectors are stored L2-normalised, so what SQLite holds is exactly what FAISS searches (cosine).
-One process should write a store at a time; a write that finds another process's commit in between
-rebuilds its in-memory indexes from SQLite rather than serving a stale view.
+Several processes may share a store (service workers, the CLI beside the service); writes are serialised
+by the caller's lock across processes. Each write also logs the rows it added and removed, and a handle
+that finds the generation moved on (before a search, or at its own next write) applies those changes to
+its FAISS copy, or reloads it when the log no longer reaches back that far: never a stale view.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 _FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # metadata keys go into a JSON path: keep them plain
 _REBUILD_CHUNK = 20_000  # rows read from SQLite per FAISS add while rebuilding
+CHANGE_LOG_GENERATIONS = 1000  # writes whose row changes are kept for other processes to catch up with
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (
@@ -67,6 +70,12 @@ CREATE INDEX IF NOT EXISTS cases_body_region_ci ON cases(lower(body_region));
 CREATE INDEX IF NOT EXISTS cases_patient_ci ON cases(lower(patient_id));
 CREATE INDEX IF NOT EXISTS cases_case_id_ci ON cases(lower(case_id));
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Which rows each write added or removed (space 'image' or 'text'), so that another process's copy of
+-- the FAISS indexes can apply the change instead of rebuilding. Only recent generations are kept.
+CREATE TABLE IF NOT EXISTS changes (
+    generation INTEGER NOT NULL, space TEXT NOT NULL, row_id INTEGER NOT NULL, added INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS changes_generation ON changes(generation);
 """
 
 _IN_LIST = "(SELECT value FROM json_each(?))"  # one JSON-array parameter: no limit on list length
@@ -295,11 +304,34 @@ class CaseStore:
             log.warning("%s: %s; rebuilding the FAISS indexes from store.sqlite", self.root, problem)
             self._rebuild_faiss()
 
+    def _log_changes(
+        self, generation: int, removed: tuple[list[int], list[int]], added: tuple[list[int], list[int]]
+    ) -> None:
+        """Record a write's row changes in its own transaction (see `_catch_up`); forget old ones."""
+        rows = [
+            (generation, space, row_id, flag)
+            for space, gone, new in (("image", removed[0], added[0]), ("text", removed[1], added[1]))
+            for row_ids, flag in ((gone, 0), (new, 1))
+            for row_id in row_ids
+        ]
+        self._db.executemany("INSERT INTO changes(generation, space, row_id, added) VALUES (?,?,?,?)", rows)
+        self._db.execute("DELETE FROM changes WHERE generation <= ?", (generation - CHANGE_LOG_GENERATIONS,))
+
     def _catch_up(self) -> None:
         """Bring the in-memory FAISS indexes up to SQLite if another process (a second service worker, the
-        CLI) has written since they were loaded: its flushed files when they match, else a rebuild. Called
-        under the lock before every search; when nothing changed it costs one indexed read."""
+        CLI) has written since: apply the logged row changes, or, when they are no longer all kept, load its
+        flushed files or rebuild. Called under the lock before every search; when nothing changed it costs
+        one indexed read."""
         if self._generation() == self._indexed_generation:
+            return
+        try:
+            with self._snapshot():
+                applied = self._apply_logged_changes()
+        except VectorIndexError as err:  # the log disagrees with our copy: start again from SQLite
+            log.warning("%s: %s; rebuilding the FAISS indexes from store.sqlite", self.root, err)
+            self._rebuild_faiss()
+            return
+        if applied:
             return
         try:
             recorded = json.loads((self.root / "manifest.json").read_text(encoding="utf-8")).get("faiss_generation")
@@ -308,6 +340,29 @@ class CaseStore:
         self.manifest["faiss_generation"] = recorded
         log.info("%s: another process wrote to this index; reloading its FAISS indexes", self.root)
         self._load_faiss()
+
+    def _apply_logged_changes(self) -> bool:
+        """Apply the change log since our generation (inside a read snapshot); False if part of it is gone."""
+        generation = self._generation()
+        rows = self._db.execute(
+            "SELECT generation, space, row_id, added FROM changes WHERE generation > ? AND generation <= ?",
+            (self._indexed_generation, generation),
+        ).fetchall()
+        if {r["generation"] for r in rows} != set(range(self._indexed_generation + 1, generation + 1)):
+            return False
+        spaces = (("image", self.image_index, "images", "vector"), ("text", self.text_index, "cases", "text_vector"))
+        for space, index, table, column in spaces:
+            index.remove(
+                np.array([r["row_id"] for r in rows if r["space"] == space and not r["added"]], dtype=np.int64)
+            )
+            new = [r["row_id"] for r in rows if r["space"] == space and r["added"]]
+            stored = self._db.execute(  # rows added and deleted again within the window are gone: skipped
+                f"SELECT id, {column} FROM {table} WHERE id IN {_IN_LIST} ORDER BY id", (_json_list(new),)
+            ).fetchall()
+            if stored:
+                index.add(np.array([r[0] for r in stored], dtype=np.int64), np.stack([_unblob(r[1]) for r in stored]))
+        self._indexed_generation = generation
+        return True
 
     def _rebuild_faiss(self) -> None:
         """Fresh FAISS indexes from the vectors in SQLite (one consistent snapshot)."""
@@ -357,9 +412,8 @@ class CaseStore:
         added: tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]],
     ) -> None:
         """Apply a just-committed write to the in-memory indexes (or rebuild if they were stale)."""
-        if before != self._indexed_generation:
-            log.warning("%s: another writer committed in between; rebuilding FAISS from SQLite", self.root)
-            self._rebuild_faiss()
+        if before != self._indexed_generation:  # another process wrote since our last look: its changes too
+            self._catch_up()
             return
         for index, gone, new in zip((self.image_index, self.text_index), removed, added, strict=True):
             index.remove(np.array(gone, dtype=np.int64))
@@ -417,6 +471,7 @@ class CaseStore:
                     added[1].append((case_pk, text_vector))
                     for image, vector in images:
                         added[0].append((self._insert_image(case_pk, case, image, vector), vector))
+                self._log_changes(before + 1, removed, ([pk for pk, _ in added[0]], [pk for pk, _ in added[1]]))
             self._sync_faiss(before, removed, added)
         return len(prepared)
 
@@ -469,6 +524,7 @@ class CaseStore:
                 row = self._db.execute("SELECT id FROM cases WHERE case_id=?", (case_id,)).fetchone()
                 image_pks = self._image_pks(row["id"])
                 self._db.execute("DELETE FROM cases WHERE id=?", (row["id"],))
+                self._log_changes(before + 1, (image_pks, [row["id"]]), ([], []))
             self._sync_faiss(before, (image_pks, [row["id"]]), ([], []))
             return True
 

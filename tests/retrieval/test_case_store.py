@@ -333,21 +333,38 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
         assert rows[0]["patient_id"] == "p1" and rows[0]["metadata"] == {"source": "/archive"}
 
 
-def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path) -> None:
+def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two handles on one folder stand for two processes (service workers, or the CLI beside the service)."""
-    items = make_cases(6)
+    items = make_cases(8)
+    caplog.set_level(logging.INFO, logger="retrieval.case_store")
     with create(tmp_path / "s") as writer:
         writer.add_cases(items[:3])
         writer.flush()
         with CaseStore.open(tmp_path / "s") as reader:
             query = items[4][1]["c4/img0"][None, :]
             assert "c4" not in {h.case_id for h in reader.search_images(query, 3)[0]}
-            writer.add_cases(items[3:])
-            writer.flush()  # flushed: the reader loads the files
-            assert reader.search_images(query, 1)[0][0].case_id == "c4"
-            writer.delete_case("c4")  # not flushed: the reader rebuilds from SQLite
-            assert "c4" not in {h.case_id for h in reader.search_images(query, 12)[0]}
-            assert "c5" in {h.case_id for h in reader.search_texts(items[5][2][None, :], 1)[0]}
+            writer.add_cases(items[3:6])
+            writer.add_cases(
+                [(items[2][0], items[4][1] | {"c2/img0": items[4][1]["c4/img0"]}, items[2][2])], replace=True
+            )
+            writer.delete_case("c5")
+            # The reader applies the three logged writes to its copy: nothing is reloaded or rebuilt.
+            assert {h.case_id for h in reader.search_images(query, 2)[0]} == {"c4", "c2"}
+            assert "c5" not in {h.case_id for h in reader.search_texts(items[5][2][None, :], 12)[0]}
+            assert reader.search_texts(items[3][2][None, :], 1)[0][0].case_id == "c3"
+            assert not [r for r in caplog.records if "reloading" in r.message or "rebuilding" in r.message]
+
+            reader.add_cases(items[6:7])
+            writer.add_cases(items[7:])  # the writer had not seen c6: its own write catches up with it first
+            assert [writer.search_texts(items[n][2][None, :], 1)[0][0].case_id for n in (6, 7)] == ["c6", "c7"]
+            assert not [r for r in caplog.records if "reloading" in r.message or "rebuilding" in r.message]
+
+            # When the log no longer reaches back far enough, the reader reloads from SQLite instead.
+            writer.delete_case("c7")
+            writer._db.execute("DELETE FROM changes")
+            assert "c7" not in {h.case_id for h in reader.search_texts(items[7][2][None, :], 12)[0]}
+            assert any("reloading" in r.message for r in caplog.records)
+            assert len(reader.search_images(query, 100)[0]) == len(writer.search_images(query, 100)[0]) == 11
 
 
 def test_concurrent_searches_and_writes(tmp_path: Path) -> None:
