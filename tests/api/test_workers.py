@@ -9,7 +9,6 @@ same connection).
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -23,17 +22,12 @@ import pytest
 from api.operations import ingest_archive
 from api.services import Services
 from api.settings import Settings
+from tests.api.servers import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
 IMAGE = REPO / "data" / "demo" / "queries" / "MPX1075_synpic20513.jpg"
 REPORT = "Findings: A spiculated mass in the right upper lobe.\nImpression: Suspicious for carcinoma."
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +36,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     services = Services(Settings(data_dir=data_dir))
     ingest_archive(services, "demo", REPO / "data" / "demo", create=True, limit=8, findings=False)
     services.close()
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
     cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"]
     log = (data_dir / "serve.log").open("wb")
