@@ -19,6 +19,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from benchmarks.results_io import RESULTS, write_result
 from indexing.archives.medpix import MedPixArchive
@@ -95,7 +96,7 @@ def main() -> None:
             assert len(grounded.concepts) == len(chosen)
         graph.close()
 
-    result = {
+    result: dict[str, Any] = {
         "backend": "falkordb (embedded, unix socket)",
         "ontology_load_seconds": {
             "fresh_median": round(statistics.median(s.seconds for s in loads), 2),

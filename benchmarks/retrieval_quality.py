@@ -62,7 +62,8 @@ def evaluate(encoder_path: Path, medpix: Path, text_encoder: TextEncoder, limit:
                 modality_ok.append(result.predicted.modality == image.modality)
                 region_ok.append(result.predicted.body_region == image.body_region)
                 if dx in train_dx:
-                    found = {norm_diagnosis(store.get_case(h.case_id)["report"]["diagnosis"]) for h in result.hits}
+                    stored = [store.get_case(h.case_id) for h in result.hits]
+                    found = {norm_diagnosis(c["report"]["diagnosis"]) for c in stored if c is not None}
                     dx_hits.append(dx in found)
         store.close()
     # text→image: dev captions against train + dev images (the caption's own image is the target)

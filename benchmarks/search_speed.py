@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
@@ -72,7 +73,7 @@ def bench_size(
     index.add(ids, vectors)
     build = time.perf_counter() - t
     ours_ms, found = latencies_ms(index.search, queries, 10)
-    row = {
+    row: dict[str, Any] = {
         "n": n,
         "kind": index.kind,
         "nprobe": index.params.nprobe,
