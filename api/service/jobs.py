@@ -45,7 +45,8 @@ class Job:
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
     finished_at: float | None = None
-    worker_pid: int | None = None  # the server process running it
+    worker_pid: int | None = None  # the server process running it ...
+    worker_started: int | None = None  # ... and when it started (a process id alone is reused)
     _on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False, compare=False)
 
     def advance(self, n: int) -> None:
@@ -91,7 +92,12 @@ class JobRunner:
 
     def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
         job = Job(
-            id=uuid.uuid4().hex[:16], kind=kind, params=params, worker_pid=os.getpid(), _on_change=self._save_later
+            id=uuid.uuid4().hex[:16],
+            kind=kind,
+            params=params,
+            worker_pid=os.getpid(),
+            worker_started=process_start_time(os.getpid()),
+            _on_change=self._save_later,
         )
         with self._lock:
             self._jobs[job.id] = job
@@ -160,7 +166,7 @@ class JobRunner:
             job = self._read_path(path)
             if job is None:
                 continue
-            if job.state in ("queued", "running") and not _alive(job.worker_pid):
+            if job.state in ("queued", "running") and not _alive(job.worker_pid, job.worker_started):
                 job.state, job.error, job.finished_at = "interrupted", INTERRUPTED, time.time()
                 self._save(job)
             self._jobs[job.id] = job
@@ -179,8 +185,17 @@ class JobRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def _alive(pid: int | None) -> bool:
-    """Whether a process with this id runs (records without one are from before workers existed)."""
+def process_start_time(pid: int) -> int | None:
+    """A process's start time in clock ticks since boot (Linux), None where /proc does not say."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _alive(pid: int | None, started: int | None) -> bool:
+    """Whether the process that ran a job still runs: its id is taken, by a process started at the same
+    time (records without an id are from before workers existed)."""
     if not pid or pid == os.getpid():
         return False  # our own id in an old record: that process is gone, we reuse its number
     try:
@@ -188,5 +203,5 @@ def _alive(pid: int | None) -> bool:
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass  # another user's process: fall through to its start time
+    return started is None or process_start_time(pid) in (started, None)

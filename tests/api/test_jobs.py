@@ -10,7 +10,7 @@ import threading
 import time
 from pathlib import Path
 
-from api.service.jobs import INTERRUPTED, Job, JobRunner
+from api.service.jobs import INTERRUPTED, Job, JobRunner, process_start_time
 
 
 def _wait(runner: JobRunner, job_id: str, states: tuple[str, ...]) -> Job:
@@ -93,17 +93,18 @@ def test_workers_share_records_and_only_a_dead_workers_jobs_are_interrupted(tmp_
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a process id that no longer runs
 
-    def record(job_id: str, pid: int, state: str) -> None:
-        (tmp_path / f"{job_id}.json").write_text(
-            json.dumps(Job(job_id, "index_build", {}, state, worker_pid=pid).as_json())
-        )
+    def record(job_id: str, pid: int, state: str, started: int | None = None) -> None:
+        job = Job(job_id, "index_build", {}, state, worker_pid=pid, worker_started=started or process_start_time(pid))
+        (tmp_path / f"{job_id}.json").write_text(json.dumps(job.as_json()))
 
     record("aaaa", os.getppid(), "running")  # a live worker's build
     record("bbbb", gone.pid, "running")  # a worker that died mid-build
+    record("dddd", os.getppid(), "running", started=1)  # its id reused by a process started later
     runner = JobRunner(tmp_path)
-    live, dead = runner.get("aaaa"), runner.get("bbbb")
+    live, dead, reused = runner.get("aaaa"), runner.get("bbbb"), runner.get("dddd")
     assert live is not None and live.state == "running"
     assert dead is not None and dead.state == "interrupted" and dead.error == INTERRUPTED
+    assert reused is not None and reused.state == "interrupted"
 
     record("aaaa", os.getppid(), "succeeded")  # the other worker finishes: this one sees it
     record("cccc", os.getppid(), "queued")  # and a job submitted there after this one started
@@ -111,5 +112,6 @@ def test_workers_share_records_and_only_a_dead_workers_jobs_are_interrupted(tmp_
     assert (job := runner.get("cccc")) is not None and job.state == "queued"
     assert runner.get("../etc/passwd") is None and runner.get("") is None
     mine = runner.submit("index_build", {}, lambda job: {"ok": 1})
-    assert _wait(runner, mine.id, ("succeeded",)).worker_pid == os.getpid()
+    done = _wait(runner, mine.id, ("succeeded",))
+    assert (done.worker_pid, done.worker_started) == (os.getpid(), process_start_time(os.getpid()))
     runner.shutdown()
