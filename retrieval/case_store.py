@@ -411,7 +411,7 @@ class CaseStore:
         removed: tuple[list[int], list[int]],
         added: tuple[list[tuple[int, np.ndarray]], list[tuple[int, np.ndarray]]],
     ) -> None:
-        """Apply a just-committed write to the in-memory indexes (or rebuild if they were stale)."""
+        """Apply a just-committed write to the in-memory indexes (catching up first if they were stale)."""
         if before != self._indexed_generation:  # another process wrote since our last look: its changes too
             self._catch_up()
             return

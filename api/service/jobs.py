@@ -27,6 +27,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from knowledge.processes import process_alive, process_start_time
+
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 1.0  # progress writes at most this often
 INTERRUPTED = "the server stopped before this job finished; submit it again to resume where it stopped"
@@ -185,23 +187,8 @@ class JobRunner:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
-def process_start_time(pid: int) -> int | None:
-    """A process's start time in clock ticks since boot (Linux), None where /proc does not say."""
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def _alive(pid: int | None, started: int | None) -> bool:
-    """Whether the process that ran a job still runs: its id is taken, by a process started at the same
-    time (records without an id are from before workers existed)."""
+    """Whether the worker that ran a job still runs (records without an id are from before workers)."""
     if not pid or pid == os.getpid():
         return False  # our own id in an old record: that process is gone, we reuse its number
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: fall through to its start time
-    return started is None or process_start_time(pid) in (started, None)
+    return process_alive(pid, started)

@@ -27,6 +27,7 @@ from typing import Any
 
 from knowledge.graph.backend import run_in_batches
 from knowledge.graph.errors import GraphUnavailableError
+from knowledge.processes import process_alive
 
 log = logging.getLogger(__name__)
 SOCKET_PATH_MAX = 100  # unix socket paths are limited to ~107 bytes
@@ -94,7 +95,7 @@ class EmbeddedFalkorDB:
             pass  # it is up and reading its data; _wait_until_loaded copes
         self._adopted_pid = _read_pid(self._pid_file)
         owner = _read_pid(self._owner_file)
-        if owner is None or not _pid_alive(owner):
+        if owner is None or not process_alive(owner):
             self._owner_file.write_text(str(os.getpid()))
             self._owner = True
             atexit.register(self.stop)
@@ -164,14 +165,14 @@ class EmbeddedFalkorDB:
     def alive(self) -> bool:
         if self._process is not None:
             return self._process.poll() is None
-        return self._adopted_pid is not None and _pid_alive(self._adopted_pid)
+        return self._adopted_pid is not None and process_alive(self._adopted_pid)
 
     def stop(self) -> None:
         """Save and shut the server down if this process owns it, else just disconnect (idempotent)."""
         process, adopted, owner = self._process, self._adopted_pid, self._owner
         self._process = self._adopted_pid = None
         self._owner = False
-        running = (process is not None and process.poll() is None) or (adopted is not None and _pid_alive(adopted))
+        running = (process is not None and process.poll() is None) or (adopted is not None and process_alive(adopted))
         if owner and running and self._db is not None:
             with contextlib.suppress(Exception):  # the server closing the connection on shutdown is expected
                 self._db.connection.shutdown(save=True)
@@ -183,7 +184,7 @@ class EmbeddedFalkorDB:
                 process.wait()
         elif owner and adopted is not None:
             deadline = time.monotonic() + 10
-            while _pid_alive(adopted) and time.monotonic() < deadline:
+            while process_alive(adopted) and time.monotonic() < deadline:
                 time.sleep(0.02)
         if owner:
             self._owner_file.unlink(missing_ok=True)
@@ -255,18 +256,3 @@ def _read_pid(path: Path) -> int | None:
         return int(path.read_text().strip())
     except (OSError, ValueError):
         return None
-
-
-def _pid_alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie, dead but not yet reaped, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (not Linux): trust the signal check
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"

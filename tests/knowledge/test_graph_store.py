@@ -96,7 +96,7 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
     import sys
     import time
 
-    from knowledge.graph.falkordb_embedded import _pid_alive
+    from knowledge.processes import process_alive
 
     folder = tmp_path / "graph"
     code = (
@@ -112,7 +112,7 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
     assert sharer.run("MATCH (c:Concept) RETURN c.id AS id") == [{"id": "RID7"}]
     assert sharer.pid() == server
     sharer.close()  # it did not start the server: it leaves it running for its owner
-    assert _pid_alive(server)
+    assert process_alive(server)
     starter.kill()
     starter.wait()
     heir = EmbeddedFalkorDB(folder)
@@ -120,6 +120,6 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
     assert heir.pid() == server, "the orphaned server is reused, not doubled"
     heir.close()  # the owner is gone, so the heir stops it
     deadline = time.monotonic() + 10
-    while _pid_alive(server) and time.monotonic() < deadline:
+    while process_alive(server) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert not _pid_alive(server)
+    assert not process_alive(server)
