@@ -695,11 +695,15 @@ class CaseStore:
         return None, None
 
     def _hits(self, sql: str, ids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
+        return list(self._hits_by_row(sql, ids, scores).values())
+
+    def _hits_by_row(self, sql: str, ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
+        """{row id: hit} in the order of `ids`; rows that no longer exist are left out."""
         if not ids:
-            return []
+            return {}
         rows = {r["pk"]: r for r in self._db.execute(sql, (json.dumps([int(i) for i in ids]),))}
-        return [
-            Hit(
+        return {
+            int(i): Hit(
                 case_id=r["case_id"],
                 image_id=r["image_id"] or "",
                 score=float(s),
@@ -711,7 +715,7 @@ class CaseStore:
             )
             for i, s in zip(ids, scores, strict=True)
             if (r := rows.get(int(i))) is not None
-        ]
+        }
 
     def search_ids(
         self,
@@ -821,10 +825,10 @@ class CaseStore:
             texts[found] = _unblob(b"".join(row["text_vector"] for row in rows)).reshape(len(rows), -1)
         return case_ids, images, texts
 
-    def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> list[Hit]:
-        """Hits for image row ids with the given scores, in order (rows that no longer exist are left out)."""
+    def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
+        """{image row id: hit} with the given scores, in order (rows that no longer exist are left out)."""
         with self._lock:
-            return self._hits(_IMAGE_HIT_SQL, image_ids, scores)
+            return self._hits_by_row(_IMAGE_HIT_SQL, image_ids, scores)
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
         """Stored (unit) report vectors for these case ids, in order; zeros for unknown ids."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -28,7 +28,7 @@ from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
 from retrieval.query_cache import QueryCache, file_digest
-from retrieval.records import Hit, Prediction, SearchResult
+from retrieval.records import Prediction, SearchResult
 from retrieval.voting import vote
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
@@ -57,6 +57,14 @@ class Query:
 class _Exclusions:
     case_ids: set[str]
     patient_ids: set[str]
+
+
+class _Ranked(NamedTuple):
+    """A candidate image after exact rescoring: its row id, fused score and case."""
+
+    image_row: int
+    score: float
+    case_id: str
 
 
 class CaseSearcher:
@@ -210,21 +218,22 @@ class CaseSearcher:
             text_cases = self.store.search_ids("text", report_vec[None, :], pool, **guard_args)[0][0]
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
         ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec)
-        neighbours = self._hits_of(ranked[:VOTE_K])
+        kept = (ranked if per_image else _best_per_case(ranked))[:k]
+        # The vote's neighbours and the results overlap: one read for both.
+        read = {r.image_row: r.score for r in ranked[:VOTE_K] + kept}
+        hits = self.store.image_hits(list(read), list(read.values()))
+        neighbours = [hits[r.image_row] for r in ranked[:VOTE_K] if r.image_row in hits]
         predicted = Prediction(
             *vote([h.modality for h in neighbours], [h.score for h in neighbours]),
             *vote([h.body_region for h in neighbours], [h.score for h in neighbours]),
         )
-        kept = ranked if per_image else _best_per_case(ranked)
-        return SearchResult(query=query.label, hits=tuple(self._hits_of(kept[:k])), predicted=predicted)
-
-    def _hits_of(self, ranked: list[tuple[int, float, str]]) -> list[Hit]:
-        return self.store.image_hits([row[0] for row in ranked], [row[1] for row in ranked])
+        results = tuple(hits[r.image_row] for r in kept if r.image_row in hits)
+        return SearchResult(query=query.label, hits=results, predicted=predicted)
 
     def _fuse(
         self, image_ids: list[int], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
-    ) -> list[tuple[int, float, str]]:
-        """(image row id, exact fused score, case id) from stored vectors, best first."""
+    ) -> list[_Ranked]:
+        """Candidates with exact fused scores from their stored vectors, best first."""
         if not image_ids:
             return []
         fuse_text = report_vec is not None and visual_weight < 1.0
@@ -234,7 +243,7 @@ class CaseSearcher:
             assert text_vecs is not None and report_vec is not None
             scores = visual_weight * scores + (1 - visual_weight) * (text_vecs @ report_vec)
         order = np.argsort(-scores, kind="stable")
-        return [(image_ids[i], float(scores[i]), case_ids[i]) for i in order.tolist() if case_ids[i]]
+        return [_Ranked(image_ids[i], float(scores[i]), case_ids[i]) for i in order.tolist() if case_ids[i]]
 
 
 def _guess_hu(image: DecodedImage) -> DecodedImage:
@@ -250,11 +259,11 @@ def _guess_hu(image: DecodedImage) -> DecodedImage:
     return image
 
 
-def _best_per_case(ranked: list[tuple[int, float, str]]) -> list[tuple[int, float, str]]:
+def _best_per_case(ranked: list[_Ranked]) -> list[_Ranked]:
     seen: set[str] = set()
     best = []
     for row in ranked:
-        if row[2] not in seen:
-            seen.add(row[2])
+        if row.case_id not in seen:
+            seen.add(row.case_id)
             best.append(row)
     return best

@@ -325,7 +325,10 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
         assert np.allclose(texts[0], items[2][2], atol=1e-6) and np.allclose(texts[1], items[0][2], atol=1e-6)
         assert store.image_ids_of_cases([2]) == [3, 4]
         hits = store.image_hits([6, 999, 1], [0.5, 0.4, 0.3])  # in order; a missing row is left out
-        assert [(h.case_id, h.image_id, h.score) for h in hits] == [("c2", "c2/img1", 0.5), ("c0", "c0/img0", 0.3)]
+        assert [(n, h.case_id, h.image_id, h.score) for n, h in hits.items()] == [
+            (6, "c2", "c2/img1", 0.5),
+            (1, "c0", "c0/img0", 0.3),
+        ]
         ids, scores = store.search_ids("image", items[1][1]["c1/img0"][None, :], 2, exclude_case_ids=["c0"])[0]
         assert ids[0] == 3 and scores[0] == pytest.approx(1.0, abs=1e-5) and 1 not in ids and 2 not in ids
         rows = store.image_rows_for([6, 999, 1])  # FAISS image ids are the image row ids
