@@ -438,6 +438,9 @@ def train_generator_cmd(
     eval_every: Annotated[int, typer.Option(min=1, help="dev loss every N steps")] = 100,
     lora_lr: Annotated[float, typer.Option()] = 3e-4,
     fusion_lr: Annotated[float, typer.Option()] = 1e-3,
+    init: Annotated[
+        Path | None, typer.Option(help="go on training this trained writer (its settings; its dev loss competes)")
+    ] = None,
 ) -> None:
     """Train the report writer (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
     from api.reporting import train_generator
@@ -470,6 +473,7 @@ def train_generator_cmd(
                 lora_lr=lora_lr,
                 fusion_lr=fusion_lr,
             ),
+            init=init,
             progress=progress,
         )
     out.print_json(json.dumps(result))

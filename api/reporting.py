@@ -74,15 +74,26 @@ def train_generator(
     prompt_budget: int = 384,
     train_config: TrainConfig | None = None,
     generator_config: GeneratorConfig | None = None,
+    init: Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train a report writer on `archive`'s `split` against `index`; dev picks the checkpoint."""
+    """Train a report writer on `archive`'s `split` against `index`; dev picks the checkpoint.
+
+    With `init` (a trained writer's folder) training goes on from its adapters and fusion, with its
+    settings, and the dev loss it starts from competes for the checkpoint; `generator_config` is unused."""
     started = time.perf_counter()
     train_config = train_config or TrainConfig()
     image_dim, text_dim = services.image_encoder.dim, services.text_encoder.dim
-    config = generator_config or GeneratorConfig(llm=services.settings.llm)
-    config = replace(config, fusion=replace(config.fusion, image_dim=image_dim, text_dim=text_dim))
-    generator = ReportGenerator.create(config, services.llm_cache_dir)
+    prior: dict[str, Any] = {}
+    if init is not None:
+        generator = _trainable_writer(services, init, image_dim, text_dim)
+        config = generator.config
+        train_config = replace(train_config, evaluate_at_start=True)
+        prior = _card(init)
+    else:
+        config = generator_config or GeneratorConfig(llm=services.settings.llm)
+        config = replace(config, fusion=replace(config.fusion, image_dim=image_dim, text_dim=text_dim))
+        generator = ReportGenerator.create(config, services.llm_cache_dir)
     builder = evidence_builder(services, index, generator, k, prompt_budget)
     train_cases, dev_cases = _cases(archive, fmt, split, limit), _cases(archive, fmt, dev_split, dev_limit)
     if not train_cases or not dev_cases:
@@ -104,12 +115,35 @@ def train_generator(
         "generator": config.as_json(),
         "training": asdict(train_config),
         "result": summary.as_json(),
+        "init": init and {"from": str(init), "steps": prior.get("result", {}).get("steps")},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": {"arch": platform.machine(), "python": platform.python_version()},
     }
     (out_dir / "training.json").write_text(json.dumps(card, indent=2))
     (out_dir / "MODEL_CARD.md").write_text(model_card(card, summary))
     return {"out": str(out_dir), **{k: card[k] for k in ("train", "dev", "wall_seconds")}, "result": summary.as_json()}
+
+
+def _card(folder: Path) -> dict[str, Any]:
+    """A trained writer's `training.json` ({} when it has none)."""
+    path = folder / "training.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _trainable_writer(services: Services, folder: Path, image_dim: int, text_dim: int) -> ReportGenerator:
+    """The writer in `folder`, adapters apart and trainable, checked against this service's encoders."""
+    if not (folder / "generator.json").is_file():
+        raise GeneratorNotFoundError(f"no trained report writer at {folder} to go on from")
+    generator = ReportGenerator.load(
+        folder, services.llm_cache_dir, llm=services.settings.llm or None, merge=False, trainable=True
+    )
+    fusion = generator.config.fusion
+    if (fusion.image_dim, fusion.text_dim) != (image_dim, text_dim):
+        raise ValueError(
+            f"{folder}: the writer fuses {fusion.image_dim}/{fusion.text_dim}-d image/text vectors, "
+            f"the encoders give {image_dim}/{text_dim}"
+        )
+    return generator
 
 
 def model_card(card: dict[str, Any], summary: TrainSummary) -> str:
@@ -128,7 +162,8 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
   `{card["dev"]["split"]}` ({card["dev"]["cases"]} cases, {card["dev"]["examples"]} examples), never on a test split.
 - Reference reports: the image's caption and its case's findings, then the case diagnosis as impression
   (cut to {REFERENCE_WORDS} / {IMPRESSION_WORDS} words).
-- Training: {summary.steps} steps of batch {card["training"]["batch_size"]} ({summary.examples_seen} examples seen),
+- Training: {summary.steps} steps of batch {card["training"]["batch_size"]}
+  ({summary.examples_seen} examples seen){_went_on(card)},
   LoRA lr {card["training"]["lora_lr"]}, fusion lr {card["training"]["fusion_lr"]}; wall time
   {card["wall_seconds"]} s on {card["machine"]["arch"]} (CPU).
 - Dev loss: best {summary.best_dev_loss:.4f} at step {summary.best_step} (all: {summary.dev_losses});
@@ -137,6 +172,11 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
 Dev loss is the only figure training measures; report quality (BLEU, METEOR, ROUGE-L, CIDEr,
 clinical F1 against baselines and ablations) is a separate evaluation.
 """
+
+
+def _went_on(card: dict[str, Any]) -> str:
+    init = card.get("init")
+    return f", going on from `{init['from']}` ({init['steps']} steps before)" if init else ""
 
 
 @dataclass
@@ -159,7 +199,7 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
     generator = ReportGenerator.load(
         folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
     )
-    card = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
+    card = _card(folder)
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",

@@ -6,6 +6,11 @@ vote, ground, prompt, generate up to `--max-new-tokens`, parse, cite). Printed: 
 seconds per report, generated tokens per report and per second, the process's peak resident memory
 (ru_maxrss), and the writer's training wall time per epoch from its `training.json`.
 
+Where the time goes: the median seconds of each stage of a report (evidence, generate, post-check) and
+the LLM's floors on this machine, for the longest prompt the evidence budget allows: one prefill, one
+decoding step after it, and one product with every weight matrix (what each decoding step has to read
+from memory, so no decoding step can be faster).
+
 Usage: python -m benchmarks.report_speed [--index medpix-train] [--generator DIR] [--images 12]
 """
 
@@ -48,12 +53,14 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     load = time.perf_counter() - started
     writer.max_new_tokens = args.max_new_tokens
     writer.write(images[0])  # warm-up: first-call allocations, lazy imports
-    seconds, tokens = [], []
+    seconds, tokens, stages = [], [], []
     for image in images[1:]:
         started = time.perf_counter()
         report = writer.write(image)
         seconds.append(time.perf_counter() - started)
         tokens.append(writer.generator.count_tokens(report.as_text()))
+        stages.append(dict(writer.stages))
+    prompt_tokens = _longest_prompt(writer)
     return {
         "load_seconds": round(load, 2),
         "reports": len(seconds),
@@ -62,7 +69,56 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
         "median_tokens": statistics.median(tokens),
         "tokens_per_second": round(sum(tokens) / sum(seconds), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
+        "stage_p50_seconds": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]},
+        "generate_ms_per_token": round(1000 * sum(s["generate"] for s in stages) / sum(tokens), 1),
+        "floors": {"prompt_tokens": prompt_tokens, **llm_floors(writer.generator.llm, prompt_tokens)},
     }
+
+
+def _longest_prompt(writer: Any) -> int:
+    """Tokens of the longest prompt: chat template and instruction, soft tokens, the full evidence budget."""
+    generator = writer.generator
+    before, after = generator._prompt_ids("")
+    return len(before) + len(after) + generator.config.fusion.soft_tokens + writer.evidence.prompt_budget
+
+
+def _median_ms(run: Any, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - started)
+    return round(1000 * statistics.median(times), 1)
+
+
+def llm_floors(llm: Any, prompt_tokens: int, repeats: int = 15) -> dict[str, float]:
+    """Milliseconds for a prefill of `prompt_tokens`, one decoding step after it, and one product of a
+    single vector with every linear layer (float or int8) of the LLM: the bytes a decoding step reads."""
+    import torch
+
+    prompt = torch.randint(100, 5000, (1, prompt_tokens))
+    step = torch.tensor([[123]])
+    # Innermost linear layers (an int8 layer keeps its weights in a child that is not one).
+    layers = [m for m in llm.modules() if hasattr(m, "in_features")]
+    layers = [m for m in layers if not any(hasattr(c, "in_features") for c in m.children())]
+    vectors = {m.in_features: torch.randn(1, m.in_features) for m in layers}
+    with torch.no_grad():
+        # Only the last position's logits, as generation computes them.
+        cache = llm(input_ids=prompt, use_cache=True, logits_to_keep=1).cache
+
+        def decode_step() -> None:
+            llm(input_ids=step, cache=cache, use_cache=True)
+            cache.crop(-1)  # back to the prompt: every step sees the same context length
+
+        def read_weights() -> None:
+            for layer in layers:
+                layer(vectors[layer.in_features])
+
+        return {
+            "prefill_ms": _median_ms(lambda: llm(input_ids=prompt, use_cache=True, logits_to_keep=1), 3),
+            "decode_step_ms": _median_ms(decode_step, repeats),
+            "read_all_weights_ms": _median_ms(read_weights, repeats),
+        }
 
 
 def main() -> None:

@@ -118,8 +118,11 @@ class ReportGenerator(nn.Module):
         llm: str | None = None,
         merge: bool = True,
         quantize: bool = False,
+        trainable: bool = False,
     ) -> ReportGenerator:
         """A trained generator folder; `llm` overrides the base model named in it (same architecture).
+
+        `trainable` (without `merge`) keeps the adapters and the fusion trainable, to go on training it.
 
         With `merge` (for inference) the LoRA weights are folded into the base weights: the same outputs
         without the adapters' extra matrix products at every token; such a generator cannot be saved.
@@ -129,11 +132,13 @@ class ReportGenerator(nn.Module):
         from peft import PeftModel
         from safetensors.torch import load_file
 
+        if trainable and merge:
+            raise ValueError("a generator loaded to train keeps its adapters apart: pass merge=False")
         config = GeneratorConfig.from_json(json.loads((folder / "generator.json").read_text()))
         if llm is not None:
             config = replace(config, llm=llm)
         base, tokenizer = load_llm(config.llm or None, cache_dir)
-        peft_model = PeftModel.from_pretrained(base, str(folder / "adapter"))
+        peft_model = PeftModel.from_pretrained(base, str(folder / "adapter"), is_trainable=trainable)
         model: nn.Module = peft_model
         if merge:
             model = peft_model.merge_and_unload()
@@ -142,7 +147,8 @@ class ReportGenerator(nn.Module):
         fusion = DynamicFusion(config.fusion)
         fusion.load_state_dict(load_file(str(folder / "fusion.safetensors")))
         generator = cls(model, tokenizer, fusion, config)
-        generator.eval()
+        if not trainable:
+            generator.eval()
         return generator
 
     def save(self, folder: Path) -> None:

@@ -8,6 +8,7 @@ shows what the model wrote.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,15 +31,21 @@ class ReportWriter:
     max_new_tokens: int = 120
     fixed_gate: float | None = None  # ablation: pin the fusion gate
     model_info: dict[str, Any] = field(default_factory=dict)
+    # Seconds the last `write` spent per stage (evidence, generate, post-check), for benchmarks and logs.
+    stages: dict[str, float] = field(default_factory=dict)
 
     def _generate(self, batch: Batch, prefix: str = "") -> tuple[str, float]:
+        started = time.perf_counter()
         texts, gates = self.generator.generate(
             batch, max_new_tokens=self.max_new_tokens, fixed_gate=self.fixed_gate, prefix=prefix
         )
+        self.stages["generate"] += time.perf_counter() - started
         return texts[0], gates[0]
 
     def write(self, image: Path) -> Report:
+        started = time.perf_counter()
         vector, texts, mask, evidence, prompt = self.evidence.for_image(image)
+        self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0}
         batch = Batch(
             image=torch.tensor(vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
             texts=torch.from_numpy(texts[None]).float(),
@@ -52,6 +59,7 @@ class ReportWriter:
             if prefix and "impression:" not in text.lower():
                 text, gate = self._generate(batch, text.rstrip() + "\nImpression:")
                 attempts.append(text)
+            started = time.perf_counter()
             try:
                 return build_report(
                     text,
@@ -63,5 +71,7 @@ class ReportWriter:
                 )
             except ReportParseError:
                 continue
+            finally:
+                self.stages["post_check"] = self.stages.get("post_check", 0.0) + time.perf_counter() - started
         shown = " | ".join(a[:160].replace("\n", " ") for a in attempts)
         raise ReportGenerationError(f"{image}: the model's output did not parse into a report: {shown}")

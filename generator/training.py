@@ -107,6 +107,8 @@ class TrainConfig:
     max_steps: int | None = None
     eval_every: int = 100
     seed: int = 0
+    # Dev loss before the first step too: a run that goes on from a trained writer keeps it unless it improves.
+    evaluate_at_start: bool = False
 
 
 @dataclass
@@ -173,6 +175,8 @@ def train(
             summary.best_dev_loss, summary.best_step, summary.mean_gate_dev = loss, summary.steps, gate
             generator.save(out_dir)
 
+    if config.evaluate_at_start:
+        evaluate()
     generator.train()
     order = list(range(len(train_examples)))
     for _epoch in range(config.epochs):

@@ -245,6 +245,25 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
         assert result["result"]["steps"] == 2 and result["train"]["examples"] >= 4
         card = (tmp_path / "writer" / "MODEL_CARD.md").read_text()
         assert "MedPix" in card and "Dev loss: best" in card
+        # Going on from it: its dev loss is the first one the new run measures, and the card says so.
+        more = runner.invoke(
+            app,
+            [
+                "train-generator", "--index", "demo", "--archive", str(demo), "--dev-split", "train",
+                "--limit", "4", "--dev-limit", "2", "--max-steps", "1", "--eval-every", "1",
+                "--init", str(tmp_path / "writer"), "--out", str(tmp_path / "writer2"),
+            ],
+        )  # fmt: skip
+        assert more.exit_code == 0, more.output
+        dev_losses = json.loads(more.stdout)["result"]["dev_losses"]
+        assert dev_losses[0] == [0, round(result["result"]["best_dev_loss"], 4)] and len(dev_losses) == 2
+        assert "going on from" in (tmp_path / "writer2" / "MODEL_CARD.md").read_text()
+        missing = runner.invoke(
+            app,
+            ["train-generator", "--index", "demo", "--archive", str(demo), "--init", str(tmp_path / "none")]
+            + ["--out", str(tmp_path / "writer3")],
+        )
+        assert missing.exit_code == 2 and "no trained report writer" in missing.output
         query = sorted((demo / "queries").glob("*.jpg"))[0]
         written = runner.invoke(
             app,

@@ -108,6 +108,21 @@ def test_examples_training_and_report_writing(
     assert 0 < (summary.mean_gate_dev or 0) < 1
     assert (tmp_path / "trained" / "adapter").is_dir() and (tmp_path / "trained" / "fusion.safetensors").is_file()
 
+    # Going on from the saved writer: its adapters load trainable, and its dev loss is where the run starts.
+    with pytest.raises(ValueError, match="merge=False"):
+        ReportGenerator.load(tmp_path / "trained", tmp_path / "cache", trainable=True)
+    resumed = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache", merge=False, trainable=True)
+    assert any(p.requires_grad for n, p in resumed.llm.named_parameters() if "lora_" in n)
+    more = train(
+        resumed,
+        examples[:-3],
+        examples[-3:],
+        TrainConfig(batch_size=2, max_steps=1, eval_every=1, evaluate_at_start=True),
+        tmp_path / "resumed",
+    )
+    assert [s for s, _ in more.dev_losses] == [0, 1]
+    assert more.dev_losses[0][1] == pytest.approx(summary.best_dev_loss, abs=1e-3)
+
     trained = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache")
     writer = ReportWriter(trained, builder, max_new_tokens=16, model_info={"name": "tiny"})
     query = REPO / "data" / "demo" / "queries" / "MPX1075_synpic20513.jpg"
