@@ -7,6 +7,8 @@ same space, so one index serves image→image and text→image search.
 from __future__ import annotations
 
 import json
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -15,6 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
+from retrieval.encoders.frozen import frozen_for_inference
 from retrieval.encoders.transforms import eval_transform
 
 ENCODER_FORMAT = "kgreport-ct-clip/1"
@@ -47,7 +50,10 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
 
 
 class CTEncoder:
-    """The project's own CT encoder (see `ct_clip.py`), in evaluation mode."""
+    """The project's own CT encoder (see `ct_clip.py`), in evaluation mode.
+
+    Images go through a frozen copy of the image tower (`frozen.py`), made at the first image: change
+    the model's weights after that and wrap it in a new encoder."""
 
     def __init__(self, model: CTClip, name: str, *, batch_size: int = 32, info: dict[str, Any] | None = None):
         self.model = model.eval()
@@ -57,13 +63,23 @@ class CTEncoder:
         self.info = info or {}
         self._transform = eval_transform(model.config.image_size)
         self._tokenizer = create_tokenizer(model.config)
+        self._image_tower: Callable[[torch.Tensor], torch.Tensor] | None = None
+        self._freezing = threading.Lock()
+
+    def _frozen_image_tower(self) -> Callable[[torch.Tensor], torch.Tensor]:
+        with self._freezing:  # the service embeds from several threads; freeze once
+            if self._image_tower is None:
+                size = self.model.config.image_size
+                self._image_tower = frozen_for_inference(self.model.visual, torch.zeros(1, 3, size, size))
+        return self._image_tower
 
     @torch.inference_mode()
     def embed_pixels(self, slices: list[np.ndarray]) -> np.ndarray:
         out = []
+        tower = self._image_tower or self._frozen_image_tower()
         for start in range(0, len(slices), self.batch_size):
             batch = torch.stack([self._transform(s) for s in slices[start : start + self.batch_size]])
-            out.append(self.model.encode_image(batch, normalize=False))
+            out.append(tower(batch))  # = model.encode_image(batch, normalize=False)
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return _normalise(torch.cat(out))

@@ -17,7 +17,10 @@ from retrieval.encoders.ct_clip import (
     imagenet_mobilenet_v2_weights,
     list_configs,
 )
+from retrieval.encoders.frozen import frozen_for_inference
 from retrieval.encoders.image_encoder import CTEncoder, EncoderLoadError, OpenClipEncoder, load_image_encoder
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _pixels(n: int, seed: int = 0) -> list[np.ndarray]:
@@ -77,6 +80,31 @@ def test_encoder_embeds_normalised_vectors_and_round_trips(tmp_path: Path) -> No
     assert np.allclose(loaded.embed_pixels(_pixels(3)), vectors, atol=5e-3)  # fp16 storage
     probs = loaded.classify(vectors)["modality"]
     assert set(probs[0]) == {"CT", "MR"} and abs(sum(probs[0].values()) - 1) < 1e-5
+
+
+def test_images_go_through_a_frozen_tower_equal_to_the_eager_model() -> None:
+    encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder")
+    assert isinstance(encoder, CTEncoder)
+    encoder.batch_size = 4  # 6 slices: a full batch and a part one
+    slices = _pixels(6, seed=1)
+    vectors = encoder.embed_pixels(slices)
+    assert isinstance(encoder._image_tower, torch.jit.ScriptModule), "the bundled tower freezes"
+    with torch.no_grad():
+        batch = torch.stack([encoder._transform(s) for s in slices])
+        eager = encoder.model.encode_image(batch).numpy()
+    assert np.allclose(vectors, eager, atol=1e-5)
+
+
+def test_a_network_that_cannot_be_traced_runs_eagerly(caplog: pytest.LogCaptureFixture) -> None:
+    class Named(torch.nn.Module):  # a dict output: tracing refuses it
+        def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+            return {"double": x * 2}
+
+    network = Named()
+    with caplog.at_level("WARNING"):
+        forward = frozen_for_inference(network, torch.ones(1, 3))
+    assert forward is network and "running it eagerly" in caplog.text
+    assert torch.equal(forward(torch.ones(2, 3))["double"], torch.full((2, 3), 2.0))
 
 
 def test_bad_encoder_paths_are_clear_errors(tmp_path: Path) -> None:
