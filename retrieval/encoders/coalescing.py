@@ -4,9 +4,9 @@ A service answers many searches at once, each needing one text or one image embe
 request thread, the encoders fight over the cores and the GIL: on 2 cores, 20 concurrent new text
 queries cost about 47 ms of CPU each against 14 ms alone. Queued to one thread instead, the
 queries that arrive while a batch runs form the next batch: 16 texts take 42 ms together against
-16 × 14 ms one by one, and images, whose batches save little compute, stop contending. Measured with
-`benchmarks/service_load.py` (cache off, side by side): new text searches 25 → 67 req/s, new image
-searches 29 → 51 req/s.
+16 × 14 ms one by one, and images stop contending. Measured with `benchmarks/service_load.py` (cache
+off, side by side): new text searches 25 → 67 req/s, new image searches 29 → 51 req/s. Since the
+image tower is frozen (`frozen.py`) image batches save compute too: 7 slices take 20 ms, one 6 ms.
 
 A batch that fails is retried one item at a time, so a bad item's error reaches only its caller.
 """
