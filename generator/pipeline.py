@@ -45,7 +45,7 @@ class ReportWriter:
     def write(self, image: Path) -> Report:
         started = time.perf_counter()
         vector, texts, mask, evidence, prompt = self.evidence.for_image(image)
-        self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0}
+        self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0, "post_check": 0.0}
         batch = Batch(
             image=torch.tensor(vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
             texts=torch.from_numpy(texts[None]).float(),
@@ -72,6 +72,6 @@ class ReportWriter:
             except ReportParseError:
                 continue
             finally:
-                self.stages["post_check"] = self.stages.get("post_check", 0.0) + time.perf_counter() - started
+                self.stages["post_check"] += time.perf_counter() - started
         shown = " | ".join(a[:160].replace("\n", " ") for a in attempts)
         raise ReportGenerationError(f"{image}: the model's output did not parse into a report: {shown}")
