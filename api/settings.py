@@ -37,6 +37,13 @@ class Settings(BaseSettings):
     hybrid_image_weight: float = Field(
         default=0.5, ge=0.0, le=1.0, description="weight of image similarity in hybrid image+text queries"
     )
+    query_expansion: int = Field(
+        default=0, ge=0, le=50, description="rescore image-query candidates with the query plus its M best neighbours"
+    )
+    vote_by: str = Field(default="image", pattern="^(image|case)$", description="label vote per image or per case")
+    head_weight: float = Field(
+        default=0.0, ge=0.0, le=1.0, description="weight of the encoder's heads in the predicted modality and region"
+    )
     query_cache_size: int = Field(
         default=256, ge=0, description="query embeddings kept in memory (repeated uploads and texts); 0 = off"
     )

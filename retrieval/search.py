@@ -7,6 +7,15 @@
 Candidates come from the FAISS indexes (several times k); fused scores are then computed exactly
 from the stored vectors, so a candidate found by one index is scored fairly by the other.
 
+Options measured in `benchmarks.retrieval_quality` (all off by default unless the settings say):
+- `query_expansion` M: the query vector plus its M best candidates' vectors, each weighted by its
+  similarity cubed (alpha query expansion), rescores the candidates: neighbours that agree with each
+  other rise, a lone look-alike sinks.
+- `vote_by` "case": the modality / region vote counts each retrieved case once (its best image), so a
+  case with many similar images does not outvote the rest.
+- `head_weight` w: the predicted modality and region blend the encoder's own classifier heads (weight w)
+  with the neighbours' vote (1 − w).
+
 Leakage guard (on by default): a query never returns its own case or patient. The query's case is
 recognised by its path (an image already in the store), by DICOM PatientID / StudyInstanceUID, or by
 being a near-exact duplicate of a stored image.
@@ -28,11 +37,13 @@ from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
 from retrieval.query_cache import QueryCache, file_digest
-from retrieval.records import Prediction, SearchResult
-from retrieval.voting import vote
+from retrieval.records import Hit, Prediction, SearchResult
+from retrieval.voting import blend, vote_shares, winner
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
 VOTE_K = 10
+EXPANSION_POWER = 3.0  # alpha of alpha query expansion: close neighbours count far more than far ones
+VOTE_BY = ("image", "case")
 
 
 class QueryError(ValueError):
@@ -83,7 +94,19 @@ class CaseSearcher:
         window: str | None = None,
         cache: QueryCache | None = None,
         coalescers: QueryCoalescers | None = None,
+        query_expansion: int = 0,
+        vote_by: str = "image",
+        head_weight: float = 0.0,
     ) -> None:
+        if vote_by not in VOTE_BY:
+            raise ValueError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {vote_by!r}")
+        if query_expansion < 0:
+            raise ValueError(f"query_expansion must be 0 or more, not {query_expansion}")
+        if not 0.0 <= head_weight <= 1.0:
+            raise ValueError(f"head_weight must be within [0, 1], not {head_weight}")
+        self.query_expansion = query_expansion
+        self.vote_by = vote_by
+        self.head_weight = head_weight
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
@@ -218,17 +241,30 @@ class CaseSearcher:
             text_cases = self.store.search_ids("text", report_vec[None, :], pool, **guard_args)[0][0]
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
         ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec)
-        kept = (ranked if per_image else _best_per_case(ranked))[:k]
+        per_case = _best_per_case(ranked)
+        kept = (ranked if per_image else per_case)[:k]
+        voters = (ranked if self.vote_by == "image" else per_case)[:VOTE_K]
         # The vote's neighbours and the results overlap: one read for both.
-        read = {r.image_row: r.score for r in ranked[:VOTE_K] + kept}
+        read = {r.image_row: r.score for r in voters + kept}
         hits = self.store.image_hits(list(read), list(read.values()))
-        neighbours = [hits[r.image_row] for r in ranked[:VOTE_K] if r.image_row in hits]
-        predicted = Prediction(
-            *vote([h.modality for h in neighbours], [h.score for h in neighbours]),
-            *vote([h.body_region for h in neighbours], [h.score for h in neighbours]),
-        )
+        neighbours = [hits[r.image_row] for r in voters if r.image_row in hits]
         results = tuple(hits[r.image_row] for r in kept if r.image_row in hits)
-        return SearchResult(query=query.label, hits=results, predicted=predicted)
+        return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
+
+    def _predict(self, neighbours: list[Hit], image_vec: np.ndarray | None) -> Prediction:
+        """Modality and region voted by the neighbours, blended with the encoder's heads when asked."""
+        scores = [h.score for h in neighbours]
+        shares = {
+            "modality": vote_shares([h.modality for h in neighbours], scores),
+            "body_region": vote_shares([h.body_region for h in neighbours], scores),
+        }
+        classify = getattr(self.image_encoder, "classify", None)
+        if self.head_weight > 0 and image_vec is not None and classify is not None:
+            heads = classify(image_vec[None, :])
+            for name in shares:
+                if name in heads:
+                    shares[name] = blend(shares[name], heads[name][0], self.head_weight)
+        return Prediction(*winner(shares["modality"]), *winner(shares["body_region"]))
 
     def _fuse(
         self, image_ids: list[int], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
@@ -239,11 +275,23 @@ class CaseSearcher:
         fuse_text = report_vec is not None and visual_weight < 1.0
         case_ids, image_vecs, text_vecs = self.store.rescoring_rows(image_ids, text=fuse_text)
         scores = image_vecs @ visual_vec
+        if self.query_expansion:
+            known = np.asarray([bool(c) for c in case_ids])
+            scores = image_vecs @ expand_query(visual_vec, image_vecs[known], scores[known], self.query_expansion)
         if fuse_text:
             assert text_vecs is not None and report_vec is not None
             scores = visual_weight * scores + (1 - visual_weight) * (text_vecs @ report_vec)
         order = np.argsort(-scores, kind="stable")
         return [_Ranked(image_ids[i], float(scores[i]), case_ids[i]) for i in order.tolist() if case_ids[i]]
+
+
+def expand_query(query: np.ndarray, vectors: np.ndarray, scores: np.ndarray, m: int) -> np.ndarray:
+    """Alpha query expansion: the query plus its `m` best-scoring vectors weighted by score³, unit length."""
+    top = np.argsort(-scores, kind="stable")[:m]
+    weights = np.clip(scores[top], 0.0, None) ** EXPANSION_POWER
+    expanded = query + weights @ vectors[top]
+    norm = float(np.linalg.norm(expanded))
+    return (expanded / norm).astype(np.float32) if norm > 0 else query
 
 
 def _guess_hu(image: DecodedImage) -> DecodedImage:
