@@ -1,0 +1,41 @@
+"""Consensus among retrieved reports: ROUGE-L by hand-checked examples, and which report is chosen."""
+
+from __future__ import annotations
+
+import pytest
+
+from generator.draft import consensus_index, lcs_length, rouge_l, tokens
+
+
+def test_tokens_and_longest_common_subsequence() -> None:
+    assert tokens("No pleural-effusion.") == ["no", "pleural", "effusion"]
+    assert lcs_length("a b c d".split(), "a c d e".split()) == 3
+    assert lcs_length([], ["a"]) == 0
+
+
+def test_rouge_l_matches_its_definition() -> None:
+    a, b = "a b c d".split(), "a c d e f".split()
+    p, r = 3 / 4, 3 / 5
+    assert rouge_l(a, b) == pytest.approx((1 + 1.2**2) * p * r / (r + 1.2**2 * p))
+    assert rouge_l(a, a) == pytest.approx(1.0)
+    assert rouge_l(a, []) == 0.0
+
+
+def test_consensus_picks_the_report_its_neighbours_echo() -> None:
+    reports = [
+        "Large left renal mass with calcification.",  # the top hit, unlike the other two
+        "Ring enhancing lesion in the right frontal lobe with surrounding edema.",
+        "Ring enhancing lesion in the left frontal lobe with edema.",
+    ]
+    assert consensus_index(reports) in {1, 2}
+    # Weights: a neighbour that retrieval scored at zero does not vote.
+    assert consensus_index(reports, [0.9, 0.8, 0.0]) == 2
+    assert consensus_index(["only one"]) == 0
+    assert consensus_index(["same text", "same text"]) == 0  # a tie goes to the better-ranked
+
+
+def test_bad_input_is_refused() -> None:
+    with pytest.raises(ValueError, match="no reports"):
+        consensus_index([])
+    with pytest.raises(ValueError, match="scores"):
+        consensus_index(["a", "b"], [1.0])
