@@ -171,3 +171,67 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
         shutil.rmtree(services.settings.index_uploads_dir(name), ignore_errors=True)  # images its cases were sent with
     delete_index_findings(services.graph, name)
     return {"index": name, "deleted": True}
+
+
+def rebuild_index(
+    services: Services,
+    name: str,
+    encoder_dir: Path | None = None,
+    *,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Re-embed every case of `name` with another image encoder (default: the loaded one) into a new
+    store beside it, and swap it in only when complete: until then, and if any case cannot be
+    re-embedded (an image moved away), the old index stays as it was. Findings in the graph stay too
+    (same cases, same reports)."""
+    from indexing.pipeline import IngestOptions, Ingestor
+    from retrieval.encoders.image_encoder import load_image_encoder
+
+    root = services.settings.index_dir(name)
+    if not CaseStore.exists(root):
+        raise IndexNotFoundError(f"index {name!r} not found at {root}")
+    encoder = load_image_encoder(encoder_dir) if encoder_dir else services.image_encoder
+    staging = root.with_name(f".{root.name}.rebuild")
+    replaced = root.with_name(f".{root.name}.replaced")
+    with index_write_lock(root, name):
+        old = CaseStore.open(root, params=services.index_params)  # not open_store: its encoders may differ
+        try:
+            cases = list(old.stored_cases())
+        finally:
+            old.close()
+        shutil.rmtree(staging, ignore_errors=True)  # what a rebuild cut short left behind
+        new = CaseStore.create_for(staging, encoder, services.text_encoder, params=services.index_params)
+        try:
+            options = IngestOptions(
+                batch_cases=services.settings.ingest_batch_cases,
+                volume_slices=services.settings.volume_slices,
+                window=services.settings.ct_window,
+            )
+            if on_total:
+                on_total(len(cases))
+            summary = Ingestor(new, encoder, services.text_encoder, options).ingest(cases, progress=progress)
+            new.flush()
+        finally:
+            new.close()
+        if summary.cases_added != len(cases):
+            shutil.rmtree(staging, ignore_errors=True)
+            reasons = "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped[:5])
+            raise OperationError(
+                f"index {name!r} kept as it was: {len(cases) - summary.cases_added} of {len(cases)} cases could "
+                f"not be re-embedded ({reasons})"
+            )
+        services.close_store(name)
+        shutil.rmtree(replaced, ignore_errors=True)
+        os.rename(root, replaced)  # two renames, microseconds apart; the old copy goes only after both
+        os.rename(staging, root)
+        shutil.rmtree(replaced, ignore_errors=True)
+    return {
+        "index": name,
+        "image_encoder": encoder.name,
+        "image_encoder_path": str(encoder_dir) if encoder_dir else None,
+        "cases": summary.cases_added,
+        "images": summary.images_added,
+        "seconds": round(summary.seconds, 2),
+        "images_per_second": round(summary.images_per_second, 2),
+    }

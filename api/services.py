@@ -25,6 +25,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
+class EncoderMismatchError(ValueError):
+    """An index whose vectors were made by other encoders than the loaded ones."""
+
+
 class Services:
     """Lazy, cached access to encoders and open indexes."""
 
@@ -58,7 +62,9 @@ class Services:
 
     def _open_store(self, name: str, create: bool) -> CaseStore:
         if name in self._stores:
-            return self._stores[name]
+            if not self._stores[name].replaced_on_disk():
+                return self._stores[name]
+            self._stores.pop(name).close()  # rebuilt by another process: open the new one
         root = self.settings.index_dir(name)
         if not CaseStore.exists(root):
             if not create:
@@ -80,12 +86,23 @@ class Services:
             store.close()
 
     def _check_dims(self, name: str, store: CaseStore) -> None:
-        info = store.info()
-        if info["image_dim"] != self.image_encoder.dim or info["text_dim"] != self.text_encoder.dim:
-            raise ValueError(
-                f"index {name!r} ({store.root}) holds {info['image_dim']}-d image / {info['text_dim']}-d text "
-                f"vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) / "
-                f"{self.text_encoder.dim}-d ({self.text_encoder.name}); rebuild the index or load its encoders"
+        """Refuse an index whose vectors the loaded encoders did not make: other dimensions, or an image
+        encoder whose weights differ from the ones the index was built with (same size, other space)."""
+        manifest = store.manifest
+        rebuild = f"`kgreport index rebuild {name} --encoder DIR`, or set KGREPORT_IMAGE_ENCODER to its encoder"
+        if manifest["image_dim"] != self.image_encoder.dim or manifest["text_dim"] != self.text_encoder.dim:
+            raise EncoderMismatchError(
+                f"index {name!r} ({store.root}) holds {manifest['image_dim']}-d image / {manifest['text_dim']}-d "
+                f"text vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) "
+                f"/ {self.text_encoder.dim}-d ({self.text_encoder.name}); {rebuild}"
+            )
+        built_with = manifest.get("image_encoder_fingerprint")
+        loaded = getattr(self.image_encoder, "fingerprint", None)
+        if built_with and loaded and built_with != loaded:
+            raise EncoderMismatchError(
+                f"index {name!r} ({store.root}) was built with image encoder {manifest['image_encoder']!r} "
+                f"(weights {built_with}); the loaded one is {self.image_encoder.name!r} (weights {loaded}): same "
+                f"{self.image_encoder.dim}-d size, another space; {rebuild}"
             )
 
     def searcher(self, name: str) -> CaseSearcher:
@@ -99,6 +116,9 @@ class Services:
             window=self.settings.ct_window,
             cache=self.query_cache,
             coalescers=self.query_coalescers if self.settings.coalesce_queries else None,
+            query_expansion=self.settings.query_expansion,
+            vote_by=self.settings.vote_by,
+            head_weight=self.settings.head_weight,
         )
 
     @cached_property

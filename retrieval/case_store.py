@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.records import Case, Hit
+from retrieval.records import REPORT_SECTIONS, Case, CaseImage, Hit, ReportSections
 from retrieval.vector_index import IndexParams, VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
@@ -124,6 +124,12 @@ def _json_list(values: Collection[Any]) -> str:
     return json.dumps([v if isinstance(v, int) else str(v) for v in values])
 
 
+def _file_id(path: Path) -> tuple[int, int]:
+    """(device, inode): the same path can name another file after a swap."""
+    stat = os.stat(path)
+    return stat.st_dev, stat.st_ino
+
+
 def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
@@ -148,6 +154,7 @@ class CaseStore:
         self._closed = False
         # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT below.
         self._db = sqlite3.connect(root / "store.sqlite", check_same_thread=False, isolation_level=None)
+        self._file_id = _file_id(root / "store.sqlite")
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
@@ -172,6 +179,7 @@ class CaseStore:
         image_encoder: str,
         text_encoder: str,
         params: IndexParams | None = None,
+        image_encoder_fingerprint: str | None = None,
     ) -> CaseStore:
         """A new, empty store at `root`; FileExistsError if one is already there."""
         root = Path(root)
@@ -184,6 +192,7 @@ class CaseStore:
             "text_dim": int(text_dim),
             "image_encoder": image_encoder,
             "text_encoder": text_encoder,
+            **({"image_encoder_fingerprint": image_encoder_fingerprint} if image_encoder_fingerprint else {}),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "faiss_generation": 0,
         }
@@ -195,7 +204,8 @@ class CaseStore:
     def create_for(
         cls, root: Path, image_encoder: Any, text_encoder: Any, params: IndexParams | None = None
     ) -> CaseStore:
-        """A new store sized and labelled for these encoders (anything with `.dim` and `.name`)."""
+        """A new store sized and labelled for these encoders (anything with `.dim` and `.name`, and the
+        image encoder's weights `.fingerprint` where it has one)."""
         return cls.create(
             root,
             image_dim=image_encoder.dim,
@@ -203,6 +213,7 @@ class CaseStore:
             image_encoder=image_encoder.name,
             text_encoder=text_encoder.name,
             params=params,
+            image_encoder_fingerprint=getattr(image_encoder, "fingerprint", None),
         )
 
     @classmethod
@@ -223,6 +234,14 @@ class CaseStore:
         if missing:
             raise ValueError(f"{manifest_path}: missing {', '.join(sorted(missing))}")
         return cls(root, manifest, params)
+
+    def replaced_on_disk(self) -> bool:
+        """Whether another store now sits at this root (`kgreport index rebuild` swapped one in) or none:
+        a handle that is still open reads the old, unlinked files, so its owner must open the root anew."""
+        try:
+            return _file_id(self.root / "store.sqlite") != self._file_id
+        except FileNotFoundError:
+            return True
 
     def close(self) -> None:
         """Close the database. Does not flush: call `flush()` first to save the FAISS files."""
@@ -577,6 +596,38 @@ class CaseStore:
             "images": [{**{k: img[k] for k in fields}, "metadata": json.loads(img["metadata_json"])} for img in images],
         }
 
+    def stored_cases(self) -> Iterator[Case]:
+        """Every stored case as the `Case` it was ingested from (images by their stored paths), in
+        insertion order: what re-embedding the index with another encoder needs."""
+        for case_id in self.case_ids_in_order():
+            stored = self.get_case(case_id)
+            if stored is None:  # deleted meanwhile
+                continue
+            yield Case(
+                case_id=stored["case_id"],
+                patient_id=stored["patient_id"],
+                modality=stored["modality"],
+                body_region=stored["body_region"],
+                report=ReportSections(**{k: v for k, v in stored["report"].items() if k in REPORT_SECTIONS}),
+                metadata=stored["metadata"],
+                images=tuple(
+                    CaseImage(
+                        image_id=img["image_id"],
+                        path=Path(img["path"]),
+                        caption=img["caption"] or "",
+                        modality=img["modality"],
+                        body_region=img["body_region"],
+                        plane=img["plane"],
+                        metadata=img["metadata"],
+                    )
+                    for img in stored["images"]
+                ),
+            )
+
+    def case_ids_in_order(self) -> list[str]:
+        with self._lock:
+            return [r["case_id"] for r in self._db.execute("SELECT case_id FROM cases ORDER BY id")]
+
     def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Stored image rows for these FAISS image ids, in the given order (unknown ids are skipped)."""
         wanted = [int(i) for i in ids]
@@ -608,6 +659,7 @@ class CaseStore:
             "image_dim": self.manifest["image_dim"],
             "text_dim": self.manifest["text_dim"],
             "image_encoder": self.manifest["image_encoder"],
+            "image_encoder_fingerprint": self.manifest.get("image_encoder_fingerprint"),
             "text_encoder": self.manifest["text_encoder"],
             "image_index": self.image_index.kind,
             "text_index": self.text_index.kind,

@@ -6,9 +6,11 @@ same space, so one index serves image→image and text→image search.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import threading
 from collections.abc import Callable
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -44,6 +46,16 @@ class ImageEncoder(Protocol):
         ...
 
 
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of a model's weights: two encoders with one name but other weights embed into
+    different spaces, and an index must not be searched with the wrong one."""
+    digest = hashlib.sha256()
+    for key, tensor in sorted(module.state_dict().items()):
+        digest.update(key.encode())
+        digest.update(tensor.detach().to(torch.float32).contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 def _normalise(features: torch.Tensor) -> np.ndarray:
     features = torch.nn.functional.normalize(features.float(), dim=-1)
     return np.ascontiguousarray(features.cpu().numpy(), dtype=np.float32)
@@ -65,6 +77,11 @@ class CTEncoder:
         self._tokenizer = create_tokenizer(model.config)
         self._image_tower: Callable[[torch.Tensor], torch.Tensor] | None = None
         self._freezing = threading.Lock()
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Hash of the weights (see `weights_fingerprint`), recorded in each index built with them."""
+        return weights_fingerprint(self.model)
 
     def _frozen_image_tower(self) -> Callable[[torch.Tensor], torch.Tensor]:
         with self._freezing:  # the service embeds from several threads; freeze once
@@ -157,6 +174,10 @@ class OpenClipEncoder:
         self.batch_size = batch_size
         with torch.inference_mode():
             self.dim = int(self.model.encode_text(self.tokenizer(["probe"])).shape[-1])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        return weights_fingerprint(self.model)
 
     @torch.inference_mode()
     def embed_pixels(self, slices: list[np.ndarray]) -> np.ndarray:

@@ -1,0 +1,101 @@
+"""`kgreport index rebuild` with real encoders, and indexes that refuse an encoder that did not make them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from api.cli import app
+from retrieval.encoders.ct_clip import create_model
+from retrieval.encoders.image_encoder import CTEncoder
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
+
+
+@pytest.fixture
+def archive(tmp_path: Path) -> Path:
+    """A copy of the demo archive that a test may damage."""
+    return Path(shutil.copytree(DEMO, tmp_path / "archive"))
+
+
+def _build(archive: Path, name: str) -> None:
+    result = runner.invoke(app, ["index", "build", str(archive), "--name", name, "--limit", "6", "--no-findings"])
+    assert result.exit_code == 0, result.output
+
+
+def _info(name: str) -> dict:
+    result = runner.invoke(app, ["index", "info", name])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def _search(name: str) -> list[dict]:
+    query = sorted((DEMO / "queries").glob("*.jpg"))[0]
+    result = runner.invoke(app, ["search", str(query), "--index", name, "--json", "-k", "3"])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output.splitlines()[-1])["hits"]
+
+
+def _save(tmp_path: Path, config: str, name: str) -> Path:
+    return CTEncoder(create_model(config, init="scratch"), name).save(tmp_path / name)
+
+
+def test_rebuild_with_another_encoder_then_search_with_it(
+    data_dir: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.settings import get_settings
+
+    _build(archive, "small")
+    before = _info("small")
+    tiny = _save(tmp_path, "ct-tiny", "tiny-encoder")
+    rebuilt = runner.invoke(app, ["index", "rebuild", "small", "--encoder", str(tiny)])
+    assert rebuilt.exit_code == 0, rebuilt.output
+    after = _info("small")
+    assert (after["cases"], after["images"]) == (before["cases"], before["images"])
+    assert (before["image_dim"], after["image_dim"]) == (256, 32) and after["image_encoder"] == "tiny-encoder"
+    assert not list((data_dir / "indexes").glob(".small.*"))  # no staging copy left behind
+    refused = runner.invoke(app, ["search", "--text", "brain", "--index", "small"])
+    assert refused.exit_code == 2 and "32-d" in refused.output and "256-d" in refused.output
+    assert "index rebuild small" in refused.output
+    monkeypatch.setenv("KGREPORT_IMAGE_ENCODER", str(tiny))
+    get_settings.cache_clear()
+    # An untrained tower embeds every image alike, so the leakage guard takes some hits as the query itself.
+    assert _search("small")
+
+
+def test_an_encoder_of_the_same_size_with_other_weights_is_refused(
+    data_dir: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from api.settings import get_settings
+
+    _build(archive, "fp")
+    other = _save(tmp_path, "ct-mobilenetv2", "ct-encoder")  # the bundled name and size, other weights
+    monkeypatch.setenv("KGREPORT_IMAGE_ENCODER", str(other))
+    get_settings.cache_clear()
+    refused = runner.invoke(app, ["search", "--text", "brain", "--index", "fp"])
+    assert refused.exit_code == 2 and "another space" in refused.output and "256-d" in refused.output
+    rebuilt = runner.invoke(app, ["index", "rebuild", "fp"])  # with the loaded encoder
+    assert rebuilt.exit_code == 0, rebuilt.output
+    assert len(_search("fp")) == 3
+
+
+def test_a_rebuild_that_cannot_finish_keeps_the_old_index(data_dir: Path, archive: Path, tmp_path: Path) -> None:
+    _build(archive, "keep")
+    hits = _search("keep")
+    stored = json.loads(runner.invoke(app, ["index", "info", "keep"]).output)
+    for image in (archive / "images").glob(f"{hits[0]['case_id']}_*"):
+        image.unlink()  # one case's images are gone from the archive
+    tiny = _save(tmp_path, "ct-tiny", "tiny-encoder")
+    failed = runner.invoke(app, ["index", "rebuild", "keep", "--encoder", str(tiny)])
+    assert failed.exit_code == 2 and "kept as it was" in failed.output and hits[0]["case_id"] in failed.output
+    assert _info("keep") == stored
+    assert _search("keep") == hits
+    assert not list((data_dir / "indexes").glob(".keep.*"))
+    missing = runner.invoke(app, ["index", "rebuild", "nope"])
+    assert missing.exit_code == 2 and "not found" in missing.output
