@@ -307,6 +307,7 @@ def _print_result(result: SearchResult) -> None:
     out.print(
         f"[bold]{result.query}[/bold]\n  predicted: {p.modality} ({p.modality_confidence:.2f}), "
         f"{p.body_region} ({p.body_region_confidence:.2f})"
+        + (f", {p.location} ({p.location_confidence:.2f})" if p.location else "")
     )
     for i, hit in enumerate(result.hits, 1):
         text = hit.report.split("Findings:", 1)[-1].split("\nDiagnosis:", 1)[0]

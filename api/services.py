@@ -64,7 +64,9 @@ class Services:
         if name in self._stores:
             if not self._stores[name].replaced_on_disk():
                 return self._stores[name]
-            self._stores.pop(name).close()  # rebuilt by another process: open the new one
+            # Rebuilt by another process: open the new one. The old handle is not closed under a search
+            # that may still hold it; it closes when the last one lets it go.
+            del self._stores[name]
         root = self.settings.index_dir(name)
         if not CaseStore.exists(root):
             if not create:

@@ -3,9 +3,8 @@
 For each encoder given (default: the bundled one), builds a fresh index of MedPix train with the real
 ingest pipeline, then answers every dev image through the real searcher under each search variant and
 reports, with 95 % intervals from a bootstrap over dev cases (a case's images are not independent):
-- modality and body-region accuracy of the searcher's predicted labels (body region = MedPix
-  "Location Category"), and fine-location accuracy (MedPix "Location", e.g. "Chest, Pulmonary") of
-  the same neighbours' similarity-weighted vote;
+- accuracy of the searcher's predicted modality, body region (MedPix "Location Category") and fine
+  location (MedPix "Location", e.g. "Chest, Pulmonary");
 - Recall@5 and @10 of a retrieved case sharing the query case's disease category (MedPix
   `Topic.Category`), Recall@5 of one sharing its ACR pathology class (the first digit of the ACR
   code's pathology field) and of one sharing its diagnosis (normalised exact match, only queries
@@ -58,10 +57,8 @@ from retrieval.encoders.test_time import FlipAveragedEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import embed_decoded
 from retrieval.imaging import load_case_image
-from retrieval.query_cache import QueryCache
-from retrieval.records import Case, CaseImage, Hit
-from retrieval.search import VOTE_K, CaseSearcher, Query
-from retrieval.voting import vote
+from retrieval.records import Case, CaseImage, Hit, SearchResult
+from retrieval.search import CaseSearcher, Query
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = ("baseline", "vote=case", "heads=0.5", "qe=5", "tta")
@@ -149,18 +146,13 @@ class Judge:
         self.acr_counts = label_counts({str(i): x.acr for i, x in enumerate(train_labels)})
         self.diagnoses = {x.diagnosis for x in train_labels}
 
-    def location(self, hits: Sequence[Hit]) -> str | None:
-        locations = [self.images[h.image_id][1].metadata.get("location") for h in hits]
-        return vote(locations, [h.score for h in hits])[0]
-
     def draft(self, hit: Hit) -> str:
         case, image = self.images[hit.image_id]
         return reference_report(case, image)
 
-    def score(
-        self, case: Case, image: CaseImage, hits: Sequence[Hit], neighbours: Sequence[Hit]
-    ) -> dict[str, float | bool | None]:
-        """One query's measures from its hits (best per case) and its voting neighbours."""
+    def score(self, case: Case, image: CaseImage, result: SearchResult) -> dict[str, float | bool | None]:
+        """One query's measures from its hits (best image per case) and predicted labels."""
+        hits = result.hits
         own = self.labels[case.case_id]
         found = [self.labels[h.case_id] for h in hits]
         n = len(self.train)
@@ -172,7 +164,9 @@ class Judge:
         category = own.category if own.category in self.category_counts else ""
         acr = own.acr if own.acr in self.acr_counts else ""
         return dict(
-            location_accuracy=self.location(neighbours) == image.metadata.get("location")
+            modality_accuracy=result.predicted.modality == image.modality,
+            body_region_accuracy=result.predicted.body_region == image.body_region,
+            location_accuracy=result.predicted.location == image.metadata["location"]
             if image.metadata.get("location")
             else None,
             category_recall_at_5=any_match(category, [x.category for x in found[:5]]),
@@ -208,7 +202,6 @@ def run_variant(
         store,
         query_encoder,
         text_encoder,
-        cache=QueryCache(16),  # the second search of a query (per image, for the vote) reuses its vector
         query_expansion=variant.query_expansion,
         vote_by=variant.vote_by,
         head_weight=variant.head_weight,
@@ -220,17 +213,7 @@ def run_variant(
             started = time.perf_counter()
             result = searcher.search(Query(image=image.path), k=10)
             latencies.append((time.perf_counter() - started) * 1000)
-            neighbours = (
-                searcher.search(Query(image=image.path), k=VOTE_K, per_image=True).hits
-                if variant.vote_by == "image"
-                else result.hits[:VOTE_K]
-            )
-            outcomes.add(
-                case.case_id,
-                modality_accuracy=result.predicted.modality == image.modality,
-                body_region_accuracy=result.predicted.body_region == image.body_region,
-                **judge.score(case, image, result.hits, neighbours),
-            )
+            outcomes.add(case.case_id, **judge.score(case, image, result))
             copy, draft = judge.drafts(result.hits)
             references.append(reference_report(case, image))
             copies.append(copy)

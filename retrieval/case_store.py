@@ -82,13 +82,14 @@ _IN_LIST = "(SELECT value FROM json_each(?))"  # one JSON-array parameter: no li
 
 _IMAGE_HIT_SQL = f"""
 SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality,
-       COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption
+       COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption,
+       json_extract(i.metadata_json, '$.location') AS location
 FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {_IN_LIST}
 """
 _TEXT_HIT_SQL = f"""
 SELECT c.id AS pk, c.case_id,
        (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1) AS image_id,
-       c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption
+       c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption, NULL AS location
 FROM cases c WHERE c.id IN {_IN_LIST}
 """
 
@@ -764,6 +765,7 @@ class CaseStore:
                 report=r["report_text"],
                 patient_id=r["patient_id"],
                 caption=r["caption"] or "",
+                location=r["location"] if isinstance(r["location"], str) else None,
             )
             for i, s in zip(ids, scores, strict=True)
             if (r := rows.get(int(i))) is not None

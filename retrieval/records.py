@@ -87,6 +87,7 @@ class Hit:
     report: str
     patient_id: str | None = None
     caption: str = ""
+    location: str | None = None  # the image's finer location label where its archive gives one (MedPix)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -101,12 +102,15 @@ class Hit:
 
 @dataclass(frozen=True)
 class Prediction:
-    """Modality and body region voted by the nearest stored images, with the vote's share."""
+    """Modality, body region and (where the archive labels it) fine location voted by the nearest
+    stored images, with the vote's share."""
 
     modality: str | None
     modality_confidence: float
     body_region: str | None
     body_region_confidence: float
+    location: str | None = None
+    location_confidence: float = 0.0
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -114,6 +118,8 @@ class Prediction:
             "modality_confidence": round(self.modality_confidence, 4),
             "body_region": self.body_region,
             "body_region_confidence": round(self.body_region_confidence, 4),
+            "location": self.location,
+            "location_confidence": round(self.location_confidence, 4),
         }
 
 

@@ -252,11 +252,12 @@ class CaseSearcher:
         return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
 
     def _predict(self, neighbours: list[Hit], image_vec: np.ndarray | None) -> Prediction:
-        """Modality and region voted by the neighbours, blended with the encoder's heads when asked."""
+        """Modality, region and location voted by the neighbours, blended with the encoder's heads when asked."""
         scores = [h.score for h in neighbours]
         shares = {
             "modality": vote_shares([h.modality for h in neighbours], scores),
             "body_region": vote_shares([h.body_region for h in neighbours], scores),
+            "location": vote_shares([h.location for h in neighbours], scores),
         }
         classify = getattr(self.image_encoder, "classify", None)
         if self.head_weight > 0 and image_vec is not None and classify is not None:
@@ -264,7 +265,7 @@ class CaseSearcher:
             for name in shares:
                 if name in heads:
                     shares[name] = blend(shares[name], heads[name][0], self.head_weight)
-        return Prediction(*winner(shares["modality"]), *winner(shares["body_region"]))
+        return Prediction(*winner(shares["modality"]), *winner(shares["body_region"]), *winner(shares["location"]))
 
     def _fuse(
         self, image_ids: list[int], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None

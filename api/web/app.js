@@ -76,7 +76,7 @@ async function search() {
   try {
     const result = await (await api("/v1/search", { method: "POST", body: imageForm({ index: $("index").value, k: $("k").value }) })).json();
     const p = result.predicted;
-    $("predicted").textContent = `predicted: ${p.modality ?? "?"} (${(p.modality_confidence * 100).toFixed(0)}%), ${p.body_region ?? "?"} (${(p.body_region_confidence * 100).toFixed(0)}%)`;
+    $("predicted").textContent = `predicted: ${p.modality ?? "?"} (${(p.modality_confidence * 100).toFixed(0)}%), ${p.body_region ?? "?"} (${(p.body_region_confidence * 100).toFixed(0)}%)` + (p.location ? `, ${p.location} (${(p.location_confidence * 100).toFixed(0)}%)` : "");
     $("hits").replaceChildren(...result.hits.map((hit) => {
       const img = element("img", { alt: `case ${hit.case_id}` });
       imageFrom(hit.thumbnail_url, img);

@@ -68,7 +68,14 @@ def test_search_json_lines(demo_index: Path) -> None:
         assert set(line) == {"query", "hits", "predicted"}
         assert len(line["hits"]) == 4
         assert set(line["hits"][0]) == {"case_id", "image_id", "score", "modality", "body_region", "report"}
-        assert set(line["predicted"]) == {"modality", "modality_confidence", "body_region", "body_region_confidence"}
+        assert set(line["predicted"]) == {
+            "modality",
+            "modality_confidence",
+            "body_region",
+            "body_region_confidence",
+            "location",
+            "location_confidence",
+        }
     assert lines[0]["predicted"]["modality"] == "CT"
 
 

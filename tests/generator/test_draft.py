@@ -9,12 +9,12 @@ from generator.draft import consensus_index, lcs_length, rouge_l, tokens
 
 def test_tokens_and_longest_common_subsequence() -> None:
     assert tokens("No pleural-effusion.") == ["no", "pleural", "effusion"]
-    assert lcs_length("a b c d".split(), "a c d e".split()) == 3
+    assert lcs_length(["a", "b", "c", "d"], ["a", "c", "d", "e"]) == 3
     assert lcs_length([], ["a"]) == 0
 
 
 def test_rouge_l_matches_its_definition() -> None:
-    a, b = "a b c d".split(), "a c d e f".split()
+    a, b = ["a", "b", "c", "d"], ["a", "c", "d", "e", "f"]
     p, r = 3 / 4, 3 / 5
     assert rouge_l(a, b) == pytest.approx((1 + 1.2**2) * p * r / (r + 1.2**2 * p))
     assert rouge_l(a, a) == pytest.approx(1.0)

@@ -10,7 +10,7 @@ import pytest
 
 from retrieval.case_store import CaseStore
 from retrieval.imaging import DecodedImage
-from retrieval.records import Case, CaseImage, ReportSections
+from retrieval.records import Case, CaseImage, ReportSections, SearchResult
 from retrieval.search import CaseSearcher, Query, expand_query
 
 DIM, TEXT_DIM = 4, 3
@@ -36,7 +36,13 @@ def _store(tmp_path: Path, layout: dict[str, tuple[str, list[np.ndarray]]]) -> C
     items = []
     for case_id, (region, vectors) in layout.items():
         images = tuple(
-            CaseImage(image_id=f"{case_id}/{j}", path=Path(f"/a/{case_id}_{j}.jpg"), modality="CT", body_region=region)
+            CaseImage(
+                image_id=f"{case_id}/{j}",
+                path=Path(f"/a/{case_id}_{j}.jpg"),
+                modality="CT",
+                body_region=region,
+                metadata={"location": f"{region}, fine"},
+            )
             for j in range(len(vectors))
         )
         case = Case(case_id, images, ReportSections(findings=f"case {case_id}"), modality="CT", body_region=region)
@@ -45,10 +51,14 @@ def _store(tmp_path: Path, layout: dict[str, tuple[str, list[np.ndarray]]]) -> C
     return store
 
 
-def _search(store: CaseStore, query: np.ndarray, **options: object) -> tuple[list[str], str | None]:
+def _result(store: CaseStore, query: np.ndarray, **options: object) -> SearchResult:
     searcher = CaseSearcher(store, HeadsOnly(), None, leakage_guard=False, **options)  # type: ignore[arg-type]
     decoded = DecodedImage(pixels=np.zeros((4, 4), np.float32), kind="image", source="q.png")
-    result = searcher.search(Query(image=Path("q.png")), k=3, embedded=(query, decoded))
+    return searcher.search(Query(image=Path("q.png")), k=3, embedded=(query, decoded))
+
+
+def _search(store: CaseStore, query: np.ndarray, **options: object) -> tuple[list[str], str | None]:
+    result = _result(store, query, **options)
     return [h.case_id for h in result.hits], result.predicted.body_region
 
 
@@ -92,6 +102,11 @@ def test_the_case_vote_counts_a_case_of_many_images_once(tmp_path: Path) -> None
     query = _unit(1, 0, 0, 0)
     assert _search(store, query)[1] == "Head"
     assert _search(store, query, vote_by="case")[1] == "Thorax"
+    # The fine location is voted by the same neighbours, from the images' stored metadata.
+    assert _result(store, query).predicted.location == "Head, fine"
+    located = _result(store, query, vote_by="case")
+    assert located.predicted.location == "Thorax, fine" and 0.5 < located.predicted.location_confidence < 1
+    assert located.hits[0].location == "Head, fine"
     store.close()
 
 
@@ -104,9 +119,7 @@ def test_the_heads_weigh_in_on_the_predicted_region(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.parametrize(
-    ("option", "value"), [("vote_by", "patient"), ("query_expansion", -1), ("head_weight", 1.5)]
-)
+@pytest.mark.parametrize(("option", "value"), [("vote_by", "patient"), ("query_expansion", -1), ("head_weight", 1.5)])
 def test_bad_option_values_are_refused(tmp_path: Path, option: str, value: object) -> None:
     store = _store(tmp_path, {"a": ("Head", [_unit(1, 0, 0, 0)])})
     with pytest.raises(ValueError, match=option):
