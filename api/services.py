@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from functools import cached_property
@@ -21,6 +22,7 @@ from retrieval.query_cache import QueryCache
 from retrieval.search import CaseSearcher
 from retrieval.vector_index import IndexParams
 
+log = logging.getLogger(__name__)
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -100,6 +102,13 @@ class Services:
             )
         built_with = manifest.get("image_encoder_fingerprint")
         loaded = getattr(self.image_encoder, "fingerprint", None)
+        if not built_with and loaded:
+            log.warning(
+                "index %r was built before indexes recorded their encoder's weights: if the encoder has changed "
+                "since (the bundled one did in this release), %s",
+                name,
+                rebuild,
+            )
         if built_with and loaded and built_with != loaded:
             raise EncoderMismatchError(
                 f"index {name!r} ({store.root}) was built with image encoder {manifest['image_encoder']!r} "
