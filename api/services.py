@@ -105,7 +105,7 @@ class Services:
         if not built_with and loaded:
             log.warning(
                 "index %r was built before indexes recorded their encoder's weights: if the encoder has changed "
-                "since (the bundled one did in this release), %s",
+                "since, %s",
                 name,
                 rebuild,
             )
