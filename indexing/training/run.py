@@ -35,6 +35,14 @@ def _load(
     return pairs
 
 
+def _head_labels(heads: dict[str, list[str]]) -> str:
+    """Each head with its labels, or only their count when there are many (the full lists are in the JSON)."""
+    return "; ".join(
+        f"{head}: {', '.join(labels)}" if len(labels) <= 6 else f"{head}: {len(labels)} labels"
+        for head, labels in heads.items()
+    )
+
+
 def model_card(result: TrainingResult, *, command: str, train_source: str, dev_source: str) -> str:
     best = result.history[result.best_epoch - 1]
     rows = "\n".join(
@@ -64,7 +72,7 @@ auxiliary heads ({heads}{smoothing}). Image tower initialisation: **{cfg.init}**
 - Dev metrics at the chosen epoch (kNN k={cfg.knn_k}, train as the index): modality accuracy
   **{best.dev.get("modality_acc", 0):.3f}**, body-region accuracy **{best.dev.get("body_region_acc", 0):.3f}**,
   text→image Recall@10 among dev images **{best.dev.get("text_to_image_r10", 0):.3f}**.
-- Labels of the heads: {json.dumps(result.encoder.model.config.heads)}
+- Labels of the heads: {_head_labels(result.encoder.model.config.heads)}
 - Weights stored as float16 safetensors.
 
 | epoch | train loss | seconds | modality acc | body-region acc | text→image R@10 |
