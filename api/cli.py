@@ -253,8 +253,7 @@ def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
 def index_list() -> None:
     """Names of the indexes under the data dir."""
     settings = get_settings()
-    names = sorted(p.name for p in settings.indexes_dir.glob("*") if (p / "manifest.json").is_file())
-    out.print_json(json.dumps({"data_dir": str(settings.data_dir), "indexes": names}))
+    out.print_json(json.dumps({"data_dir": str(settings.data_dir), "indexes": settings.index_names()}))
 
 
 @app.command("search")

@@ -114,6 +114,16 @@ class Settings(BaseSettings):
             raise ValueError(f"invalid index name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
         return self.indexes_dir / name
 
+    def index_names(self) -> list[str]:
+        """The indexes under the data dir (not the hidden staging copies an index rebuild works in)."""
+        if not self.indexes_dir.is_dir():
+            return []
+        return sorted(
+            p.name
+            for p in self.indexes_dir.iterdir()
+            if INDEX_NAME_RE.match(p.name) and (p / "manifest.json").is_file()
+        )
+
     def index_uploads_dir(self, name: str) -> Path:
         """Images the service received for the cases of index `name` (the index's images point here)."""
         self.index_dir(name)  # the same name check

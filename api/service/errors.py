@@ -43,6 +43,7 @@ def _domain_errors() -> list[tuple[type[Exception], int, str]]:
     """(exception, status, code), most specific first."""
     from api.operations import CaseExistsError, IndexBusyError, OperationError
     from api.reporting import GeneratorNotFoundError
+    from api.services import EncoderMismatchError
     from generator.llm import LLMLoadError
     from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
@@ -55,6 +56,7 @@ def _domain_errors() -> list[tuple[type[Exception], int, str]]:
         (IndexNotFoundError, 404, "index_not_found"),
         (CaseExistsError, 409, "case_exists"),
         (IndexBusyError, 409, "index_busy"),
+        (EncoderMismatchError, 409, "encoder_mismatch"),
         (ImageDecodeError, 422, "image_unreadable"),
         (QueryError, 422, "bad_query"),
         (ArchiveError, 422, "bad_archive"),

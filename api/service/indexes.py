@@ -19,7 +19,6 @@ from api.service.forms import body_kind, form_bool, form_file, json_body
 from api.service.jobs import Job
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
-from retrieval.case_store import CaseStore
 
 router = APIRouter(prefix="/v1", tags=["indexes"])
 State = Annotated[ServiceState, Depends(get_state)]
@@ -128,10 +127,8 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
 
 @router.get("/indexes", summary="The indexes under the data dir")
 def list_indexes(state: State) -> dict[str, Any]:
-    root = state.settings.indexes_dir
-    names = sorted(p.name for p in root.glob("*") if CaseStore.exists(p))
     indexes = []
-    for name in names:
+    for name in state.settings.index_names():
         try:
             indexes.append({"name": name, **state.services.open_store(name).info()})
         except ValueError as err:  # e.g. built with other encoders: listed, with the reason

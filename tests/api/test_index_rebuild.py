@@ -99,3 +99,14 @@ def test_a_rebuild_that_cannot_finish_keeps_the_old_index(data_dir: Path, archiv
     assert not list((data_dir / "indexes").glob(".keep.*"))
     missing = runner.invoke(app, ["index", "rebuild", "nope"])
     assert missing.exit_code == 2 and "not found" in missing.output
+
+
+def test_a_staging_copy_is_not_listed_as_an_index(data_dir: Path) -> None:
+    from retrieval.case_store import CaseStore
+
+    for name in ("real", ".real.rebuild"):
+        CaseStore.create(
+            data_dir / "indexes" / name, image_dim=4, text_dim=4, image_encoder="e", text_encoder="t"
+        ).close()
+    listed = runner.invoke(app, ["index", "list"])
+    assert json.loads(listed.output)["indexes"] == ["real"]

@@ -131,6 +131,14 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient) -> None:
     _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
     _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "bad_request")
+    from retrieval.case_store import CaseStore
+
+    settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
+    CaseStore.create(
+        settings.index_dir("other"), image_dim=8, text_dim=384, image_encoder="other", text_encoder="all-MiniLM-L6-v2"
+    ).close()
+    mismatch = client.post("/v1/search", json={"text": "mass", "index": "other"})
+    assert "8-d" in _error(mismatch, 409, "encoder_mismatch")
     assert _demo_cases(client) == 60, "the index is intact"
 
 
