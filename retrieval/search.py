@@ -8,13 +8,14 @@ Candidates come from the FAISS indexes (several times k); fused scores are then 
 from the stored vectors, so a candidate found by one index is scored fairly by the other.
 
 Options measured in `benchmarks.retrieval_quality` (all off by default unless the settings say):
-- `query_expansion` M: the query vector plus its M best candidates' vectors, each weighted by its
-  similarity cubed (alpha query expansion), rescores the candidates: neighbours that agree with each
-  other rise, a lone look-alike sinks.
-- `vote_by` "case": the modality / region vote counts each retrieved case once (its best image), so a
-  case with many similar images does not outvote the rest.
-- `head_weight` w: the predicted modality and region blend the encoder's own classifier heads (weight w)
-  with the neighbours' vote (1 − w).
+- `query_expansion` M (image queries): the query vector plus its M best candidates' vectors, each
+  weighted by its similarity cubed (alpha query expansion), rescores the candidates: neighbours that
+  agree with each other rise, a lone look-alike sinks.
+- `vote_by` "case": the modality / region / location vote counts each retrieved case once (its best
+  image), so a case with many similar images does not outvote the rest.
+- `head_weight` w: the predicted labels blend the encoder's own classifier heads (weight w) with the
+  neighbours' vote (1 − w), for each label the encoder has a head for.
+On MedPix none of them beat the defaults beyond the noise (README, "Retrieval: what we tried").
 
 Leakage guard (on by default): a query never returns its own case or patient. The query's case is
 recognised by its path (an image already in the store), by DICOM PatientID / StudyInstanceUID, or by
@@ -240,7 +241,7 @@ class CaseSearcher:
         if report_vec is not None:
             text_cases = self.store.search_ids("text", report_vec[None, :], pool, **guard_args)[0][0]
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
-        ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec)
+        ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
         per_case = _best_per_case(ranked)
         kept = (ranked if per_image else per_case)[:k]
         voters = (ranked if self.vote_by == "image" else per_case)[:VOTE_K]
@@ -268,7 +269,13 @@ class CaseSearcher:
         return Prediction(*winner(shares["modality"]), *winner(shares["body_region"]), *winner(shares["location"]))
 
     def _fuse(
-        self, image_ids: list[int], visual_vec: np.ndarray, visual_weight: float, report_vec: np.ndarray | None
+        self,
+        image_ids: list[int],
+        visual_vec: np.ndarray,
+        visual_weight: float,
+        report_vec: np.ndarray | None,
+        *,
+        expand: bool,
     ) -> list[_Ranked]:
         """Candidates with exact fused scores from their stored vectors, best first."""
         if not image_ids:
@@ -276,7 +283,7 @@ class CaseSearcher:
         fuse_text = report_vec is not None and visual_weight < 1.0
         case_ids, image_vecs, text_vecs = self.store.rescoring_rows(image_ids, text=fuse_text)
         scores = image_vecs @ visual_vec
-        if self.query_expansion:
+        if expand and self.query_expansion:
             known = np.asarray([bool(c) for c in case_ids])
             scores = image_vecs @ expand_query(visual_vec, image_vecs[known], scores[known], self.query_expansion)
         if fuse_text:
