@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -43,6 +44,8 @@ def _search(name: str) -> list[dict]:
 
 
 def _save(tmp_path: Path, config: str, name: str) -> Path:
+    """An untrained encoder (seeded: the same weights every run) saved as an encoder folder."""
+    torch.manual_seed(0)
     return CTEncoder(create_model(config, init="scratch"), name).save(tmp_path / name)
 
 
@@ -82,7 +85,8 @@ def test_an_encoder_of_the_same_size_with_other_weights_is_refused(
     assert refused.exit_code == 2 and "another space" in refused.output and "256-d" in refused.output
     rebuilt = runner.invoke(app, ["index", "rebuild", "fp"])  # with the loaded encoder
     assert rebuilt.exit_code == 0, rebuilt.output
-    assert len(_search("fp")) == 3
+    assert _info("fp")["cases"] == 6
+    assert _search("fp")  # an untrained tower: the leakage guard may take some hits for the query itself
 
 
 def test_a_rebuild_that_cannot_finish_keeps_the_old_index(data_dir: Path, archive: Path, tmp_path: Path) -> None:
