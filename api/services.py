@@ -130,6 +130,7 @@ class Services:
             query_expansion=self.settings.query_expansion,
             vote_by=self.settings.vote_by,
             head_weight=self.settings.head_weight,
+            case_pooling=self.settings.case_pooling,
         )
 
     @cached_property

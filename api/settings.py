@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     query_expansion: int = Field(
         default=0, ge=0, le=50, description="rescore image-query candidates with the query plus its M best neighbours"
     )
+    case_pooling: bool = Field(
+        default=False, description="rank cases by their pooled images rather than their best image (image queries)"
+    )
     vote_by: str = Field(default="image", pattern="^(image|case)$", description="label vote per image or per case")
     head_weight: float = Field(
         default=0.0, ge=0.0, le=1.0, description="weight of the encoder's heads in the predicted modality and region"

@@ -18,7 +18,8 @@ reports, with 95 % intervals from a bootstrap over dev cases (a case's images ar
   image query p50 (decode, embed, search, vote).
 
 Variants are `+`-joined search options: `baseline`, `qe=M` (query expansion), `vote=case`,
-`heads=W` (blend the encoder's heads into the predicted labels), `tta` (query and its mirror image).
+`heads=W` (blend the encoder's heads into the predicted labels), `tta` (query and its mirror image),
+`pool` (cases ranked by their pooled images instead of their best image).
 
 Usage: python -m benchmarks.retrieval_quality [--medpix ../shared/data/medpix2] [--encoder DIR ...]
        [--variants baseline qe=5 vote=case heads=0.5 tta]
@@ -74,6 +75,7 @@ class Variant:
     vote_by: str = "image"
     head_weight: float = 0.0
     tta: bool = False
+    case_pooling: bool = False
 
     @classmethod
     def parse(cls, name: str) -> Variant:
@@ -90,6 +92,8 @@ class Variant:
                 options["head_weight"] = float(value)
             elif key == "tta":
                 options["tta"] = True
+            elif key == "pool":
+                options["case_pooling"] = True
             else:
                 raise SystemExit(f"unknown variant part {part!r} in {name!r}")
         return cls(name, **options)
@@ -205,6 +209,7 @@ def run_variant(
         query_expansion=variant.query_expansion,
         vote_by=variant.vote_by,
         head_weight=variant.head_weight,
+        case_pooling=variant.case_pooling,
     )
     outcomes = QueryOutcomes()
     references, copies, consensus, latencies = [], [], [], []

@@ -851,6 +851,18 @@ class CaseStore:
             ).fetchall()
         return [r[0] for r in rows]
 
+    def sibling_image_ids(self, image_ids: Sequence[int]) -> list[int]:
+        """Every image row id of the cases that own these image rows (them included), in row order."""
+        if not image_ids:
+            return []
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT id FROM images WHERE case_pk IN (SELECT case_pk FROM images WHERE id IN {_IN_LIST})"
+                " ORDER BY id",
+                (_json_list(image_ids),),
+            ).fetchall()
+        return [r[0] for r in rows]
+
     def rescoring_rows(
         self, image_ids: Sequence[int], *, text: bool
     ) -> tuple[list[str], np.ndarray, np.ndarray | None]:

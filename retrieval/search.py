@@ -13,6 +13,9 @@ Options measured in `benchmarks.retrieval_quality` (all off by default unless th
   agree with each other rise, a lone look-alike sinks.
 - `vote_by` "case": the modality / region / location vote counts each retrieved case once (its best
   image), so a case with many similar images does not outvote the rest.
+- `case_pooling` (image queries without text): cases are ranked by the cosine of the query with the
+  mean of all their images' vectors (as a volume's slices are pooled) rather than by their best image;
+  the hit shows the case's best image.
 - `head_weight` w: the predicted labels blend the encoder's own classifier heads (weight w) with the
   neighbours' vote (1 − w), for each label the encoder has a head for.
 On MedPix none of them beat the defaults beyond the noise (README, "Retrieval: what we tried").
@@ -35,7 +38,7 @@ from retrieval.case_store import CaseStore
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
+from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded, pool_slices
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
 from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
@@ -98,6 +101,7 @@ class CaseSearcher:
         query_expansion: int = 0,
         vote_by: str = "image",
         head_weight: float = 0.0,
+        case_pooling: bool = False,
     ) -> None:
         if vote_by not in VOTE_BY:
             raise ValueError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {vote_by!r}")
@@ -108,6 +112,7 @@ class CaseSearcher:
         self.query_expansion = query_expansion
         self.vote_by = vote_by
         self.head_weight = head_weight
+        self.case_pooling = case_pooling
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
@@ -243,6 +248,8 @@ class CaseSearcher:
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
         ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
         per_case = _best_per_case(ranked)
+        if self.case_pooling and image_vec is not None and report_vec is None:
+            per_case = self._pooled(per_case, image_vec)
         kept = (ranked if per_image else per_case)[:k]
         voters = (ranked if self.vote_by == "image" else per_case)[:VOTE_K]
         # The vote's neighbours and the results overlap: one read for both.
@@ -251,6 +258,21 @@ class CaseSearcher:
         neighbours = [hits[r.image_row] for r in voters if r.image_row in hits]
         results = tuple(hits[r.image_row] for r in kept if r.image_row in hits)
         return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
+
+    def _pooled(self, best: list[_Ranked], query: np.ndarray) -> list[_Ranked]:
+        """Candidate cases re-ranked by the query's cosine with their pooled images (best image kept)."""
+        rows = self.store.sibling_image_ids([r.image_row for r in best])
+        case_ids, vectors, _ = self.store.rescoring_rows(rows, text=False)
+        members: dict[str, list[int]] = {}
+        for i, case_id in enumerate(case_ids):
+            if case_id:
+                members.setdefault(case_id, []).append(i)
+        pooled = [
+            r._replace(score=float(pool_slices(vectors[members[r.case_id]]) @ query))
+            for r in best
+            if r.case_id in members
+        ]
+        return sorted(pooled, key=lambda r: -r.score)
 
     def _predict(self, neighbours: list[Hit], image_vec: np.ndarray | None) -> Prediction:
         """Modality, region and location voted by the neighbours, blended with the encoder's heads when asked."""

@@ -119,6 +119,24 @@ def test_the_heads_weigh_in_on_the_predicted_region(tmp_path: Path) -> None:
     store.close()
 
 
+def test_case_pooling_ranks_a_consistent_case_above_one_lucky_image(tmp_path: Path) -> None:
+    store = _store(
+        tmp_path,
+        {
+            "lucky": ("Head", [_unit(1, 0.05, 0, 0), _unit(0, 0, 1, 0)]),  # one image close, one far off
+            "steady": ("Thorax", [_unit(1, 0.3, 0, 0), _unit(1, 0.35, 0, 0)]),  # both fairly close
+        },
+    )
+    query = _unit(1, 0, 0, 0)
+    assert _search(store, query)[0] == ["lucky", "steady"]
+    pooled = _result(store, query, case_pooling=True)
+    assert [h.case_id for h in pooled.hits] == ["steady", "lucky"]
+    assert pooled.hits[1].image_id == "lucky/0"  # a case is shown by its best image
+    mean = _unit(1, 0.3, 0, 0) + _unit(1, 0.35, 0, 0)
+    assert pooled.hits[0].score == pytest.approx(float(mean @ query / np.linalg.norm(mean)), abs=1e-5)
+    store.close()
+
+
 @pytest.mark.parametrize(("option", "value"), [("vote_by", "patient"), ("query_expansion", -1), ("head_weight", 1.5)])
 def test_bad_option_values_are_refused(tmp_path: Path, option: str, value: object) -> None:
     store = _store(tmp_path, {"a": ("Head", [_unit(1, 0, 0, 0)])})
