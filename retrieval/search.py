@@ -252,11 +252,12 @@ class CaseSearcher:
             per_case = self._pooled(per_case, image_vec)
         kept = (ranked if per_image else per_case)[:k]
         voters = (ranked if self.vote_by == "image" else per_case)[:VOTE_K]
-        # The vote's neighbours and the results overlap: one read for both.
-        read = {r.image_row: r.score for r in voters + kept}
-        hits = self.store.image_hits(list(read), list(read.values()))
-        neighbours = [hits[r.image_row] for r in voters if r.image_row in hits]
-        results = tuple(hits[r.image_row] for r in kept if r.image_row in hits)
+        # The vote's neighbours and the results overlap: one read for both. Each keeps its own score (a
+        # pooled case's differs from its best image's).
+        read = list(dict.fromkeys(r.image_row for r in voters + kept))
+        hits = self.store.image_hits(read, [0.0] * len(read))
+        neighbours = [replace(hits[r.image_row], score=r.score) for r in voters if r.image_row in hits]
+        results = tuple(replace(hits[r.image_row], score=r.score) for r in kept if r.image_row in hits)
         return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
 
     def _pooled(self, best: list[_Ranked], query: np.ndarray) -> list[_Ranked]:

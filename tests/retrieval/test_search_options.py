@@ -134,6 +134,7 @@ def test_case_pooling_ranks_a_consistent_case_above_one_lucky_image(tmp_path: Pa
     assert pooled.hits[1].image_id == "lucky/0"  # a case is shown by its best image
     mean = _unit(1, 0.3, 0, 0) + _unit(1, 0.35, 0, 0)
     assert pooled.hits[0].score == pytest.approx(float(mean @ query / np.linalg.norm(mean)), abs=1e-5)
+    assert pooled.predicted == _result(store, query).predicted  # the per-image vote keeps the images' own scores
     store.close()
 
 
