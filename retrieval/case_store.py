@@ -843,23 +843,19 @@ class CaseStore:
     # -- stored vectors (for exact rescoring) ------------------------------------------------------------
     def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:
         """The image row ids of these case rows (text-space ids), in row order."""
-        if not case_row_ids:
-            return []
-        with self._lock:
-            rows = self._db.execute(
-                f"SELECT id FROM images WHERE case_pk IN {_IN_LIST} ORDER BY id", (_json_list(case_row_ids),)
-            ).fetchall()
-        return [r[0] for r in rows]
+        return self._image_ids_of(_IN_LIST, case_row_ids)
 
     def sibling_image_ids(self, image_ids: Sequence[int]) -> list[int]:
         """Every image row id of the cases that own these image rows (them included), in row order."""
-        if not image_ids:
+        return self._image_ids_of(f"(SELECT case_pk FROM images WHERE id IN {_IN_LIST})", image_ids)
+
+    def _image_ids_of(self, case_pks: str, ids: Sequence[int]) -> list[int]:
+        """Image row ids whose case row is in `case_pks` (SQL over one JSON-list parameter: `ids`)."""
+        if not ids:
             return []
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id FROM images WHERE case_pk IN (SELECT case_pk FROM images WHERE id IN {_IN_LIST})"
-                " ORDER BY id",
-                (_json_list(image_ids),),
+                f"SELECT id FROM images WHERE case_pk IN {case_pks} ORDER BY id", (_json_list(ids),)
             ).fetchall()
         return [r[0] for r in rows]
 
