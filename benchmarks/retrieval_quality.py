@@ -270,11 +270,11 @@ def evaluate(
         for variant in variants:
             row = run_variant(variant, store, encoder, text_encoder, judge, dev, resamples)
             rows.append(row)
-            print(json.dumps({"encoder": str(encoder_path), **row}), flush=True)
+            print(json.dumps({"encoder": _shown(encoder_path), **row}), flush=True)
         store.close()
     t2i, gallery = text_to_image_recall(encoder, train, dev)
     return {
-        "encoder": str(encoder_path),
+        "encoder": _shown(encoder_path),
         "encoder_name": encoder.name,
         "training": {
             k: v
@@ -290,6 +290,12 @@ def evaluate(
         "build_images_per_second": round(summary.images_per_second, 2),
         "variants": rows,
     }
+
+
+def _shown(path: Path) -> str:
+    """A path as recorded in the results: relative to the repository when inside it."""
+    resolved = path.resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(path)
 
 
 def print_table(results: list[dict[str, Any]]) -> None:
