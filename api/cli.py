@@ -3,23 +3,11 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 
 from api.services import Services
 from api.settings import Settings, get_settings
@@ -27,233 +15,26 @@ from retrieval.records import Hit, SearchResult
 
 if TYPE_CHECKING:
     from generator.report import Report
-    from knowledge.grounding import Grounding
+
+from api.cli_index import index_app
+from api.cli_kg import kg_app, print_grounding
+from api.cli_support import (
+    CliError,
+    console,
+    ingest_with_progress,
+    load_services,
+    out,
+    progress_bars,
+    user_errors,
+)
 
 app = typer.Typer(
     help="Grounded radiology report drafting over your archive of prior cases.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 app.add_typer(index_app, name="index")
-kg_app = typer.Typer(help="The ontology graph: load it, inspect it.", no_args_is_help=True)
 app.add_typer(kg_app, name="kg")
-console = Console(stderr=True)
-out = Console(soft_wrap=True)
-
-
-class CliError(Exception):
-    """An error the user can fix; printed without a traceback."""
-
-
-def _services() -> Services:
-    return Services(get_settings())
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        transient=False,
-    )
-
-
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
-    from api.operations import IndexBusyError
-    from generator.llm import LLMLoadError
-    from generator.pipeline import ReportGenerationError
-    from indexing.archives import ArchiveError
-    from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError
-    from retrieval.encoders.image_encoder import EncoderLoadError
-    from retrieval.imaging import ImageDecodeError
-    from retrieval.search import QueryError
-
-    try:
-        yield
-    except (
-        CliError,
-        ArchiveError,
-        GraphUnavailableError,
-        IndexNotFoundError,
-        EncoderLoadError,
-        ImageDecodeError,
-        QueryError,
-        LLMLoadError,
-        ReportGenerationError,
-        IndexBusyError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-
-
-def _configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-
-
-def _ingest(
-    services: Services,
-    name: str,
-    archive_path: Path,
-    fmt: str | None,
-    split: str,
-    limit: int | None,
-    *,
-    create: bool,
-    replace: bool = False,
-    findings: bool = True,
-) -> dict:
-    """`operations.ingest_archive` with a progress bar, printing what was skipped."""
-    from api.operations import ingest_archive
-
-    with _progress() as progress:
-        task = progress.add_task(f"indexing {archive_path.name}", total=None)
-        result, skipped = ingest_archive(
-            services, name, archive_path, fmt, split, limit, create=create, replace=replace, findings=findings,
-            on_total=lambda n: progress.update(task, total=n), progress=lambda n: progress.advance(task, n),
-        )  # fmt: skip
-    for item in skipped[:20]:
-        console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
-    if len(skipped) > 20:
-        console.print(f"[yellow]… and {len(skipped) - 20} more skipped[/yellow]")
-    return result
-
-
-_FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"
-
-
-def _want_findings(services: Services, flag: bool | None) -> bool:
-    return services.settings.index_findings if flag is None else flag
-
-
-@index_app.command("build")
-def index_build(
-    archive: Annotated[Path, typer.Argument(help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")],
-    name: Annotated[str, typer.Option("--name", "-n", help="index name")],
-    format: Annotated[
-        str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")
-    ] = None,
-    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
-    limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
-    findings: Annotated[bool | None, typer.Option(help=_FINDINGS_HELP, show_default=False)] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
-    _configure_logging(verbose)
-    with _user_errors():
-        services = _services()
-        result = _ingest(
-            services, name, archive, format, split, limit, create=True, findings=_want_findings(services, findings)
-        )
-    out.print_json(json.dumps(result))
-
-
-@index_app.command("add")
-def index_add(
-    name: Annotated[str, typer.Option("--name", "-n", help="existing index")],
-    archive: Annotated[Path | None, typer.Argument(help="archive whose cases to add")] = None,
-    format: Annotated[str | None, typer.Option("--format")] = None,
-    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
-    case_id: Annotated[str | None, typer.Option(help="add one case: its id")] = None,
-    report: Annotated[str | None, typer.Option(help="add one case: its report text")] = None,
-    patient_id: Annotated[str | None, typer.Option(help="add one case: its patient id")] = None,
-    image: Annotated[list[Path] | None, typer.Option("--image", help="add one case: an image (repeatable)")] = None,
-    replace: Annotated[bool, typer.Option(help="re-embed cases that are already stored")] = False,
-    findings: Annotated[bool | None, typer.Option(help=_FINDINGS_HELP, show_default=False)] = None,
-) -> None:
-    """Add cases to an existing index, from an archive or as one case given on the command line."""
-    from api.operations import add_case
-
-    with _user_errors():
-        services = _services()
-        record = _want_findings(services, findings)
-        if archive is not None:
-            result = _ingest(
-                services, name, archive, format, split, None, create=False, replace=replace, findings=record
-            )
-        elif not case_id or not image:
-            raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
-        else:
-            result = add_case(
-                services, name, case_id, report or "", image, patient_id=patient_id, replace=replace, findings=record
-            )
-    out.print_json(json.dumps(result))
-
-
-@index_app.command("delete")
-def index_delete(
-    name: Annotated[str, typer.Argument(help="index name")],
-    case_ids: Annotated[list[str] | None, typer.Argument(help="cases to delete; none = the whole index")] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
-) -> None:
-    """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
-    from api.operations import delete_cases, delete_index
-    from retrieval.case_store import CaseStore
-
-    with _user_errors():
-        services = _services()
-        if not case_ids:
-            if not yes and CaseStore.exists(services.settings.index_dir(name)):
-                raise CliError(f"deleting the whole index {name!r} needs --yes")
-            out.print_json(json.dumps(delete_index(services, name)))
-            return
-        out.print_json(json.dumps(delete_cases(services, name, case_ids)))
-
-
-@index_app.command("rebuild")
-def index_rebuild(
-    name: Annotated[str, typer.Argument(help="index name")],
-    encoder: Annotated[
-        Path | None, typer.Option("--encoder", help="image encoder folder (default: the loaded one)")
-    ] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
-) -> None:
-    """Re-embed every case of an index with another image encoder; the old index stays until the new one
-    is complete. Search it afterwards with the same encoder (KGREPORT_IMAGE_ENCODER)."""
-    from api.operations import rebuild_index
-
-    _configure_logging(verbose)
-    with _user_errors(), _progress() as progress:
-        task = progress.add_task(f"re-embedding {name}", total=None)
-        result = rebuild_index(
-            _services(),
-            name,
-            encoder,
-            on_total=lambda n: progress.update(task, total=n),
-            progress=lambda n: progress.advance(task, n),
-        )
-    out.print_json(json.dumps(result))
-    if encoder is not None:
-        console.print(f"search it with KGREPORT_IMAGE_ENCODER={encoder}")
-
-
-@index_app.command("info")
-def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
-    """Counts, dimensions, encoders, index kinds and sizes of an index."""
-    with _user_errors():
-        services = _services()
-        root = services.settings.index_dir(name)
-        from retrieval.case_store import CaseStore, IndexNotFoundError
-
-        if not CaseStore.exists(root):
-            raise IndexNotFoundError(f"index {name!r} not found at {root}")
-        with CaseStore.open(root) as store:
-            out.print_json(json.dumps(store.info(), default=str))
-
-
-@index_app.command("list")
-def index_list() -> None:
-    """Names of the indexes under the data dir."""
-    settings = get_settings()
-    out.print_json(json.dumps({"data_dir": str(settings.data_dir), "indexes": settings.index_names()}))
 
 
 @app.command("search")
@@ -273,13 +54,13 @@ def search(
     """Find the most similar prior cases for each query image or text."""
     from retrieval.search import Query
 
-    with _user_errors():
+    with user_errors():
         filters = _parse_filters(filter or [])
         all_queries = [Query(image=p, text=with_text) for p in (queries or [])]
         all_queries += [Query(text=t) for t in (text or [])]
         if not all_queries:
             raise CliError("give at least one query image or --text")
-        searcher = _services().searcher(index)
+        searcher = load_services().searcher(index)
         for query in all_queries:
             result = searcher.search(
                 query, k=k, filters=filters, per_image=per_image, leakage_guard=not no_leakage_guard
@@ -320,132 +101,6 @@ def _print_result(result: SearchResult) -> None:
         out.print(f"     {snippet}", no_wrap=True, overflow="ellipsis", style="dim")
 
 
-@kg_app.command("load")
-def kg_load(
-    radlex: Annotated[Path | None, typer.Option(help="RadLex CSV (default: the bundled copy)")] = None,
-    finding_models: Annotated[Path | None, typer.Option(help="finding models JSONL (default: bundled)")] = None,
-    backend: Annotated[str | None, typer.Option(help="falkordb or neo4j (default: neo4j if a URI is set)")] = None,
-) -> None:
-    """Load RadLex and the Open Imaging Finding Models into the graph (idempotent)."""
-    from knowledge.ontology.loader import LOAD_STEPS, load_ontology
-
-    with _user_errors():
-        services = _graph_services(backend)
-        folder = services.settings.ontology_dir
-        with _progress() as progress:
-            task = progress.add_task("loading ontology", total=LOAD_STEPS)
-            summary = load_ontology(
-                services.graph,
-                radlex or folder / "radlex.csv.gz",
-                finding_models or folder / "finding_models.jsonl.gz",
-                progress=lambda step, n: progress.advance(task),
-            )
-        out.print_json(
-            json.dumps({"backend": services.graph.name, "address": services.graph.address, **summary.as_json()})
-        )
-        services.close()
-
-
-@kg_app.command("info")
-def kg_info(backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None) -> None:
-    """Counts of concepts, finding models, edges and cases in the graph."""
-    from knowledge.ontology.loader import ontology_counts
-
-    with _user_errors():
-        services = _graph_services(backend)
-        counts = ontology_counts(services.graph)
-        out.print_json(json.dumps({"backend": services.graph.name, "address": services.graph.address, **counts}))
-        services.close()
-
-
-@kg_app.command("findings")
-def kg_findings(
-    texts: Annotated[list[str] | None, typer.Argument(help="report texts")] = None,
-    file: Annotated[Path | None, typer.Option("--file", help="one report per line")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per report")] = False,
-) -> None:
-    """Findings in report text: ontology concept, status (present/absent/uncertain), location."""
-    with _user_errors():
-        reports = list(texts or [])
-        if file is not None:
-            reports += [
-                line for line in file.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()
-            ]
-        if not reports:
-            raise CliError("give report TEXT arguments or --file")
-        extractor = _services().finding_extractor
-        for text, findings in zip(reports, extractor.extract_many(reports), strict=True):
-            if as_json:
-                sys.stdout.write(json.dumps({"text": text, "findings": [f.as_json() for f in findings]}) + "\n")
-            else:
-                out.print(f"[bold]{text[:100]}[/bold]")
-                for f in findings:
-                    where = f" @ {f.location_concept_id}" if f.location_concept_id else ""
-                    out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r}){where}")
-
-
-@kg_app.command("ground")
-def kg_ground(
-    concept_ids: Annotated[list[str] | None, typer.Argument(help="RadLex RIDs or finding-model ids")] = None,
-    text: Annotated[list[str] | None, typer.Option("--text", "-t", help="report text to ground (repeatable)")] = None,
-    index: Annotated[str | None, typer.Option("--index", "-i", help="archive statistics of this index only")] = None,
-    limit: Annotated[int, typer.Option(min=1, max=100, help="items per list")] = 10,
-    backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="one JSON line per concept / per text")] = False,
-) -> None:
-    """Ancestors, locations, related findings, differential diagnoses and archive statistics.
-
-    Give concept ids, or report text with --text: its findings are extracted and each is grounded,
-    with the conflicts among them (a concept stated both present and absent).
-    """
-    from knowledge.grounding import ground_concepts, ground_findings
-
-    with _user_errors():
-        if not concept_ids and not text:
-            raise CliError("give CONCEPT_ID arguments or --text")
-        services = _graph_services(backend)
-        graph = services.ontology_graph
-        for grounding in ground_concepts(graph, concept_ids or [], index=index, limit=limit):
-            if as_json:
-                sys.stdout.write(json.dumps(grounding.as_json()) + "\n")
-            else:
-                _print_grounding(grounding)
-        reports = list(text or [])
-        for report, findings in zip(
-            reports, services.finding_extractor.extract_many(reports) if reports else [], strict=True
-        ):
-            grounded = ground_findings(graph, findings, index=index, limit=limit)
-            if as_json:
-                sys.stdout.write(json.dumps({"text": report, **grounded.as_json()}) + "\n")
-                continue
-            out.print(f"[bold]{report[:100]}[/bold]")
-            for f in grounded.findings:
-                out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r})")
-            if grounded.conflicts:
-                out.print(f"  [red]conflicts (present and absent):[/red] {', '.join(grounded.conflicts)}")
-            for grounding in grounded.concepts:
-                _print_grounding(grounding)
-        services.close()
-
-
-def _print_grounding(grounding: Grounding) -> None:
-    head, *facts = grounding.facts()
-    out.print(f"[yellow]{head}[/yellow]" if grounding.reason else f"[bold]{head}[/bold]")
-    for line in facts:
-        out.print(f"  {line}")
-
-
-def _graph_services(backend: str | None) -> Services:
-    settings = get_settings()
-    if backend not in (None, "falkordb", "neo4j"):
-        raise CliError(f"unknown graph backend {backend!r}: falkordb or neo4j")
-    if backend == "neo4j" and not settings.neo4j_uri:
-        raise CliError("--backend neo4j needs KGREPORT_NEO4J_URI (and _USER, _PASSWORD)")
-    if backend == "falkordb":
-        settings = settings.model_copy(update={"neo4j_uri": ""})
-    return Services(settings)
-
-
 @app.command("train-generator")
 def train_generator_cmd(
     index: Annotated[str, typer.Option("--index", "-i", help="index built from the training split")],
@@ -473,14 +128,14 @@ def train_generator_cmd(
     from api.reporting import train_generator
     from generator.training import TrainConfig
 
-    with _user_errors(), _progress() as bars:
+    with user_errors(), progress_bars() as bars:
 
         def progress(description: str, total: int | None):
             task = bars.add_task(description, total=total)
             return lambda n=1, *_: bars.advance(task, n)
 
         result = train_generator(
-            _services(),
+            load_services(),
             index=index,
             archive=archive,
             out_dir=out_dir,
@@ -517,8 +172,8 @@ def report_cmd(
     """Write a grounded draft report for each image; models load once."""
     from api.reporting import open_report_writer
 
-    with _user_errors():
-        writer = open_report_writer(_services(), index, generator)
+    with user_errors():
+        writer = open_report_writer(load_services(), index, generator)
         writer.max_new_tokens = max_new_tokens
         for image in images:
             report = writer.write(image)
@@ -614,7 +269,7 @@ def train_encoder_cmd(
     from indexing.training.run import run_training
 
     head_names = tuple(h.strip() for h in heads.split(",") if h.strip())
-    with _user_errors():
+    with user_errors():
         unknown = sorted(set(head_names) - set(RICH_HEADS))
         if unknown:
             raise CliError(f"unknown heads {unknown}; choose from {', '.join(RICH_HEADS)}")
@@ -652,11 +307,11 @@ def demo(
     from retrieval.search import Query
 
     settings: Settings = get_settings()
-    with _user_errors():
+    with user_errors():
         services = Services(settings)
         console.rule("kgreport demo")
         console.print(f"data dir: {settings.data_dir}")
-        result = _ingest(
+        result = ingest_with_progress(
             services, "demo", settings.demo_archive, "medpix", "train", None, create=True,
             findings=settings.index_findings,
         )  # fmt: skip
@@ -720,7 +375,7 @@ def _print_demo_grounding(services: Services, hit: Hit) -> None:
     for f in grounded.findings:
         out.print(f"  {f.status:<9} {f.concept_id:<18} {f.name} ({f.text!r})")
     for grounding in grounded.concepts[:3]:
-        _print_grounding(grounding)
+        print_grounding(grounding)
 
 
 def main() -> None:  # pragma: no cover

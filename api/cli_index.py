@@ -1,0 +1,151 @@
+"""`kgreport index ...`: build, extend, delete, rebuild, inspect and list similar-case indexes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from api.settings import get_settings
+
+if TYPE_CHECKING:
+    pass
+
+from api.cli_support import (
+    FINDINGS_HELP,
+    CliError,
+    configure_logging,
+    console,
+    ingest_with_progress,
+    load_services,
+    out,
+    progress_bars,
+    user_errors,
+    want_findings,
+)
+
+index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
+
+
+@index_app.command("build")
+def index_build(
+    archive: Annotated[Path, typer.Argument(help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")],
+    name: Annotated[str, typer.Option("--name", "-n", help="index name")],
+    format: Annotated[
+        str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")
+    ] = None,
+    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
+    limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
+    findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
+    configure_logging(verbose)
+    with user_errors():
+        services = load_services()
+        result = ingest_with_progress(
+            services, name, archive, format, split, limit, create=True, findings=want_findings(services, findings)
+        )
+    out.print_json(json.dumps(result))
+
+
+@index_app.command("add")
+def index_add(
+    name: Annotated[str, typer.Option("--name", "-n", help="existing index")],
+    archive: Annotated[Path | None, typer.Argument(help="archive whose cases to add")] = None,
+    format: Annotated[str | None, typer.Option("--format")] = None,
+    split: Annotated[str, typer.Option(help="MedPix split")] = "train",
+    case_id: Annotated[str | None, typer.Option(help="add one case: its id")] = None,
+    report: Annotated[str | None, typer.Option(help="add one case: its report text")] = None,
+    patient_id: Annotated[str | None, typer.Option(help="add one case: its patient id")] = None,
+    image: Annotated[list[Path] | None, typer.Option("--image", help="add one case: an image (repeatable)")] = None,
+    replace: Annotated[bool, typer.Option(help="re-embed cases that are already stored")] = False,
+    findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
+) -> None:
+    """Add cases to an existing index, from an archive or as one case given on the command line."""
+    from api.operations import add_case
+
+    with user_errors():
+        services = load_services()
+        record = want_findings(services, findings)
+        if archive is not None:
+            result = ingest_with_progress(
+                services, name, archive, format, split, None, create=False, replace=replace, findings=record
+            )
+        elif not case_id or not image:
+            raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
+        else:
+            result = add_case(
+                services, name, case_id, report or "", image, patient_id=patient_id, replace=replace, findings=record
+            )
+    out.print_json(json.dumps(result))
+
+
+@index_app.command("delete")
+def index_delete(
+    name: Annotated[str, typer.Argument(help="index name")],
+    case_ids: Annotated[list[str] | None, typer.Argument(help="cases to delete; none = the whole index")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
+) -> None:
+    """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
+    from api.operations import delete_cases, delete_index
+    from retrieval.case_store import CaseStore
+
+    with user_errors():
+        services = load_services()
+        if not case_ids:
+            if not yes and CaseStore.exists(services.settings.index_dir(name)):
+                raise CliError(f"deleting the whole index {name!r} needs --yes")
+            out.print_json(json.dumps(delete_index(services, name)))
+            return
+        out.print_json(json.dumps(delete_cases(services, name, case_ids)))
+
+
+@index_app.command("rebuild")
+def index_rebuild(
+    name: Annotated[str, typer.Argument(help="index name")],
+    encoder: Annotated[
+        Path | None, typer.Option("--encoder", help="image encoder folder (default: the loaded one)")
+    ] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Re-embed every case of an index with another image encoder; the old index stays until the new one
+    is complete. Search it afterwards with the same encoder (KGREPORT_IMAGE_ENCODER)."""
+    from api.operations import rebuild_index
+
+    configure_logging(verbose)
+    with user_errors(), progress_bars() as progress:
+        task = progress.add_task(f"re-embedding {name}", total=None)
+        result = rebuild_index(
+            load_services(),
+            name,
+            encoder,
+            on_total=lambda n: progress.update(task, total=n),
+            progress=lambda n: progress.advance(task, n),
+        )
+    out.print_json(json.dumps(result))
+    if encoder is not None:
+        console.print(f"search it with KGREPORT_IMAGE_ENCODER={encoder}")
+
+
+@index_app.command("info")
+def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
+    """Counts, dimensions, encoders, index kinds and sizes of an index."""
+    with user_errors():
+        services = load_services()
+        root = services.settings.index_dir(name)
+        from retrieval.case_store import CaseStore, IndexNotFoundError
+
+        if not CaseStore.exists(root):
+            raise IndexNotFoundError(f"index {name!r} not found at {root}")
+        with CaseStore.open(root) as store:
+            out.print_json(json.dumps(store.info(), default=str))
+
+
+@index_app.command("list")
+def index_list() -> None:
+    """Names of the indexes under the data dir."""
+    settings = get_settings()
+    out.print_json(json.dumps({"data_dir": str(settings.data_dir), "indexes": settings.index_names()}))

@@ -1,0 +1,118 @@
+"""What every `kgreport` command shares: the consoles, loading services, progress bars and turning known
+failures into one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from api.services import Services
+from api.settings import get_settings
+
+console = Console(stderr=True)
+out = Console(soft_wrap=True)
+
+
+class CliError(Exception):
+    """An error the user can fix; printed without a traceback."""
+
+
+def load_services() -> Services:
+    return Services(get_settings())
+
+
+def progress_bars() -> Progress:
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=False,
+    )
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
+    from api.operations import IndexBusyError
+    from generator.llm import LLMLoadError
+    from generator.pipeline import ReportGenerationError
+    from indexing.archives import ArchiveError
+    from knowledge.graph import GraphUnavailableError
+    from retrieval.case_store import IndexNotFoundError
+    from retrieval.encoders.image_encoder import EncoderLoadError
+    from retrieval.imaging import ImageDecodeError
+    from retrieval.search import QueryError
+
+    try:
+        yield
+    except (
+        CliError,
+        ArchiveError,
+        GraphUnavailableError,
+        IndexNotFoundError,
+        EncoderLoadError,
+        ImageDecodeError,
+        QueryError,
+        LLMLoadError,
+        ReportGenerationError,
+        IndexBusyError,
+        FileNotFoundError,
+        ValueError,
+    ) as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def configure_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+
+
+def ingest_with_progress(
+    services: Services,
+    name: str,
+    archive_path: Path,
+    fmt: str | None,
+    split: str,
+    limit: int | None,
+    *,
+    create: bool,
+    replace: bool = False,
+    findings: bool = True,
+) -> dict:
+    """`operations.ingest_archive` with a progress bar, printing what was skipped."""
+    from api.operations import ingest_archive
+
+    with progress_bars() as progress:
+        task = progress.add_task(f"indexing {archive_path.name}", total=None)
+        result, skipped = ingest_archive(
+            services, name, archive_path, fmt, split, limit, create=create, replace=replace, findings=findings,
+            on_total=lambda n: progress.update(task, total=n), progress=lambda n: progress.advance(task, n),
+        )  # fmt: skip
+    for item in skipped[:20]:
+        console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
+    if len(skipped) > 20:
+        console.print(f"[yellow]… and {len(skipped) - 20} more skipped[/yellow]")
+    return result
+
+
+FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"
+
+
+def want_findings(services: Services, flag: bool | None) -> bool:
+    return services.settings.index_findings if flag is None else flag
