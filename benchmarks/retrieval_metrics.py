@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,9 +86,6 @@ def any_match(wanted: str, found: Sequence[str]) -> bool | None:
     return None if not wanted else wanted in found
 
 
-def label_counts(labels: Mapping[str, str]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for label in labels.values():
-        if label:
-            counts[label] = counts.get(label, 0) + 1
-    return counts
+def label_counts(labels: Iterable[str]) -> dict[str, int]:
+    """How many times each non-empty label occurs."""
+    return dict(Counter(label for label in labels if label))

@@ -146,8 +146,8 @@ class Judge:
         self.images: dict[str, tuple[Case, CaseImage]] = {i.image_id: (c, i) for c in train for i in c.images}
         self.labels = case_labels([*train, *dev], extractor)
         train_labels = [self.labels[c.case_id] for c in train]
-        self.category_counts = label_counts({str(i): x.category for i, x in enumerate(train_labels)})
-        self.acr_counts = label_counts({str(i): x.acr for i, x in enumerate(train_labels)})
+        self.category_counts = label_counts(x.category for x in train_labels)
+        self.acr_counts = label_counts(x.acr for x in train_labels)
         self.diagnoses = {x.diagnosis for x in train_labels}
 
     def draft(self, hit: Hit) -> str:
