@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sqlite3
 import threading
@@ -35,6 +34,18 @@ from typing import Any
 import numpy as np
 
 from retrieval.records import REPORT_SECTIONS, Case, CaseImage, Hit, ReportSections
+from retrieval.store_rows import (
+    IMAGE_HIT_SQL,
+    IN_LIST,
+    SCHEMA,
+    TEXT_HIT_SQL,
+    file_id,
+    from_blob,
+    json_list,
+    to_blob,
+    unit_vector,
+    write_json_atomic,
+)
 from retrieval.vector_index import IndexParams, VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
@@ -44,55 +55,6 @@ _FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # metadata keys go into 
 _REBUILD_CHUNK = 20_000  # rows read from SQLite per FAISS add while rebuilding
 CHANGE_LOG_GENERATIONS = 1000  # writes whose row changes are kept for other processes to catch up with
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS cases (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    case_id TEXT UNIQUE NOT NULL,
-    patient_id TEXT, modality TEXT, body_region TEXT,
-    report_json TEXT NOT NULL, report_text TEXT NOT NULL, metadata_json TEXT NOT NULL DEFAULT '{}',
-    text_vector BLOB NOT NULL
-);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    case_pk INTEGER NOT NULL REFERENCES cases(id) ON DELETE CASCADE,
-    image_id TEXT NOT NULL, path TEXT, caption TEXT, modality TEXT, body_region TEXT, plane TEXT,
-    metadata_json TEXT NOT NULL DEFAULT '{}', vector BLOB NOT NULL,
-    UNIQUE (case_pk, image_id)
-);
-CREATE INDEX IF NOT EXISTS images_path ON images(path);
-CREATE INDEX IF NOT EXISTS cases_patient ON cases(patient_id);
--- Filters compare lower(...) = lower(?): these expression indexes answer them without reading the
--- rows, whose vector blobs would make every filtered search a scan of the whole file.
-CREATE INDEX IF NOT EXISTS images_modality_ci ON images(lower(modality));
-CREATE INDEX IF NOT EXISTS images_body_region_ci ON images(lower(body_region));
-CREATE INDEX IF NOT EXISTS cases_modality_ci ON cases(lower(modality));
-CREATE INDEX IF NOT EXISTS cases_body_region_ci ON cases(lower(body_region));
-CREATE INDEX IF NOT EXISTS cases_patient_ci ON cases(lower(patient_id));
-CREATE INDEX IF NOT EXISTS cases_case_id_ci ON cases(lower(case_id));
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Which rows each write added or removed (space 'image' or 'text'), so that another process's copy of
--- the FAISS indexes can apply the change instead of rebuilding. Only recent generations are kept.
-CREATE TABLE IF NOT EXISTS changes (
-    generation INTEGER NOT NULL, space TEXT NOT NULL, row_id INTEGER NOT NULL, added INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS changes_generation ON changes(generation);
-"""
-
-_IN_LIST = "(SELECT value FROM json_each(?))"  # one JSON-array parameter: no limit on list length
-
-_IMAGE_HIT_SQL = f"""
-SELECT i.id AS pk, c.case_id, i.image_id, COALESCE(i.modality, c.modality) AS modality,
-       COALESCE(i.body_region, c.body_region) AS body_region, c.report_text, c.patient_id, i.caption,
-       json_extract(i.metadata_json, '$.location') AS location
-FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {_IN_LIST}
-"""
-_TEXT_HIT_SQL = f"""
-SELECT c.id AS pk, c.case_id,
-       (SELECT image_id FROM images WHERE case_pk = c.id ORDER BY id LIMIT 1) AS image_id,
-       c.modality, c.body_region, c.report_text, c.patient_id, '' AS caption, NULL AS location
-FROM cases c WHERE c.id IN {_IN_LIST}
-"""
-
 
 class IndexNotFoundError(FileNotFoundError):
     """No index at the given path (or its manifest is unreadable)."""
@@ -100,44 +62,6 @@ class IndexNotFoundError(FileNotFoundError):
 
 class DuplicateCaseError(ValueError):
     """A case id that is already stored (or given twice in one batch)."""
-
-
-def _unit(vector: Any, dim: int, what: str) -> np.ndarray:
-    """A float32 unit vector of length `dim` (a zero vector stays zero), or a ValueError naming `what`."""
-    v = np.asarray(vector, dtype=np.float32)
-    if v.shape != (dim,):
-        raise VectorIndexError(f"{what}: vector of shape {v.shape}, expected ({dim},)")
-    if not np.isfinite(v).all():
-        raise VectorIndexError(f"{what}: vector contains NaN or infinity")
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v
-
-
-def _blob(vector: np.ndarray) -> bytes:
-    return np.ascontiguousarray(vector, dtype=np.float32).tobytes()
-
-
-def _unblob(blob: bytes) -> np.ndarray:
-    return np.frombuffer(blob, dtype=np.float32)
-
-
-def _json_list(values: Collection[Any]) -> str:
-    return json.dumps([v if isinstance(v, int) else str(v) for v in values])
-
-
-def _file_id(path: Path) -> tuple[int, int]:
-    """(device, inode): the same path can name another file after a swap."""
-    stat = os.stat(path)
-    return stat.st_dev, stat.st_ino
-
-
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 class CaseStore:
@@ -155,11 +79,11 @@ class CaseStore:
         self._closed = False
         # Autocommit mode (isolation_level=None): transactions are the explicit BEGIN/COMMIT below.
         self._db = sqlite3.connect(root / "store.sqlite", check_same_thread=False, isolation_level=None)
-        self._file_id = _file_id(root / "store.sqlite")
+        self.file_id = file_id(root / "store.sqlite")
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(_SCHEMA)
+        self._db.executescript(SCHEMA)
         self.image_index = VectorIndex(manifest["image_dim"], self.params)
         self.text_index = VectorIndex(manifest["text_dim"], self.params)
         self._indexed_generation = 0  # the SQLite generation the in-memory FAISS indexes reflect
@@ -198,7 +122,7 @@ class CaseStore:
             "faiss_generation": 0,
         }
         store = cls(root, manifest, params)  # creates the SQLite schema first ...
-        _write_json_atomic(root / "manifest.json", manifest)  # ... so a manifest always has a database
+        write_json_atomic(root / "manifest.json", manifest)  # ... so a manifest always has a database
         return store
 
     @classmethod
@@ -240,7 +164,7 @@ class CaseStore:
         """Whether another store now sits at this root (`kgreport index rebuild` swapped one in) or none:
         a handle that is still open reads the old, unlinked files, so its owner must open the root anew."""
         try:
-            return _file_id(self.root / "store.sqlite") != self._file_id
+            return file_id(self.root / "store.sqlite") != self.file_id
         except FileNotFoundError:
             return True
 
@@ -377,10 +301,10 @@ class CaseStore:
             )
             new = [r["row_id"] for r in rows if r["space"] == space and r["added"]]
             stored = self._db.execute(  # rows added and deleted again within the window are gone: skipped
-                f"SELECT id, {column} FROM {table} WHERE id IN {_IN_LIST} ORDER BY id", (_json_list(new),)
+                f"SELECT id, {column} FROM {table} WHERE id IN {IN_LIST} ORDER BY id", (json_list(new),)
             ).fetchall()
             if stored:
-                index.add(np.array([r[0] for r in stored], dtype=np.int64), np.stack([_unblob(r[1]) for r in stored]))
+                index.add(np.array([r[0] for r in stored], dtype=np.int64), np.stack([from_blob(r[1]) for r in stored]))
         self._indexed_generation = generation
         return True
 
@@ -403,7 +327,7 @@ class CaseStore:
             index.train(self._vectors_for(table, column, picked), expected_size=len(ids))
         cursor = self._db.execute(f"SELECT id, {column} FROM {table} ORDER BY id")
         while rows := cursor.fetchmany(_REBUILD_CHUNK):
-            index.add(np.array([r[0] for r in rows], dtype=np.int64), np.stack([_unblob(r[1]) for r in rows]))
+            index.add(np.array([r[0] for r in rows], dtype=np.int64), np.stack([from_blob(r[1]) for r in rows]))
         return index
 
     def _vectors_for(self, table: str, column: str, ids: np.ndarray) -> np.ndarray:
@@ -411,9 +335,9 @@ class CaseStore:
         for start in range(0, len(ids), _REBUILD_CHUNK):
             chunk = [int(i) for i in ids[start : start + _REBUILD_CHUNK]]
             rows = self._db.execute(
-                f"SELECT {column} FROM {table} WHERE id IN {_IN_LIST} ORDER BY id", (json.dumps(chunk),)
+                f"SELECT {column} FROM {table} WHERE id IN {IN_LIST} ORDER BY id", (json.dumps(chunk),)
             )
-            parts += [_unblob(r[0]) for r in rows]
+            parts += [from_blob(r[0]) for r in rows]
         return np.stack(parts)
 
     def flush(self) -> None:
@@ -423,7 +347,7 @@ class CaseStore:
             self.text_index.save(self.root / "text.faiss")
             # Recorded last: a crash before this line leaves the old generation, so open() rebuilds.
             self.manifest["faiss_generation"] = self._indexed_generation
-            _write_json_atomic(self.root / "manifest.json", self.manifest)
+            write_json_atomic(self.root / "manifest.json", self.manifest)
 
     def _sync_faiss(
         self,
@@ -457,11 +381,11 @@ class CaseStore:
             if len(set(image_ids)) != len(image_ids):
                 raise ValueError(f"case {case.case_id}: duplicate image ids")
             images = [
-                (image, _unit(image_vectors[image.image_id], image_dim, f"image {image.image_id}"))
+                (image, unit_vector(image_vectors[image.image_id], image_dim, f"image {image.image_id}"))
                 for image in case.images
                 if image_vectors.get(image.image_id) is not None  # images without a vector are not stored
             ]
-            out.append((case, images, _unit(text_vector, text_dim, f"case {case.case_id}: report")))
+            out.append((case, images, unit_vector(text_vector, text_dim, f"case {case.case_id}: report")))
         return out
 
     def add_cases(
@@ -507,7 +431,7 @@ class CaseStore:
                 json.dumps(case.report.as_dict()),
                 case.report.text(),
                 json.dumps(case.metadata, default=str),
-                _blob(text_vector),
+                to_blob(text_vector),
             ),
         )
         assert cursor.lastrowid is not None
@@ -526,7 +450,7 @@ class CaseStore:
                 image.body_region or case.body_region,
                 image.plane,
                 json.dumps(image.metadata, default=str),
-                _blob(vector),
+                to_blob(vector),
             ),
         )
         assert cursor.lastrowid is not None
@@ -639,7 +563,7 @@ class CaseStore:
                 "SELECT i.id, c.case_id, c.patient_id, i.image_id, i.path, i.caption,"
                 " COALESCE(i.modality, c.modality) AS modality,"
                 " COALESCE(i.body_region, c.body_region) AS body_region, i.plane, i.metadata_json"
-                f" FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {_IN_LIST}",
+                f" FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {IN_LIST}",
                 (json.dumps(wanted),),
             ).fetchall()
         by_id = {r["id"]: {**dict(r), "metadata": json.loads(r["metadata_json"])} for r in rows}
@@ -727,11 +651,11 @@ class CaseStore:
         clauses, args, needs_cases = self._filter_sql(space, filters or {})
         exclusion, exclusion_args = [], []
         if exclude_case_ids:
-            exclusion.append(f"c.case_id IN {_IN_LIST}")
-            exclusion_args.append(_json_list(exclude_case_ids))
+            exclusion.append(f"c.case_id IN {IN_LIST}")
+            exclusion_args.append(json_list(exclude_case_ids))
         if exclude_patient_ids:
-            exclusion.append(f"c.patient_id IN {_IN_LIST}")
-            exclusion_args.append(_json_list(exclude_patient_ids))
+            exclusion.append(f"c.patient_id IN {IN_LIST}")
+            exclusion_args.append(json_list(exclude_patient_ids))
         if space == "text":
             column, source = "c.id", "cases c"
         else:  # skip the join when no clause reads the case row (it would load each case's vector page)
@@ -808,7 +732,7 @@ class CaseStore:
             exclude_case_ids=exclude_case_ids,
             exclude_patient_ids=exclude_patient_ids,
         )
-        sql = _IMAGE_HIT_SQL if space == "image" else _TEXT_HIT_SQL
+        sql = IMAGE_HIT_SQL if space == "image" else TEXT_HIT_SQL
         with self._lock:
             return [self._hits(sql, ids, scores) for ids, scores in found]
 
@@ -843,11 +767,11 @@ class CaseStore:
     # -- stored vectors (for exact rescoring) ------------------------------------------------------------
     def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:
         """The image row ids of these case rows (text-space ids), in row order."""
-        return self._image_ids_of(_IN_LIST, case_row_ids)
+        return self._image_ids_of(IN_LIST, case_row_ids)
 
     def sibling_image_ids(self, image_ids: Sequence[int]) -> list[int]:
         """Every image row id of the cases that own these image rows (them included), in row order."""
-        return self._image_ids_of(f"(SELECT case_pk FROM images WHERE id IN {_IN_LIST})", image_ids)
+        return self._image_ids_of(f"(SELECT case_pk FROM images WHERE id IN {IN_LIST})", image_ids)
 
     def _image_ids_of(self, case_pks: str, ids: Sequence[int]) -> list[int]:
         """Image row ids whose case row is in `case_pks` (SQL over one JSON-list parameter: `ids`)."""
@@ -855,7 +779,7 @@ class CaseStore:
             return []
         with self._lock:
             rows = self._db.execute(
-                f"SELECT id FROM images WHERE case_pk IN {case_pks} ORDER BY id", (_json_list(ids),)
+                f"SELECT id FROM images WHERE case_pk IN {case_pks} ORDER BY id", (json_list(ids),)
             ).fetchall()
         return [r[0] for r in rows]
 
@@ -874,7 +798,7 @@ class CaseStore:
             rows = self._db.execute(
                 f"SELECT CAST(j.key AS INTEGER) AS n, c.case_id, i.vector{text_column} FROM json_each(?) j"
                 " JOIN images i ON i.id = j.value JOIN cases c ON c.id = i.case_pk",
-                (_json_list(image_ids),),
+                (json_list(image_ids),),
             ).fetchall()
         if not rows:
             return case_ids, images, texts
@@ -882,15 +806,15 @@ class CaseStore:
         for n, row in zip(found, rows, strict=True):
             case_ids[n] = row["case_id"]
         # One buffer per column rather than an array per row: this runs for every search's candidates.
-        images[found] = _unblob(b"".join(row["vector"] for row in rows)).reshape(len(rows), -1)
+        images[found] = from_blob(b"".join(row["vector"] for row in rows)).reshape(len(rows), -1)
         if texts is not None:
-            texts[found] = _unblob(b"".join(row["text_vector"] for row in rows)).reshape(len(rows), -1)
+            texts[found] = from_blob(b"".join(row["text_vector"] for row in rows)).reshape(len(rows), -1)
         return case_ids, images, texts
 
     def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
         """{image row id: hit} with the given scores, in order (rows that no longer exist are left out)."""
         with self._lock:
-            return self._hits_by_row(_IMAGE_HIT_SQL, image_ids, scores)
+            return self._hits_by_row(IMAGE_HIT_SQL, image_ids, scores)
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
         """Stored (unit) report vectors for these case ids, in order; zeros for unknown ids."""
@@ -899,10 +823,10 @@ class CaseStore:
             return out
         with self._lock:
             found = {
-                r["case_id"]: _unblob(r["text_vector"])
+                r["case_id"]: from_blob(r["text_vector"])
                 for r in self._db.execute(
-                    f"SELECT case_id, text_vector FROM cases WHERE case_id IN {_IN_LIST}",
-                    (_json_list(case_ids),),
+                    f"SELECT case_id, text_vector FROM cases WHERE case_id IN {IN_LIST}",
+                    (json_list(case_ids),),
                 )
             }
         for n, case_id in enumerate(case_ids):
