@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 TOKEN = re.compile(r"[a-z0-9]+")
 
@@ -49,15 +50,75 @@ def consensus_index(reports: Sequence[str], scores: Sequence[float] | None = Non
     weigh nothing."""
     if not reports:
         raise ValueError("consensus of no reports")
-    weights = [max(float(s), 0.0) for s in scores] if scores is not None else [1.0] * len(reports)
-    if len(weights) != len(reports):
-        raise ValueError(f"{len(reports)} reports but {len(weights)} scores")
-    words = [tokens(r) for r in reports]
-    best, best_agreement = 0, -1.0
+    candidates = [Candidate(str(i), 1.0, r, frozenset()) for i, r in enumerate(reports)]
+    return select_draft(candidates, scores, lexical_weight=1.0).index
+
+
+# -- candidates: lexical plus finding agreement --------------------------------------------------------------
+@dataclass(frozen=True)
+class Candidate:
+    """One retrieved case's report as a possible draft; `present` = the concepts its text states present."""
+
+    case_id: str
+    score: float
+    text: str
+    present: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The chosen draft and why: each candidate's agreement with the others (same order as given)."""
+
+    index: int
+    agreements: tuple[float, ...]
+
+    @property
+    def agreement(self) -> float:
+        return self.agreements[self.index]
+
+
+def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
+    """|a ∩ b| / |a ∪ b|; two empty sets agree (neither states a finding)."""
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+def select_draft(
+    candidates: Sequence[Candidate], scores: Sequence[float] | None = None, *, lexical_weight: float = 0.5
+) -> Selection:
+    """The candidate that agrees most with the others, each other weighted by its retrieval score.
+
+    Agreement of two reports = `lexical_weight` · ROUGE-L + (1 − `lexical_weight`) · Jaccard of their
+    present findings: wording alone rewards boilerplate, findings alone ignore everything the extractor
+    does not know. Ties (and a single candidate) go to the better-ranked one; negative scores weigh
+    nothing; `scores` defaults to each candidate's own."""
+    if not candidates:
+        raise ValueError("consensus of no reports")
+    raw = scores if scores is not None else [c.score for c in candidates]
+    if len(raw) != len(candidates):
+        raise ValueError(f"{len(candidates)} reports but {len(raw)} scores")
+    weights = [max(float(s), 0.0) for s in raw]
+    words = [tokens(c.text) for c in candidates]
+    agreements = []
     for i, own in enumerate(words):
-        others = [(rouge_l(own, words[j]), weights[j]) for j in range(len(words)) if j != i]
+        others = [
+            (lexical_weight * rouge_l(own, words[j]) + (1 - lexical_weight) * jaccard(candidates[i].present, c.present),
+             weights[j])
+            for j, c in enumerate(candidates) if j != i
+        ]  # fmt: skip
         total = sum(w for _, w in others)
-        agreement = sum(r * w for r, w in others) / total if total > 0 else 0.0
-        if agreement > best_agreement + 1e-12:
-            best, best_agreement = i, agreement
-    return best
+        agreements.append(sum(a * w for a, w in others) / total if total > 0 else 0.0)
+    best = 0
+    for i, value in enumerate(agreements):
+        if value > agreements[best] + 1e-12:
+            best = i
+    return Selection(best, tuple(agreements))
+
+
+def draft_text(findings: str, impression: str, *, findings_words: int = 60, impression_words: int = 20) -> str:
+    """A report in the writer's format, each section cut to a word budget ("..." marks a cut)."""
+    return f"Findings: {cut_words(findings, findings_words)}\nImpression: {cut_words(impression, impression_words)}"
+
+
+def cut_words(text: str, limit: int) -> str:
+    words = text.split()
+    return " ".join(words[:limit]) + (" ..." if len(words) > limit else "")

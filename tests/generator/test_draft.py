@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.draft import consensus_index, lcs_length, rouge_l, tokens
+from generator.draft import Candidate, consensus_index, draft_text, jaccard, lcs_length, rouge_l, select_draft, tokens
 
 
 def test_tokens_and_longest_common_subsequence() -> None:
@@ -39,3 +39,20 @@ def test_bad_input_is_refused() -> None:
         consensus_index([])
     with pytest.raises(ValueError, match="scores"):
         consensus_index(["a", "b"], [1.0])
+
+
+def test_findings_agreement_can_outvote_wording() -> None:
+    candidates = [
+        Candidate("A", 0.9, "The study shows a mass in the liver.", frozenset({"mass", "liver"})),
+        Candidate("B", 0.8, "The study shows a cyst in the kidney.", frozenset({"cyst"})),
+        Candidate("C", 0.7, "Hepatic mass, enhancing.", frozenset({"mass", "liver"})),
+    ]
+    assert select_draft(candidates, lexical_weight=1.0).index in {0, 1}  # wording: A and B share boilerplate
+    by_findings = select_draft(candidates, lexical_weight=0.0)
+    assert by_findings.index in {0, 2} and by_findings.agreements[1] == min(by_findings.agreements)
+    assert jaccard(frozenset(), frozenset()) == 1.0 and jaccard(frozenset({"a"}), frozenset({"b"})) == 0.0
+
+
+def test_draft_text_cuts_each_section() -> None:
+    text = draft_text("one two three four", "five six", findings_words=2, impression_words=5)
+    assert text == "Findings: one two ...\nImpression: five six"
