@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.markup import escape
 
 from api.services import Services
 from api.settings import Settings, get_settings
@@ -25,6 +26,7 @@ from api.cli_support import (
     load_services,
     out,
     progress_bars,
+    stage_progress,
     user_errors,
 )
 
@@ -112,8 +114,12 @@ def train_generator_cmd(
     limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
     dev_limit: Annotated[int | None, typer.Option(help="use only the first N dev cases")] = None,
     images_per_case: Annotated[int | None, typer.Option(min=1, help="use only the first N images of a case")] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 3,
-    prompt_budget: Annotated[int, typer.Option(min=64, help="evidence tokens in the prompt")] = 384,
+    k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 5,
+    prompt_budget: Annotated[int, typer.Option(min=64, help="tokens of evidence, draft and instruction")] = 320,
+    kinds: Annotated[
+        str, typer.Option(help="example kinds, comma-separated: edit, repair, notes")
+    ] = "edit,repair,notes",
+    drop_side: Annotated[float, typer.Option(min=0.0, max=0.5, help="chance to drop the image (and the texts)")] = 0.15,
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
@@ -124,16 +130,17 @@ def train_generator_cmd(
         Path | None, typer.Option(help="go on training this trained writer (its settings; its dev loss competes)")
     ] = None,
 ) -> None:
-    """Train the report writer (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
+    """Train the refiner (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
     from api.reporting import train_generator
-    from generator.training import TrainConfig
+    from generator.config import WriterConfig
+    from generator.training import KINDS, TrainConfig
+
+    chosen = tuple(x.strip() for x in kinds.split(",") if x.strip())
+    if not chosen or set(chosen) - set(KINDS):
+        raise typer.BadParameter(f"kinds must be among {', '.join(KINDS)}", param_hint="--kinds")
 
     with user_errors(), progress_bars() as bars:
-
-        def progress(description: str, total: int | None):
-            task = bars.add_task(description, total=total)
-            return lambda n=1, *_: bars.advance(task, n)
-
+        progress = stage_progress(bars)
         result = train_generator(
             load_services(),
             index=index,
@@ -145,9 +152,10 @@ def train_generator_cmd(
             limit=limit,
             dev_limit=dev_limit,
             images_per_case=images_per_case,
-            k=k,
-            prompt_budget=prompt_budget,
+            writer_config=WriterConfig(k=k, prompt_budget=prompt_budget),
+            kinds=chosen,
             train_config=TrainConfig(
+                drop_side=drop_side,
                 epochs=epochs,
                 batch_size=batch_size,
                 max_steps=max_steps,
@@ -161,39 +169,78 @@ def train_generator_cmd(
     out.print_json(json.dumps(result))
 
 
+@app.command("calibrate-writer")
+def calibrate_writer_cmd(
+    index: Annotated[str, typer.Option("--index", "-i", help="index built from the training split")],
+    archive: Annotated[Path, typer.Option(help="the archive")],
+    generator: Annotated[Path, typer.Option(help="trained refiner folder: its confidence.json is (re)written")],
+    split: Annotated[str, typer.Option(help="split the confidence is fitted on (never the one you test on)")] = "train",
+    limit: Annotated[int | None, typer.Option(help="use only the first N cases")] = None,
+) -> None:
+    """Fit the image-only draft's calibrated confidence for a trained refiner (the LLM is not trained)."""
+    from api.reporting import calibrate_writer
+
+    with user_errors(), progress_bars() as bars:
+        progress = stage_progress(bars)
+        result = calibrate_writer(
+            load_services(), generator, index=index, archive=archive, split=split, limit=limit, progress=progress
+        )
+    out.print_json(json.dumps(result))
+
+
 @app.command("report")
 def report_cmd(
     images: Annotated[list[Path], typer.Argument(help="query images: PNG, JPEG, DICOM file or series folder, NIfTI")],
     index: Annotated[str, typer.Option("--index", "-i", help="index of prior cases")] = "demo",
-    generator: Annotated[Path | None, typer.Option(help="trained report-writer folder (default: bundled)")] = None,
-    max_new_tokens: Annotated[int, typer.Option(min=8, max=512)] = 120,
+    notes: Annotated[
+        str | None,
+        typer.Option(help='the radiologist\'s findings, shorthand allowed ("RUL 2cm nodule, no effusion"): notes mode'),
+    ] = None,
+    generator: Annotated[Path | None, typer.Option(help="trained refiner folder (default: bundled)")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(min=8, max=512, help="default: the writer's config")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
-    """Write a grounded draft report for each image; models load once."""
+    """Write a grounded draft report for each image (from the image alone, or from --notes); models load once."""
     from api.reporting import open_report_writer
 
     with user_errors():
         writer = open_report_writer(load_services(), index, generator)
-        writer.max_new_tokens = max_new_tokens
         for image in images:
-            report = writer.write(image)
+            report = writer.write(image, notes, max_new_tokens=max_new_tokens)
             if as_json:
                 sys.stdout.write(json.dumps({"image": str(image), **report.as_json()}) + "\n")
                 sys.stdout.flush()
             else:
-                _print_report(image, report)
+                print_report(image, report)
 
 
-def _print_report(image: Path, report: Report) -> None:
-    out.print(f"[bold]{image}[/bold]  gate {report.gate:.2f} (1 = image only, 0 = retrieved reports only)")
-    out.print("[bold]Findings[/bold]")
-    for s in report.findings:
-        cites = ", ".join(s.cited_case_ids) or "no prior case"
-        flag = "" if s.supported else f"  [red]unsupported: {', '.join(s.unsupported_concept_ids)}[/red]"
-        out.print(f"  {s.sentence}  [dim][{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}][/dim]{flag}")
-    out.print(f"[bold]Impression[/bold]\n  {report.impression}")
+def print_report(image: Path, report: Report) -> None:
+    """A report for a terminal: the draft's source, findings with citations, impression, differential."""
+    gate = "" if report.gate is None else f"  gate {report.gate:.2f} (1 = image only, 0 = texts only)"
+    confidence = "" if report.confidence is None else f"  confidence {report.confidence:.2f}"
+    out.print(f"[bold]{image}[/bold]  mode {report.mode}{gate}{confidence}")
+    if report.draft:
+        source = f"case {report.draft['case_id']}" if report.draft["source"] == "case" else "your notes"
+        out.print(f"[dim]draft from {source}[/dim]")
+    if report.abstained:
+        out.print(f"[yellow]{escape(report.impression)}[/yellow]")
+        for c in report.candidates[:3]:
+            out.print(f"  {c['case_id']} ({c['score']:.2f}): {escape(c['text'][:120])}", style="dim")
+    else:
+        out.print("[bold]Findings[/bold]")
+        for s in report.findings:
+            cites = ", ".join(s.cited_case_ids) or "no prior case"
+            flag = "" if s.supported else f"  [red]unsupported: {', '.join(s.unsupported_concept_ids)}[/red]"
+            tags = escape(f"[{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}]")
+            out.print(f"  {escape(s.sentence)}  [dim]{tags}[/dim]{flag}")
+        for sentence in report.removed:
+            out.print(f"  [strike dim]{escape(sentence)}[/strike dim]  [red](removed: unsupported)[/red]")
+        out.print(f"[bold]Impression[/bold]\n  {escape(report.impression)}")
+    for n, d in enumerate(report.differential, 1):
+        sources = ", ".join([*d["case_ids"], *d["concept_ids"]]) or "-"
+        out.print(f"  {n}. {escape(d['name'])}  [dim]{escape('[' + sources + ']')}[/dim]")
     for line in report.limitations:
-        out.print(f"  [yellow]limitation:[/yellow] {line}")
+        out.print(f"  [yellow]limitation:[/yellow] {escape(line)}")
 
 
 @app.command("serve")
@@ -351,6 +398,9 @@ def demo(
         )
 
 
+DEMO_NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
+
+
 def _print_demo_report(services: Services, image: Path) -> None:
     """The bundled report writer's grounded draft for the first held-out image."""
     from api.reporting import GeneratorNotFoundError, open_report_writer
@@ -360,8 +410,10 @@ def _print_demo_report(services: Services, image: Path) -> None:
     except GeneratorNotFoundError as err:
         out.print(f"\n[yellow]no report written:[/yellow] {err}")
         return
-    out.print(f"\n[bold]grounded draft report[/bold] ({writer.model_info['writer']})")
-    _print_report(image, writer.write(image))
+    out.print(f"\n[bold]grounded draft report, from the image alone[/bold] ({writer.model_info['writer']})")
+    print_report(image, writer.write(image))
+    out.print(f"\n[bold]the same image with the radiologist's notes[/bold]: {DEMO_NOTES!r}")
+    print_report(image, writer.write(image, DEMO_NOTES))
 
 
 def _print_demo_grounding(services: Services, hit: Hit) -> None:

@@ -4,7 +4,7 @@ failures into one clear line and exit code 2."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,6 +44,16 @@ def progress_bars() -> Progress:
         console=console,
         transient=False,
     )
+
+
+def stage_progress(bars: Progress) -> Callable[[str, int | None], Callable[..., None]]:
+    """A `(description, total) -> advance(n=1, ...)` factory over `bars`: one bar per stage of a long job."""
+
+    def stage(description: str, total: int | None) -> Callable[..., None]:
+        task = bars.add_task(description, total=total)
+        return lambda n=1, *_: bars.advance(task, n)
+
+    return stage
 
 
 @contextmanager

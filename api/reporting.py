@@ -16,19 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from api.services import Services
+from generator.confidence import Calibration, fit_calibration
+from generator.config import WriterConfig
 from generator.evidence import EvidenceBuilder
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import (
-    IMPRESSION_WORDS,
-    REFERENCE_WORDS,
-    Example,
-    TrainConfig,
-    TrainSummary,
-    build_examples,
-    total_steps,
-    train,
-)
+from generator.training import KINDS, Example, TrainConfig, TrainSummary, build_examples, total_steps, train
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
@@ -38,6 +31,10 @@ class GeneratorNotFoundError(FileNotFoundError):
     """No trained report writer where one was expected."""
 
 
+class WriterMismatchError(ValueError):
+    """A trained writer that fuses vectors of other sizes than the loaded encoders give."""
+
+
 def _cases(archive: Path, fmt: str | None, split: str, limit: int | None) -> list[Case]:
     from indexing.archives import open_archive
 
@@ -45,7 +42,7 @@ def _cases(archive: Path, fmt: str | None, split: str, limit: int | None) -> lis
 
 
 def evidence_builder(
-    services: Services, index: str, generator: ReportGenerator, k: int, budget: int
+    services: Services, index: str, generator: ReportGenerator, config: WriterConfig
 ) -> EvidenceBuilder:
     return EvidenceBuilder(
         services.searcher(index),
@@ -53,8 +50,9 @@ def evidence_builder(
         services.ontology_graph,
         index,
         generator.count_tokens,
-        k=k,
-        prompt_budget=budget,
+        k=config.k,
+        prompt_budget=config.prompt_budget,
+        case_words=config.case_words,
     )
 
 
@@ -70,23 +68,24 @@ def train_generator(
     limit: int | None = None,
     dev_limit: int | None = None,
     images_per_case: int | None = None,
-    k: int = 3,
-    prompt_budget: int = 384,
+    writer_config: WriterConfig | None = None,
+    kinds: tuple[str, ...] = KINDS,
     train_config: TrainConfig | None = None,
     generator_config: GeneratorConfig | None = None,
     init: Path | None = None,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """Train a report writer on `archive`'s `split` against `index`; dev picks the checkpoint.
+    """Train the refiner on `archive`'s `split` against `index`; dev picks the checkpoint. The draft's
+    confidence is calibrated on the training split's edit examples and saved beside it.
 
-    With `init` (a trained writer's folder) training goes on from its adapters and fusion, with its
-    settings, and the dev loss it starts from competes for the checkpoint; `generator_config` is unused."""
+    With `init` (a trained writer's folder) training goes on from its adapters and fusion, and the dev loss
+    it starts from competes for the checkpoint; `generator_config` is then unused."""
     started = time.perf_counter()
     train_config = train_config or TrainConfig()
     image_dim, text_dim = services.image_encoder.dim, services.text_encoder.dim
     prior: dict[str, Any] = {}
     if init is not None:
-        generator = _trainable_writer(services, init, image_dim, text_dim)
+        generator = _trainable_writer(services, init)
         config = generator.config
         train_config = replace(train_config, evaluate_at_start=True)
         prior = _card(init)
@@ -94,24 +93,37 @@ def train_generator(
         config = generator_config or GeneratorConfig(llm=services.settings.llm)
         config = replace(config, fusion=replace(config.fusion, image_dim=image_dim, text_dim=text_dim))
         generator = ReportGenerator.create(config, services.llm_cache_dir)
-    builder = evidence_builder(services, index, generator, k, prompt_budget)
+    writer_config = writer_config or WriterConfig()
+    builder = evidence_builder(services, index, generator, writer_config)
     train_cases, dev_cases = _cases(archive, fmt, split, limit), _cases(archive, fmt, dev_split, dev_limit)
     if not train_cases or not dev_cases:
         raise ValueError(f"{archive}: need cases in both the {split!r} and the {dev_split!r} split")
     examples: dict[str, list[Example]] = {}
     for name, cases in (("train", train_cases), ("dev", dev_cases)):
         advance = progress(f"evidence for {name} images", len(cases)) if progress else None
-        examples[name] = build_examples(cases, builder, progress=advance, images_per_case=images_per_case)
+        examples[name] = build_examples(
+            cases, builder, writer_config, progress=advance, images_per_case=images_per_case, kinds=kinds
+        )
     steps = progress("training", total_steps(len(examples["train"]), train_config)) if progress else None
     summary = train(
         generator, examples["train"], examples["dev"], train_config, out_dir, progress=steps and (lambda n, _: steps(n))
     )
+    writer_config.save(out_dir)
+    calibration = _calibrate(examples["train"])
+    if calibration is not None:
+        calibration.save(out_dir)
     card = {
         "index": index,
         "archive": str(archive),
         "train": {"split": split, "cases": len(train_cases), "examples": len(examples["train"])},
         "dev": {"split": dev_split, "cases": len(dev_cases), "examples": len(examples["dev"])},
-        "evidence": {"k": k, "prompt_budget_tokens": prompt_budget, "images_per_case": images_per_case},
+        "evidence": {
+            "k": writer_config.k,
+            "prompt_budget_tokens": writer_config.prompt_budget,
+            "images_per_case": images_per_case,
+        },
+        "examples": {kind: sum(e.kind == kind for e in examples["train"]) for kind in kinds},
+        "confidence": calibration and {"event": calibration.event, "fitted_on": calibration.fitted_on},
         "generator": config.as_json(),
         "training": asdict(train_config),
         "result": summary.as_json(),
@@ -124,25 +136,57 @@ def train_generator(
     return {"out": str(out_dir), **{k: card[k] for k in ("train", "dev", "wall_seconds")}, "result": summary.as_json()}
 
 
+def calibrate_writer(
+    services: Services,
+    folder: Path,
+    *,
+    index: str,
+    archive: Path,
+    fmt: str | None = None,
+    split: str = "train",
+    limit: int | None = None,
+    images_per_case: int | None = 1,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """Fit (again) the draft confidence of the writer in `folder` on `archive`'s `split` against `index`; the
+    LLM is not trained. Returns what was fitted."""
+    loaded = load_report_writer(services, folder)
+    builder = evidence_builder(services, index, loaded.generator, loaded.config)
+    cases = _cases(archive, fmt, split, limit)
+    advance = progress(f"drafts for {split} images", len(cases)) if progress else None
+    examples = build_examples(
+        cases, builder, loaded.config, progress=advance, images_per_case=images_per_case, kinds=("edit",)
+    )
+    calibration = _calibrate(examples)
+    if calibration is None:
+        raise ValueError(f"{archive}: the {split!r} drafts are all usable or all unusable: nothing to calibrate")
+    calibration.save(folder)
+    usable = sum(bool(e.usable) for e in examples)
+    return {"folder": str(folder), "fitted_on": calibration.fitted_on, "usable": usable, "event": calibration.event}
+
+
+def _calibrate(examples: list[Example]) -> Calibration | None:
+    """The draft confidence, fitted on the edit examples (None when they hold one class only)."""
+    rows = [(e.features, e.usable) for e in examples if e.features is not None and e.usable is not None]
+    if len({usable for _, usable in rows}) < 2:
+        return None
+    return fit_calibration([f for f, _ in rows], [bool(u) for _, u in rows])
+
+
 def _card(folder: Path) -> dict[str, Any]:
     """A trained writer's `training.json` ({} when it has none)."""
     path = folder / "training.json"
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def _trainable_writer(services: Services, folder: Path, image_dim: int, text_dim: int) -> ReportGenerator:
+def _trainable_writer(services: Services, folder: Path) -> ReportGenerator:
     """The writer in `folder`, adapters apart and trainable, checked against this service's encoders."""
     if not (folder / "generator.json").is_file():
         raise GeneratorNotFoundError(f"no trained report writer at {folder} to go on from")
     generator = ReportGenerator.load(
         folder, services.llm_cache_dir, llm=services.settings.llm or None, merge=False, trainable=True
     )
-    fusion = generator.config.fusion
-    if (fusion.image_dim, fusion.text_dim) != (image_dim, text_dim):
-        raise ValueError(
-            f"{folder}: the writer fuses {fusion.image_dim}/{fusion.text_dim}-d image/text vectors, "
-            f"the encoders give {image_dim}/{text_dim}"
-        )
+    _check_encoders(folder, generator, services)
     return generator
 
 
@@ -160,8 +204,10 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
 - Data: MedPix 2.0 (Siragusa et al. 2025; NLM MedPix teaching files) `{card["train"]["split"]}`:
   {card["train"]["cases"]} cases, {card["train"]["examples"]} image examples; checkpoint chosen on
   `{card["dev"]["split"]}` ({card["dev"]["cases"]} cases, {card["dev"]["examples"]} examples), never on a test split.
-- Reference reports: the image's caption and its case's findings, then the case diagnosis as impression
-  (cut to {REFERENCE_WORDS} / {IMPRESSION_WORDS} words).
+- A refiner: it edits a draft (a retrieved case's report, or the radiologist's notes) into the report.
+  Examples per image: {card.get("examples")} (edit: the chosen retrieved draft; repair: the reference damaged
+  in one known way; notes: shorthand notes simulated from the reference's findings).
+- Reference reports: the image's caption and its case's findings, then the case diagnosis as impression.
 - Training: {summary.steps} steps of batch {card["training"]["batch_size"]}
   ({summary.examples_seen} examples seen){_went_on(card)},
   LoRA lr {card["training"]["lora_lr"]}, fusion lr {card["training"]["fusion_lr"]}; wall time
@@ -170,7 +216,7 @@ checked against the evidence afterwards; unsupported findings are flagged, not h
   mean gate on dev {summary.mean_gate_dev} (1 = image only, 0 = retrieved reports only).
 
 Dev loss is the only figure training measures; report quality (BLEU, METEOR, ROUGE-L, CIDEr,
-clinical F1 against baselines and ablations) is a separate evaluation.
+RadLex finding F1 against baselines and ablations) is a separate evaluation: `benchmarks.report_quality`.
 """
 
 
@@ -186,6 +232,8 @@ class LoadedWriter:
     generator: ReportGenerator
     card: dict[str, Any]
     info: dict[str, Any]
+    config: WriterConfig
+    calibration: Calibration | None
 
 
 def load_report_writer(services: Services, folder: Path | None = None) -> LoadedWriter:
@@ -200,21 +248,33 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
         folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
     )
     card = _card(folder)
+    _check_encoders(folder, generator, services)
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",
         "trained_steps": card.get("result", {}).get("steps"),
         "int8": services.settings.report_int8,
     }
-    return LoadedWriter(generator, card, info)
+    return LoadedWriter(generator, card, info, WriterConfig.load(folder, card), Calibration.load(folder))
+
+
+def _check_encoders(folder: Path, generator: ReportGenerator, services: Services) -> None:
+    """A writer fuses vectors of one size: refuse one trained on other encoders, naming both."""
+    fusion = generator.config.fusion
+    image_dim, text_dim = services.image_encoder.dim, services.text_encoder.dim
+    if (fusion.image_dim, fusion.text_dim) != (image_dim, text_dim):
+        raise WriterMismatchError(
+            f"{folder}: the writer fuses {fusion.image_dim}/{fusion.text_dim}-d image/text vectors, "
+            f"the encoders give {image_dim}/{text_dim}: train it on these encoders (kgreport train-generator)"
+        )
 
 
 def writer_for_index(services: Services, index: str, loaded: LoadedWriter) -> ReportWriter:
-    """A report writer over `index` with the evidence settings the model was trained with."""
-    evidence = loaded.card.get("evidence", {})
-    k, budget = evidence.get("k", 3), evidence.get("prompt_budget_tokens", 384)
-    builder = evidence_builder(services, index, loaded.generator, k, budget)
-    return ReportWriter(loaded.generator, builder, model_info=dict(loaded.info))
+    """A report writer over `index` with the settings the model was trained with."""
+    builder = evidence_builder(services, index, loaded.generator, loaded.config)
+    return ReportWriter(
+        loaded.generator, builder, config=loaded.config, calibration=loaded.calibration, model_info=dict(loaded.info)
+    )
 
 
 def open_report_writer(services: Services, index: str, folder: Path | None = None) -> ReportWriter:

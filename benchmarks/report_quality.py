@@ -1,32 +1,39 @@
-"""Report quality on MedPix dev, with an index of MedPix train: the baseline, the ablations, the full writer.
+"""Report quality on MedPix dev against an index of MedPix train: both modes of the refiner, baselines, ablations.
 
-Each dev case contributes its first readable image. Its reference is what the writer is trained to
-produce (`generator.training.reference_report`: the image's caption and the case's findings, then the
-impression or diagnosis, cut to 60 / 20 words). Systems, all scored against the same references:
+Each dev case contributes its first readable image; its reference is what the refiner is trained to write
+(`generator.training.reference_report`: caption and findings, then impression or diagnosis).
 
-- `nearest_neighbour`: copy the reference-format report of the top retrieved train image.
-- `no_retrieval`: the writer with no prior cases (k = 0: no evidence block, gate 1 = image only).
-- `no_graph`: the prior cases without ontology facts in the prompt.
-- `fixed_gate_0.5`: the fusion gate pinned at 0.5 instead of computed per case.
-- `full`: the trained writer as `kgreport report` runs it.
+Mode 1, the image alone (systems scored on the whole report):
+- `copy`: the nearest retrieved case's report; `consensus`: the candidate the others agree with most;
+  `image_text`: the candidate whose caption the CT encoder's text tower puts closest to the image;
+- `full`: the refiner as `kgreport report` runs it (draft chosen by the writer config, LLM edit, post-check);
+- ablations of `full`: `no_graph` (no ontology facts in the prompt), `fixed_gate` (gate pinned at 0.5),
+  `no_image` (gate pinned at 0: the fusion sees no image evidence).
+The abstention threshold is not applied here: every query gets a report, and the coverage against quality
+curve shows what each threshold would keep.
 
-Metrics: BLEU-1..4, METEOR (Java), ROUGE-L and CIDEr(-D) from pycocoevalcap with its PTB tokenizer
-(section headings removed from both sides), and clinical F1: the present finding concepts that
-`knowledge`'s extractor finds in the generated and the reference report (per report F1, mean; a pair
-of reports with no finding counts 1). A paired bootstrap over images gives 95% intervals for full
-minus each other system on CIDEr and clinical F1.
+Mode 2, the radiologist's notes (scored on the Findings against the reference's findings): the notes are
+simulated from the extractor's findings of each reference (`generator.notes.simulate_notes`: shorthand,
+reordered, words dropped), never its text. `notes_verbatim` returns the notes as typed; `notes_expanded` the
+notes with shorthand expanded (no LLM); `notes_full` is the refiner. The differential's recall of the true
+diagnosis at 1 and 5 is compared for: the full ranking (cases found by image and notes, plus the graph), the
+retrieval vote alone (cases found by the image alone), and the graph alone.
+
+Metrics: BLEU, METEOR, ROUGE-L, CIDEr (pycocoevalcap), RadLex finding F1 (our extractor's), the share of
+findings sentences stating a present finding that the evidence does not support (fewer than `min_votes`
+retrieved cases state it; for the notes, neither notes nor cases), and for `full` that share before the
+post-check removed them. Paired bootstrap 95 % intervals throughout.
 
 Usage: python -m benchmarks.report_quality --index medpix-train [--generator DIR] [--limit N]
-(the index: `kgreport index build ../shared/data/medpix2 --name medpix-train --split train`)
 """
 
 from __future__ import annotations
 
 import argparse
-import re
+import random
 import statistics
 import time
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,169 +42,277 @@ import numpy as np
 from api.reporting import open_report_writer
 from api.services import Services
 from api.settings import Settings
+from benchmarks.report_metrics import (
+    coverage_curve,
+    finding_f1,
+    language_scores,
+    paired_bootstrap,
+    plain,
+    spearman,
+    spread,
+)
 from benchmarks.results_io import RESULTS, write_result
+from generator.differential import recall_at
+from generator.evidence import CLAIM_STATUSES, ImageEvidence
+from generator.notes import prepare_notes, simulate_notes
 from generator.pipeline import ReportGenerationError, ReportWriter
+from generator.refine import choose_draft
+from generator.report import cite, split_sections
 from generator.training import reference_report
 from indexing.archives import open_archive
-from retrieval.records import Case, CaseImage
-from retrieval.search import Query
+from retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
-HEADING = re.compile(r"\b(findings|impression)\s*:", re.IGNORECASE)
-BASELINE = "nearest_neighbour"
+IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image")
+SELECTIONS = {"copy": "top1", "consensus": "consensus", "image_text": "image_text"}  # drafts without the LLM
 
 
 def _cases(archive: Path, split: str) -> list[Case]:
     return [c for c in open_archive(archive, None, split=split) if isinstance(c, Case)]
 
 
-def plain(text: str) -> str:
-    """The report without its section headings, one line."""
-    return " ".join(HEADING.sub(" ", text).split())
-
-
-def language_scores(references: list[str], hypotheses: list[str]) -> dict[str, tuple[float, list[float]]]:
-    """{metric: (corpus score, per-report scores)} from pycocoevalcap."""
-    from pycocoevalcap.bleu.bleu import Bleu
-    from pycocoevalcap.cider.cider import Cider
-    from pycocoevalcap.meteor.meteor import Meteor
-    from pycocoevalcap.rouge.rouge import Rouge
-    from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
-
-    tokenizer = PTBTokenizer()
-    # METEOR's Java process stalls on an empty hypothesis: an empty report is scored as the word "none".
-    gts = tokenizer.tokenize({i: [{"caption": r}] for i, r in enumerate(references)})
-    res = tokenizer.tokenize({i: [{"caption": h or "none"}] for i, h in enumerate(hypotheses)})
-    res = {i: [h or "none" for h in hs] for i, hs in res.items()}
-    out: dict[str, tuple[float, list[float]]] = {}
-    bleu, bleu_each = Bleu(4).compute_score(gts, res, verbose=0)
-    for n in range(4):
-        out[f"BLEU-{n + 1}"] = (float(bleu[n]), [float(x) for x in bleu_each[n]])
-    for name, scorer in (("METEOR", Meteor()), ("ROUGE-L", Rouge()), ("CIDEr", Cider())):
-        score, each = scorer.compute_score(gts, res)
-        out[name] = (float(score), [float(x) for x in each])
-    return out
-
-
-def clinical_f1(extractor: Any, references: list[str], hypotheses: list[str]) -> dict[str, Any]:
-    """Per-report F1 of present finding concepts (mean and per report) and micro P / R / F1."""
-
-    def present(texts: list[str]) -> list[set[str]]:
-        return [{f.concept_id for f in fs if f.status == "present"} for fs in extractor.extract_many(texts)]
-
-    refs, hyps = present(references), present(hypotheses)
-    each = [1.0 if not r and not h else 2 * len(r & h) / (len(r) + len(h)) for r, h in zip(refs, hyps, strict=True)]
-    tp = sum(len(r & h) for r, h in zip(refs, hyps, strict=True))
-    p = tp / max(1, sum(len(h) for h in hyps))
-    r = tp / max(1, sum(len(x) for x in refs))
-    micro = 2 * p * r / (p + r) if p + r else 0.0
-    return {"mean": float(np.mean(each)), "each": each, "micro_p": p, "micro_r": r, "micro_f1": micro}
-
-
-def paired_bootstrap(a: list[float], b: list[float], resamples: int, seed: int = 0) -> dict[str, float]:
-    """Mean of a − b over images, and its 95% percentile interval from `resamples` paired resamples."""
-    diff = np.asarray(a) - np.asarray(b)
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), size=(resamples, len(diff)))].mean(axis=1)
-    low, high = np.percentile(means, [2.5, 97.5])
-    return {
-        "mean": float(diff.mean()),
-        "ci95_low": float(low),
-        "ci95_high": float(high),
-        "excludes_0": bool(low > 0 or high < 0),
-    }
-
-
-def nearest_neighbour_report(writer: ReportWriter, image: Path, train: dict[str, Case]) -> str:
-    hits = writer.evidence.searcher.search(Query(image=image), k=1).hits
-    if not hits:
+def findings_of(text: str) -> str:
+    try:
+        return split_sections(text)[0]
+    except ValueError:
         return ""
-    case = train[hits[0].case_id]
-    match = next((i for i in case.images if i.image_id == hits[0].image_id), case.images[0])
-    return reference_report(case, match)
 
 
-def systems(writer: ReportWriter) -> dict[str, ReportWriter]:
-    builder = writer.evidence
+def variants(writer: ReportWriter) -> dict[str, ReportWriter]:
+    """The refiner and its ablations; none abstains (the curve shows what a threshold would keep)."""
+    full = replace(writer, config=replace(writer.config, abstain_below=None))
     return {
-        "no_retrieval": replace(writer, evidence=replace(builder, k=0)),
-        "no_graph": replace(writer, evidence=replace(builder, graph=None)),
-        "fixed_gate_0.5": replace(writer, fixed_gate=0.5),
-        "full": writer,
+        "full": full,
+        "no_graph": replace(full, evidence=replace(full.evidence, graph=None)),
+        "fixed_gate": replace(full, fixed_gate=0.5),
+        "no_image": replace(full, fixed_gate=0.0),
     }
 
 
-def main() -> None:
+def unsupported_share(
+    writer: ReportWriter, text: str, found: ImageEvidence, min_votes: int, supported: list[str]
+) -> float:
+    sentences = cite(
+        findings_of(text), found.evidence, writer.evidence.extractor, supported_concepts=supported, min_votes=min_votes
+    )
+    return sum(not s.supported for s in sentences) / len(sentences) if sentences else 0.0
+
+
+def score_table(
+    extractor: Any, references: list[str], outputs: dict[str, list[str]]
+) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, list[float]]]]:
+    table, each = {}, {}
+    refs = [plain(r) for r in references]
+    for name, texts in outputs.items():
+        hyps = [plain(t) for t in texts]
+        scores = language_scores(refs, hyps)
+        f1 = finding_f1(extractor, refs, hyps)
+        table[name] = {
+            m: round(s, 4) for m, (s, _) in scores.items() if m in ("BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr")
+        }
+        table[name].update(
+            finding_f1=round(f1["mean"], 4),
+            finding_micro_f1=round(f1["micro_f1"], 4),
+            mean_words=round(statistics.mean(len(h.split()) for h in hyps), 1),
+        )
+        each[name] = {"CIDEr": scores["CIDEr"][1], "finding_f1": f1["each"]}
+    return table, each
+
+
+def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and write)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default="medpix-train", help="index built from the train split")
     parser.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "data" / "medpix2")
     parser.add_argument("--split", default="dev")
-    parser.add_argument("--generator", type=Path, default=None, help="report-writer folder (default: bundled)")
+    parser.add_argument("--generator", type=Path, default=None, help="refiner folder (default: bundled)")
     parser.add_argument("--limit", type=int, default=None, help="first N dev cases")
-    parser.add_argument("--systems", default="", help="comma-separated subset of the writer systems")
+    parser.add_argument("--systems", default=",".join([*IMAGE_SYSTEMS, "notes"]), help="LLM systems to run")
     parser.add_argument("--bootstrap", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=RESULTS / "report_quality.json")
     args = parser.parse_args()
+    wanted = {s for s in args.systems.split(",") if s}
 
     services = Services(Settings())
     writer = open_report_writer(services, args.index, args.generator)
-    train = {c.case_id: c for c in _cases(args.archive, "train")}
-    queries: list[tuple[Case, CaseImage]] = [(c, c.images[0]) for c in _cases(args.archive, args.split)[: args.limit]]
-    references = [reference_report(c, i) for c, i in queries]
-    outputs: dict[str, list[str]] = {BASELINE: [nearest_neighbour_report(writer, i.path, train) for _, i in queries]}
-    gates: dict[str, list[float]] = {}
-    failures: dict[str, int] = {}
-    seconds: dict[str, float] = {}
-    wanted = {s for s in args.systems.split(",") if s}
-    for name, system in systems(writer).items():
-        if wanted and name not in wanted:
+    config, extractor = writer.config, services.finding_extractor
+    queries = [(c, c.images[0]) for c in _cases(args.archive, args.split)[: args.limit] if c.images]
+    references = [reference_report(c, i, config) for c, i in queries]
+    stated = extractor.extract_many([r.removeprefix("Findings: ").replace("\nImpression: ", " ") for r in references])
+
+    # -- mode 1: drafts from retrieval (no LLM) ----------------------------------------------------------------
+    found_all: list[ImageEvidence] = []
+    outputs: dict[str, list[str]] = {name: [] for name in SELECTIONS}
+    unsupported: dict[str, list[float]] = {name: [] for name in SELECTIONS}
+    confidence: list[float] = []
+    for _, image in queries:
+        found = writer.evidence.for_image(image.path)
+        found_all.append(found)
+        if not found.hits:
+            for name in SELECTIONS:
+                outputs[name].append("")
+                unsupported[name].append(0.0)
+            confidence.append(0.0)
             continue
-        started = time.perf_counter()
-        outputs[name], gates[name], failures[name] = [], [], 0
-        for i, (_, image) in enumerate(queries):
+        image_text = writer.evidence.image_text_scores(found)
+        for name, selection in SELECTIONS.items():
+            text = choose_draft(found, replace(config, draft_selection=selection), image_text).source.text
+            outputs[name].append(text)
+            unsupported[name].append(unsupported_share(writer, text, found, config.min_votes, []))
+        features = choose_draft(found, config, image_text).features
+        confidence.append(writer.calibration.probability(features) if writer.calibration else features["agreement"])
+
+    # -- mode 1: the refiner and its ablations ------------------------------------------------------------------
+    gates: dict[str, list[float]] = {}
+    seconds: dict[str, list[float]] = {}
+    decoding: dict[str, list[float]] = {"forwards": [], "tokens": [], "accepted": []}
+    removed_share: list[float] = []
+    for name, system in variants(writer).items():
+        if name not in wanted:
+            continue
+        outputs[name], gates[name], seconds[name], unsupported[name] = [], [], [], []
+        for n, (_, image) in enumerate(queries):
+            started = time.perf_counter()
             try:
                 report = system.write(image.path)
             except ReportGenerationError:
-                failures[name] += 1
-                outputs[name].append("")
-                continue
-            outputs[name].append(report.as_text())
-            gates[name].append(float(report.gate or 0.0))
-            print(f"{name} {i + 1}/{len(queries)}", end="\r", flush=True)
-        seconds[name] = time.perf_counter() - started
-        print(f"{name}: {len(queries)} reports in {seconds[name]:.0f} s, {failures[name]} failed")
+                report = None
+            seconds[name].append(time.perf_counter() - started)
+            text = report.as_text().split("\nDifferential:")[0] if report and not report.abstained else ""
+            outputs[name].append(text)
+            gates[name].append(float(report.gate) if report and report.gate is not None else float("nan"))
+            unsupported[name].append(unsupported_share(writer, text, found_all[n], config.min_votes, []))
+            if name == "full" and report:
+                kept, removed = len(report.findings), len(report.removed)
+                removed_share.append(removed / (kept + removed) if kept + removed else 0.0)
+                for key in decoding:
+                    decoding[key].append(float(system.stages.get(key, 0)))
+            print(f"{name} {n + 1}/{len(queries)}", end="\r", flush=True)
+        print(f"{name}: {len(queries)} reports, p50 {statistics.median(seconds[name]):.2f} s")
 
-    refs = [plain(r) for r in references]
-    table: dict[str, dict[str, Any]] = {}
-    each: dict[str, dict[str, list[float]]] = {}
-    for name, texts in outputs.items():
-        hyps = [plain(t) for t in texts]
-        scores = language_scores(refs, hyps)
-        clinical = clinical_f1(services.finding_extractor, refs, hyps)
-        table[name] = {metric: round(score, 4) for metric, (score, _) in scores.items()}
-        table[name].update(
-            clinical_f1=round(clinical["mean"], 4),
-            clinical_micro_f1=round(clinical["micro_f1"], 4),
-            mean_words=round(statistics.mean(len(h.split()) for h in hyps), 1),
-        )
-        if name in gates:
-            table[name].update(mean_gate=round(float(np.mean(gates[name] or [0.0])), 3), failures=failures[name])
-        each[name] = {"CIDEr": scores["CIDEr"][1], "clinical_f1": clinical["each"]}
-
-    comparisons = {
-        f"full - {other}": {
-            m: paired_bootstrap(each["full"][m], each[other][m], args.bootstrap) for m in ("CIDEr", "clinical_f1")
+    image_table, image_each = score_table(extractor, references, outputs)
+    for name in image_table:
+        image_table[name]["unsupported_sentence_share"] = round(float(np.mean(unsupported[name])), 4)
+    if removed_share:
+        image_table["full"]["unsupported_before_post_check"] = round(float(np.mean(removed_share)), 4)
+    compare = [
+        ("consensus", "copy"),
+        ("full", "copy"),
+        ("full", "consensus"),
+        *(("full", s) for s in IMAGE_SYSTEMS[1:]),
+    ]
+    image_ci = {
+        f"{a} - {b}": {
+            m: paired_bootstrap(image_each[a][m], image_each[b][m], args.bootstrap) for m in ("CIDEr", "finding_f1")
         }
-        for other in outputs
-        if other != "full" and "full" in outputs
+        for a, b in compare
+        if a in image_each and b in image_each
     }
-    columns = ["BLEU-1", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr", "clinical_f1", "mean_words"]
-    print(f"{'system':<18}" + "".join(f"{c:>12}" for c in columns))
-    for name, row in table.items():
-        print(f"{name:<18}" + "".join(f"{row[c]:>12}" for c in columns))
-    for label, comparison in comparisons.items():
+    curve = coverage_curve(confidence, {n: image_each[n]["finding_f1"] for n in image_each})
+    gate_report = {}
+    if "full" in gates:
+        valid = [(g, f) for g, f in zip(gates["full"], image_each["full"]["finding_f1"], strict=True) if g == g]
+        gate_report = {
+            "spread": spread([g for g, _ in valid]),
+            "spearman_with_finding_f1": spearman([g for g, _ in valid], [f for _, f in valid]),
+        }
+
+    # -- mode 2: notes --------------------------------------------------------------------------------------------
+    rng = random.Random(args.seed)
+    notes = [simulate_notes(findings, rng) for findings in stated]
+    ref_findings = [findings_of(r) for r in references]
+    notes_out: dict[str, list[str]] = {"notes_verbatim": [], "notes_expanded": []}
+    differential_hits: dict[str, list[list[bool]]] = {}
+    notes_unsupported: list[float] = []
+    if "notes" in wanted:
+        notes_out["notes_full"] = []
+        seconds["notes_full"] = []
+    truths = [c.report.diagnosis for c, _ in queries]
+    for n, ((_case, image), typed) in enumerate(zip(queries, notes, strict=True)):
+        prepared = prepare_notes(typed or "no findings", config.max_notes_chars)
+        assert prepared is not None
+        notes_out["notes_verbatim"].append(typed)
+        notes_out["notes_expanded"].append(prepared.expanded)
+        claimed = [f.concept_id for f in extractor.extract_many([prepared.expanded])[0] if f.status in CLAIM_STATUSES]
+        hybrid = writer.evidence.for_image(image.path, text=prepared.expanded)
+        rankings = {
+            "full": writer.differential(hybrid, claimed),
+            "retrieval_vote": writer.differential(found_all[n], [], graph_weight=0.0),
+            "hybrid_retrieval_vote": writer.differential(hybrid, [], graph_weight=0.0),
+            "graph": writer.differential(replace(hybrid, hits=()), claimed, case_weight=0.0),
+        }
+        for name, ranking in rankings.items():
+            differential_hits.setdefault(name, []).append([recall_at(ranking, truths[n], k) for k in (1, 5)])
+        if "notes" in wanted:
+            started = time.perf_counter()
+            try:
+                report = writer.write(image.path, typed or "no findings")
+                text = " ".join(s.sentence for s in report.findings)
+                kept, removed = len(report.findings), len(report.removed)
+                notes_unsupported.append(removed / (kept + removed) if kept + removed else 0.0)
+            except ReportGenerationError:
+                text = ""
+            seconds["notes_full"].append(time.perf_counter() - started)
+            notes_out["notes_full"].append(text)
+        print(f"notes {n + 1}/{len(queries)}", end="\r", flush=True)
+    notes_table, notes_each = score_table(extractor, [f"Findings: {r}" for r in ref_findings], notes_out)
+    if notes_unsupported:
+        notes_table["notes_full"]["unsupported_before_post_check"] = round(float(np.mean(notes_unsupported)), 4)
+    notes_ci = {
+        f"notes_full - {b}": {
+            m: paired_bootstrap(notes_each["notes_full"][m], notes_each[b][m], args.bootstrap)
+            for m in ("CIDEr", "finding_f1")
+        }
+        for b in ("notes_verbatim", "notes_expanded")
+        if "notes_full" in notes_each
+    }
+    differential = {
+        name: {"recall_at_1": float(np.mean([h[0] for h in hits])), "recall_at_5": float(np.mean([h[1] for h in hits]))}
+        for name, hits in differential_hits.items()
+    }
+    differential_ci = {
+        f"full - {b}": paired_bootstrap(
+            [float(h[1]) for h in differential_hits["full"]],
+            [float(h[1]) for h in differential_hits[b]],
+            args.bootstrap,
+        )
+        for b in ("retrieval_vote", "hybrid_retrieval_vote", "graph")
+    }
+
+    # -- print and write ------------------------------------------------------------------------------------------
+    columns = [
+        "BLEU-1",
+        "BLEU-4",
+        "METEOR",
+        "ROUGE-L",
+        "CIDEr",
+        "finding_f1",
+        "unsupported_sentence_share",
+        "mean_words",
+    ]
+    for title, table in (("image only", image_table), ("notes (findings)", notes_table)):
+        print(f"\n{title}\n{'system':<16}" + "".join(f"{c[:14]:>16}" for c in columns))
+        for name, row in table.items():
+            print(f"{name:<16}" + "".join(f"{row.get(c, float('nan')):>16}" for c in columns))
+    for label, comparison in {**image_ci, **notes_ci}.items():
         for metric, ci in comparison.items():
-            print(f"{label:<32} {metric:<12} {ci['mean']:+.4f}  [{ci['ci95_low']:+.4f}, {ci['ci95_high']:+.4f}]")
+            print(f"{label:<28} {metric:<11} {ci['mean']:+.4f}  [{ci['ci95_low']:+.4f}, {ci['ci95_high']:+.4f}]")
+    print("differential:", {k: {m: round(v, 3) for m, v in d.items()} for k, d in differential.items()})
+    for label, ci in differential_ci.items():
+        print(f"differential R@5 {label:<28} {ci['mean']:+.4f}  [{ci['ci95_low']:+.4f}, {ci['ci95_high']:+.4f}]")
+    print("gate:", gate_report)
+    print("coverage:", curve)
+    speed = {
+        name: {"p50_s": round(statistics.median(v), 3), "mean_s": round(statistics.mean(v), 3)}
+        for name, v in seconds.items()
+        if v
+    }
+    if decoding["forwards"]:
+        speed["full"].update(
+            tokens_per_forward=round(sum(decoding["tokens"]) / max(1.0, sum(decoding["forwards"])), 3),
+            accepted_per_forward=round(sum(decoding["accepted"]) / max(1.0, sum(decoding["forwards"])), 3),
+        )
+    print("speed:", speed)
     write_result(
         args.out,
         {
@@ -205,11 +320,21 @@ def main() -> None:
             "split": args.split,
             "images": len(queries),
             "writer": writer.model_info,
-            "table": table,
-            "paired_bootstrap_95": comparisons,
-            "seconds": {k: round(v, 1) for k, v in seconds.items()},
+            "writer_config": asdict(config),
+            "image_only": {"table": image_table, "paired_bootstrap_95": image_ci, "coverage_curve": curve},
+            "confidence": "calibrated" if writer.calibration else "agreement (no calibration in the writer folder)",
+            "gate": gate_report,
+            "notes": {"table": notes_table, "paired_bootstrap_95": notes_ci},
+            "differential": {"recall": differential, "paired_bootstrap_95_recall_at_5": differential_ci},
+            "speed": speed,
             "examples": [
-                {"image": str(i.path), "reference": r, **{n: outputs[n][k] for n in outputs}}
+                {
+                    "image": str(i.path),
+                    "reference": r,
+                    "notes": notes[k],
+                    **{n: outputs[n][k] for n in outputs},
+                    **{n: notes_out[n][k] for n in notes_out},
+                }
                 for k, ((_, i), r) in enumerate(zip(queries[:5], references[:5], strict=False))
             ],
         },

@@ -1,10 +1,12 @@
-"""Report-writing speed and memory on this machine, int8 and float32 decoding side by side.
+"""Report-writing speed and memory on this machine: speculative against plain greedy decoding, float32 and int8.
 
-For each setting a fresh process loads the writer (timed), writes one warm-up report, then one report
-per MedPix dev image (its first image, `--images` cases): the whole `ReportWriter.write` (embed, search,
-vote, ground, prompt, generate up to `--max-new-tokens`, parse, cite). Printed: load time, p50 / p95
-seconds per report, generated tokens per report and per second, the process's peak resident memory
-(ru_maxrss), and the writer's training wall time per epoch from its `training.json`.
+For each setting a fresh process loads the writer (timed), writes one warm-up report, then, per MedPix dev
+image (its first image, `--images` cases), one image-only report and one from notes (simulated from the
+case's findings): the whole `ReportWriter.write` (embed, search, vote, ground, prompt, generate up to
+`--max-new-tokens`, parse, cite, post-check). Settings: `speculative` (draft-lookup decoding, the default),
+`plain` (one token per forward), `int8` (speculative, int8 weights). Printed: load time, p50 / p95 seconds
+per report per mode, tokens per forward, the process's peak resident memory (ru_maxrss), whether plain and
+speculative wrote the same reports (they must: same greedy decoding), and the writer's training time.
 
 Where the time goes: the median seconds of each stage of a report (evidence, generate, post-check) and
 the LLM's floors on this machine, for the longest prompt the evidence budget allows: one prefill, one
@@ -30,7 +32,7 @@ from typing import Any
 from benchmarks.results_io import RESULTS, write_result
 
 REPO = Path(__file__).resolve().parents[1]
-SETTINGS = {"int8": "1", "float32": "0"}
+SETTINGS = {"speculative": ("0", 10), "plain": ("0", 0), "int8": ("1", 10)}  # (int8, lookup tokens)
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -39,39 +41,59 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def measure(args: argparse.Namespace) -> dict[str, Any]:
-    """One setting, in this process (the parent sets KGREPORT_REPORT_INT8)."""
+    """One setting, in this process (the parent sets KGREPORT_REPORT_INT8 and --lookup)."""
+    import random
+    from dataclasses import replace
+
     from api.reporting import open_report_writer
     from api.services import Services
     from api.settings import Settings
+    from generator.notes import simulate_notes
     from indexing.archives import open_archive
     from retrieval.records import Case
 
-    images = [c.images[0].path for c in open_archive(args.archive, None, split="dev") if isinstance(c, Case)]
-    images = images[: args.images + 1]
+    cases = [c for c in open_archive(args.archive, None, split="dev") if isinstance(c, Case) and c.images]
+    cases = cases[: args.images + 1]
     started = time.perf_counter()
-    writer = open_report_writer(Services(Settings()), args.index, args.generator)
+    services = Services(Settings())
+    writer = open_report_writer(services, args.index, args.generator)
     load = time.perf_counter() - started
-    writer.max_new_tokens = args.max_new_tokens
-    writer.write(images[0])  # warm-up: first-call allocations, lazy imports
-    seconds, tokens, stages = [], [], []
-    for image in images[1:]:
-        started = time.perf_counter()
-        report = writer.write(image)
-        seconds.append(time.perf_counter() - started)
-        tokens.append(writer.generator.count_tokens(report.as_text()))
-        stages.append(dict(writer.stages))
-    prompt_tokens = _longest_prompt(writer)
+    writer.config = replace(writer.config, abstain_below=None, lookup_tokens=args.lookup)
+    rng = random.Random(0)
+    notes = [
+        simulate_notes(found, rng) or "no acute findings"
+        for found in services.finding_extractor.extract_many([c.report.findings for c in cases])
+    ]
+    writer.write(cases[0].images[0].path)  # warm-up: first-call allocations, lazy imports
+    seconds: dict[str, list[float]] = {"image": [], "notes": []}
+    stages: list[dict[str, float]] = []
+    texts = []
+    for case, typed in zip(cases[1:], notes[1:], strict=True):
+        for mode, given in (("image", None), ("notes", typed)):
+            started = time.perf_counter()
+            report = writer.write(case.images[0].path, given, max_new_tokens=args.max_new_tokens)
+            seconds[mode].append(time.perf_counter() - started)
+            stages.append(dict(writer.stages))
+            texts.append(report.as_text())
+    forwards = sum(s.get("forwards", 0) for s in stages)
     return {
         "load_seconds": round(load, 2),
-        "reports": len(seconds),
-        "p50_seconds": round(statistics.median(seconds), 2),
-        "p95_seconds": round(_percentile(seconds, 0.95), 2),
-        "median_tokens": statistics.median(tokens),
-        "tokens_per_second": round(sum(tokens) / sum(seconds), 1),
+        "reports": sum(len(v) for v in seconds.values()),
+        **{f"{mode}_p50_seconds": round(statistics.median(v), 2) for mode, v in seconds.items()},
+        **{f"{mode}_p95_seconds": round(_percentile(v, 0.95), 2) for mode, v in seconds.items()},
+        "median_tokens": statistics.median(s.get("tokens", 0) for s in stages),
+        "tokens_per_forward": round(sum(s.get("tokens", 0) for s in stages) / max(1, forwards), 2),
+        "draft_tokens_accepted_per_forward": round(sum(s.get("accepted", 0) for s in stages) / max(1, forwards), 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 0),
-        "stage_p50_seconds": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 3) for k in stages[0]},
-        "generate_ms_per_token": round(1000 * sum(s["generate"] for s in stages) / sum(tokens), 1),
-        "floors": {"prompt_tokens": prompt_tokens, **llm_floors(writer.generator.llm, prompt_tokens)},
+        "stage_p50_seconds": {
+            k: round(statistics.median(s.get(k, 0.0) for s in stages), 3)
+            for k in ("evidence", "prefill", "generate", "post_check")
+        },
+        "floors": {
+            "prompt_tokens": _longest_prompt(writer),
+            **llm_floors(writer.generator.llm, _longest_prompt(writer)),
+        },
+        "texts": texts,
     }
 
 
@@ -79,7 +101,7 @@ def _longest_prompt(writer: Any) -> int:
     """Tokens of the longest prompt: chat template and instruction, soft tokens, the full evidence budget."""
     generator = writer.generator
     before, after = generator._prompt_ids("")
-    return len(before) + len(after) + generator.config.fusion.soft_tokens + writer.evidence.prompt_budget
+    return len(before) + len(after) + generator.config.fusion.soft_tokens + writer.config.prompt_budget
 
 
 def _median_ms(run: Any, repeats: int) -> float:
@@ -127,7 +149,9 @@ def main() -> None:
     parser.add_argument("--archive", type=Path, default=REPO.parent / "shared" / "data" / "medpix2")
     parser.add_argument("--generator", type=Path, default=None, help="report-writer folder (default: bundled)")
     parser.add_argument("--images", type=int, default=12)
-    parser.add_argument("--max-new-tokens", type=int, default=120)
+    parser.add_argument("--max-new-tokens", type=int, default=140)
+    parser.add_argument("--lookup", type=int, default=10, help=argparse.SUPPRESS)
+    parser.add_argument("--settings", default=",".join(SETTINGS), help="which of: " + ", ".join(SETTINGS))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=RESULTS / "report_speed.json")
     args = parser.parse_args()
@@ -136,15 +160,29 @@ def main() -> None:
         return
 
     results: dict[str, Any] = {}
-    for name, flag in SETTINGS.items():
-        argv = [sys.executable, "-m", "benchmarks.report_speed", "--child", *sys.argv[1:]]
+    for name in args.settings.split(","):
+        int8, lookup = SETTINGS[name]
+        argv = [sys.executable, "-m", "benchmarks.report_speed", "--child", "--lookup", str(lookup), *sys.argv[1:]]
         done = subprocess.run(
-            argv, env={**os.environ, "KGREPORT_REPORT_INT8": flag}, capture_output=True, text=True, check=True
+            argv, env={**os.environ, "KGREPORT_REPORT_INT8": int8}, capture_output=True, text=True, check=True
         )
         results[name] = json.loads(done.stdout.strip().splitlines()[-1])
-        print(name, results[name])
-    ratio = results["float32"]["p50_seconds"] / results["int8"]["p50_seconds"]
-    print(f"int8 is {ratio:.2f}x faster per report (p50)")
+        print(name, {k: v for k, v in results[name].items() if k != "texts"})
+    comparison: dict[str, Any] = {}
+    if {"speculative", "plain"} <= results.keys():
+        same = [a == b for a, b in zip(results["speculative"]["texts"], results["plain"]["texts"], strict=True)]
+        comparison = {
+            "identical_reports": f"{sum(same)}/{len(same)}",
+            **{
+                f"plain_over_speculative_{mode}_p50": round(
+                    results["plain"][f"{mode}_p50_seconds"] / results["speculative"][f"{mode}_p50_seconds"], 2
+                )
+                for mode in ("image", "notes")
+            },
+        }
+        print(comparison)
+    for result in results.values():
+        result.pop("texts", None)
     folder = args.generator or REPO / "data" / "models" / "report-writer"
     card = json.loads((folder / "training.json").read_text()) if (folder / "training.json").is_file() else {}
     training = card.get("result", {})
@@ -161,7 +199,7 @@ def main() -> None:
             "index": args.index,
             "max_new_tokens": args.max_new_tokens,
             "settings": results,
-            "float32_over_int8_p50": round(ratio, 2),
+            "comparison": comparison,
             "training_seconds_per_epoch": per_epoch and round(per_epoch, 1),
             "training_examples_per_epoch": examples,
         },

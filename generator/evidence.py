@@ -33,10 +33,19 @@ if TYPE_CHECKING:  # the extractor pulls in spaCy; the records here do not need 
     from retrieval.records import Hit
 
 STATUSES = ("present", "uncertain", "absent")  # also the tie-break order of a majority vote
+CLAIM_STATUSES = ("present", "uncertain")  # statuses that assert something a reader may act on
 TOP_FINDINGS = 3  # findings (and their facts) that a prompt keeps whatever the budget
 FACT_ITEMS = 3  # names per facet in a facts line
 FACT_WORDS = 10  # a facts line is a hint, not the grounding: the full grounding stays in the graph
 INSTRUCTION = "Write the radiology report for the new image: 'Findings:' then 'Impression:'."
+EDIT_INSTRUCTION = (
+    "Edit the draft into the report for the new image: keep what the evidence findings support, drop what they "
+    "do not, keep negations. Write 'Findings:' then 'Impression:'."
+)
+NOTES_INSTRUCTION = (
+    "Write the full report from the radiologist's notes: whole sentences, laterality and negations kept, nothing "
+    "the notes do not say. Write 'Findings:' then 'Impression:'."
+)
 NO_CASES = "No similar prior cases are available."
 
 
@@ -231,6 +240,21 @@ class Prompt:
     cut: tuple[str, ...]
 
 
+@dataclass(frozen=True)
+class DraftSource:
+    """What the refiner edits: a retrieved case's report (`kind` "case") or the radiologist's notes ("notes")."""
+
+    kind: str
+    text: str
+    case_id: str | None = None
+
+    def heading(self) -> str:
+        return f"Draft (case {self.case_id}):" if self.kind == "case" else "Radiologist's notes:"
+
+    def instruction(self) -> str:
+        return EDIT_INSTRUCTION if self.kind == "case" else NOTES_INSTRUCTION
+
+
 def _count(n: int, noun: str) -> str:
     return f"{n} {noun}" + ("" if n == 1 else "s")
 
@@ -256,6 +280,7 @@ def _render(
     case_words: dict[str, int],
     findings: list[FindingEvidence],
     facts: list[bool],
+    draft: DraftSource | None = None,
 ) -> str:
     lines = []
     if predicted := ", ".join(m for m in (evidence.modality, evidence.body_region) if m):
@@ -268,15 +293,23 @@ def _render(
     if findings:
         lines.append("Evidence findings:")
         lines += [_finding_line(f, len(evidence.cases), show) for f, show in zip(findings, facts, strict=True)]
-    lines.append(INSTRUCTION)
+    if draft is not None:  # last before the instruction: the text the answer mostly copies
+        lines += [draft.heading(), draft.text.strip(), draft.instruction()]
+    else:
+        lines.append(INSTRUCTION)
     return "\n".join(lines)
 
 
 def build_prompt(
-    evidence: Evidence, count_tokens: Callable[[str], int], budget: int, *, case_words: int = 32
+    evidence: Evidence,
+    count_tokens: Callable[[str], int],
+    budget: int,
+    *,
+    case_words: int = 32,
+    draft: DraftSource | None = None,
 ) -> Prompt:
-    """The evidence block and the instruction, in at most `budget` tokens (the whole text, instruction
-    included) where possible.
+    """The evidence block and the instruction (and the `draft` to edit, when given), in at most `budget`
+    tokens (the whole text, instruction and draft included) where possible.
 
     Too long a text is cut, least useful first, until it fits: the facts of findings beyond the top 3 (from
     the last), cases beyond the first (from the last), findings beyond the top 3 (from the last), then the
@@ -289,7 +322,7 @@ def build_prompt(
     cut: list[str] = []
 
     def text() -> str:
-        return _render(evidence, cases, words, findings, facts)
+        return _render(evidence, cases, words, findings, facts, draft)
 
     def fits() -> bool:
         return count_tokens(text()) <= budget
@@ -343,6 +376,18 @@ def build_prompt(
 
 
 # -- one image's evidence, for training and inference alike ------------------------------------------------
+@dataclass(frozen=True)
+class ImageEvidence:
+    """Everything the writer knows of one image before it writes: its vector, the retrieved cases (hits, their
+    report vectors with a mask, and their voted and grounded findings) and the predicted modality and region."""
+
+    vector: np.ndarray  # (image_dim,)
+    texts: np.ndarray  # (max(k, 1), text_dim): the retrieved reports' vectors, zero rows past the last hit
+    mask: np.ndarray  # (max(k, 1),) True where a retrieved case fills the row
+    hits: tuple[Hit, ...]
+    evidence: Evidence
+
+
 @dataclass
 class EvidenceBuilder:
     """Searches, collects evidence and builds the prompt for one image: shared by training and inference."""
@@ -354,16 +399,17 @@ class EvidenceBuilder:
     count_tokens: Callable[[str], int]
     k: int = 3
     prompt_budget: int = 384
+    case_words: int = 32
 
-    def for_image(self, path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, Evidence, Prompt]:
-        """(image vector, retrieved report vectors (max(k, 1), Dt), mask, evidence, prompt); `k` = 0 retrieves
-        nothing (the no-retrieval ablation: the image alone, like an empty index)."""
+    def for_image(self, path: Path, *, text: str | None = None) -> ImageEvidence:
+        """The evidence for the image at `path`; `text` (the radiologist's notes) joins the search, so the
+        cases are found by image and text together. `k` = 0 retrieves nothing (the no-retrieval ablation:
+        the image alone, like an empty index)."""
         embedded = self.searcher.embed_image(path)
-        vector = embedded[0]
         hits: list[Hit] = []
         modality = body_region = None
         if self.k > 0:
-            result = self.searcher.search(Query(image=path), k=self.k, embedded=embedded)
+            result = self.searcher.search(Query(image=path, text=text or None), k=self.k, embedded=embedded)
             hits = list(result.hits)
             modality, body_region = result.predicted.modality, result.predicted.body_region
         evidence = collect_evidence(
@@ -374,10 +420,22 @@ class EvidenceBuilder:
             modality=modality,
             body_region=body_region,
         )
-        store = self.searcher.store
-        texts = np.zeros((max(self.k, 1), store.manifest["text_dim"]), dtype=np.float32)
+        texts = np.zeros((max(self.k, 1), self.searcher.text_dim), dtype=np.float32)
         mask = np.zeros(max(self.k, 1), dtype=bool)
         if hits:
-            texts[: len(hits)] = store.case_text_vectors([h.case_id for h in hits])
+            texts[: len(hits)] = self.searcher.case_text_vectors([h.case_id for h in hits])
             mask[: len(hits)] = True
-        return vector, texts, mask, evidence, build_prompt(evidence, self.count_tokens, self.prompt_budget)
+        return ImageEvidence(embedded[0], texts, mask, tuple(hits), evidence)
+
+    def image_text_scores(self, found: ImageEvidence) -> list[float]:
+        """How well each retrieved case's caption describes the query image: the CT encoder's CLIP text tower
+        against the image vector (cosine), one per hit (0 for a hit with no caption)."""
+        scores = []
+        for hit in found.hits:
+            text = (hit.caption or "").strip()
+            scores.append(float(self.searcher.embed_clip_text(text) @ found.vector) if text else 0.0)
+        return scores
+
+    def prompt(self, evidence: Evidence, draft: DraftSource | None = None) -> Prompt:
+        """The prompt for `evidence` (with the `draft` to edit) within this builder's token budget."""
+        return build_prompt(evidence, self.count_tokens, self.prompt_budget, case_words=self.case_words, draft=draft)

@@ -1,23 +1,48 @@
-"""Image → grounded report: retrieve, collect evidence, write with the LLM, parse, cite, post-check.
+"""Image (and the radiologist's notes) → grounded report: retrieve, choose a draft, refine, check, cite.
 
-Output the model writes that does not parse into Findings / Impression is written again with the
-answer forced to start with "Findings:" (constrained decoding of the heading) and, when the impression
-heading is still missing, with it forced after the findings; if that fails too the error says so and
-shows what the model wrote.
+Two modes, one refiner:
+
+- image only: the draft is a retrieved case's report (`generator.refine.choose_draft`); below the calibrated
+  confidence threshold the report abstains and lists the similar cases instead of inventing one;
+- notes: the draft is the radiologist's notes, shorthand expanded (`generator.notes`); the cases are found by
+  the image and the notes together.
+
+The LLM edits the draft against the voted, grounded findings; draft-lookup speculative decoding proposes the
+draft's own tokens, so copying costs a fraction of the forwards. Every sentence is then checked against the
+evidence: a finding stated present that the evidence does not support (in image mode, fewer than
+`min_votes` of the retrieved cases state it; in notes mode, neither the notes nor a case) is removed when
+`drop_unsupported` is on, and listed in `removed`. The impression ends with a ranked differential from the
+similar cases' diagnoses and the graph's differentials of the stated findings, each item citing both.
+
+Output the model writes that does not parse into Findings / Impression is written again with the answer
+forced to start with "Findings:" (and "Impression:" after the findings when still missing); if that fails
+too the error says so and shows what the model wrote.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
-from generator.evidence import EvidenceBuilder
+from generator.confidence import Calibration
+from generator.config import WriterConfig
+from generator.decoding import DecodeResult, DecodingConfig
+from generator.differential import CaseDiagnosis, DifferentialItem, rank_differential
+from generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, ImageEvidence, Prompt
 from generator.model import Batch, ReportGenerator
-from generator.report import Report, ReportParseError, build_report
+from generator.notes import Notes, prepare_notes
+from generator.refine import DraftChoice, choose_draft
+from generator.report import NO_CASES_LIMITATION, Report, ReportParseError, build_report, cite, evidence_summary
+from knowledge.grounding import ground_concepts
+from retrieval.report_sections import split_report
+
+ABSTAIN_TEXT = "No confident draft: the similar cases below disagree or are not close enough. Read the image."
 
 
 class ReportGenerationError(RuntimeError):
@@ -28,50 +53,208 @@ class ReportGenerationError(RuntimeError):
 class ReportWriter:
     generator: ReportGenerator
     evidence: EvidenceBuilder
-    max_new_tokens: int = 120
+    config: WriterConfig = field(default_factory=WriterConfig)
+    calibration: Calibration | None = None
     fixed_gate: float | None = None  # ablation: pin the fusion gate
     model_info: dict[str, Any] = field(default_factory=dict)
-    # Seconds the last `write` spent per stage (evidence, generate, post-check), for benchmarks and logs.
+    # Seconds the last `write` spent per stage (evidence, generate, post-check), and its decoding statistics.
     stages: dict[str, float] = field(default_factory=dict)
 
-    def _generate(self, batch: Batch, prefix: str = "") -> tuple[str, float]:
+    def write(self, image: Path, notes: str | None = None, *, max_new_tokens: int | None = None) -> Report:
+        """The report for `image`; with `notes` (the radiologist's findings, shorthand allowed) in notes mode.
+
+        Raises `generator.notes.NotesError` for empty notes; notes over the limit are cut, and the report says so."""
+        prepared = prepare_notes(notes, self.config.max_notes_chars) if notes is not None else None
         started = time.perf_counter()
-        texts, gates = self.generator.generate(
-            batch, max_new_tokens=self.max_new_tokens, fixed_gate=self.fixed_gate, prefix=prefix
+        found = self.evidence.for_image(image, text=prepared.expanded if prepared else None)
+        self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0, "post_check": 0.0}
+        budget = max_new_tokens or self.config.max_new_tokens
+        if prepared is not None:
+            return self._from_notes(image, found, prepared, budget)
+        return self._from_image(image, found, budget)
+
+    # -- image only -----------------------------------------------------------------------------------------
+    def _from_image(self, image: Path, found: ImageEvidence, budget: int) -> Report:
+        if not found.hits:
+            return self._abstain(found, None, None, [NO_CASES_LIMITATION])
+        choice = choose_draft(found, self.config, self.evidence.image_text_scores(found))
+        confidence = self.calibration.probability(choice.features) if self.calibration else None
+        candidates = _candidates_json(choice)
+        if confidence is not None and self.config.abstain_below is not None and confidence < self.config.abstain_below:
+            note = f"confidence {confidence:.2f} under the threshold {self.config.abstain_below:.2f}"
+            return self._abstain(found, confidence, candidates, [f"no confident draft: {note}"])
+        prompt = self.evidence.prompt(found.evidence, choice.source)
+        report = self._write(image, found, prompt, choice.source, budget, min_votes=self.config.min_votes)
+        if not report.findings:  # the post-check took every sentence out: nothing left worth a draft
+            why = f"no supported finding: the post-check removed {len(report.removed)} of the draft's sentences"
+            abstention = self._abstain(found, confidence, candidates, [why])
+            abstention.removed, abstention.draft = report.removed, report.draft
+            return abstention
+        claimed = [c for s in report.findings for c in s.concept_ids if s.status in CLAIM_STATUSES]
+        report.confidence, report.candidates = confidence, candidates
+        report.differential = [d.as_json() for d in self.differential(found, claimed)]
+        return report
+
+    def _abstain(
+        self, found: ImageEvidence, confidence: float | None, candidates: list[dict[str, Any]] | None, why: list[str]
+    ) -> Report:
+        return Report(
+            findings=[],
+            impression=ABSTAIN_TEXT,
+            gate=None,
+            evidence=evidence_summary(found.evidence),
+            model=dict(self.model_info),
+            limitations=why,
+            abstained=True,
+            confidence=confidence,
+            candidates=candidates or [],
+            differential=[d.as_json() for d in self.differential(found, [])],
+        )
+
+    # -- notes ------------------------------------------------------------------------------------------------
+    def _from_notes(self, image: Path, found: ImageEvidence, notes: Notes, budget: int) -> Report:
+        stated = self.evidence.extractor.extract_many([notes.expanded])[0]
+        claimed = list(dict.fromkeys(f.concept_id for f in stated if f.status in CLAIM_STATUSES))
+        negated = {f.concept_id for f in stated if f.status == "absent"} - set(claimed)
+        # The notes take the first text slot: the gate then weighs the image against the notes and the cases.
+        notes_vector = self.evidence.searcher.embed_report_text(notes.expanded)
+        found = replace(
+            found,
+            texts=np.vstack([notes_vector[None], found.texts[:-1]]).astype(np.float32),
+            mask=np.concatenate([[True], found.mask[:-1]]),
+        )
+        draft = DraftSource("notes", notes.expanded)
+        prompt = self.evidence.prompt(found.evidence, draft)
+        report = self._write(image, found, prompt, draft, budget, supported=claimed, min_votes=1)
+        report.mode = "notes"
+        report.limitations += list(notes.limitations)
+        # A finding the notes deny must not come back as present, whatever the similar cases say.
+        contradicting = [s for s in report.findings if s.status in CLAIM_STATUSES and negated & set(s.concept_ids)]
+        if contradicting:
+            report.findings = [s for s in report.findings if s not in contradicting]
+            report.removed += [s.sentence for s in contradicting]
+            report.limitations.append(f"{len(contradicting)} sentence(s) contradicting the notes removed")
+        self._complete(report, found, notes, claimed)
+        report.differential = [d.as_json() for d in self.differential(found, claimed)]
+        return report
+
+    # -- shared ---------------------------------------------------------------------------------------------
+    def differential(
+        self,
+        found: ImageEvidence,
+        claimed: list[str],
+        *,
+        case_weight: float | None = None,
+        graph_weight: float | None = None,
+    ) -> list[DifferentialItem]:
+        """The ranked differential for `found`: its cases' diagnoses, and the graph's differentials of `claimed`
+        (weights default to the writer config's)."""
+        cases = [CaseDiagnosis(h.case_id, h.score, split_report(h.report).diagnosis) for h in found.hits]
+        graph = self.evidence.graph
+        groundings = ground_concepts(graph, claimed, index=self.evidence.index, limit=5) if graph and claimed else []
+        return rank_differential(
+            cases,
+            {g.concept_id: g.differential_diagnoses for g in groundings if not g.reason},
+            case_weight=self.config.case_weight if case_weight is None else case_weight,
+            graph_weight=self.config.graph_weight if graph_weight is None else graph_weight,
+            limit=self.config.differential_size,
+        )
+
+    def _generate(self, batch: Batch, draft: str, budget: int, prefix: str = "") -> tuple[str, float]:
+        started = time.perf_counter()
+        decoding = DecodingConfig(
+            max_new_tokens=budget,
+            repetition_penalty=self.config.repetition_penalty,
+            no_repeat_ngram=self.config.no_repeat_ngram,
+            lookup_tokens=self.config.lookup_tokens,
+        )
+        texts, gates, results = self.generator.generate(
+            batch, decoding, fixed_gate=self.fixed_gate, prefix=prefix, drafts=[draft]
         )
         self.stages["generate"] += time.perf_counter() - started
+        self._count(results[0])
         return texts[0], gates[0]
 
-    def write(self, image: Path) -> Report:
-        started = time.perf_counter()
-        vector, texts, mask, evidence, prompt = self.evidence.for_image(image)
-        self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0, "post_check": 0.0}
+    def _count(self, result: DecodeResult) -> None:
+        for key, value in (("forwards", result.forwards), ("tokens", len(result.ids)), ("accepted", result.accepted)):
+            self.stages[key] = self.stages.get(key, 0) + value
+        self.stages["prefill"] = self.stages.get("prefill", 0.0) + result.prefill_seconds
+
+    def _write(
+        self,
+        image: Path,
+        found: ImageEvidence,
+        prompt: Prompt,
+        draft: DraftSource,
+        budget: int,
+        *,
+        supported: Collection[str] = (),
+        min_votes: int,
+    ) -> Report:
         batch = Batch(
-            image=torch.tensor(vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
-            texts=torch.from_numpy(texts[None]).float(),
-            mask=torch.from_numpy(mask[None]),
+            image=torch.tensor(found.vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
+            texts=torch.from_numpy(np.ascontiguousarray(found.texts[None])).float(),
+            mask=torch.from_numpy(np.ascontiguousarray(found.mask[None])),
             prompts=[prompt.text],
         )
         attempts = []
         for prefix in ("", "Findings:"):
-            text, gate = self._generate(batch, prefix)
+            text, gate = self._generate(batch, draft.text, budget, prefix)
             attempts.append(text)
             if prefix and "impression:" not in text.lower():
-                text, gate = self._generate(batch, text.rstrip() + "\nImpression:")
+                text, gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
                 attempts.append(text)
             started = time.perf_counter()
             try:
-                return build_report(
+                report = build_report(
                     text,
-                    evidence,
+                    found.evidence,
                     self.evidence.extractor,
                     gate=gate,
                     prompt=prompt,
+                    supported_concepts=supported,
+                    min_votes=min_votes,
                     model={**self.model_info, "constrained_retry": bool(prefix)},
                 )
             except ReportParseError:
                 continue
             finally:
                 self.stages["post_check"] += time.perf_counter() - started
+            report.draft = {"source": draft.kind, "case_id": draft.case_id, "text": draft.text}
+            return self._guard(report)
         shown = " | ".join(a[:160].replace("\n", " ") for a in attempts)
         raise ReportGenerationError(f"{image}: the model's output did not parse into a report: {shown}")
+
+    def _complete(self, report: Report, found: ImageEvidence, notes: Notes, claimed: list[str]) -> None:
+        """Add, as typed (shorthand expanded), each notes item whose findings the written report left out: the
+        radiologist's findings are never lost to the refiner."""
+        written = {c for s in report.findings for c in s.concept_ids}
+        items = cite(notes.expanded, found.evidence, self.evidence.extractor, supported_concepts=claimed)
+        missing = [s for s in items if s.concept_ids and not set(s.concept_ids) <= written]
+        for item in missing:
+            report.findings.append(replace(item, sentence=item.sentence[:1].upper() + item.sentence[1:]))
+        if missing:
+            report.limitations.append(f"{len(missing)} notes item(s) the refiner left out added as written")
+
+    def _guard(self, report: Report) -> Report:
+        """Take out sentences stating what nothing supports (when configured), and say so."""
+        if not self.config.drop_unsupported:
+            return report
+        report.removed = [s.sentence for s in report.findings if not s.supported]
+        report.findings = [s for s in report.findings if s.supported]
+        if report.removed:
+            report.limitations.append(f"{len(report.removed)} unsupported sentence(s) removed from the findings")
+        return report
+
+
+def _candidates_json(choice: DraftChoice) -> list[dict[str, Any]]:
+    return [
+        {
+            "case_id": c.case_id,
+            "score": round(c.score, 6),
+            "agreement": round(choice.selection.agreements[i], 4),
+            "selected": i == choice.selection.index,
+            "text": c.text,
+        }
+        for i, c in enumerate(choice.candidates)
+    ]

@@ -17,11 +17,11 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from generator.evidence import CLAIM_STATUSES as CLAIMS
 from generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of
 from retrieval.report_sections import SECTION_HEADINGS
 
 NO_CASES_LIMITATION = "no similar prior cases: written from the image and the graph alone"
-CLAIMS = ("present", "uncertain")  # statuses that assert something a reader may act on
 
 
 class ReportParseError(ValueError):
@@ -67,12 +67,26 @@ class Report:
     evidence: dict[str, Any]  # {"cases": [{case_id, score, modality, body_region}], "concepts": [...]}
     model: dict[str, Any] = field(default_factory=dict)  # filled by the caller: names, versions
     limitations: list[str] = field(default_factory=list)
+    mode: str = "image"  # "image": a retrieved draft refined; "notes": the radiologist's notes written out
+    abstained: bool = False  # no confident draft: the report lists the similar cases instead
+    confidence: float | None = None  # calibrated confidence in the image-only draft
+    draft: dict[str, Any] | None = None  # {"source": "case" | "notes", "case_id", "text"}: what was edited
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # the retrieved drafts considered
+    differential: list[dict[str, Any]] = field(default_factory=list)  # ranked, each with its case and concept ids
+    removed: list[str] = field(default_factory=list)  # sentences taken out as unsupported
 
     def as_json(self) -> dict[str, Any]:
         return {
+            "mode": self.mode,
+            "abstained": self.abstained,
+            "confidence": self.confidence,
             "findings": [s.as_json() for s in self.findings],
             "impression": self.impression,
+            "differential": copy.deepcopy(self.differential),
             "gate": self.gate,
+            "draft": copy.deepcopy(self.draft),
+            "candidates": copy.deepcopy(self.candidates),
+            "removed": list(self.removed),
             "evidence": copy.deepcopy(self.evidence),
             "model": copy.deepcopy(self.model),
             "limitations": list(self.limitations),
@@ -80,7 +94,7 @@ class Report:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Report:
-        gate = data.get("gate")
+        gate, confidence = data.get("gate"), data.get("confidence")
         return cls(
             findings=[ReportSentence.from_json(s) for s in data.get("findings", [])],
             impression=str(data.get("impression", "")),
@@ -88,11 +102,22 @@ class Report:
             evidence=copy.deepcopy(dict(data.get("evidence", {}))),
             model=copy.deepcopy(dict(data.get("model", {}))),
             limitations=[str(x) for x in data.get("limitations", [])],
+            mode=str(data.get("mode", "image")),
+            abstained=bool(data.get("abstained", False)),
+            confidence=None if confidence is None else float(confidence),
+            draft=copy.deepcopy(data.get("draft")),
+            candidates=copy.deepcopy(list(data.get("candidates", []))),
+            differential=copy.deepcopy(list(data.get("differential", []))),
+            removed=[str(x) for x in data.get("removed", [])],
         )
 
     def as_text(self) -> str:
         findings = " ".join(s.sentence for s in self.findings)
-        return f"Findings:\n{findings}\n\nImpression:\n{self.impression}"
+        text = f"Findings:\n{findings}\n\nImpression:\n{self.impression}"
+        if self.differential:
+            items = "; ".join(f"{n}. {d['name']}" for n, d in enumerate(self.differential, 1))
+            text += f"\nDifferential: {items}"
+        return text
 
 
 # -- sections ----------------------------------------------------------------------------------------------
@@ -230,23 +255,29 @@ def _abbreviation(head: str) -> bool:
 
 # -- citations and the post-check --------------------------------------------------------------------------
 def cite(
-    findings_text: str, evidence: Evidence, extractor: Extractor, *, supported_concepts: Collection[str] = ()
+    findings_text: str,
+    evidence: Evidence,
+    extractor: Extractor,
+    *,
+    supported_concepts: Collection[str] = (),
+    min_votes: int = 1,
 ) -> list[ReportSentence]:
     """Each sentence of `findings_text` with its findings, the evidence cases that mention them (any status,
-    in evidence order) and whether its present or uncertain findings are backed by a case stating them
-    present or uncertain, or by `supported_concepts`. One extractor call covers the sentences and any case
-    whose statements were not extracted yet."""
+    in evidence order) and whether its present or uncertain findings are backed by at least `min_votes`
+    cases stating them present or uncertain, or by `supported_concepts`. One extractor call covers the
+    sentences and any case whose statements were not extracted yet."""
     sentences = split_sentences(findings_text)
     todo = [c for c in evidence.cases if c.statements is None]
     found = extractor.extract_many(sentences + [c.text() for c in todo]) if sentences or todo else []
     extracted = {c.case_id: statements_of(f) for c, f in zip(todo, found[len(sentences) :], strict=True)}
     mentions: list[tuple[str, set[str]]] = []
-    support = set(supported_concepts)
+    votes: dict[str, int] = {}
     for case in evidence.cases:
         statements = case.statements if case.statements is not None else extracted[case.case_id]
         mentions.append((case.case_id, {s.concept_id for s in statements}))
-        support |= {s.concept_id for s in statements if s.status in CLAIMS}
-    support |= {f.concept_id for f in evidence.findings if f.case_ids or f.uncertain_case_ids}
+        for concept in {s.concept_id for s in statements if s.status in CLAIMS}:
+            votes[concept] = votes.get(concept, 0) + 1
+    support = set(supported_concepts) | {c for c, n in votes.items() if n >= min_votes}
 
     out = []
     for sentence, findings in zip(sentences, found[: len(sentences)], strict=True):
@@ -294,11 +325,12 @@ def build_report(
     gate: float | None,
     prompt: Prompt | None,
     supported_concepts: Collection[str] = (),
+    min_votes: int = 1,
     model: Mapping[str, Any] | None = None,
 ) -> Report:
     """The structured report of the model's `text` (raises ReportParseError when it has no findings)."""
     findings_text, impression = split_sections(text)
-    sentences = cite(findings_text, evidence, extractor, supported_concepts=supported_concepts)
+    sentences = cite(findings_text, evidence, extractor, supported_concepts=supported_concepts, min_votes=min_votes)
     limitations = [] if evidence.cases else [NO_CASES_LIMITATION]
     limitations += [f"prompt shortened: {note}" for note in (prompt.cut if prompt else ())]
     if unsupported := [s for s in sentences if not s.supported]:

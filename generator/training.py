@@ -1,12 +1,20 @@
-"""Training the report writer: examples from an indexed archive, fusion + LoRA fitted together.
+"""Training the refiner: examples from an indexed archive, fusion + LoRA fitted together.
 
-An example is one image of a case: its CT-encoder vector, the top-k cases the searcher retrieves for it
-from the index (the leakage guard keeps its own case and patient out), their stored report vectors,
-the prompt built from their evidence, and the reference report: "Findings: <the image's caption>
-<the case's findings>" then "Impression: <its impression or diagnosis>", cut to a word budget.
+The refiner edits a draft into a report. An example is one image of a case: its CT-encoder vector, the top-k
+cases the searcher retrieves for it (the leakage guard keeps its own case and patient out), their stored
+report vectors, and a prompt with the evidence and the draft. Three kinds, one of each per image:
 
-Training minimises the reference report's cross-entropy; after every `eval_every` steps and at the
-end of each epoch the mean loss on dev examples picks the checkpoint kept (never a test split).
+- `edit`: the draft is the retrieved report that the pipeline would choose (`generator.draft`);
+- `repair`: the draft is the reference damaged in one known way (`generator.repairs`), and the evidence
+  lists the reference's findings: the answer is recoverable from the input;
+- `notes`: the draft is shorthand notes simulated from the reference's findings (`generator.notes`), and
+  the cases are found by image and notes together, as `kgreport report --notes` finds them.
+
+The answer is the reference: "Findings: <the image's caption> <the case's findings>" then
+"Impression: <its impression or diagnosis>", cut to word budgets. While training, the image or the texts are
+dropped at random (`TrainConfig.drop_side`) so the fusion gate learns to weigh both rather than collapse onto
+one. After every `eval_every` steps and at the end of each epoch the mean loss on dev examples picks the
+checkpoint kept (never a test split).
 """
 
 from __future__ import annotations
@@ -15,19 +23,35 @@ import math
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from generator.evidence import EvidenceBuilder
+from generator.confidence import USABLE_F1
+from generator.config import WriterConfig
+from generator.draft import draft_text
+from generator.evidence import (
+    CLAIM_STATUSES,
+    CaseEvidence,
+    DraftSource,
+    EvidenceBuilder,
+    ImageEvidence,
+    collect_evidence,
+)
 from generator.model import Batch, ReportGenerator
+from generator.notes import prepare_notes, simulate_notes
+from generator.refine import choose_draft
+from generator.repairs import damage
+from generator.report import split_sentences
 from retrieval.records import Case, CaseImage
 
-REFERENCE_WORDS = 60  # short reports: the 135M writer learns them better, and each token costs ~45 ms on CPU
-IMPRESSION_WORDS = 20
+if TYPE_CHECKING:
+    from knowledge.extraction.extractor import Finding
+
+KINDS = ("edit", "repair", "notes")
 
 
 @dataclass
@@ -40,58 +64,135 @@ class Example:
     prompt: str
     target: str
     cited: tuple[str, ...] = ()  # the retrieved case ids, in rank order
+    kind: str = "edit"
+    draft: str = ""
+    # Edit examples: the draft's confidence features, and whether it was usable (`generator.confidence`).
+    features: dict[str, float] | None = None
+    usable: bool | None = None
 
 
-def _words(text: str, limit: int) -> str:
-    words = text.split()
-    return " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
-
-
-def reference_report(case: Case, image: CaseImage, *, max_words: int = REFERENCE_WORDS) -> str:
-    """What the writer learns to produce for `image`: its caption and its case's findings, then impression."""
+def reference_report(case: Case, image: CaseImage, config: WriterConfig | None = None) -> str:
+    """What the refiner learns to produce for `image`: its caption and its case's findings, then impression."""
+    config = config or WriterConfig()
     findings = " ".join(x.strip() for x in (image.caption, case.report.findings) if x and x.strip())
     impression = (case.report.impression or case.report.diagnosis).strip()
-    return f"Findings: {_words(findings, max_words)}\nImpression: {_words(impression, IMPRESSION_WORDS)}"
+    return draft_text(
+        findings, impression, findings_words=config.findings_words, impression_words=config.impression_words
+    )
+
+
+def _example(
+    case: Case, image: CaseImage, found: ImageEvidence, prompt: str, target: str, kind: str, draft: str
+) -> Example:
+    return Example(
+        case_id=case.case_id,
+        image_id=image.image_id,
+        image=found.vector,
+        texts=found.texts,
+        mask=found.mask,
+        prompt=prompt,
+        target=target,
+        cited=tuple(c.case_id for c in found.evidence.cases),
+        kind=kind,
+        draft=draft,
+    )
 
 
 def build_examples(
     cases: Sequence[Case],
     builder: EvidenceBuilder,
+    config: WriterConfig,
     progress: Callable[[int], None] | None = None,
     *,
     images_per_case: int | None = None,
+    kinds: Sequence[str] = KINDS,
+    seed: int = 0,
 ) -> list[Example]:
-    """One example per readable image of `cases` (the first `images_per_case` of each, if given);
-    unreadable images are skipped."""
+    """Examples of each of `kinds` for every readable image of `cases` (the first `images_per_case` of each,
+    if given); unreadable images are skipped."""
+    rng = random.Random(seed)
+    foreign = [s for c in cases for s in split_sentences(c.report.findings)[:3]]
     examples = []
     for case in cases:
         for image in case.images[:images_per_case]:
             try:
-                vector, texts, mask, evidence, prompt = builder.for_image(image.path)
+                found = builder.for_image(image.path)
             except (OSError, ValueError):
                 continue
-            examples.append(
-                Example(
-                    case_id=case.case_id,
-                    image_id=image.image_id,
-                    image=vector,
-                    texts=texts,
-                    mask=mask,
-                    prompt=prompt.text,
-                    target=reference_report(case, image),
-                    cited=tuple(c.case_id for c in evidence.cases),
+            target = reference_report(case, image, config)
+            findings, _, impression = target.removeprefix("Findings: ").partition("\nImpression: ")
+            stated = builder.extractor.extract_many([f"{findings} {impression}"])[0]
+            if "edit" in kinds and found.hits:
+                choice = choose_draft(found, config, builder.image_text_scores(found))
+                example = _example(
+                    case,
+                    image,
+                    found,
+                    builder.prompt(found.evidence, choice.source).text,
+                    target,
+                    "edit",
+                    choice.source.text,
                 )
-            )
+                example.features = choice.features
+                example.usable = present_f1(choice.chosen.present, claimed(stated)) >= USABLE_F1
+                examples.append(example)
+            if "repair" in kinds and (damaged := damage(findings, rng, [s for s in foreign if s not in findings])):
+                draft = DraftSource("case", draft_text(damaged[0], impression), case.case_id)
+                own = CaseEvidence(case.case_id, 1.0, findings, impression)
+                voted = collect_evidence(
+                    [own, *found.evidence.cases],
+                    builder.extractor,
+                    builder.graph,
+                    index=builder.index,
+                    modality=found.evidence.modality,
+                    body_region=found.evidence.body_region,
+                )
+                shown = replace(voted, cases=tuple(c for c in voted.cases if c.case_id != case.case_id))
+                examples.append(
+                    _example(case, image, found, builder.prompt(shown, draft).text, target, "repair", draft.text)
+                )
+            if "notes" in kinds and (notes := simulate_notes(stated, rng)):
+                prepared = prepare_notes(notes, config.max_notes_chars)
+                assert prepared is not None
+                hybrid = builder.for_image(image.path, text=prepared.expanded)
+                draft = DraftSource("notes", prepared.expanded)
+                examples.append(
+                    _example(case, image, hybrid, builder.prompt(hybrid.evidence, draft).text, target, "notes", notes)
+                )
         if progress:
             progress(1)
     return examples
 
 
-def collate(examples: Sequence[Example], *, with_targets: bool = True) -> Batch:
+def claimed(findings: Sequence[Finding]) -> frozenset[str]:
+    """The concepts a text states present or possible."""
+    return frozenset(f.concept_id for f in findings if f.status in CLAIM_STATUSES)
+
+
+def present_f1(a: frozenset[str], b: frozenset[str]) -> float:
+    """F1 of two sets of stated concepts; two empty sets agree."""
+    return 2 * len(a & b) / (len(a) + len(b)) if a or b else 1.0
+
+
+def collate(
+    examples: Sequence[Example], *, with_targets: bool = True, drop_side: float = 0.0, rng: random.Random | None = None
+) -> Batch:
+    """A batch; with `drop_side` > 0 each example loses its image (zeroed) or its texts (masked) with that
+    probability each, never both."""
+    images = np.stack([e.image for e in examples]).astype(np.float32)
+    masks = np.stack([e.mask for e in examples]).copy()
+    if drop_side > 0:
+        rng = rng or random.Random(0)
+        for i in range(len(examples)):
+            roll = rng.random()
+            if roll < drop_side:
+                images[i] = 0.0
+            elif roll < 2 * drop_side:
+                masks[i] = False
     return Batch(
-        image=torch.from_numpy(np.stack([e.image for e in examples])).float(),
+        image=torch.from_numpy(images),
         texts=torch.from_numpy(np.stack([e.texts for e in examples])).float(),
-        mask=torch.from_numpy(np.stack([e.mask for e in examples])),
+        mask=torch.from_numpy(masks),
         prompts=[e.prompt for e in examples],
         targets=[e.target for e in examples] if with_targets else None,
     )
@@ -109,6 +210,7 @@ class TrainConfig:
     seed: int = 0
     # Dev loss before the first step too: a run that goes on from a trained writer keeps it unless it improves.
     evaluate_at_start: bool = False
+    drop_side: float = 0.15  # per example: image dropped with this probability, texts with the same
 
 
 @dataclass
@@ -156,7 +258,7 @@ def train(
     progress: Callable[[int, float], None] | None = None,
 ) -> TrainSummary:
     """Fit fusion and LoRA; the checkpoint with the lowest dev loss is saved to `out_dir`."""
-    random.seed(config.seed)
+    rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
     lora = [p for n, p in generator.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
     optimiser = torch.optim.AdamW(
@@ -181,12 +283,12 @@ def train(
     order = list(range(len(train_examples)))
     for _epoch in range(config.epochs):
         epoch_started = time.perf_counter()
-        random.shuffle(order)
+        rng.shuffle(order)
         for start in range(0, len(order), config.batch_size):
             if summary.steps >= total:
                 break
             chunk = [train_examples[i] for i in order[start : start + config.batch_size]]
-            loss, _ = generator.loss(collate(chunk))
+            loss, _ = generator.loss(collate(chunk, drop_side=config.drop_side, rng=rng))
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(generator.trainable_parameters(), 1.0)

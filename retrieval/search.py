@@ -27,7 +27,7 @@ being a near-exact duplicate of a stored image.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -150,6 +150,16 @@ class CaseSearcher:
         if digest:
             self.cache.put(key, (vector, decoded), nbytes=decoded.pixels.nbytes)
         return vector, decoded
+
+    @property
+    def text_dim(self) -> int:
+        """Dimension of the stored report vectors (the text encoder's)."""
+        return int(self.store.manifest["text_dim"])
+
+    def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
+        """The stored report vectors of these cases, in order (zeros for unknown ids): what a report
+        writer fuses with the image."""
+        return self.store.case_text_vectors(case_ids)
 
     def embed_report_text(self, text: str) -> np.ndarray:
         """The text in the report space (MiniLM), cached by the exact string."""

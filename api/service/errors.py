@@ -42,9 +42,10 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
 def _domain_errors() -> list[tuple[type[Exception], int, str]]:
     """(exception, status, code), most specific first."""
     from api.operations import CaseExistsError, IndexBusyError, OperationError
-    from api.reporting import GeneratorNotFoundError
+    from api.reporting import GeneratorNotFoundError, WriterMismatchError
     from api.services import EncoderMismatchError
     from generator.llm import LLMLoadError
+    from generator.notes import NotesError
     from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
     from knowledge.graph import GraphUnavailableError
@@ -59,10 +60,12 @@ def _domain_errors() -> list[tuple[type[Exception], int, str]]:
         (EncoderMismatchError, 409, "encoder_mismatch"),
         (ImageDecodeError, 422, "image_unreadable"),
         (QueryError, 422, "bad_query"),
+        (NotesError, 422, "bad_notes"),
         (ArchiveError, 422, "bad_archive"),
         (OperationError, 422, "bad_request"),
         (GraphUnavailableError, 503, "graph_unavailable"),
         (GeneratorNotFoundError, 503, "report_writer_missing"),
+        (WriterMismatchError, 503, "report_writer_mismatch"),
         (LLMLoadError, 503, "llm_unavailable"),
         (ReportGenerationError, 502, "report_generation_failed"),
         (FileNotFoundError, 404, "not_found"),

@@ -123,15 +123,18 @@ async def write_report(
     state: State,
     image: Annotated[UploadFile, File(description="PNG, JPEG, DICOM or NIfTI")],
     index: Annotated[str, Form()] = "demo",
-    max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 120,
+    notes: Annotated[
+        str | None,
+        Form(description="the radiologist's findings, shorthand allowed: the report is written from them (notes mode)"),
+    ] = None,
+    max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 140,
 ) -> dict[str, Any]:
     def write() -> dict[str, Any]:
         state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
         writer = state.writer(index)
         with query_image(state, image) as path, state.report_lock:
             started = time.perf_counter()
-            writer.max_new_tokens = max_new_tokens
-            report = writer.write(path)
+            report = writer.write(path, notes, max_new_tokens=max_new_tokens)
             seconds = time.perf_counter() - started
         return {"index": index, "report": report.as_json(), "text": report.as_text(), "seconds": round(seconds, 3)}
 

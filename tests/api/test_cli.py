@@ -280,9 +280,34 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
         if written.exit_code == 0:  # a two-step tiny model may also babble: then the error says so
             report = _json_lines(written.stdout)[0]
             assert {"findings", "impression", "gate", "evidence", "model", "limitations"} <= set(report)
-            assert report["evidence"]["cases"] and 0 <= report["gate"] <= 1
+            assert report["evidence"]["cases"] and (report["abstained"] or 0 <= report["gate"] <= 1)
         else:
             assert written.exit_code == 2 and "did not parse into a report" in written.output
+        from_notes = runner.invoke(
+            app,
+            ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--json"]
+            + ["--max-new-tokens", "12", "--notes", "RLL consolidation, no PTX"],
+        )
+        if from_notes.exit_code == 0:
+            report = _json_lines(from_notes.stdout)[0]
+            assert report["mode"] == "notes" and "right lower lobe" in report["draft"]["text"]
+            assert "consolidation" in " ".join(s["sentence"] for s in report["findings"]).lower()
+        else:
+            assert from_notes.exit_code == 2 and "did not parse into a report" in from_notes.output
+        empty = runner.invoke(
+            app, ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--notes", "  "]
+        )
+        assert empty.exit_code == 2 and "notes are empty" in empty.output
+        calibrated = runner.invoke(
+            app,
+            ["calibrate-writer", "--index", "demo", "--archive", str(demo), "--generator", str(tmp_path / "writer")]
+            + ["--limit", "12"],
+        )
+        if calibrated.exit_code == 0:  # twelve drafts may all be unusable: then it says there is nothing to fit
+            assert json.loads(calibrated.stdout)["fitted_on"] == 12
+            assert (tmp_path / "writer" / "confidence.json").is_file()
+        else:
+            assert calibrated.exit_code == 2 and "nothing to calibrate" in calibrated.output
     finally:
         os.environ.pop("KGREPORT_LLM", None)
         get_settings.cache_clear()

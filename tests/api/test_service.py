@@ -249,10 +249,35 @@ def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     report = body["report"]
-    assert 0.0 <= report["gate"] <= 1.0 and report["impression"] and report["findings"]
-    assert report["evidence"]["cases"], "the report names the prior cases it was written from"
+    assert report["mode"] == "image" and report["evidence"]["cases"], "it names the prior cases it drew on"
+    assert report["candidates"] and report["impression"]
+    if report["abstained"]:  # no confident, supported draft: the similar cases instead, and why
+        assert report["findings"] == [] and report["limitations"]
+    else:
+        assert 0.0 <= report["gate"] <= 1.0 and report["findings"] and report["draft"]["source"] == "case"
+        assert all(s["supported"] for s in report["findings"]), "unsupported sentences are removed, and listed"
     cases = {c["case_id"] for c in report["evidence"]["cases"]}
     for sentence in report["findings"]:
         assert sentence["status"] in ("present", "absent", "uncertain", "none")  # none: states no finding
         assert set(sentence["cited_case_ids"]) <= cases
+    for item in report["differential"]:
+        assert set(item["case_ids"]) <= cases and item["name"]
     assert body["text"].startswith("Findings:") and body["seconds"] > 0
+
+    notes = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
+    response = client.post(
+        "/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo", "notes": notes}
+    )
+    assert response.status_code == 200, response.text
+    report = response.json()["report"]
+    assert report["mode"] == "notes" and report["draft"]["source"] == "notes"
+    assert "right upper lobe" in report["draft"]["text"] and "lymphadenopathy" in report["draft"]["text"]
+    stated = {s["status"] for s in report["findings"]}
+    assert {"present", "absent"} <= stated, "the notes' finding and their negation both reach the report"
+    _error(
+        client.post(
+            "/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo", "notes": " "}
+        ),
+        422,
+        "bad_notes",
+    )

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from generator.decoding import DecodingConfig
 from generator.fusion import DynamicFusion, FusionConfig
 from generator.llm import LLMLoadError, load_llm
 from generator.model import Batch, GeneratorConfig, ReportGenerator
@@ -65,14 +66,18 @@ def test_training_steps_fit_a_report_and_save_load_round_trips(tiny_llm: Path, t
     assert loss.item() < first.item() * 0.5, f"loss {first.item():.2f} -> {loss.item():.2f}"
     assert 0 < gate.item() < 1
     generator.eval()
-    texts, gates = generator.generate(_batch(with_target=False), max_new_tokens=12, prefix="Findings:")
+    texts, gates = generator.generate(_batch(with_target=False), DecodingConfig(max_new_tokens=12), prefix="Findings:")[
+        :2
+    ]
     assert texts[0].startswith("Findings:") and len(texts[0]) > len("Findings:")
-    empty_texts, empty_gates = generator.generate(_batch(0, with_target=False), max_new_tokens=4)
+    empty_texts, empty_gates = generator.generate(_batch(0, with_target=False), DecodingConfig(max_new_tokens=4))[:2]
     assert empty_gates == [1.0] and isinstance(empty_texts[0], str)
 
     generator.save(tmp_path / "trained")
     loaded = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache")
-    again, again_gates = loaded.generate(_batch(with_target=False), max_new_tokens=12, prefix="Findings:")
+    again, again_gates = loaded.generate(
+        _batch(with_target=False), DecodingConfig(max_new_tokens=12), prefix="Findings:"
+    )[:2]
     assert again == texts and again_gates == pytest.approx(gates)
     with torch.no_grad():
         assert loaded.loss(_batch())[0].item() == pytest.approx(generator.loss(_batch())[0].item(), rel=1e-4)

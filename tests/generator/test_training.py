@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import json
+import random
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
 
+from generator.config import WriterConfig
+from generator.decoding import DecodingConfig
 from generator.evidence import NO_CASES, EvidenceBuilder
 from generator.fusion import FusionConfig
 from generator.model import GeneratorConfig, ReportGenerator
+from generator.notes import NotesError
 from generator.pipeline import ReportWriter
 from generator.report import NO_CASES_LIMITATION
 from generator.training import TrainConfig, build_examples, collate, dev_loss, reference_report, train
@@ -85,12 +90,21 @@ def test_examples_training_and_report_writing(
     generator = ReportGenerator.create(config, tmp_path / "cache")
     searcher = CaseSearcher(store, image_encoder, text_encoder)
     builder = EvidenceBuilder(searcher, extractor, full_graph, None, generator.count_tokens, k=3, prompt_budget=200)
-    examples = build_examples(cases, builder)
-    assert len(examples) == sum(len(c.images) for c in cases)
+    writer_config = WriterConfig(k=3, prompt_budget=200)
+    examples = build_examples(cases, builder, writer_config, images_per_case=1)
+    kinds = [e.kind for e in examples]
+    assert kinds.count("edit") == len(cases) and kinds.count("notes") == len(cases) and "repair" in kinds
     first = examples[0]
-    assert first.case_id not in first.cited, "the leakage guard keeps an example's own case out of its evidence"
+    assert first.kind == "edit" and first.case_id not in first.cited, "the leakage guard keeps its own case out"
     assert first.mask.sum() == len(first.cited) == 3 and first.texts.shape == (3, 384)
-    assert first.prompt.rstrip().endswith("'Findings:' then 'Impression:'.") and first.target.startswith("Findings:")
+    assert "Draft (case " in first.prompt and first.draft in first.prompt and first.target.startswith("Findings:")
+    assert first.features is not None and first.usable in (True, False)
+    repair = next(e for e in examples if e.kind == "repair")
+    assert repair.draft != repair.target and "Draft (case " in repair.prompt
+    notes = next(e for e in examples if e.kind == "notes")
+    assert "Radiologist's notes:" in notes.prompt and notes.draft and notes.draft not in notes.target
+    dropped = collate(examples[:8], drop_side=0.5, rng=random.Random(0))
+    assert (dropped.image.abs().sum(dim=1) == 0).any() or (~dropped.mask.any(dim=1)).any(), "a side is dropped"
 
     before, _ = dev_loss(generator, examples[:-3], 4)
     summary = train(
@@ -124,7 +138,7 @@ def test_examples_training_and_report_writing(
     assert more.dev_losses[0][1] == pytest.approx(summary.best_dev_loss, abs=1e-3)
 
     trained = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache")
-    writer = ReportWriter(trained, builder, max_new_tokens=16, model_info={"name": "tiny"})
+    writer = ReportWriter(trained, builder, replace(writer_config, max_new_tokens=16), model_info={"name": "tiny"})
     query = REPO / "data" / "demo" / "queries" / "MPX1075_synpic20513.jpg"
     try:
         report = writer.write(query)
@@ -132,15 +146,21 @@ def test_examples_training_and_report_writing(
         assert "did not parse into a report" in str(err) and str(query) in str(err)
     else:
         data = report.as_json()
-        assert 0 < data["gate"] < 1 and data["model"]["name"] == "tiny"
+        assert 0 < data["gate"] < 1 and data["model"]["name"] == "tiny" and data["mode"] == "image"
         assert [c["case_id"] for c in data["evidence"]["cases"]] and json.dumps(data)
+        assert data["draft"]["source"] == "case" and sum(c["selected"] for c in data["candidates"]) == 1
+        assert all(s["supported"] for s in data["findings"]), "the post-check removes unsupported sentences"
+    with pytest.raises(NotesError, match="empty"):
+        writer.write(query, "   ")
 
     # int8 decoding: every linear layer of the LLM quantised, the fusion (and so the gate) untouched
     quantized = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache", quantize=True)
     assert not any(isinstance(m, torch.nn.Linear) for m in quantized.llm.modules())
     batch = collate(examples[:1], with_targets=False)
-    (text,), (gate,) = quantized.generate(batch, max_new_tokens=8)
-    assert isinstance(text, str) and gate == pytest.approx(trained.generate(batch, max_new_tokens=1)[1][0])
+    (text,), (gate,), _ = quantized.generate(batch, DecodingConfig(max_new_tokens=8))
+    assert isinstance(text, str) and gate == pytest.approx(
+        trained.generate(batch, DecodingConfig(max_new_tokens=1))[1][0]
+    )
 
     # An empty index, and k = 0 (the no-retrieval ablation): no cases, the image alone, gate 1, said so
     empty = CaseStore.create_for(tmp_path / "empty", image_encoder, text_encoder)
@@ -152,14 +172,10 @@ def test_examples_training_and_report_writing(
         EvidenceBuilder(searcher, extractor, full_graph, None, generator.count_tokens, k=0),
     ]
     for no_cases in alone:
-        _, texts, mask, evidence, prompt = no_cases.for_image(query)
-        assert not mask.any() and evidence.cases == () and NO_CASES in prompt.text
-        try:
-            report = ReportWriter(trained, no_cases, max_new_tokens=16).write(query)
-        except Exception as err:
-            assert "did not parse into a report" in str(err)
-        else:
-            assert report.gate == 1.0 and NO_CASES_LIMITATION in report.limitations
-            assert report.evidence["cases"] == []
+        found = no_cases.for_image(query)
+        assert not found.mask.any() and found.evidence.cases == () and NO_CASES in no_cases.prompt(found.evidence).text
+        report = ReportWriter(trained, no_cases, replace(writer_config, max_new_tokens=16)).write(query)
+        assert report.abstained and report.findings == [] and NO_CASES_LIMITATION in report.limitations
+        assert report.evidence["cases"] == [] and report.gate is None
     empty.close()
     store.close()
