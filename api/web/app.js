@@ -3,7 +3,7 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { file: null, report: null };
+const state = { file: null, report: null, notes: null };
 
 function headers() {
   const key = $("api-key").value.trim();
@@ -20,8 +20,9 @@ async function api(path, options = {}) {
   const response = await fetch(path, { ...options, headers: { ...headers(), ...(options.headers || {}) } });
   if (!response.ok) {
     let message = `${response.status} ${response.statusText}`;
-    try { message = (await response.json()).error.message; } catch (_) { /* not JSON */ }
-    throw new Error(message);
+    let code = null;
+    try { ({ message, code } = (await response.json()).error); } catch (_) { /* not JSON */ }
+    throw Object.assign(new Error(message), { code });
   }
   return response;
 }
@@ -102,32 +103,156 @@ function citation(text, onClick, testid) {
   return link;
 }
 
+// A case id that opens the case, a concept id that opens the concept: the same links everywhere.
+const caseLink = (id, testid) => citation(id, () => showCase(id), testid);
+const conceptLink = (id, testid) => citation(id, () => showConcept(id), testid);
+
 async function writeReport() {
-  setStatus("writing the draft report (the first one loads the model)…");
+  // Any text in the notes box is sent, spaces included: the server says when notes are unusable.
+  const notes = $("notes").value;
+  const fields = { index: $("index").value, ...(notes ? { notes } : {}) };
+  setStatus(notes ? "writing the report from your notes (the first one loads the model)…" : "writing the draft report (the first one loads the model)…");
+  $("notes-error").hidden = true;
   $("report").disabled = true;
   try {
-    const result = await (await api("/v1/reports", { method: "POST", body: imageForm({ index: $("index").value }) })).json();
+    const result = await (await api("/v1/reports", { method: "POST", body: imageForm(fields) })).json();
     state.report = result.report;
-    const report = result.report;
-    $("gate").textContent = `gate ${report.gate?.toFixed(2)}: ${report.gate >= 0.5 ? "leaned on the image" : "leaned on the retrieved reports"} (1 = image only, 0 = reports only)`;
-    $("findings").replaceChildren(...report.findings.map((s) => {
-      const cites = element("span", { className: "cite" },
-        ...s.cited_case_ids.map((id) => citation(id, () => showCase(id), "cite-case")),
-        ...s.concept_ids.map((id) => citation(id, () => showConcept(id), "cite-concept")));
-      const item = element("li", {}, element("span", { className: `status ${s.status}`, textContent: s.status }), s.sentence, " ", cites);
-      if (!s.supported) item.append(element("div", { className: "unsupported", textContent: `unsupported by the evidence: ${s.unsupported_concept_ids.join(", ")}` }));
-      return item;
-    }));
-    $("impression").textContent = report.impression;
-    $("limitations").replaceChildren(...report.limitations.map((l) => element("li", { textContent: l })));
+    state.notes = notes || null;
+    showReport(result.report);
     $("report-text").value = result.text;
     $("export-text").disabled = $("export-json").disabled = false;
-    setStatus(`draft written in ${result.seconds.toFixed(1)} s`);
+    const seconds = `${result.seconds.toFixed(1)} s`;
+    if (result.report.abstained) setStatus(`draft withheld after ${seconds}: no confident draft, see the similar cases`);
+    else setStatus(result.report.mode === "notes" ? `draft written from your notes in ${seconds}` : `draft written in ${seconds}`);
   } catch (err) {
     setStatus(`report failed: ${err.message}`, true);
+    if (err.code === "bad_notes") {
+      $("notes-error").textContent = `notes: ${err.message}`;
+      $("notes-error").hidden = false;
+    }
   } finally {
     $("report").disabled = !state.file;
   }
+}
+
+function showReport(report) {
+  const confidence = report.confidence == null ? "" : ` · confidence ${report.confidence.toFixed(2)}`;
+  $("mode").textContent = `(${report.mode === "notes" ? "notes mode: from your notes" : "image mode: from similar cases"}${confidence})`;
+  $("gate").textContent = report.gate == null
+    ? "gate: none (no draft was written)"
+    : `gate ${report.gate.toFixed(2)}: ${report.gate >= 0.5 ? "leaned on the image" : "leaned on the retrieved reports"} (1 = image only, 0 = reports only)`;
+  $("abstained").hidden = !report.abstained;
+  $("abstained").textContent = report.abstained ? report.impression : "";
+  $("written").hidden = report.abstained;
+  $("findings").replaceChildren(...(report.abstained ? [] : report.findings.map(findingItem)));
+  $("no-findings").hidden = report.abstained || report.findings.length > 0;
+  $("impression").textContent = report.abstained ? "" : report.impression;
+  $("differential").replaceChildren(...report.differential.map(differentialItem));
+  $("limitations").replaceChildren(...report.limitations.map((l) => element("li", { textContent: l })));
+  $("candidates").replaceChildren(...topCandidates(report.candidates, 3).map(candidateItem));
+  $("candidates-block").hidden = report.candidates.length === 0;  // none in notes mode
+  $("changes").replaceChildren(...changes(report));
+}
+
+function findingItem(s) {
+  const cites = element("span", { className: "cite" },
+    ...s.cited_case_ids.map((id) => caseLink(id, "cite-case")),
+    ...s.concept_ids.map((id) => conceptLink(id, "cite-concept")));
+  const item = element("li", {}, element("span", { className: `status ${s.status}`, textContent: s.status }), s.sentence, " ", cites);
+  if (!s.supported) item.append(element("div", { className: "unsupported", textContent: `unsupported by the evidence: ${s.unsupported_concept_ids.join(", ")}` }));
+  return item;
+}
+
+function differentialItem(d) {
+  // The diagnosis's name opens its concept where the graph has one.
+  const name = d.diagnosis_id
+    ? citation(d.name, () => showConcept(d.diagnosis_id), "differential-diagnosis")
+    : element("span", { textContent: d.name });
+  const sources = element("span", { className: "cite" },
+    ...d.case_ids.map((id) => caseLink(id, "differential-case")),
+    ...d.concept_ids.map((id) => conceptLink(id, "differential-concept")));
+  return element("li", {}, name, " ", element("span", { className: "score", textContent: d.score.toFixed(2) }),
+    d.case_ids.length || d.concept_ids.length ? " · from " : "", sources);
+}
+
+// The best `n` by score; the selected draft is always among them.
+function topCandidates(candidates, n) {
+  const ranked = [...candidates].sort((a, b) => b.score - a.score);
+  const top = ranked.slice(0, n);
+  const selected = ranked.find((c) => c.selected);
+  if (selected && !top.includes(selected)) top[top.length - 1] = selected;
+  return top;
+}
+
+function excerpt(text, words = 24) {
+  const all = text.split(/\s+/).filter(Boolean);
+  return all.slice(0, words).join(" ") + (all.length > words ? " …" : "");
+}
+
+function candidateItem(c) {
+  const item = element("li", { className: c.selected ? "selected" : "" },
+    caseLink(c.case_id, "candidate-case"), " ",
+    element("span", { className: "score", textContent: `score ${c.score.toFixed(3)}` }),
+    ` · agreement ${c.agreement.toFixed(2)}`,
+    c.selected ? element("strong", { className: "mark", textContent: " ✓ selected draft" }) : "",
+    element("div", { className: "report-text", textContent: excerpt(c.text) }));
+  if (c.selected) item.setAttribute("aria-current", "true");
+  return item;
+}
+
+// -- what the refiner changed: a word diff from the draft it edited to the report it wrote ----------------
+function changes(report) {
+  const nodes = [];
+  if (report.draft) {
+    const source = report.draft.source === "case"
+      ? element("p", { className: "note" }, "edited from the report of case ", caseLink(report.draft.case_id, "draft-case"), ":")
+      : element("p", { className: "note", textContent: "written from your notes (as expanded from shorthand):" });
+    const written = `Findings: ${report.findings.map((s) => s.sentence).join(" ")} Impression: ${report.impression}`;
+    nodes.push(source, element("p", { className: "diff" }, ...diffNodes(wordDiff(report.draft.text, written))));
+  } else {
+    nodes.push(element("p", { className: "note", textContent: "no draft was edited" }));
+  }
+  if (report.removed.length) {
+    nodes.push(element("ul", { className: "removed" }, ...report.removed.map((sentence) =>
+      element("li", {}, element("del", { textContent: sentence }), " ", element("span", { className: "note", textContent: "removed: unsupported" })))));
+  }
+  return nodes;
+}
+
+// [op, word] with op "=" (kept), "-" (only in `before`) or "+" (only in `after`): a longest common
+// subsequence over words (quadratic, fine for reports of a few hundred words).
+function wordDiff(before, after) {
+  const a = before.split(/\s+/).filter(Boolean), b = after.split(/\s+/).filter(Boolean);
+  const lcs = Array.from({ length: a.length + 1 }, () => new Uint16Array(b.length + 1));
+  for (let i = a.length - 1; i >= 0; i--) {
+    for (let j = b.length - 1; j >= 0; j--) {
+      lcs[i][j] = a[i] === b[j] ? lcs[i + 1][j + 1] + 1 : Math.max(lcs[i + 1][j], lcs[i][j + 1]);
+    }
+  }
+  const ops = [];
+  let i = 0, j = 0;
+  while (i < a.length && j < b.length) {
+    if (a[i] === b[j]) { ops.push(["=", a[i]]); i++; j++; }
+    else if (lcs[i + 1][j] >= lcs[i][j + 1]) ops.push(["-", a[i++]]);
+    else ops.push(["+", b[j++]]);
+  }
+  while (i < a.length) ops.push(["-", a[i++]]);
+  while (j < b.length) ops.push(["+", b[j++]]);
+  return ops;
+}
+
+// Runs of one op become one text node, <del> or <ins>.
+function diffNodes(ops) {
+  const nodes = [];
+  let k = 0;
+  while (k < ops.length) {
+    const op = ops[k][0];
+    const words = [];
+    while (k < ops.length && ops[k][0] === op) words.push(ops[k++][1]);
+    const text = words.join(" ");
+    nodes.push(op === "=" ? document.createTextNode(text) : element(op === "-" ? "del" : "ins", { textContent: text }), " ");
+  }
+  return nodes;
 }
 
 function showDetail(...nodes) {
@@ -178,5 +303,5 @@ $("report").onclick = writeReport;
 $("detail-close").onclick = () => { $("detail").hidden = true; };
 $("export-text").onclick = () => download("report.txt", "text/plain", $("report-text").value);
 $("export-json").onclick = () => download("report.json", "application/json",
-  JSON.stringify({ ...state.report, edited_text: $("report-text").value }, null, 2));
+  JSON.stringify({ ...state.report, notes: state.notes, edited_text: $("report-text").value }, null, 2));
 loadIndexes();

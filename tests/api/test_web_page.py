@@ -1,14 +1,17 @@
 """The web page in a real browser: headless Chromium (Debian's, no download) driven by Playwright.
 
 A real uvicorn server on a free loopback port serves the API and the page over a demo index; the
-browser uploads a held-out image, views it, finds similar cases, writes the draft report, follows a
-citation, edits the text and exports JSON. The last screen is kept as test-artifacts/web_page.png.
+browser uploads a held-out image, views it, finds similar cases, writes the draft report (or sees the
+abstention), follows a citation and a candidate draft, edits the text and exports JSON; then writes the report
+from typed notes (notes mode: the refiner's changes, the differential) and sees blank notes refused. The
+last screen is kept as test-artifacts/web_page.png.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import threading
 import time
@@ -22,6 +25,7 @@ from api.operations import ingest_archive
 from api.service.app import create_app
 from api.services import Services
 from api.settings import Settings
+from generator.pipeline import ABSTAIN_TEXT
 from tests.api.servers import free_port
 
 pytestmark = pytest.mark.slow
@@ -29,6 +33,7 @@ REPO = Path(__file__).resolve().parents[2]
 QUERY = REPO / "data" / "demo" / "queries" / "MPX1075_synpic20513.jpg"
 CHROMIUM = os.environ.get("KGREPORT_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 ARTIFACTS = REPO / "test-artifacts"
+NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +41,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("web"))
     services = Services(settings)
     ingest_archive(services, "demo", REPO / "data" / "demo", create=True)
+    services.open_store("empty", create=True).flush()  # no prior case: a real abstention
     services.close()
     port = free_port()
     config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
@@ -76,18 +82,51 @@ def test_upload_search_report_edit_export(server: str) -> None:
             expect(page.get_by_test_id("predicted")).to_contain_text("predicted:")
             page.wait_for_function("[...document.querySelectorAll('#hits img')].every(i => i.naturalWidth > 0)")
 
+            # An index with no prior case: the writer abstains rather than invent a draft.
+            page.get_by_test_id("index").select_option("empty")
             page.get_by_test_id("write-report").click()
-            expect(page.get_by_test_id("status")).to_contain_text("draft written", timeout=180_000)
-            expect(page.get_by_test_id("gate")).to_contain_text("gate ")
+            status = page.get_by_test_id("status")
+            expect(status).to_contain_text("draft withheld", timeout=120_000)
+            expect(page.get_by_test_id("abstained")).to_have_text(ABSTAIN_TEXT)
+            expect(page.get_by_test_id("findings")).to_be_hidden()
+            expect(page.get_by_test_id("gate")).to_contain_text("none")
+            page.get_by_test_id("index").select_option("demo")
+
+            page.get_by_test_id("write-report").click()  # image only: a retrieved draft refined, or an abstention
+            expect(status).to_contain_text(re.compile("draft written|draft withheld"), timeout=300_000)
+            expect(page.get_by_test_id("mode")).to_contain_text("image mode")
+            expect(page.get_by_test_id("gate")).to_contain_text("gate")
             findings = page.get_by_test_id("findings").locator("li")
-            assert findings.count() >= 1
-            expect(page.get_by_test_id("impression")).not_to_be_empty()
+            candidates = page.get_by_test_id("candidates").locator("li")
+            expect(page.get_by_test_id("changes")).to_be_attached()
+            abstained = "withheld" in status.inner_text()
+            if abstained:
+                expect(page.get_by_test_id("abstained")).to_be_visible()
+                expect(page.get_by_test_id("abstained")).not_to_be_empty()
+                expect(page.get_by_test_id("findings")).to_be_hidden()
+            else:
+                expect(page.get_by_test_id("abstained")).to_be_hidden()
+                # A finding, or (the post-check took out every sentence as unsupported) a notice saying so.
+                if findings.count() == 0:
+                    expect(page.get_by_test_id("no-findings")).to_be_visible()
+                    assert page.get_by_test_id("changes").locator(".removed li").count() >= 1
+                expect(page.get_by_test_id("impression")).not_to_be_empty()
+                assert 1 <= candidates.count() <= 3
+                expect(candidates.filter(has_text="selected draft")).to_have_count(1)
+                expect(page.get_by_test_id("gate")).to_contain_text(re.compile(r"gate [01]\.\d\d"))
             statuses = findings.locator(".status").all_inner_texts()
             assert set(statuses) <= {"present", "absent", "uncertain", "none"}  # none: states no finding
             cited = page.get_by_test_id("cite-case")
             if cited.count():
                 cited.first.click()
                 expect(page.get_by_test_id("detail")).to_contain_text("case ")
+                page.get_by_test_id("detail-close").click()  # the panel floats over the draft column
+            if candidates.count():
+                candidate = candidates.first.get_by_test_id("candidate-case")
+                case_id = candidate.inner_text()
+                candidate.click()
+                expect(page.get_by_test_id("detail")).to_contain_text(f"case {case_id}")
+                page.get_by_test_id("detail-close").click()
 
             editor = page.get_by_test_id("report-text")
             assert editor.input_value().startswith("Findings:")
@@ -96,7 +135,46 @@ def test_upload_search_report_edit_export(server: str) -> None:
                 page.get_by_test_id("export-json").click()
             exported = json.loads(Path(download.value.path()).read_text())
             assert exported["edited_text"].endswith("Reviewed by the radiologist.")
-            assert exported["findings"] and 0 <= exported["gate"] <= 1
+            assert exported["mode"] == "image" and exported["notes"] is None
+            assert {"draft", "differential", "removed", "candidates"} <= exported.keys()
+            assert exported["abstained"] == abstained
+            assert abstained or ((exported["findings"] or exported["removed"]) and 0 <= exported["gate"] <= 1)
+
+            # Notes mode: the radiologist's shorthand written out; the refiner's edits are shown as a diff.
+            page.get_by_test_id("notes").fill(NOTES)
+            page.get_by_test_id("write-report").click()
+            expect(status).to_contain_text("draft written from your notes", timeout=300_000)
+            expect(page.get_by_test_id("mode")).to_contain_text("notes mode")
+            expect(page.get_by_test_id("abstained")).to_be_hidden()
+            expect(page.get_by_test_id("differential")).to_be_attached()
+            expect(page.get_by_test_id("changes")).to_contain_text("written from your notes")
+            written = findings.count() + page.get_by_test_id("changes").locator(".removed li").count()
+            assert written >= 1  # every sentence is either kept as a finding or listed as removed
+            if findings.count() == 0:
+                expect(page.get_by_test_id("no-findings")).to_be_visible()
+            with page.expect_download() as download:
+                page.get_by_test_id("export-json").click()
+            exported = json.loads(Path(download.value.path()).read_text())
+            assert exported["mode"] == "notes" and exported["notes"] == NOTES
+            assert exported["draft"]["source"] == "notes"
+            differential = page.get_by_test_id("differential").locator("li")
+            assert differential.count() == len(exported["differential"])
+            if differential.count():
+                expect(differential.first).to_contain_text(exported["differential"][0]["name"])
+            concept = page.get_by_test_id("differential").get_by_test_id("differential-concept")
+            if concept.count():
+                concept.first.click()
+                expect(page.get_by_test_id("detail")).to_contain_text(f"({concept.first.inner_text()})")
+                page.get_by_test_id("detail-close").click()
+
+            # Blank notes are refused by the server (422 bad_notes), and the page says so next to the box.
+            page.get_by_test_id("notes").fill("   ")
+            page.get_by_test_id("write-report").click()
+            expect(status).to_contain_text("report failed")
+            expect(status).to_have_class("error")
+            expect(page.get_by_test_id("notes-error")).to_be_visible()
+            expect(page.get_by_test_id("notes-error")).to_contain_text("notes")
+            expect(page.get_by_test_id("mode")).to_contain_text("notes mode")  # the last report stays shown
         finally:
             page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
             browser.close()
