@@ -183,11 +183,10 @@ def _trainable_writer(services: Services, folder: Path) -> ReportGenerator:
     """The writer in `folder`, adapters apart and trainable, checked against this service's encoders."""
     if not (folder / "generator.json").is_file():
         raise GeneratorNotFoundError(f"no trained report writer at {folder} to go on from")
-    generator = ReportGenerator.load(
+    _check_encoders(folder, services)
+    return ReportGenerator.load(
         folder, services.llm_cache_dir, llm=services.settings.llm or None, merge=False, trainable=True
     )
-    _check_encoders(folder, generator, services)
-    return generator
 
 
 def model_card(card: dict[str, Any], summary: TrainSummary) -> str:
@@ -244,11 +243,11 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
             f"no trained report writer at {folder} (train one: kgreport train-generator --index NAME "
             "--archive ARCHIVE --out DIR, then set KGREPORT_REPORT_GENERATOR=DIR)"
         )
+    _check_encoders(folder, services)
     generator = ReportGenerator.load(
         folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
     )
     card = _card(folder)
-    _check_encoders(folder, generator, services)
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",
@@ -258,9 +257,9 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
     return LoadedWriter(generator, card, info, WriterConfig.load(folder, card), Calibration.load(folder))
 
 
-def _check_encoders(folder: Path, generator: ReportGenerator, services: Services) -> None:
-    """A writer fuses vectors of one size: refuse one trained on other encoders, naming both."""
-    fusion = generator.config.fusion
+def _check_encoders(folder: Path, services: Services) -> None:
+    """A writer fuses vectors of one size: refuse, before loading it, one trained on other encoders."""
+    fusion = GeneratorConfig.from_json(json.loads((folder / "generator.json").read_text())).fusion
     image_dim, text_dim = services.image_encoder.dim, services.text_encoder.dim
     if (fusion.image_dim, fusion.text_dim) != (image_dim, text_dim):
         raise WriterMismatchError(

@@ -112,3 +112,13 @@ def spread(values: Sequence[float]) -> dict[str, float]:
         "max": float(x.max()),
         "std": float(x.std()),
     }
+
+
+def roc_auc(scores: Sequence[float], labels: Sequence[bool]) -> float:
+    """Area under the ROC curve (the chance a positive outranks a negative; ties count half); nan with one class."""
+    positives = [s for s, y in zip(scores, labels, strict=True) if y]
+    negatives = [s for s, y in zip(scores, labels, strict=True) if not y]
+    if not positives or not negatives:
+        return float("nan")
+    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
+    return float(wins / (len(positives) * len(negatives)))

@@ -8,7 +8,8 @@ Mode 1, the image alone (systems scored on the whole report):
   `image_text`: the candidate whose caption the CT encoder's text tower puts closest to the image;
 - `full`: the refiner as `kgreport report` runs it (draft chosen by the writer config, LLM edit, post-check);
 - ablations of `full`: `no_graph` (no ontology facts in the prompt), `fixed_gate` (gate pinned at 0.5),
-  `no_image` (gate pinned at 0: the fusion sees no image evidence).
+  `no_image` (gate pinned at 0: the fusion sees no image evidence), and `draft_checked`: the chosen draft
+  through the same post-check, no LLM.
 The abstention threshold is not applied here: every query gets a report, and the coverage against quality
 curve shows what each threshold would keep.
 
@@ -48,10 +49,12 @@ from benchmarks.report_metrics import (
     language_scores,
     paired_bootstrap,
     plain,
+    roc_auc,
     spearman,
     spread,
 )
 from benchmarks.results_io import RESULTS, write_result
+from generator.confidence import USABLE_F1
 from generator.differential import recall_at
 from generator.evidence import CLAIM_STATUSES, ImageEvidence
 from generator.notes import prepare_notes, simulate_notes
@@ -63,8 +66,10 @@ from indexing.archives import open_archive
 from retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image")
+IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image", "draft_checked")
+GRAPH_WEIGHTS = (0.5, 1.0, 2.0)  # differential: the graph against the similar cases, chosen on dev
 SELECTIONS = {"copy": "top1", "consensus": "consensus", "image_text": "image_text"}  # drafts without the LLM
+SELECTION_OF = {v: k for k, v in SELECTIONS.items()}
 
 
 def _cases(archive: Path, split: str) -> list[Case]:
@@ -82,6 +87,7 @@ def variants(writer: ReportWriter) -> dict[str, ReportWriter]:
     """The refiner and its ablations; none abstains (the curve shows what a threshold would keep)."""
     full = replace(writer, config=replace(writer.config, abstain_below=None))
     return {
+        "draft_checked": replace(full, config=replace(full.config, refine_with_llm=False)),
         "full": full,
         "no_graph": replace(full, evidence=replace(full.evidence, graph=None)),
         "fixed_gate": replace(full, fixed_gate=0.5),
@@ -138,7 +144,9 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     config, extractor = writer.config, services.finding_extractor
     queries = [(c, c.images[0]) for c in _cases(args.archive, args.split)[: args.limit] if c.images]
     references = [reference_report(c, i, config) for c, i in queries]
-    stated = extractor.extract_many([r.removeprefix("Findings: ").replace("\nImpression: ", " ") for r in references])
+    # The notes mode is given the reference's findings (as the extractor sees them) and scored on its Findings.
+    ref_findings = [findings_of(r) for r in references]
+    stated = extractor.extract_many(ref_findings)
 
     # -- mode 1: drafts from retrieval (no LLM) ----------------------------------------------------------------
     found_all: list[ImageEvidence] = []
@@ -167,6 +175,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     seconds: dict[str, list[float]] = {}
     decoding: dict[str, list[float]] = {"forwards": [], "tokens": [], "accepted": []}
     removed_share: list[float] = []
+    abstained: dict[str, int] = {}  # no report: nothing parsed, or every sentence was unsupported
     for name, system in variants(writer).items():
         if name not in wanted:
             continue
@@ -179,6 +188,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
                 report = None
             seconds[name].append(time.perf_counter() - started)
             text = report.as_text().split("\nDifferential:")[0] if report and not report.abstained else ""
+            abstained[name] = abstained.get(name, 0) + int(report is None or report.abstained)
             outputs[name].append(text)
             gates[name].append(float(report.gate) if report and report.gate is not None else float("nan"))
             unsupported[name].append(unsupported_share(writer, text, found_all[n], config.min_votes, []))
@@ -193,6 +203,8 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     image_table, image_each = score_table(extractor, references, outputs)
     for name in image_table:
         image_table[name]["unsupported_sentence_share"] = round(float(np.mean(unsupported[name])), 4)
+        if name in abstained:
+            image_table[name]["no_report"] = abstained[name]
     if removed_share:
         image_table["full"]["unsupported_before_post_check"] = round(float(np.mean(removed_share)), 4)
     compare = [
@@ -209,6 +221,17 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         if a in image_each and b in image_each
     }
     curve = coverage_curve(confidence, {n: image_each[n]["finding_f1"] for n in image_each})
+    chosen = SELECTION_OF.get(config.draft_selection, "consensus")
+    usable = [f >= USABLE_F1 for f in image_each[chosen]["finding_f1"]]
+    calibration_check = {
+        "draft": chosen,
+        "usable_rate": float(np.mean(usable)),
+        "mean_confidence": float(np.mean(confidence)),
+        "brier": float(np.mean([(c - u) ** 2 for c, u in zip(confidence, usable, strict=True)])),
+        "auc": roc_auc(confidence, usable),
+        "abstain_below": config.abstain_below,
+        "coverage_at_threshold": float(np.mean([c >= (config.abstain_below or 0.0) for c in confidence])),
+    }
     gate_report = {}
     if "full" in gates:
         valid = [(g, f) for g, f in zip(gates["full"], image_each["full"]["finding_f1"], strict=True) if g == g]
@@ -220,7 +243,6 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     # -- mode 2: notes --------------------------------------------------------------------------------------------
     rng = random.Random(args.seed)
     notes = [simulate_notes(findings, rng) for findings in stated]
-    ref_findings = [findings_of(r) for r in references]
     notes_out: dict[str, list[str]] = {"notes_verbatim": [], "notes_expanded": []}
     differential_hits: dict[str, list[list[bool]]] = {}
     notes_unsupported: list[float] = []
@@ -237,6 +259,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         hybrid = writer.evidence.for_image(image.path, text=prepared.expanded)
         rankings = {
             "full": writer.differential(hybrid, claimed),
+            **{
+                f"full_graph_weight_{w}": writer.differential(hybrid, claimed, case_weight=1.0, graph_weight=w)
+                for w in GRAPH_WEIGHTS
+            },
             "retrieval_vote": writer.differential(found_all[n], [], graph_weight=0.0),
             "hybrid_retrieval_vote": writer.differential(hybrid, [], graph_weight=0.0),
             "graph": writer.differential(replace(hybrid, hits=()), claimed, case_weight=0.0),
@@ -302,6 +328,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         print(f"differential R@5 {label:<28} {ci['mean']:+.4f}  [{ci['ci95_low']:+.4f}, {ci['ci95_high']:+.4f}]")
     print("gate:", gate_report)
     print("coverage:", curve)
+    print("calibration on dev:", calibration_check)
     speed = {
         name: {"p50_s": round(statistics.median(v), 3), "mean_s": round(statistics.mean(v), 3)}
         for name, v in seconds.items()
@@ -323,6 +350,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
             "writer_config": asdict(config),
             "image_only": {"table": image_table, "paired_bootstrap_95": image_ci, "coverage_curve": curve},
             "confidence": "calibrated" if writer.calibration else "agreement (no calibration in the writer folder)",
+            "calibration_on_dev": calibration_check,
             "gate": gate_report,
             "notes": {"table": notes_table, "paired_bootstrap_95": notes_ci},
             "differential": {"recall": differential, "paired_bootstrap_95_recall_at_5": differential_ci},

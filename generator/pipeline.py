@@ -16,11 +16,12 @@ similar cases' diagnoses and the graph's differentials of the stated findings, e
 
 Output the model writes that does not parse into Findings / Impression is written again with the answer
 forced to start with "Findings:" (and "Impression:" after the findings when still missing); if that fails
-too the error says so and shows what the model wrote.
+too, the draft itself goes through the post-check and the report says the refiner's text was not used.
 """
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field, replace
@@ -38,7 +39,15 @@ from generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, Ima
 from generator.model import Batch, ReportGenerator
 from generator.notes import Notes, prepare_notes
 from generator.refine import DraftChoice, choose_draft
-from generator.report import NO_CASES_LIMITATION, Report, ReportParseError, build_report, cite, evidence_summary
+from generator.report import (
+    NO_CASES_LIMITATION,
+    Report,
+    ReportParseError,
+    build_report,
+    cite,
+    evidence_summary,
+    split_sections,
+)
 from knowledge.grounding import ground_concepts
 from retrieval.report_sections import split_report
 
@@ -197,13 +206,21 @@ class ReportWriter:
             mask=torch.from_numpy(np.ascontiguousarray(found.mask[None])),
             prompts=[prompt.text],
         )
-        attempts = []
-        for prefix in ("", "Findings:"):
-            text, gate = self._generate(batch, draft.text, budget, prefix)
-            attempts.append(text)
-            if prefix and "impression:" not in text.lower():
-                text, gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
-                attempts.append(text)
+        texts: list[tuple[str, float, str]] = []  # (text, gate, how it was written)
+        if self.config.refine_with_llm:
+            for prefix in ("", "Findings:"):
+                text, gate = self._generate(batch, draft.text, budget, prefix)
+                if prefix and "impression:" not in text.lower():
+                    text, gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
+                texts.append((text, gate, "constrained retry" if prefix else "refined"))
+                if self._parses(text):
+                    break
+        # The draft itself, through the same post-check: the no-LLM system, and the fallback when the refiner's
+        # text does not parse (the report then says so).
+        gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
+        unedited = draft.text if "findings:" in draft.text.lower() else f"Findings: {draft.text}\nImpression: "
+        texts.append((unedited, gate, "draft unedited"))
+        for text, gate, how in texts:
             started = time.perf_counter()
             try:
                 report = build_report(
@@ -214,27 +231,45 @@ class ReportWriter:
                     prompt=prompt,
                     supported_concepts=supported,
                     min_votes=min_votes,
-                    model={**self.model_info, "constrained_retry": bool(prefix)},
+                    model={**self.model_info, "written": how},
                 )
             except ReportParseError:
                 continue
             finally:
                 self.stages["post_check"] += time.perf_counter() - started
+            if how == "draft unedited" and self.config.refine_with_llm:
+                report.limitations.append("the refiner's text did not parse: the draft is shown unedited")
             report.draft = {"source": draft.kind, "case_id": draft.case_id, "text": draft.text}
             return self._guard(report)
-        shown = " | ".join(a[:160].replace("\n", " ") for a in attempts)
-        raise ReportGenerationError(f"{image}: the model's output did not parse into a report: {shown}")
+        shown = " | ".join(t[:160].replace("\n", " ") for t, _, _ in texts)
+        raise ReportGenerationError(f"{image}: neither the refiner's text nor the draft parse into a report: {shown}")
+
+    @staticmethod
+    def _parses(text: str) -> bool:
+        try:
+            split_sections(text)
+        except ReportParseError:
+            return False
+        return True
 
     def _complete(self, report: Report, found: ImageEvidence, notes: Notes, claimed: list[str]) -> None:
-        """Add, as typed (shorthand expanded), each notes item whose findings the written report left out: the
-        radiologist's findings are never lost to the refiner."""
-        written = {c for s in report.findings for c in s.concept_ids}
+        """Put back, as typed (shorthand expanded), each notes item the written report lost: its findings, or
+        its side (a sentence naming the finding without the item's "right" / "left" / "bilateral" is replaced).
+        The radiologist's findings are never lost to the refiner."""
         items = cite(notes.expanded, found.evidence, self.evidence.extractor, supported_concepts=claimed)
-        missing = [s for s in items if s.concept_ids and not set(s.concept_ids) <= written]
-        for item in missing:
+        restored = 0
+        for item in (i for i in items if i.concept_ids):
+            sides = _sides(item.sentence)
+            covering = [s for s in report.findings if set(item.concept_ids) & set(s.concept_ids)]
+            if set(item.concept_ids) <= {c for s in covering for c in s.concept_ids} and all(
+                sides <= _sides(s.sentence) for s in covering
+            ):
+                continue
+            report.findings = [s for s in report.findings if s not in covering or not sides]
             report.findings.append(replace(item, sentence=item.sentence[:1].upper() + item.sentence[1:]))
-        if missing:
-            report.limitations.append(f"{len(missing)} notes item(s) the refiner left out added as written")
+            restored += 1
+        if restored:
+            report.limitations.append(f"{restored} notes item(s) the refiner lost or changed restored as written")
 
     def _guard(self, report: Report) -> Report:
         """Take out sentences stating what nothing supports (when configured), and say so."""
@@ -245,6 +280,13 @@ class ReportWriter:
         if report.removed:
             report.limitations.append(f"{len(report.removed)} unsupported sentence(s) removed from the findings")
         return report
+
+
+_SIDE = re.compile(r"\b(right|left|bilateral)\b", re.IGNORECASE)
+
+
+def _sides(sentence: str) -> set[str]:
+    return {m.lower() for m in _SIDE.findall(sentence)}
 
 
 def _candidates_json(choice: DraftChoice) -> list[dict[str, Any]]:

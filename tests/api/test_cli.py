@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -277,23 +278,26 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
             ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--json"]
             + ["--max-new-tokens", "12"],
         )
-        if written.exit_code == 0:  # a two-step tiny model may also babble: then the error says so
-            report = _json_lines(written.stdout)[0]
-            assert {"findings", "impression", "gate", "evidence", "model", "limitations"} <= set(report)
-            assert report["evidence"]["cases"] and (report["abstained"] or 0 <= report["gate"] <= 1)
-        else:
-            assert written.exit_code == 2 and "did not parse into a report" in written.output
+        assert written.exit_code == 0, written.output  # babble from a two-step model: the draft, checked
+        report = _json_lines(written.stdout)[0]
+        assert {"findings", "impression", "gate", "evidence", "model", "limitations", "draft"} <= set(report)
+        assert report["evidence"]["cases"] and (report["abstained"] or 0 <= report["gate"] <= 1)
         from_notes = runner.invoke(
             app,
             ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--json"]
             + ["--max-new-tokens", "12", "--notes", "RLL consolidation, no PTX"],
         )
-        if from_notes.exit_code == 0:
-            report = _json_lines(from_notes.stdout)[0]
-            assert report["mode"] == "notes" and "right lower lobe" in report["draft"]["text"]
-            assert "consolidation" in " ".join(s["sentence"] for s in report["findings"]).lower()
-        else:
-            assert from_notes.exit_code == 2 and "did not parse into a report" in from_notes.output
+        assert from_notes.exit_code == 0, from_notes.output
+        report = _json_lines(from_notes.stdout)[0]
+        assert report["mode"] == "notes" and "right lower lobe" in report["draft"]["text"]
+        assert "consolidation" in " ".join(s["sentence"] for s in report["findings"]).lower()
+        mismatched = tmp_path / "mismatched"
+        shutil.copytree(tmp_path / "writer", mismatched)
+        config = json.loads((mismatched / "generator.json").read_text())
+        config["fusion"]["image_dim"] = 999
+        (mismatched / "generator.json").write_text(json.dumps(config))
+        wrong = runner.invoke(app, ["report", str(query), "--index", "demo", "--generator", str(mismatched)])
+        assert wrong.exit_code == 2 and "fuses 999/384-d image/text vectors" in wrong.output
         empty = runner.invoke(
             app, ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--notes", "  "]
         )
