@@ -31,6 +31,7 @@ class WriterConfig:
     drop_unsupported: bool = True  # remove sentences stating an unsupported finding (the edits list them)
     abstain_below: float | None = None  # calibrated draft confidence under which the report abstains
     max_notes_chars: int = 2000
+    notes_case_support: bool = False  # notes mode: may a finding the similar cases state stand without the notes?
     differential_size: int = 5
     case_weight: float = 1.0  # differential: similar cases' diagnoses versus the graph's differentials
     graph_weight: float = 1.0

@@ -51,6 +51,7 @@ from generator.report import (
 from knowledge.grounding import ground_concepts
 from retrieval.report_sections import split_report
 
+NOTES_IMPRESSION_TOKENS = 40  # notes mode: tokens beyond three per notes token, for headings and the impression
 ABSTAIN_TEXT = "No confident draft: the similar cases below disagree or are not close enough. Read the image."
 
 
@@ -134,16 +135,29 @@ class ReportWriter:
         )
         draft = DraftSource("notes", notes.expanded)
         prompt = self.evidence.prompt(found.evidence, draft)
-        report = self._write(image, found, prompt, draft, budget, supported=claimed, min_votes=1)
+        # The findings restate the notes: a budget in proportion to them (plus the impression) stops rambling.
+        budget = min(budget, 3 * self.generator.count_tokens(notes.expanded) + NOTES_IMPRESSION_TOKENS)
+        # Only the notes support a finding here (the similar cases are mostly other diseases), unless configured.
+        votes = 1 if self.config.notes_case_support else len(found.hits) + 1
+        report = self._write(image, found, prompt, draft, budget, supported=claimed, min_votes=votes)
         report.mode = "notes"
         report.limitations += list(notes.limitations)
-        # A finding the notes deny must not come back as present, whatever the similar cases say.
-        contradicting = [s for s in report.findings if s.status in CLAIM_STATUSES and negated & set(s.concept_ids)]
-        if contradicting:
-            report.findings = [s for s in report.findings if s not in contradicting]
-            report.removed += [s.sentence for s in contradicting]
-            report.limitations.append(f"{len(contradicting)} sentence(s) contradicting the notes removed")
+        # Out: what the notes deny stated present, sentences stating no finding at all (prose the notes do not
+        # hold, which the post-check cannot verify), and repeats.
+        seen: set[str] = set()
+        dropped = []
+        for s in report.findings:
+            key = " ".join(s.sentence.lower().split())
+            if (s.status in CLAIM_STATUSES and negated & set(s.concept_ids)) or s.status == "none" or key in seen:
+                dropped.append(s)
+            seen.add(key)
+        if dropped:
+            report.findings = [s for s in report.findings if s not in dropped]
+            report.removed += [s.sentence for s in dropped]
+            report.limitations.append(f"{len(dropped)} sentence(s) the notes do not say removed")
         self._complete(report, found, notes, claimed)
+        # Notes come in lower case; a report's sentences start with a capital (extraction is already done).
+        report.findings = [replace(s, sentence=s.sentence[:1].upper() + s.sentence[1:]) for s in report.findings]
         report.differential = [d.as_json() for d in self.differential(found, claimed)]
         return report
 
@@ -217,7 +231,8 @@ class ReportWriter:
                     break
         # The draft itself, through the same post-check: the no-LLM system, and the fallback when the refiner's
         # text does not parse (the report then says so).
-        gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
+        with torch.no_grad():
+            gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
         unedited = draft.text if "findings:" in draft.text.lower() else f"Findings: {draft.text}\nImpression: "
         texts.append((unedited, gate, "draft unedited"))
         for text, gate, how in texts:
@@ -266,7 +281,7 @@ class ReportWriter:
             ):
                 continue
             report.findings = [s for s in report.findings if s not in covering or not sides]
-            report.findings.append(replace(item, sentence=item.sentence[:1].upper() + item.sentence[1:]))
+            report.findings.append(item)
             restored += 1
         if restored:
             report.limitations.append(f"{restored} notes item(s) the refiner lost or changed restored as written")

@@ -177,10 +177,11 @@ def present_f1(a: frozenset[str], b: frozenset[str]) -> float:
 def collate(
     examples: Sequence[Example], *, with_targets: bool = True, drop_side: float = 0.0, rng: random.Random | None = None
 ) -> Batch:
-    """A batch; with `drop_side` > 0 each example loses its image (zeroed) or its texts (masked) with that
-    probability each, never both."""
+    """A batch; with `drop_side` > 0 each example loses its image or its texts with that probability each,
+    never both. A dropped side is zeroed, not masked: a masked text side pins the gate at 1 whatever the
+    gate network says, so only an uninformative side teaches the network to lean on the other one."""
     images = np.stack([e.image for e in examples]).astype(np.float32)
-    masks = np.stack([e.mask for e in examples]).copy()
+    texts = np.stack([e.texts for e in examples]).astype(np.float32)
     if drop_side > 0:
         rng = rng or random.Random(0)
         for i in range(len(examples)):
@@ -188,11 +189,11 @@ def collate(
             if roll < drop_side:
                 images[i] = 0.0
             elif roll < 2 * drop_side:
-                masks[i] = False
+                texts[i] = 0.0
     return Batch(
         image=torch.from_numpy(images),
-        texts=torch.from_numpy(np.stack([e.texts for e in examples])).float(),
-        mask=torch.from_numpy(masks),
+        texts=torch.from_numpy(texts),
+        mask=torch.from_numpy(np.stack([e.mask for e in examples])),
         prompts=[e.prompt for e in examples],
         targets=[e.target for e in examples] if with_targets else None,
     )

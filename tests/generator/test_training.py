@@ -104,7 +104,9 @@ def test_examples_training_and_report_writing(
     notes = next(e for e in examples if e.kind == "notes")
     assert "Radiologist's notes:" in notes.prompt and notes.draft and notes.draft not in notes.target
     dropped = collate(examples[:8], drop_side=0.5, rng=random.Random(0))
-    assert (dropped.image.abs().sum(dim=1) == 0).any() or (~dropped.mask.any(dim=1)).any(), "a side is dropped"
+    no_image, no_texts = dropped.image.abs().sum(dim=1) == 0, dropped.texts.abs().sum(dim=(1, 2)) == 0
+    assert no_image.any() and no_texts.any() and not (no_image & no_texts).any(), "one side dropped, never both"
+    assert dropped.mask.equal(collate(examples[:8]).mask), "a dropped side is zeroed, not masked"
 
     before, _ = dev_loss(generator, examples[:-3], 4)
     summary = train(
