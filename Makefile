@@ -53,7 +53,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.extraction_quality
 	$(BIN)/python -m benchmarks.knowledge_speed
 	$(BIN)/kgreport index build ../shared/data/medpix2 --name medpix-train --split train
-	$(BIN)/python -m benchmarks.report_quality --index medpix-train  # all 67 dev cases: about 35 min
+	$(BIN)/python -m benchmarks.report_quality --index medpix-train  # all 67 dev cases, both modes: about 25 min
 	$(BIN)/python -m benchmarks.report_speed --index medpix-train --images 8
 	$(BIN)/python -m benchmarks.service_load
 

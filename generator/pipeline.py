@@ -51,7 +51,8 @@ from generator.report import (
 from knowledge.grounding import ground_concepts
 from retrieval.report_sections import split_report
 
-NOTES_IMPRESSION_TOKENS = 40  # notes mode: tokens beyond three per notes token, for headings and the impression
+NOTES_TOKENS_PER_TOKEN = 2  # notes mode: the findings restate the notes, in about this many tokens per notes token
+NOTES_EXTRA_TOKENS = 24  # notes mode: headings and a short impression
 ABSTAIN_TEXT = "No confident draft: the similar cases below disagree or are not close enough. Read the image."
 
 
@@ -136,7 +137,7 @@ class ReportWriter:
         draft = DraftSource("notes", notes.expanded)
         prompt = self.evidence.prompt(found.evidence, draft)
         # The findings restate the notes: a budget in proportion to them (plus the impression) stops rambling.
-        budget = min(budget, 3 * self.generator.count_tokens(notes.expanded) + NOTES_IMPRESSION_TOKENS)
+        budget = min(budget, NOTES_TOKENS_PER_TOKEN * self.generator.count_tokens(notes.expanded) + NOTES_EXTRA_TOKENS)
         # Only the notes support a finding here (the similar cases are mostly other diseases), unless configured.
         votes = 1 if self.config.notes_case_support else len(found.hits) + 1
         report = self._write(image, found, prompt, draft, budget, supported=claimed, min_votes=votes)
