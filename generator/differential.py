@@ -24,6 +24,17 @@ _WORD = re.compile(r"[a-z0-9]+")
 _FILLER = frozenset({"a", "an", "the", "of", "with", "and", "or", "in", "on", "to", "for", "by", "s"})
 
 
+_LABEL = re.compile(r"^\s*(?:final\s+|case\s+)?diagnosis\s*:\s*", re.IGNORECASE)
+NAME_WORDS = 12  # a longer "diagnosis" is a description: its first words name it
+
+
+def diagnosis_name(text: str) -> str:
+    """A case's diagnosis as a list item: label dropped, first line, at most `NAME_WORDS` words."""
+    line = next((x for x in _LABEL.sub("", text or "").splitlines() if x.strip()), "")
+    words = line.split()
+    return " ".join(words[:NAME_WORDS]) + (" ..." if len(words) > NAME_WORDS else "")
+
+
 def diagnosis_key(name: str) -> str:
     """Lower-case content words, parentheses dropped, in order: the identity of a diagnosis name."""
     return " ".join(w for w in _WORD.findall(_PARENTHESES.sub(" ", name.lower())) if w not in _FILLER)
@@ -100,7 +111,7 @@ def rank_differential(
         return votes[key]
 
     for case in cases:
-        if (item := entry(case.diagnosis)) is not None:
+        if (item := entry(diagnosis_name(case.diagnosis))) is not None:
             item.cases.setdefault(case.case_id, max(float(case.score), 0.0))
     for concept_id, differential in graph_differentials.items():
         for dx in differential:

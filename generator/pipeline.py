@@ -157,6 +157,7 @@ class ReportWriter:
             report.removed += [s.sentence for s in dropped]
             report.limitations.append(f"{len(dropped)} sentence(s) the notes do not say removed")
         self._complete(report, found, notes, claimed)
+        self._check_impression(report, found, claimed, votes)
         # Notes come in lower case; a report's sentences start with a capital (extraction is already done).
         report.findings = [replace(s, sentence=s.sentence[:1].upper() + s.sentence[1:]) for s in report.findings]
         report.differential = [d.as_json() for d in self.differential(found, claimed)]
@@ -286,6 +287,18 @@ class ReportWriter:
             restored += 1
         if restored:
             report.limitations.append(f"{restored} notes item(s) the refiner lost or changed restored as written")
+
+    def _check_impression(self, report: Report, found: ImageEvidence, claimed: list[str], votes: int) -> None:
+        """Notes mode: the impression may not conclude what nothing supports either; when none of it is left,
+        it sums up the notes' findings (the differential follows it, with its sources)."""
+        sentences = cite(report.impression, found.evidence, self.evidence.extractor, supported_concepts=claimed,
+                         min_votes=votes)  # fmt: skip
+        kept = [s.sentence for s in sentences if s.supported]
+        report.removed += [s.sentence for s in sentences if not s.supported]
+        if not kept:
+            stated = [s.sentence.rstrip(".") for s in report.findings if s.status in CLAIM_STATUSES]
+            kept = ["; ".join(stated) + "." if stated else "No finding stated in the notes."]
+        report.impression = " ".join(kept)
 
     def _guard(self, report: Report) -> Report:
         """Take out sentences stating what nothing supports (when configured), and say so."""

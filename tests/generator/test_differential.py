@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from generator.differential import CaseDiagnosis, diagnosis_key, rank_differential, recall_at, same_diagnosis
+from generator.differential import (
+    CaseDiagnosis,
+    diagnosis_key,
+    diagnosis_name,
+    rank_differential,
+    recall_at,
+    same_diagnosis,
+)
 
 
 def test_diagnosis_names_match_by_content_words() -> None:
@@ -41,3 +48,9 @@ def test_cases_and_graph_vote_and_each_item_cites_its_sources() -> None:
 def test_nothing_to_rank() -> None:
     assert rank_differential([], {}) == []
     assert rank_differential([CaseDiagnosis("C1", 0.5, "")], {"X": []}) == []
+
+
+def test_a_long_diagnosis_is_named_by_its_first_words() -> None:
+    text = "Diagnosis:  64 y.o. female with recurrent breast cancer with metastasis to lymph nodes and lungs.  More."
+    assert diagnosis_name(text) == "64 y.o. female with recurrent breast cancer with metastasis to lymph nodes ..."
+    assert diagnosis_name("Sarcoidosis\nstage II") == "Sarcoidosis" and diagnosis_name("") == ""
