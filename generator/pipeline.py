@@ -57,7 +57,7 @@ ABSTAIN_TEXT = "No confident draft: the similar cases below disagree or are not 
 
 
 class ReportGenerationError(RuntimeError):
-    """The model's output could not be turned into a report, even with constrained decoding."""
+    """Neither the refiner's text (constrained retry included) nor the draft itself parses into a report."""
 
 
 @dataclass

@@ -274,6 +274,13 @@ def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
     assert "right upper lobe" in report["draft"]["text"] and "lymphadenopathy" in report["draft"]["text"]
     stated = {s["status"] for s in report["findings"]}
     assert {"present", "absent"} <= stated, "the notes' finding and their negation both reach the report"
+    long_notes = "No pleural effusion. " * 5000  # 100 kB: cut to the limit, and the report says so
+    response = client.post(
+        "/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo", "notes": long_notes}
+    )
+    assert response.status_code == 200, response.text
+    limitations = response.json()["report"]["limitations"]
+    assert any(line.startswith("notes cut to 2000 of 104999 characters") for line in limitations), limitations
     _error(
         client.post(
             "/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo", "notes": " "}
