@@ -120,6 +120,7 @@ def train_generator_cmd(
         str, typer.Option(help="example kinds, comma-separated: edit, repair, notes")
     ] = "edit,repair,notes",
     drop_side: Annotated[float, typer.Option(min=0.0, max=0.5, help="chance to drop the image (and the texts)")] = 0.15,
+    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda (bf16 autocast)")] = "auto",
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
@@ -156,6 +157,7 @@ def train_generator_cmd(
             kinds=chosen,
             train_config=TrainConfig(
                 drop_side=drop_side,
+                device=device,
                 epochs=epochs,
                 batch_size=batch_size,
                 max_steps=max_steps,

@@ -160,7 +160,10 @@ class ReportGenerator(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "generator.json").write_text(json.dumps(self.config.as_json(), indent=2))
         self.config.fusion.save(folder / "fusion.json")
-        save_file({k: v.contiguous() for k, v in self.fusion.state_dict().items()}, str(folder / "fusion.safetensors"))
+        save_file(
+            {k: v.detach().cpu().contiguous() for k, v in self.fusion.state_dict().items()},
+            str(folder / "fusion.safetensors"),
+        )
         self.llm.save_pretrained(str(folder / "adapter"))
 
     # -- prompt assembly ------------------------------------------------------------------------------

@@ -46,6 +46,7 @@ from generator.notes import prepare_notes, simulate_notes
 from generator.refine import choose_draft
 from generator.repairs import damage
 from generator.report import split_sentences
+from retrieval.device import resolve_device
 from retrieval.records import Case, CaseImage
 
 if TYPE_CHECKING:
@@ -212,6 +213,7 @@ class TrainConfig:
     # Dev loss before the first step too: a run that goes on from a trained writer keeps it unless it improves.
     evaluate_at_start: bool = False
     drop_side: float = 0.15  # per example: image dropped with this probability, texts with the same
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda; CUDA runs in bf16 autocast
 
 
 @dataclass
@@ -236,6 +238,17 @@ def total_steps(n_examples: int, config: TrainConfig) -> int:
     return min(config.max_steps or all_epochs, all_epochs)
 
 
+def on_device(batch: Batch, device: torch.device) -> Batch:
+    return replace(batch, image=batch.image.to(device), texts=batch.texts.to(device), mask=batch.mask.to(device))
+
+
+def _loss(generator: ReportGenerator, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The generator's loss on its own device; bf16 autocast on CUDA (the CPU stays float32)."""
+    device = next(generator.fusion.parameters()).device
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        return generator.loss(on_device(batch, device))
+
+
 @torch.no_grad()
 def dev_loss(generator: ReportGenerator, examples: Sequence[Example], batch_size: int) -> tuple[float, float]:
     """(mean loss, mean gate) over `examples`."""
@@ -243,7 +256,7 @@ def dev_loss(generator: ReportGenerator, examples: Sequence[Example], batch_size
     losses, gates = [], []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start : start + batch_size]
-        loss, gate = generator.loss(collate(chunk))
+        loss, gate = _loss(generator, collate(chunk))
         losses.append(loss.item() * len(chunk))
         gates += gate.tolist()
     generator.train()
@@ -261,6 +274,7 @@ def train(
     """Fit fusion and LoRA; the checkpoint with the lowest dev loss is saved to `out_dir`."""
     rng = random.Random(config.seed)
     torch.manual_seed(config.seed)
+    generator.to(resolve_device(config.device))
     lora = [p for n, p in generator.named_parameters() if p.requires_grad and not n.startswith("fusion.")]
     optimiser = torch.optim.AdamW(
         [{"params": lora, "lr": config.lora_lr}, {"params": generator.fusion.parameters(), "lr": config.fusion_lr}],
@@ -289,7 +303,7 @@ def train(
             if summary.steps >= total:
                 break
             chunk = [train_examples[i] for i in order[start : start + config.batch_size]]
-            loss, _ = generator.loss(collate(chunk, drop_side=config.drop_side, rng=rng))
+            loss, _ = _loss(generator, collate(chunk, drop_side=config.drop_side, rng=rng))
             optimiser.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(generator.trainable_parameters(), 1.0)

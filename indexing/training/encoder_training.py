@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from indexing.training.pairs import TrainingPair
+from retrieval.device import resolve_device
 from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_model, create_tokenizer, get_config
 from retrieval.encoders.image_encoder import CTEncoder
 from retrieval.encoders.transforms import train_transform
@@ -36,17 +37,6 @@ log = logging.getLogger(__name__)
 HEAD_NAMES = ("modality", "body_region")  # the heads every encoder has; the kNN evaluation votes on these
 RICH_HEADS = (*HEAD_NAMES, "location", "category", "acr_pathology")
 MIN_LABEL_COUNT = 3  # rarer labels get no class of their own: a head cannot learn them from fewer images
-
-
-def resolve_device(device: str) -> torch.device:
-    """`auto` is CUDA when this torch sees a GPU, else the CPU; `cpu` and `cuda` are taken as asked."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device not in {"cpu", "cuda"}:
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but this torch sees no CUDA GPU")
-    return torch.device(device)
 
 
 @dataclass

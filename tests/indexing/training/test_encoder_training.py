@@ -14,10 +14,10 @@ from indexing.training.encoder_training import (
     TrainingConfig,
     _batches,
     label_vocab,
-    resolve_device,
     train_encoder,
 )
 from indexing.training.pairs import TrainingPair, acr_pathology, load_pairs, pair_text
+from retrieval.device import resolve_device
 from retrieval.encoders.image_encoder import CTEncoder
 from retrieval.records import Case
 
