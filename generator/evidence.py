@@ -157,6 +157,16 @@ def statements_of(findings: Iterable[Finding]) -> tuple[Statement, ...]:
     )
 
 
+def supported_by(claims: Iterable[Iterable[str]], min_votes: int) -> set[str]:
+    """The concepts that at least `min_votes` of the texts claim (each text's claims: the concepts it states
+    present or possible, counted once per text)."""
+    votes: dict[str, int] = {}
+    for claimed in claims:
+        for concept in set(claimed):
+            votes[concept] = votes.get(concept, 0) + 1
+    return {c for c, n in votes.items() if n >= min_votes}
+
+
 def collect_evidence(
     cases: Sequence[CaseEvidence],
     extractor: Extractor,

@@ -222,22 +222,24 @@ class ReportWriter:
             mask=torch.from_numpy(np.ascontiguousarray(found.mask[None])),
             prompts=[prompt.text],
         )
-        texts: list[tuple[str, float, str]] = []  # (text, gate, how it was written)
+        texts: list[tuple[str, float | None, str]] = []  # (text, gate, how it was written)
         if self.config.refine_with_llm:
             for prefix in ("", "Findings:"):
-                text, gate = self._generate(batch, draft.text, budget, prefix)
+                text, written_gate = self._generate(batch, draft.text, budget, prefix)
                 if prefix and "impression:" not in text.lower():
-                    text, gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
-                texts.append((text, gate, "constrained retry" if prefix else "refined"))
+                    text, written_gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
+                texts.append((text, written_gate, "constrained retry" if prefix else "refined"))
                 if self._parses(text):
                     break
         # The draft itself, through the same post-check: the no-LLM system, and the fallback when the refiner's
-        # text does not parse (the report then says so).
-        with torch.no_grad():
-            gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
+        # text does not parse (the report then says so). Its gate is computed only if it comes to that.
         unedited = draft.text if "findings:" in draft.text.lower() else f"Findings: {draft.text}\nImpression: "
-        texts.append((unedited, gate, "draft unedited"))
-        for text, gate, how in texts:
+        texts.append((unedited, None, "draft unedited"))
+        for text, known_gate, how in texts:
+            if known_gate is None:
+                with torch.no_grad():
+                    known_gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
+            gate: float = known_gate
             started = time.perf_counter()
             try:
                 report = build_report(

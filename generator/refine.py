@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from generator.config import WriterConfig
 from generator.draft import Candidate, Selection, draft_text, select_draft
-from generator.evidence import CLAIM_STATUSES, DraftSource, Evidence, ImageEvidence
+from generator.evidence import CLAIM_STATUSES, DraftSource, Evidence, ImageEvidence, supported_by
 from retrieval.report_sections import split_report
 
 FEATURES = ("top_score", "agreement", "supported_share", "score_gap", "image_text")
@@ -58,11 +58,7 @@ def claimed_by_case(evidence: Evidence) -> dict[str, frozenset[str]]:
 
 def supported_concepts(evidence: Evidence, min_votes: int) -> set[str]:
     """Concepts that at least `min_votes` of the retrieved cases state present or possible."""
-    votes: dict[str, int] = {}
-    for claimed in claimed_by_case(evidence).values():
-        for concept in claimed:
-            votes[concept] = votes.get(concept, 0) + 1
-    return {c for c, n in votes.items() if n >= min_votes}
+    return supported_by(claimed_by_case(evidence).values(), min_votes)
 
 
 def share_supported(claimed: Iterable[str], supported: set[str]) -> float:

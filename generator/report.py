@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from generator.evidence import CLAIM_STATUSES as CLAIMS
-from generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of
+from generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of, supported_by
 from retrieval.report_sections import SECTION_HEADINGS
 
 NO_CASES_LIMITATION = "no similar prior cases: written from the image and the graph alone"
@@ -271,13 +271,12 @@ def cite(
     found = extractor.extract_many(sentences + [c.text() for c in todo]) if sentences or todo else []
     extracted = {c.case_id: statements_of(f) for c, f in zip(todo, found[len(sentences) :], strict=True)}
     mentions: list[tuple[str, set[str]]] = []
-    votes: dict[str, int] = {}
+    claims: list[set[str]] = []
     for case in evidence.cases:
         statements = case.statements if case.statements is not None else extracted[case.case_id]
         mentions.append((case.case_id, {s.concept_id for s in statements}))
-        for concept in {s.concept_id for s in statements if s.status in CLAIMS}:
-            votes[concept] = votes.get(concept, 0) + 1
-    support = set(supported_concepts) | {c for c, n in votes.items() if n >= min_votes}
+        claims.append({s.concept_id for s in statements if s.status in CLAIMS})
+    support = set(supported_concepts) | supported_by(claims, min_votes)
 
     out = []
     for sentence, findings in zip(sentences, found[: len(sentences)], strict=True):
