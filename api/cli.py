@@ -130,12 +130,19 @@ def train_generator_cmd(
     init: Annotated[
         Path | None, typer.Option(help="go on training this trained writer (its settings; its dev loss competes)")
     ] = None,
+    save_examples: Annotated[
+        Path | None, typer.Option(help="also write the examples (.npz) for `python -m generator.fit` elsewhere")
+    ] = None,
+    examples_only: Annotated[bool, typer.Option(help="build and save the examples, train nothing")] = False,
 ) -> None:
     """Train the refiner (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
     from api.reporting import train_generator
     from generator.config import WriterConfig
-    from generator.training import KINDS, TrainConfig
+    from generator.fit import TrainConfig
+    from generator.training import KINDS
 
+    if examples_only and save_examples is None:
+        raise typer.BadParameter("--examples-only needs --save-examples FILE", param_hint="--examples-only")
     chosen = tuple(x.strip() for x in kinds.split(",") if x.strip())
     if not chosen or set(chosen) - set(KINDS):
         raise typer.BadParameter(f"kinds must be among {', '.join(KINDS)}", param_hint="--kinds")
@@ -166,6 +173,8 @@ def train_generator_cmd(
                 fusion_lr=fusion_lr,
             ),
             init=init,
+            save_examples_to=save_examples,
+            examples_only=examples_only,
             progress=progress,
         )
     out.print_json(json.dumps(result))

@@ -19,9 +19,10 @@ from api.services import Services
 from generator.confidence import Calibration, fit_calibration
 from generator.config import WriterConfig
 from generator.evidence import EvidenceBuilder
+from generator.fit import Example, TrainConfig, TrainSummary, save_examples, total_steps, train
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import KINDS, Example, TrainConfig, TrainSummary, build_examples, total_steps, train
+from generator.training import KINDS, build_examples
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
@@ -73,10 +74,15 @@ def train_generator(
     train_config: TrainConfig | None = None,
     generator_config: GeneratorConfig | None = None,
     init: Path | None = None,
+    save_examples_to: Path | None = None,
+    examples_only: bool = False,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
     """Train the refiner on `archive`'s `split` against `index`; dev picks the checkpoint. The draft's
     confidence is calibrated on the training split's edit examples and saved beside it.
+
+    `save_examples_to` also writes the examples to a file that `python -m generator.fit` fits on another
+    machine (a GPU box needs no index or graph); with `examples_only` nothing is trained.
 
     With `init` (a trained writer's folder) training goes on from its adapters and fusion, and the dev loss
     it starts from competes for the checkpoint; `generator_config` is then unused."""
@@ -104,6 +110,21 @@ def train_generator(
         examples[name] = build_examples(
             cases, builder, writer_config, progress=advance, images_per_case=images_per_case, kinds=kinds
         )
+    if save_examples_to is not None:
+        meta = {
+            "index": index,
+            "archive": str(archive),
+            "splits": {"train": split, "dev": dev_split},
+            "images_per_case": images_per_case,
+            "kinds": list(kinds),
+            "writer": asdict(writer_config),
+            "image_encoder": services.image_encoder.name,
+            "text_encoder": services.text_encoder.name,
+            "dims": {"image": image_dim, "text": text_dim},
+        }
+        save_examples(save_examples_to, examples, meta)
+    if examples_only:
+        return {"examples": str(save_examples_to), **{k: len(v) for k, v in examples.items()}}
     steps = progress("training", total_steps(len(examples["train"]), train_config)) if progress else None
     summary = train(
         generator, examples["train"], examples["dev"], train_config, out_dir, progress=steps and (lambda n, _: steps(n))
@@ -245,7 +266,11 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
         )
     _check_encoders(folder, services)
     generator = ReportGenerator.load(
-        folder, services.llm_cache_dir, llm=services.settings.llm or None, quantize=services.settings.report_int8
+        folder,
+        services.llm_cache_dir,
+        llm=services.settings.llm or None,
+        quantize=services.settings.report_int8,
+        device=services.device,
     )
     card = _card(folder)
     info = {

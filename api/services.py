@@ -8,6 +8,8 @@ import threading
 from functools import cached_property
 from pathlib import Path
 
+import torch
+
 from api.settings import Settings
 from indexing.case_findings import FindingRecorder
 from knowledge.extraction.extractor import FindingExtractor
@@ -15,6 +17,7 @@ from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import ensure_ontology
 from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.device import describe, resolve_device
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -42,11 +45,18 @@ class Services:
     @cached_property
     def image_encoder(self) -> CTEncoder | OpenClipEncoder:
         path = Path(self.settings.image_encoder) if self.settings.image_encoder else self.settings.default_image_encoder
-        return load_image_encoder(path)
+        return load_image_encoder(path, device=self.device)
 
     @cached_property
     def text_encoder(self) -> TextEncoder:
-        return TextEncoder(self.settings.text_encoder or None)
+        return TextEncoder(self.settings.text_encoder or None, device=str(self.device))
+
+    @cached_property
+    def device(self) -> torch.device:
+        """Where the encoders and the report writer run (`KGREPORT_DEVICE`); said once in the log."""
+        device = resolve_device(self.settings.device)
+        log.info("device: %s (KGREPORT_DEVICE=%s)", describe(device), self.settings.device)
+        return device
 
     @property
     def llm_cache_dir(self) -> Path:

@@ -63,6 +63,11 @@ class Settings(BaseSettings):
         description="spaCy base for finding extraction: 'blank' English (as good as en_core_web_sm on the gold "
         "set, 1.6x faster; see benchmarks/results/extraction_quality.json) or 'en_core_web_sm'",
     )
+    device: str = Field(
+        default="auto",
+        pattern="^(auto|cpu|cuda)$",
+        description="where the encoders and the report writer run: auto (CUDA when torch sees a GPU), cpu or cuda",
+    )
     llm: str = Field(default="", description="base LLM: local model folder or .gguf; empty = packaged SmolLM2-135M")
     report_generator: str = Field(
         default="", description="trained report-writer folder; empty = the bundled one under data/models/"

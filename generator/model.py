@@ -29,6 +29,7 @@ from torch import nn
 from generator.decoding import DecodeResult, DecodingConfig, decode
 from generator.fusion import DynamicFusion, FusionConfig
 from generator.llm import load_llm
+from retrieval.device import resolve_device
 
 SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
 SYSTEM = "You are a radiologist. Draft a concise report for the new image from the evidence given."
@@ -67,6 +68,9 @@ class Batch:
     mask: torch.Tensor
     prompts: list[str]
     targets: list[str] | None = None
+
+    def to(self, device: torch.device) -> Batch:
+        return replace(self, image=self.image.to(device), texts=self.texts.to(device), mask=self.mask.to(device))
 
 
 def quantize_linear_int8(model: nn.Module) -> nn.Module:
@@ -119,6 +123,7 @@ class ReportGenerator(nn.Module):
         merge: bool = True,
         quantize: bool = False,
         trainable: bool = False,
+        device: str | torch.device = "cpu",
     ) -> ReportGenerator:
         """A trained generator folder; `llm` overrides the base model named in it (same architecture).
 
@@ -128,12 +133,19 @@ class ReportGenerator(nn.Module):
         without the adapters' extra matrix products at every token; such a generator cannot be saved.
         `quantize` (with `merge`) then stores the LLM's linear layers as int8 with dynamic activation
         quantisation: decoding on CPU is bound by reading the weights, so a quarter of the bytes roughly
-        halves the time per token (92 → 45 ms for SmolLM2-135M on 2 cores)."""
+        halves the time per token (92 → 45 ms for SmolLM2-135M on 2 cores); it is CPU-only.
+
+        `device` (auto, cpu, cuda) is where it runs, in float32 everywhere: greedy decoding then gives the
+        same report on a GPU as on the CPU, and a 135M model decoding one token at a time gains nothing
+        measurable from bf16 (`benchmarks/gpu_check.py`)."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
         if trainable and merge:
             raise ValueError("a generator loaded to train keeps its adapters apart: pass merge=False")
+        device = resolve_device(device) if isinstance(device, str) else device
+        if quantize and device.type != "cpu":
+            raise ValueError("int8 quantisation (KGREPORT_REPORT_INT8) runs on the CPU only")
         config = GeneratorConfig.from_json(json.loads((folder / "generator.json").read_text()))
         if llm is not None:
             config = replace(config, llm=llm)
@@ -146,7 +158,7 @@ class ReportGenerator(nn.Module):
                 model = quantize_linear_int8(model)
         fusion = DynamicFusion(config.fusion)
         fusion.load_state_dict(load_file(str(folder / "fusion.safetensors")))
-        generator = cls(model, tokenizer, fusion, config)
+        generator = cls(model, tokenizer, fusion, config).to(device)
         if not trainable:
             generator.eval()
         return generator
@@ -232,6 +244,7 @@ class ReportGenerator(nn.Module):
         decoding statistics. `prefix` starts the answer (the caller's constrained retry forces "Findings:"
         this way); `drafts[i]` is the text item i edits, whose tokens speculative decoding proposes (the
         output is the same as without it, only fewer forwards)."""
+        batch = batch.to(next(self.fusion.parameters()).device)
         fused = self.fusion(batch.image, batch.texts, batch.mask, fixed_gate=fixed_gate)
         prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         texts, results = [], []

@@ -238,7 +238,8 @@ class ReportWriter:
         for text, known_gate, how in texts:
             if known_gate is None:
                 with torch.no_grad():
-                    known_gate = float(self.generator.fusion(batch.image, batch.texts, batch.mask).gate[0])
+                    on = batch.to(next(self.generator.fusion.parameters()).device)
+                    known_gate = float(self.generator.fusion(on.image, on.texts, on.mask).gate[0])
             gate: float = known_gate
             started = time.perf_counter()
             try:

@@ -14,3 +14,8 @@ def resolve_device(device: str) -> torch.device:
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda, but this torch sees no CUDA GPU")
     return torch.device(device)
+
+
+def describe(device: torch.device) -> str:
+    """ "cpu", or "cuda (NVIDIA H200)": for start-up logs and the service's readiness answer."""
+    return f"cuda ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else device.type

@@ -27,6 +27,7 @@ from api.service.errors import ApiError, error_response, install_error_handlers
 from api.service.state import ServiceState, service_state
 from api.services import Services
 from api.settings import Settings
+from retrieval.device import describe
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when KGREPORT_API_KEYS is set")
@@ -113,6 +114,7 @@ def _readiness(state: ServiceState) -> JSONResponse:
         ("image_encoder", lambda: state.services.image_encoder.name),
         ("text_encoder", lambda: state.services.text_encoder.name),
         ("graph", lambda: state.services.graph.run("RETURN 1") and state.services.graph.name),
+        ("device", lambda: describe(state.services.device)),
     ):
         try:
             checks[name] = f"ok ({probe()})"

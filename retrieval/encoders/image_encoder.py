@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from retrieval.device import resolve_device
 from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
 from retrieval.encoders.frozen import frozen_for_inference
 from retrieval.encoders.transforms import eval_transform
@@ -67,8 +68,17 @@ class CTEncoder:
     Images go through a frozen copy of the image tower (`frozen.py`), made at the first image: change
     the model's weights after that and wrap it in a new encoder."""
 
-    def __init__(self, model: CTClip, name: str, *, batch_size: int = 32, info: dict[str, Any] | None = None):
-        self.model = model.eval()
+    def __init__(
+        self,
+        model: CTClip,
+        name: str,
+        *,
+        batch_size: int = 32,
+        info: dict[str, Any] | None = None,
+        device: str | torch.device = "cpu",
+    ):
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.eval().to(self.device)
         self.name = name
         self.dim = model.config.embed_dim
         self.batch_size = batch_size
@@ -87,7 +97,12 @@ class CTEncoder:
         with self._freezing:  # the service embeds from several threads; freeze once
             if self._image_tower is None:
                 size = self.model.config.image_size
-                self._image_tower = frozen_for_inference(self.model.visual, torch.zeros(1, 3, size, size))
+                # Freezing folds and prepacks for the CPU's oneDNN; on a GPU the eager network is the fast one.
+                self._image_tower = (
+                    frozen_for_inference(self.model.visual, torch.zeros(1, 3, size, size))
+                    if self.device.type == "cpu"
+                    else self.model.visual
+                )
         return self._image_tower
 
     @torch.inference_mode()
@@ -96,7 +111,7 @@ class CTEncoder:
         tower = self._image_tower or self._frozen_image_tower()
         for start in range(0, len(slices), self.batch_size):
             batch = torch.stack([self._transform(s) for s in slices[start : start + self.batch_size]])
-            out.append(tower(batch))  # = model.encode_image(batch, normalize=False)
+            out.append(tower(batch.to(self.device)))  # = model.encode_image(batch, normalize=False)
         if not out:
             return np.zeros((0, self.dim), dtype=np.float32)
         return _normalise(torch.cat(out))
@@ -105,16 +120,17 @@ class CTEncoder:
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalise(self.model.encode_text(self._tokenizer(texts), normalize=False))
+        tokens = self._tokenizer(texts).to(self.device)
+        return _normalise(self.model.encode_text(tokens, normalize=False))
 
     @torch.inference_mode()
     def classify(self, vectors: np.ndarray) -> dict[str, list[dict[str, float]]]:
         """Per auxiliary head, per row: label → probability."""
-        features = torch.from_numpy(np.asarray(vectors, dtype=np.float32))
+        features = torch.from_numpy(np.asarray(vectors, dtype=np.float32)).to(self.device)
         result = {}
         for head, logits in self.model.classify(features).items():
             labels = self.model.config.heads[head]
-            probs = logits.softmax(-1).numpy()
+            probs = logits.softmax(-1).cpu().numpy()
             result[head] = [dict(zip(labels, map(float, row), strict=True)) for row in probs]
         return result
 
@@ -129,7 +145,7 @@ class CTEncoder:
         return folder
 
     @classmethod
-    def load(cls, folder: str | Path) -> CTEncoder:
+    def load(cls, folder: str | Path, *, device: str | torch.device = "cpu") -> CTEncoder:
         folder = Path(folder)
         meta_file = folder / ENCODER_FILE
         try:
@@ -150,13 +166,13 @@ class CTEncoder:
                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})"
             )
         info = {k: v for k, v in meta.items() if k not in {"format", "name", "config"}}
-        return cls(model, meta.get("name") or folder.name, info=info)
+        return cls(model, meta.get("name") or folder.name, info=info, device=device)
 
 
 class OpenClipEncoder:
     """Any open_clip model from a local folder (`open_clip_config.json` + weights), e.g. BiomedCLIP."""
 
-    def __init__(self, folder: str | Path, *, batch_size: int = 32) -> None:
+    def __init__(self, folder: str | Path, *, batch_size: int = 32, device: str | torch.device = "cpu") -> None:
         import open_clip
 
         folder = Path(folder)
@@ -167,13 +183,14 @@ class OpenClipEncoder:
             raise EncoderLoadError(f"{folder}: open_clip_config.json but no weights file (.safetensors/.bin/.pth)")
         spec = f"local-dir:{folder.resolve()}"
         model, _, preprocess = open_clip.create_model_and_transforms(spec)
-        self.model = model.eval()
+        self.device = resolve_device(device) if isinstance(device, str) else device
+        self.model = model.eval().to(self.device)
         self.preprocess = preprocess
         self.tokenizer = open_clip.get_tokenizer(spec)
         self.name = f"open_clip:{folder.name}"
         self.batch_size = batch_size
         with torch.inference_mode():
-            self.dim = int(self.model.encode_text(self.tokenizer(["probe"])).shape[-1])
+            self.dim = int(self.model.encode_text(self.tokenizer(["probe"]).to(self.device)).shape[-1])
 
     @cached_property
     def fingerprint(self) -> str:
@@ -186,25 +203,25 @@ class OpenClipEncoder:
         out = []
         for start in range(0, len(slices), self.batch_size):
             batch = torch.stack([self.preprocess(to_pil_rgb(s)) for s in slices[start : start + self.batch_size]])
-            out.append(self.model.encode_image(batch))
+            out.append(self.model.encode_image(batch.to(self.device)))
         return _normalise(torch.cat(out)) if out else np.zeros((0, self.dim), dtype=np.float32)
 
     @torch.inference_mode()
     def embed_texts(self, texts: list[str]) -> np.ndarray:
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return _normalise(self.model.encode_text(self.tokenizer(texts)))
+        return _normalise(self.model.encode_text(self.tokenizer(texts).to(self.device)))
 
 
-def load_image_encoder(path: str | Path) -> CTEncoder | OpenClipEncoder:
-    """Load a kgreport CT encoder folder or an open_clip checkpoint folder."""
+def load_image_encoder(path: str | Path, *, device: str | torch.device = "cpu") -> CTEncoder | OpenClipEncoder:
+    """Load a kgreport CT encoder folder or an open_clip checkpoint folder onto `device` (auto, cpu, cuda)."""
     folder = Path(str(path).removeprefix("local-dir:"))
     if not folder.exists():
         raise EncoderLoadError(f"{folder}: encoder path not found")
     if (folder / ENCODER_FILE).is_file():
-        return CTEncoder.load(folder)
+        return CTEncoder.load(folder, device=device)
     if (folder / "open_clip_config.json").is_file():
-        return OpenClipEncoder(folder)
+        return OpenClipEncoder(folder, device=device)
     raise EncoderLoadError(
         f"{folder}: neither a kgreport encoder ({ENCODER_FILE}) nor an open_clip checkpoint (open_clip_config.json)"
     )

@@ -24,7 +24,7 @@ def packaged_minilm_path() -> Path:
 class TextEncoder:
     """Sentence embeddings of report text, L2-normalised float32."""
 
-    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32) -> None:
+    def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, device: str = "cpu") -> None:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
@@ -34,7 +34,10 @@ class TextEncoder:
         path = Path(model_path) if model_path else packaged_minilm_path()
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: text encoder folder not found")
-        self.model = SentenceTransformer(str(path), device="cpu")
+        from retrieval.device import resolve_device
+
+        self.device = resolve_device(device)
+        self.model = SentenceTransformer(str(path), device=str(self.device))
         self.name = DEFAULT_TEXT_MODEL if model_path is None else path.name
         self.dim = int(
             self.model.get_embedding_dimension()  # type: ignore[arg-type]

@@ -13,12 +13,13 @@ import torch
 from generator.config import WriterConfig
 from generator.decoding import DecodingConfig
 from generator.evidence import NO_CASES, EvidenceBuilder
+from generator.fit import TrainConfig, collate, dev_loss, train
 from generator.fusion import FusionConfig
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.notes import NotesError
 from generator.pipeline import ReportWriter
 from generator.report import NO_CASES_LIMITATION
-from generator.training import TrainConfig, build_examples, collate, dev_loss, reference_report, train
+from generator.training import build_examples, reference_report
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph import GraphBackend
 from retrieval.case_store import CaseStore
