@@ -18,15 +18,16 @@ import math
 import random
 import shutil
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from generator.model import Batch, ReportGenerator
+from generator.model import Batch, GeneratorConfig, ReportGenerator
 from retrieval.device import resolve_device
 
 EXAMPLES_FORMAT = "kgreport-refiner-examples/1"
@@ -240,7 +241,7 @@ def load_examples(path: Path) -> tuple[dict[str, list[Example]], dict[str, Any]]
                     Example(image=images[i], texts=vectors[i], mask=masks[i], **{**row, "cited": tuple(row["cited"])})
                     for i, row in enumerate(rows)
                 ]
-    except (OSError, ValueError, KeyError) as err:  # np.load raises these for truncated or foreign files
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:  # truncated or foreign files
         if isinstance(err, ExamplesFileError):
             raise
         raise ExamplesFileError(f"{path}: not a readable examples file ({type(err).__name__}: {err})") from err
@@ -269,6 +270,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         evaluate_at_start=True,
     )
     generator = ReportGenerator.load(args.init, args.cache_dir, llm=args.llm, merge=False, trainable=True)
+    # --llm says where the base model is on this machine; the writer saved still names the one it was given.
+    named = GeneratorConfig.from_json(json.loads((args.init / "generator.json").read_text())).llm
+    generator.config = replace(generator.config, llm=named)
     summary = train(generator, splits["train"], splits["dev"], config, args.out)
     device = resolve_device(config.device)
     record = {

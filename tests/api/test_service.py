@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
@@ -73,6 +74,8 @@ def test_health_readiness_and_schema(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok", "worker_pid": os.getpid()}
     ready = client.get("/readyz")
     assert ready.status_code == 200 and ready.json()["ready"] is True
+    expected = "cuda" if torch.cuda.is_available() else "cpu"  # KGREPORT_DEVICE=auto: what this torch sees
+    assert ready.json()["checks"]["device"].startswith(f"ok ({expected}")
     paths = client.get("/openapi.json").json()["paths"]
     for path in ("/v1/indexes", "/v1/jobs/{job_id}", "/v1/search", "/v1/reports", "/v1/cases/{case_id}"):
         assert path in paths

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +14,8 @@ import torch
 from generator.config import WriterConfig
 from generator.decoding import DecodingConfig
 from generator.evidence import NO_CASES, EvidenceBuilder
-from generator.fit import TrainConfig, collate, dev_loss, train
+from generator.fit import TrainConfig, collate, dev_loss, save_examples, train
+from generator.fit import main as fit_main
 from generator.fusion import FusionConfig
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.notes import NotesError
@@ -139,6 +141,21 @@ def test_examples_training_and_report_writing(
     )
     assert [s for s, _ in more.dev_losses] == [0, 1]
     assert more.dev_losses[0][1] == pytest.approx(summary.best_dev_loss, abs=1e-3)
+
+    # The same examples through a file, fitted by `python -m generator.fit` as a GPU box would (here on the CPU).
+    path = save_examples(tmp_path / "examples.npz", {"train": examples[:-3], "dev": examples[-3:]}, {"index": "t"})
+    (tmp_path / "trained" / "writer.json").write_text("{}")
+    elsewhere = shutil.copytree(tiny_llm, tmp_path / "llm-elsewhere")  # where the base model is on the GPU box
+    args = ["--examples", str(path), "--init", str(tmp_path / "trained"), "--cache-dir", str(tmp_path / "cache")]
+    fit_main([*args, "--out", str(tmp_path / "fitted"), "--llm", str(elsewhere), "--max-steps", "1", "--eval-every=1"])
+    record = json.loads((tmp_path / "fitted" / "fit.json").read_text())
+    assert record["result"]["steps"] == 1 and record["examples"]["train"] == len(examples) - 3
+    assert record["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name())
+    assert json.loads((tmp_path / "fitted" / "generator.json").read_text())["llm"] == str(tiny_llm), "not --llm"
+    assert (tmp_path / "fitted" / "adapter").is_dir() and (tmp_path / "fitted" / "writer.json").read_text() == "{}"
+    fit_main([*args, "--out", str(tmp_path / "timed-out"), "--max-minutes", "0"])
+    assert json.loads((tmp_path / "timed-out" / "fit.json").read_text())["result"]["steps"] == 0, "out of time at once"
+    (tmp_path / "trained" / "writer.json").unlink()
 
     trained = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache")
     writer = ReportWriter(trained, builder, replace(writer_config, max_new_tokens=16), model_info={"name": "tiny"})
