@@ -124,6 +124,10 @@ def train_generator_cmd(
     epochs: Annotated[int, typer.Option(min=1)] = 1,
     batch_size: Annotated[int, typer.Option(min=1)] = 4,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
+    max_minutes: Annotated[
+        float | None,
+        typer.Option(min=0, help="stop training after this many minutes (then dev picks the checkpoint as usual)"),
+    ] = 80.0,
     eval_every: Annotated[int, typer.Option(min=1, help="dev loss every N steps")] = 100,
     lora_lr: Annotated[float, typer.Option()] = 3e-4,
     fusion_lr: Annotated[float, typer.Option()] = 1e-3,
@@ -168,6 +172,7 @@ def train_generator_cmd(
                 epochs=epochs,
                 batch_size=batch_size,
                 max_steps=max_steps,
+                max_minutes=max_minutes,
                 eval_every=eval_every,
                 lora_lr=lora_lr,
                 fusion_lr=fusion_lr,

@@ -16,7 +16,9 @@ curve shows what each threshold would keep.
 Mode 2, the radiologist's notes (scored on the Findings against the reference's findings): the notes are
 simulated from the extractor's findings of each reference (`generator.notes.simulate_notes`: shorthand,
 reordered, words dropped), never its text. `notes_verbatim` returns the notes as typed; `notes_expanded` the
-notes with shorthand expanded (no LLM); `notes_full` is the refiner. The differential's recall of the true
+notes with shorthand expanded (no LLM); `notes_checked` is the notes-mode pipeline without the LLM (the expanded
+notes as the findings, checked and completed, `WriterConfig.notes_with_llm` off); `notes_full` is the refiner. The
+differential's recall of the true
 diagnosis at 1 and 5 is compared for: the full ranking (cases found by image and notes, plus the graph), the
 retrieval vote alone (cases found by the image alone), and the graph alone.
 
@@ -246,9 +248,11 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     notes_out: dict[str, list[str]] = {"notes_verbatim": [], "notes_expanded": []}
     differential_hits: dict[str, list[list[bool]]] = {}
     notes_unsupported: list[float] = []
+    # The notes-mode pipeline with the LLM left out: the expanded notes, checked, as the findings.
+    without_llm = replace(writer, config=replace(writer.config, notes_with_llm=False))
     if "notes" in wanted:
-        notes_out["notes_full"] = []
-        seconds["notes_full"] = []
+        notes_out["notes_full"], notes_out["notes_checked"] = [], []
+        seconds["notes_full"], seconds["notes_checked"] = [], []
     truths = [c.report.diagnosis for c, _ in queries]
     for n, ((_case, image), typed) in enumerate(zip(queries, notes, strict=True)):
         prepared = prepare_notes(typed or "no findings", config.max_notes_chars)
@@ -270,16 +274,18 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         for name, ranking in rankings.items():
             differential_hits.setdefault(name, []).append([recall_at(ranking, truths[n], k) for k in (1, 5)])
         if "notes" in wanted:
-            started = time.perf_counter()
-            try:
-                report = writer.write(image.path, typed or "no findings")
-                text = " ".join(s.sentence for s in report.findings)
-                kept, removed = len(report.findings), len(report.removed)
-                notes_unsupported.append(removed / (kept + removed) if kept + removed else 0.0)
-            except ReportGenerationError:
-                text = ""
-            seconds["notes_full"].append(time.perf_counter() - started)
-            notes_out["notes_full"].append(text)
+            for name, notes_writer in (("notes_full", writer), ("notes_checked", without_llm)):
+                started = time.perf_counter()
+                try:
+                    report = notes_writer.write(image.path, typed or "no findings")
+                    text = " ".join(s.sentence for s in report.findings)
+                    kept, removed = len(report.findings), len(report.removed)
+                    if name == "notes_full":
+                        notes_unsupported.append(removed / (kept + removed) if kept + removed else 0.0)
+                except ReportGenerationError:
+                    text = ""
+                seconds[name].append(time.perf_counter() - started)
+                notes_out[name].append(text)
         print(f"notes {n + 1}/{len(queries)}", end="\r", flush=True)
     notes_table, notes_each = score_table(extractor, [f"Findings: {r}" for r in ref_findings], notes_out)
     if notes_unsupported:
@@ -289,7 +295,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
             m: paired_bootstrap(notes_each["notes_full"][m], notes_each[b][m], args.bootstrap)
             for m in ("CIDEr", "finding_f1")
         }
-        for b in ("notes_verbatim", "notes_expanded")
+        for b in ("notes_verbatim", "notes_expanded", "notes_checked")
         if "notes_full" in notes_each
     }
     differential = {

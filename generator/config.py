@@ -28,6 +28,7 @@ class WriterConfig:
     lexical_weight: float = 0.5  # consensus: ROUGE-L versus finding overlap
     min_votes: int = 2  # image mode: cases that must state a finding before the report may state it
     refine_with_llm: bool = True  # False: the chosen draft (or the notes) goes through the post-check unedited
+    notes_with_llm: bool = True  # notes mode only: False writes the expanded notes out as the findings, no LLM
     drop_unsupported: bool = True  # remove sentences stating an unsupported finding (the edits list them)
     abstain_below: float | None = None  # calibrated draft confidence under which the report abstains
     max_notes_chars: int = 2000

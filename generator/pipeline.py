@@ -140,7 +140,9 @@ class ReportWriter:
         budget = min(budget, NOTES_TOKENS_PER_TOKEN * self.generator.count_tokens(notes.expanded) + NOTES_EXTRA_TOKENS)
         # Only the notes support a finding here (the similar cases are mostly other diseases), unless configured.
         votes = 1 if self.config.notes_case_support else len(found.hits) + 1
-        report = self._write(image, found, prompt, draft, budget, supported=claimed, min_votes=votes)
+        report = self._write(
+            image, found, prompt, draft, budget, supported=claimed, min_votes=votes, refine=self.config.notes_with_llm
+        )
         report.mode = "notes"
         report.limitations += list(notes.limitations)
         # Out: what the notes deny stated present, sentences stating no finding at all (prose the notes do not
@@ -215,7 +217,11 @@ class ReportWriter:
         *,
         supported: Collection[str] = (),
         min_votes: int,
+        refine: bool = True,
     ) -> Report:
+        """The report for `draft`: the refiner's edit (when `refine` and the config allow one), or the draft
+        itself when that does not parse, through the post-check."""
+        refine = refine and self.config.refine_with_llm
         batch = Batch(
             image=torch.tensor(found.vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
             texts=torch.from_numpy(np.ascontiguousarray(found.texts[None])).float(),
@@ -223,7 +229,7 @@ class ReportWriter:
             prompts=[prompt.text],
         )
         texts: list[tuple[str, float | None, str]] = []  # (text, gate, how it was written)
-        if self.config.refine_with_llm:
+        if refine:
             for prefix in ("", "Findings:"):
                 text, written_gate = self._generate(batch, draft.text, budget, prefix)
                 if prefix and "impression:" not in text.lower():
@@ -257,7 +263,7 @@ class ReportWriter:
                 continue
             finally:
                 self.stages["post_check"] += time.perf_counter() - started
-            if how == "draft unedited" and self.config.refine_with_llm:
+            if how == "draft unedited" and refine:
                 report.limitations.append("the refiner's text did not parse: the draft is shown unedited")
             report.draft = {"source": draft.kind, "case_id": draft.case_id, "text": draft.text}
             return self._guard(report)
