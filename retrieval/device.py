@@ -12,7 +12,7 @@ def resolve_device(device: str) -> torch.device:
     if device not in {"cpu", "cuda"}:
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda, but this torch sees no CUDA GPU")
+        raise ValueError("device cuda asked for (KGREPORT_DEVICE or --device), but this torch sees no CUDA GPU")
     return torch.device(device)
 
 

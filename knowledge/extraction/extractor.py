@@ -373,7 +373,9 @@ class FindingExtractor:
             nlp = spacy.load(_package_path(base), exclude=["ner", "lemmatizer"])
         nlp.add_pipe("abbreviation_detector")
         self.nlp = nlp
-        self.ruler = _Ruler(nlp, _patterns(lexicon))
+        patterns = _patterns(lexicon)
+        _split_word_abbreviations(nlp, {p["pattern"].lower() for p in patterns if " " not in p["pattern"]})
+        self.ruler = _Ruler(nlp, patterns)
         index_dir = Path(cache_dir) / f"linker-{lexicon_fingerprint(lexicon)}"
         kb = _knowledge_base(lexicon)
         build_linker_index(kb, index_dir)
@@ -596,6 +598,14 @@ def _variants(alias: str) -> list[str]:
         out += [re.sub(rf"\b{word}", other, v, flags=re.IGNORECASE) for v in out if re.search(rf"\b{word}", v, re.I)]
     out += [v.replace("-", " ") for v in out if "-" in v]
     return list(dict.fromkeys(out))
+
+
+def _split_word_abbreviations(nlp: Any, words: set[str]) -> None:
+    """spaCy's English tokenizer keeps "Mass." (Massachusetts) and a few other abbreviations as one token
+    with their period, so a sentence "Mass." never matched the finding "mass". Reports have no use for those
+    exceptions: drop each one that is a lexicon word plus its period."""
+    rules = nlp.tokenizer.rules or {}
+    nlp.tokenizer.rules = {k: v for k, v in rules.items() if not (k.endswith(".") and k[:-1].lower() in words)}
 
 
 def _patterns(lexicon: list[LexiconEntry]) -> list[dict[str, Any]]:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from api.cli import app
@@ -315,3 +316,18 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
     finally:
         os.environ.pop("KGREPORT_LLM", None)
         get_settings.cache_clear()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
+def test_a_cuda_device_without_a_gpu_is_exit_code_2(demo_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from api.settings import get_settings
+
+    query = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
+    monkeypatch.setenv("KGREPORT_DEVICE", "cuda")
+    get_settings.cache_clear()
+    try:
+        result = runner.invoke(app, ["search", str(query), "--index", "demo"])
+    finally:
+        monkeypatch.delenv("KGREPORT_DEVICE")
+        get_settings.cache_clear()
+    assert result.exit_code == 2 and "KGREPORT_DEVICE" in result.output and "sees no CUDA GPU" in result.output

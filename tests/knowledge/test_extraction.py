@@ -40,6 +40,13 @@ def test_location_in_the_same_phrase(extractor: FindingExtractor) -> None:
     assert mass.location_concept_id == "RID5967"  # lobe
 
 
+def test_a_finding_word_is_found_whatever_its_case(extractor: FindingExtractor) -> None:
+    """spaCy keeps "Mass." (Massachusetts) as one token; a one-word sentence "Mass." is still the finding."""
+    for text in ("mass. lesion.", "Mass. Lesion.", "MASS. LESION."):
+        assert set(_by_name(extractor.extract(text))) == {"mass", "lesion"}, text
+    assert [f.status for f in extractor.extract("No lymphadenopathy. Mass.")] == ["absent", "present"]
+
+
 def test_garbage_foreign_and_huge_inputs(extractor: FindingExtractor) -> None:
     assert extractor.extract("") == []
     assert extractor.extract("§§§ 12345 ≠≠≠ \\\\ ' \" MATCH (n) DETACH DELETE n") == []
