@@ -103,4 +103,7 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:
         log.exception("unexpected error on %s %s", request.method, request.url.path)
-        return error_response(500, "internal_error", f"{type(err).__name__}: the server failed on this request")
+        # The request may not have been read to its end: close the connection rather than let the client's
+        # next request on it find it reset.
+        message = f"{type(err).__name__}: the server failed on this request"
+        return error_response(500, "internal_error", message, headers={"Connection": "close"})

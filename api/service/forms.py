@@ -44,6 +44,8 @@ async def json_body(request: Request, model: type[Model]) -> Model:
         return model.model_validate_json(await request.body())
     except ValidationError as err:
         raise ApiError(422, "invalid_request", validation_message(err.errors())) from None
+    except RecursionError:  # pydantic's parser copes with depth; this guards any other path to it
+        raise ApiError(422, "invalid_request", "the JSON body is nested too deeply") from None
 
 
 def form_int(value: Any, name: str, low: int, high: int, default: int | None) -> int | None:
@@ -77,6 +79,8 @@ def parse_filters(raw: str | None) -> dict[str, str]:
         filters = json.loads(raw)
     except json.JSONDecodeError as err:
         raise ApiError(422, "bad_filters", f"filters must be a JSON object of strings: {err.msg}") from None
+    except RecursionError:  # "[[[[..." deeper than the parser's stack
+        raise ApiError(422, "bad_filters", "filters must be a JSON object of strings, not nested arrays") from None
     if not isinstance(filters, dict) or not all(isinstance(v, str) for v in filters.values()):
         raise ApiError(422, "bad_filters", 'filters must be a JSON object of strings, e.g. {"modality": "CT"}')
     return {str(k): v for k, v in filters.items()}

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import threading
 import time
 import uuid
@@ -31,6 +32,8 @@ from knowledge.processes import process_alive, process_start_time
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 1.0  # progress writes at most this often
+JOB_ID_LENGTH = 16
+JOB_ID = re.compile(rf"[0-9a-f]{{{JOB_ID_LENGTH}}}")  # fullmatch only: anything else is no job, never a path
 INTERRUPTED = "the server stopped before this job finished; submit it again to resume where it stopped"
 
 
@@ -94,7 +97,7 @@ class JobRunner:
 
     def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
         job = Job(
-            id=uuid.uuid4().hex[:16],
+            id=uuid.uuid4().hex[:JOB_ID_LENGTH],
             kind=kind,
             params=params,
             worker_pid=os.getpid(),
@@ -150,8 +153,8 @@ class JobRunner:
             log.warning("could not save job %s: %s", job.id, err)
 
     def _read(self, job_id: str) -> Job | None:
-        """Another worker's record (ids are hex: nothing else names a file)."""
-        path = self._path(job_id) if job_id and all(c in "0123456789abcdef" for c in job_id) else None
+        """Another worker's record (ids are 16 hex digits: nothing else names a file)."""
+        path = self._path(job_id) if JOB_ID.fullmatch(job_id) else None
         return self._read_path(path) if path is not None and path.is_file() else None
 
     @staticmethod

@@ -131,6 +131,16 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient) -> None:
     bad_filters = client.post("/v1/search", files={"image": ("q.jpg", QUERY.read_bytes())}, data={"filters": "[1]"})
     _error(bad_filters, 422, "bad_filters")
     _error(client.get("/v1/jobs/unknown"), 404, "job_not_found")
+    # Hostile shapes that used to be 500s: filters nested 100,000 deep, a job id longer than a file name.
+    deep = client.post("/v1/search", files={"image": ("q.jpg", QUERY.read_bytes())}, data={"filters": "[" * 100_000})
+    _error(deep, 422, "bad_filters")
+    deep_json = client.post(
+        "/v1/search",
+        content=b'{"text": "mass", "filters": ' + b"[" * 100_000 + b"}",
+        headers={"content-type": "application/json"},
+    )
+    _error(deep_json, 422, "invalid_request")
+    _error(client.get("/v1/jobs/" + "ab" * 5_000), 404, "job_not_found")
     _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
     _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "bad_request")
@@ -291,3 +301,19 @@ def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
         422,
         "bad_notes",
     )
+
+
+def test_an_unexpected_error_is_json_500_and_closes_the_connection(tmp_path: Path) -> None:
+    app = create_app(Settings(data_dir=tmp_path))
+
+    def broken() -> None:
+        raise RuntimeError("a defect, not bad input")
+
+    app.add_api_route("/broken", broken)  # a route with a defect: what the catch-all is for
+    answer = TestClient(app, raise_server_exceptions=False).get("/broken")
+    assert answer.status_code == 500 and answer.headers["connection"] == "close"
+    assert answer.json()["error"] == {
+        "status": 500,
+        "code": "internal_error",
+        "message": "RuntimeError: the server failed on this request",
+    }
