@@ -63,6 +63,18 @@ def index_write_lock(root: Path, name: str) -> Iterator[None]:
             _held.discard(key)
 
 
+def index_busy(root: Path, name: str) -> str | None:
+    """Why a writer could not take the index in `root` right now, or None: the lock is tried and let go.
+    For refusing a write at submission; the write itself still takes the lock."""
+    if not root.is_dir():
+        return None
+    try:
+        with index_write_lock(root, name):
+            return None
+    except IndexBusyError as err:
+        return str(err)
+
+
 def ingest_archive(
     services: Services,
     name: str,

@@ -79,11 +79,13 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
         body = await json_body(request, IndexBuild)
         state.settings.index_dir(body.name)  # a bad name fails now, not in the job
         archive = _archive_path(state, body.archive_path)
+        _refuse_if_busy(state, body.name)
         return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
                              body.model_dump())  # fmt: skip
     form = await request.form(max_files=MAX_BUNDLE_FILES)
     name = str(form.get("name") or "")
     state.settings.index_dir(name)
+    _refuse_if_busy(state, name)  # before the upload is written
     manifest = form_file(form, "manifest", "a JSONL or CSV file is required")
     images = [f for f in form.getlist("images") if isinstance(f, StarletteUploadFile)]
     findings = form_bool(form.get("findings"), "findings")
@@ -91,6 +93,14 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
     path = await save_bundle(manifest, images, state.settings.index_uploads_dir(name), max_bytes)
     params = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
     return _submit_build(state, name, path, "manifest", "train", None, findings, params)
+
+
+def _refuse_if_busy(state: ServiceState, name: str) -> None:
+    """409 at submission when a build of `name` is queued or running here, or another writer holds it."""
+    if (job := state.jobs.active("index_build", name)) is not None:
+        raise ApiError(409, "index_busy", f"index {name!r} is being built by job {job.id}; wait for it to finish")
+    if busy := operations.index_busy(state.settings.index_dir(name), name):
+        raise ApiError(409, "index_busy", busy)
 
 
 def _submit_build(

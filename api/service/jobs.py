@@ -111,6 +111,18 @@ class JobRunner:
         self._pool.submit(self._run, job, work)
         return job
 
+    def active(self, kind: str, name: str) -> Job | None:
+        """This worker's queued or running job of `kind` for the index `name`, if any."""
+        with self._lock:
+            return next(
+                (
+                    j
+                    for j in self._jobs.values()
+                    if j.kind == kind and j.params.get("name") == name and j.state in ("queued", "running")
+                ),
+                None,
+            )
+
     def get(self, job_id: str) -> Job | None:
         """The job's record: ours from memory, another worker's as last saved on disk."""
         with self._lock:

@@ -174,6 +174,8 @@ def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
     with index_write_lock(settings.index_dir("demo"), "demo"):  # another writer holds the index
         _error(add("NEW-2"), 409, "index_busy")
         _error(client.delete("/v1/indexes/demo/cases/NEW-1"), 409, "index_busy")
+        # A build is refused at submission, not accepted and failed later in its job.
+        _error(client.post("/v1/indexes", json={"name": "demo", "archive_path": str(DEMO)}), 409, "index_busy")
     empty = client.post(
         "/v1/indexes/demo/cases", data={"case_id": "NEW-3", "report": "  "}, files={"images": ("a.png", _png())}
     )
