@@ -159,15 +159,34 @@ def add_case(
 
 
 def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str, Any]:
-    """Delete cases from `name` (and their findings from the graph); unknown ids are reported, not errors."""
+    """Delete cases from `name`, their findings from the graph, and the images they were uploaded with;
+    unknown ids are reported, not errors."""
     from knowledge.archive import delete_cases as delete_case_findings
 
     store = services.open_store(name)
     with index_write_lock(store.root, name):
+        images = {c: [i["path"] for i in stored["images"]] for c in case_ids if (stored := store.get_case(c))}
         deleted = [c for c in case_ids if store.delete_case(c)]
         store.flush()
         delete_case_findings(services.graph, name, deleted)
+        uploaded = [Path(p) for c in deleted for p in images.get(c, [])]
+        _remove_uploads(uploaded, services.settings.index_uploads_dir(name))
     return {"index": name, "deleted": deleted, "not_found": sorted(set(case_ids) - set(deleted))}
+
+
+def _remove_uploads(paths: list[Path], uploads: Path) -> None:
+    """Delete those of `paths` that the service stored under `uploads` (never an archive's own files), and
+    the folders they leave empty."""
+    root = uploads.resolve()
+    for path in paths:
+        resolved = path.resolve()
+        if root not in resolved.parents:
+            continue
+        resolved.unlink(missing_ok=True)
+        folder = resolved.parent
+        while folder != root and root in folder.parents and not any(folder.iterdir()):
+            folder.rmdir()
+            folder = folder.parent
 
 
 def delete_index(services: Services, name: str) -> dict[str, Any]:

@@ -186,6 +186,8 @@ def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
     assert _demo_cases(client) == 60
     assert not any(p.is_file() for p in settings.query_uploads_dir.rglob("*")), "query uploads are removed"
     assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in settings.index_uploads_dir("demo").iterdir())
+    assert not any("NEW-1" in p.name for p in settings.index_uploads_dir("demo").iterdir()), "its uploads go too"
+    assert any(p.is_file() for p in DEMO.rglob("*.jpg")), "an archive's own files are never touched"
 
 
 def _bundle_request(
