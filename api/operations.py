@@ -15,11 +15,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from api.services import Services
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.records import Case, CaseImage, SkippedItem
+
+if TYPE_CHECKING:
+    from indexing.pipeline import IngestOptions
 
 Progress = Callable[[int], None]  # advance by n cases
 
@@ -63,6 +66,21 @@ def index_write_lock(root: Path, name: str) -> Iterator[None]:
             _held.discard(key)
 
 
+def ingest_options(services: Services, *, replace: bool = False) -> IngestOptions:
+    """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
+    alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
+    from indexing.pipeline import IngestOptions
+
+    settings = services.settings
+    return IngestOptions(
+        batch_cases=settings.ingest_batch_cases,
+        replace=replace,
+        volume_slices=settings.volume_slices,
+        window=settings.ct_window,
+        max_pixels=settings.max_image_pixels,
+    )
+
+
 def index_busy(root: Path, name: str) -> str | None:
     """Why a writer could not take the index in `root` right now, or None: the lock is tried and let go.
     For refusing a write at submission; the write itself still takes the lock."""
@@ -91,19 +109,14 @@ def ingest_archive(
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
     from indexing.archives import open_archive
-    from indexing.pipeline import IngestOptions, Ingestor
+    from indexing.pipeline import Ingestor
 
     archive = open_archive(archive_path, fmt, split=split, limit=limit)
     if not create:
         services.open_store(name)  # a missing index is an error before the lock file is made
     with index_write_lock(services.settings.index_dir(name), name):
         store = services.open_store(name, create=create)
-        options = IngestOptions(
-            batch_cases=services.settings.ingest_batch_cases,
-            replace=replace,
-            volume_slices=services.settings.volume_slices,
-            window=services.settings.ct_window,
-        )
+        options = ingest_options(services, replace=replace)
         recorder = services.finding_recorder(name) if findings else None
         ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder)
         if on_total:
@@ -125,7 +138,7 @@ def add_case(
     image_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     """Add one case (its report text and image files) to the existing index `name`."""
-    from indexing.pipeline import IngestOptions, Ingestor
+    from indexing.pipeline import Ingestor
     from retrieval.report_sections import split_report
 
     if not case_id.strip():
@@ -148,7 +161,7 @@ def add_case(
     store = services.open_store(name)
     with index_write_lock(store.root, name):
         recorder = services.finding_recorder(name) if findings else None
-        options = IngestOptions(replace=replace)
+        options = ingest_options(services, replace=replace)
         summary = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder).ingest([case])
     if summary.cases_already_present:
         raise CaseExistsError(f"case {case_id} is already in index {name!r} (replace it to re-embed)")
@@ -216,7 +229,7 @@ def rebuild_index(
     store beside it, and swap it in only when complete: until then, and if any case cannot be
     re-embedded (an image moved away), the old index stays as it was. Findings in the graph stay too
     (same cases, same reports)."""
-    from indexing.pipeline import IngestOptions, Ingestor
+    from indexing.pipeline import Ingestor
     from retrieval.encoders.image_encoder import load_image_encoder
 
     root = services.settings.index_dir(name)
@@ -234,11 +247,7 @@ def rebuild_index(
         shutil.rmtree(staging, ignore_errors=True)  # what a rebuild cut short left behind
         new = CaseStore.create_for(staging, encoder, services.text_encoder, params=services.index_params)
         try:
-            options = IngestOptions(
-                batch_cases=services.settings.ingest_batch_cases,
-                volume_slices=services.settings.volume_slices,
-                window=services.settings.ct_window,
-            )
+            options = ingest_options(services)
             if on_total:
                 on_total(len(cases))
             summary = Ingestor(new, encoder, services.text_encoder, options).ingest(cases, progress=progress)

@@ -141,6 +141,7 @@ class Services:
             vote_by=self.settings.vote_by,
             head_weight=self.settings.head_weight,
             case_pooling=self.settings.case_pooling,
+            max_pixels=self.settings.max_image_pixels,
         )
 
     @cached_property

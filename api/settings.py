@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"
     )
     max_upload_mb: float = Field(default=64.0, gt=0, description="largest accepted upload, in MB")
+    max_image_megapixels: float = Field(
+        default=40.0, gt=0, description="largest 2D picture (PNG, JPEG, ...) decoded, in megapixels; larger: 422"
+    )
     workers: int = Field(
         default=1,
         ge=1,
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    @property
+    def max_image_pixels(self) -> int:
+        return int(self.max_image_megapixels * 1e6)
 
     @property
     def api_key_set(self) -> frozenset[str]:

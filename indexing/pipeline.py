@@ -27,6 +27,7 @@ from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
+from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.records import Case, CaseImage, SkippedItem
 
 log = logging.getLogger(__name__)
@@ -70,13 +71,14 @@ class IngestOptions:
     volume_slices: int = DEFAULT_VOLUME_SLICES
     window: str | None = None
     replace: bool = False  # re-embed cases already in the store instead of skipping them
+    max_pixels: int = DEFAULT_MAX_PIXELS  # a larger 2D picture is skipped unread
 
 
-def _decode(case: Case, skipped: list[SkippedItem]) -> list[tuple[CaseImage, DecodedImage]]:
+def _decode(case: Case, skipped: list[SkippedItem], max_pixels: int) -> list[tuple[CaseImage, DecodedImage]]:
     decoded = []
     for image in case.images:
         try:
-            decoded.append((image, load_case_image(image)))
+            decoded.append((image, load_case_image(image, max_pixels=max_pixels)))
         except (ImageDecodeError, OSError, ValueError) as err:
             log.warning("%s: skipping image %s: %s", case.case_id, image.path, err)
             skipped.append(SkippedItem(source=f"{case.case_id}/{image.image_id}", reason=f"unreadable image: {err}"))
@@ -114,7 +116,7 @@ class Ingestor:
             if case.report.is_empty():
                 summary.skipped.append(SkippedItem(source=case.case_id, reason="empty report"))
                 continue
-            decoded = _decode(case, summary.skipped)
+            decoded = _decode(case, summary.skipped, self.options.max_pixels)
             if not decoded:
                 summary.skipped.append(SkippedItem(source=case.case_id, reason="no readable image"))
                 continue

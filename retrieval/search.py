@@ -40,6 +40,7 @@ from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded, pool_slices
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
+from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
 from retrieval.voting import blend, vote_shares, winner
@@ -102,6 +103,7 @@ class CaseSearcher:
         vote_by: str = "image",
         head_weight: float = 0.0,
         case_pooling: bool = False,
+        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
         if vote_by not in VOTE_BY:
             raise ValueError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {vote_by!r}")
@@ -123,13 +125,14 @@ class CaseSearcher:
         self.window = window
         self.cache = cache if cache is not None else QueryCache(0)  # shared by the caller; off by default
         self.coalescers = coalescers  # shared by the caller: one model thread per encoder (a service)
+        self.max_pixels = max_pixels
 
     # -- query encoding -------------------------------------------------------------------------
     def _decode(self, path: Path) -> DecodedImage:
         if not Path(path).exists():
             raise QueryError(f"{path}: query image not found")
         try:
-            decoded = load_image(path)
+            decoded = load_image(path, max_pixels=self.max_pixels)
         except ImageDecodeError as err:
             raise QueryError(f"{path}: not a readable image ({err})") from err
         return _guess_hu(decoded)

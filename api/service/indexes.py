@@ -217,7 +217,8 @@ def get_thumbnail(
     images = [i for i in case["images"] if image_id is None or i["image_id"] == image_id]
     if not images:
         raise ApiError(404, "image_not_found", f"case {case_id!r} has no image {image_id!r}")
-    return Response(png_preview(load_image(images[0]["path"]), window, THUMBNAIL_PX), media_type="image/png")
+    decoded = load_image(images[0]["path"], max_pixels=state.settings.max_image_pixels)
+    return Response(png_preview(decoded, window, THUMBNAIL_PX), media_type="image/png")
 
 
 def png_preview(decoded: Any, window: str | None, size: int) -> bytes:

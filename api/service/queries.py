@@ -167,6 +167,6 @@ async def render(
 
     def render_png() -> bytes:
         with query_image(state, image) as path:
-            return png_preview(load_image(path), window or None, size)
+            return png_preview(load_image(path, max_pixels=state.settings.max_image_pixels), window or None, size)
 
     return Response(await run_in_threadpool(render_png), media_type="image/png")

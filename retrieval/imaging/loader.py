@@ -14,9 +14,12 @@ from retrieval.imaging.nifti import is_nifti_path, read_nifti
 from retrieval.records import CaseImage
 
 _HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
+# A 2D picture larger than this is refused before its pixels are decoded: a 500 KB PNG can claim 13000 x 13000
+# and take gigabytes as float32. Medical pictures rarely pass 40 MP (settings: KGREPORT_MAX_IMAGE_MEGAPIXELS).
+DEFAULT_MAX_PIXELS = 40_000_000
 
 
-def read_picture(path: Path) -> DecodedImage:
+def read_picture(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """PNG, JPEG, TIFF, BMP… via Pillow; the first frame of a multi-frame file.
 
     8-bit pictures are already display-ready (someone windowed them), so they are not rescaled later;
@@ -25,6 +28,12 @@ def read_picture(path: Path) -> DecodedImage:
     """
     try:
         with Image.open(path) as image:
+            width, height = image.size  # from the header: nothing is decoded yet
+            if width * height > max_pixels:
+                raise ImageDecodeError(
+                    f"{path}: {width} x {height} pixels is more than the {max_pixels / 1e6:g} MP a picture may have "
+                    "(KGREPORT_MAX_IMAGE_MEGAPIXELS)"
+                )
             image.load()
             frames = int(getattr(image, "n_frames", 1) or 1)
             if image.mode in _HIGH_DEPTH_MODES:
@@ -33,6 +42,8 @@ def read_picture(path: Path) -> DecodedImage:
                 pixels, ready = np.asarray(image.convert("L"), dtype=np.float32), True
             else:
                 pixels, ready = np.asarray(image.convert("RGB"), dtype=np.float32), True
+    except ImageDecodeError:
+        raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageDecodeError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
     pixels, replaced = finite_float32(pixels)
@@ -63,11 +74,14 @@ def _series_in_folder(folder: Path, series_uid: str | None) -> DecodedImage:
     return decoded
 
 
-def load_image(path: str | Path, *, series_uid: str | None = None, assume_hu: bool = False) -> DecodedImage:
+def load_image(
+    path: str | Path, *, series_uid: str | None = None, assume_hu: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+) -> DecodedImage:
     """Decode a picture file, DICOM file, DICOM series folder or NIfTI file.
 
     A folder is read as the DICOM series `series_uid`, or its largest image series (the choice is
-    recorded in `metadata["chosen_series"]`). `assume_hu` applies to NIfTI only (see `read_nifti`).
+    recorded in `metadata["chosen_series"]`). `assume_hu` applies to NIfTI only (see `read_nifti`);
+    `max_pixels` to pictures only (PNG, JPEG, ...).
     """
     path = Path(path)
     if not path.exists():
@@ -78,10 +92,10 @@ def load_image(path: str | Path, *, series_uid: str | None = None, assume_hu: bo
         return read_nifti(path, assume_hu=assume_hu)
     if path.suffix.lower() == ".dcm" or is_dicom_file(path):
         return read_dicom_file(path)
-    return read_picture(path)
+    return read_picture(path, max_pixels=max_pixels)
 
 
-def load_case_image(image: CaseImage) -> DecodedImage:
+def load_case_image(image: CaseImage, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode a stored case image: the archive's list of series files when it gave one.
 
     A NIfTI image of a case whose modality is CT is read as Hounsfield units: the archive, not the
@@ -95,4 +109,5 @@ def load_case_image(image: CaseImage) -> DecodedImage:
         image.path,
         series_uid=metadata.get("series_uid"),
         assume_hu=(image.modality or "").upper() == "CT",
+        max_pixels=max_pixels,
     )

@@ -23,6 +23,7 @@ from api import operations
 from api.operations import index_write_lock
 from api.service.app import create_app
 from api.settings import Settings
+from tests.bombs import bomb_jpeg, bomb_png
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -111,7 +112,7 @@ def test_search_by_image_and_text_with_thumbnails_and_cases(client: TestClient) 
     assert preview.status_code == 200 and Image.open(io.BytesIO(preview.content)).size[0] <= 64
 
 
-def test_bad_input_gets_clear_4xx_errors(client: TestClient) -> None:
+def test_bad_input_gets_clear_4xx_errors(client: TestClient, tmp_path: Path) -> None:
     not_image = client.post("/v1/search", files={"image": ("notes.txt", b"hello, not an image")})
     assert "not a PNG, JPEG, DICOM or NIfTI" in _error(not_image, 415, "unsupported_media_type")
 
@@ -141,6 +142,10 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient) -> None:
     )
     _error(deep_json, 422, "invalid_request")
     _error(client.get("/v1/jobs/" + "ab" * 5_000), 404, "job_not_found")
+    # Small files that claim 13000 x 13000 pixels are refused from their header (KGREPORT_MAX_IMAGE_MEGAPIXELS).
+    for bomb in (bomb_png(tmp_path / "big.png"), bomb_jpeg(tmp_path / "claims.jpg")):
+        answer = client.post("/v1/search", files={"image": (bomb.name, bomb.read_bytes())}, data={"index": "demo"})
+        assert answer.status_code == 422 and "13000 x 13000 pixels" in answer.text, answer.text
     _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
     _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "bad_request")

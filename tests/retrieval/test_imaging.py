@@ -29,6 +29,7 @@ from retrieval.imaging import (
 )
 from retrieval.imaging.slices import slice_indices
 from retrieval.records import CaseImage
+from tests.bombs import bomb_jpeg, bomb_png
 
 PYDICOM_TESTS = Path(pydicom.__file__).parent / "data" / "test_files"
 STUDY = PYDICOM_TESTS / "dicomdirtests" / "77654033"  # one CT series (CT2) and three CR films
@@ -360,3 +361,16 @@ def test_load_case_image(tmp_path: Path) -> None:
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 3), np.float32), np.eye(4)), tmp_path / "v.nii.gz")
     assert load_case_image(CaseImage(image_id="v", path=tmp_path / "v.nii.gz", modality="CT")).is_hu
     assert not load_case_image(CaseImage(image_id="v", path=tmp_path / "v.nii.gz", modality="MR")).is_hu
+
+
+def test_a_picture_over_the_pixel_budget_is_refused_before_decoding(tmp_path: Path) -> None:
+    for bomb in (bomb_png(tmp_path / "big.png"), bomb_jpeg(tmp_path / "claims.jpg")):
+        assert bomb.stat().st_size < 500_000
+        with pytest.raises(ImageDecodeError, match=r"13000 x 13000 pixels is more than the 40 MP"):
+            load_image(bomb)
+        with pytest.raises(ImageDecodeError, match="more than the 100 MP"):
+            load_image(bomb, max_pixels=100_000_000)  # 169 MP is still too many
+    small = bomb_png(tmp_path / "small.png", side=2_000)
+    assert load_image(small, max_pixels=4_000_000).pixels.shape == (2_000, 2_000)
+    with pytest.raises(ImageDecodeError, match="2000 x 2000"):
+        load_case_image(CaseImage(image_id="x", path=small), max_pixels=3_999_999)
