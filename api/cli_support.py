@@ -64,7 +64,7 @@ def user_errors() -> Iterator[None]:
     from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
     from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError
+    from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
     from retrieval.encoders.image_encoder import EncoderLoadError
     from retrieval.imaging import ImageDecodeError
     from retrieval.search import QueryError
@@ -76,6 +76,7 @@ def user_errors() -> Iterator[None]:
         ArchiveError,
         GraphUnavailableError,
         IndexNotFoundError,
+        IndexUnreadableError,
         EncoderLoadError,
         ImageDecodeError,
         QueryError,

@@ -60,6 +60,11 @@ class IndexNotFoundError(FileNotFoundError):
     """No index at the given path (or its manifest is unreadable)."""
 
 
+class IndexUnreadableError(RuntimeError):
+    """An index whose files are there but cannot be read: a garbage manifest, a corrupt or emptied
+    database. The message names the file; other indexes are not affected."""
+
+
 class DuplicateCaseError(ValueError):
     """A case id that is already stored (or given twice in one batch)."""
 
@@ -151,14 +156,19 @@ class CaseStore:
         try:
             manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise IndexNotFoundError(f"{manifest_path}: unreadable ({err})") from err
-        if not isinstance(manifest, dict) or manifest.get("format_version") != FORMAT_VERSION:
-            found = manifest.get("format_version") if isinstance(manifest, dict) else None
+            raise IndexUnreadableError(f"{manifest_path}: not a readable manifest ({err})") from err
+        if not isinstance(manifest, dict):
+            raise IndexUnreadableError(f"{manifest_path}: not a readable manifest (a JSON object is expected)")
+        if manifest.get("format_version") != FORMAT_VERSION:
+            found = manifest.get("format_version")
             raise ValueError(f"{manifest_path}: index format {found}, this kgreport reads {FORMAT_VERSION}")
         missing = {"image_dim", "text_dim", "image_encoder", "text_encoder"} - manifest.keys()
         if missing:
             raise ValueError(f"{manifest_path}: missing {', '.join(sorted(missing))}")
-        return cls(root, manifest, params)
+        try:
+            return cls(root, manifest, params)
+        except sqlite3.DatabaseError as err:
+            raise IndexUnreadableError(f"{root / 'store.sqlite'}: not a readable SQLite database ({err})") from err
 
     def replaced_on_disk(self) -> bool:
         """Whether another store now sits at this root (`kgreport index rebuild` swapped one in) or none:
@@ -226,6 +236,13 @@ class CaseStore:
             generation = self._generation()
             n_images, n_cases = self._count("images"), self._count("cases")
         if generation == 0:
+            if self.manifest.get("faiss_generation"):  # flushed once, so SQLite held cases then
+                self._db.close()
+                raise IndexUnreadableError(
+                    f"{self.root / 'store.sqlite'}: no cases, but the index was saved with some (generation "
+                    f"{self.manifest['faiss_generation']}): the database was emptied or replaced; restore it or "
+                    "rebuild the index"
+                )
             return  # nothing was ever written: empty indexes
         recorded = self.manifest.get("faiss_generation")
         problem = None

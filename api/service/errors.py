@@ -49,12 +49,13 @@ def _domain_errors() -> list[tuple[type[Exception], int, str]]:
     from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
     from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError
+    from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
     from retrieval.imaging import ImageDecodeError
     from retrieval.search import QueryError
 
     return [
         (IndexNotFoundError, 404, "index_not_found"),
+        (IndexUnreadableError, 503, "index_unreadable"),
         (CaseExistsError, 409, "case_exists"),
         (IndexBusyError, 409, "index_busy"),
         (EncoderMismatchError, 409, "encoder_mismatch"),

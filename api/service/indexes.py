@@ -19,6 +19,7 @@ from api.service.forms import body_kind, form_bool, form_file, json_body
 from api.service.jobs import Job
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
+from retrieval.case_store import IndexUnreadableError
 
 router = APIRouter(prefix="/v1", tags=["indexes"])
 State = Annotated[ServiceState, Depends(get_state)]
@@ -140,9 +141,9 @@ def list_indexes(state: State) -> dict[str, Any]:
     indexes = []
     for name in state.settings.index_names():
         try:
-            indexes.append({"name": name, **state.services.open_store(name).info()})
-        except ValueError as err:  # e.g. built with other encoders: listed, with the reason
-            indexes.append({"name": name, "error": str(err)})
+            indexes.append({"name": name, "status": "ok", **state.services.open_store(name).info()})
+        except (ValueError, OSError, IndexUnreadableError) as err:  # one broken index never hides the others
+            indexes.append({"name": name, "status": f"unreadable: {err}"})
     return {"indexes": indexes}
 
 

@@ -46,7 +46,8 @@ async function imageFrom(path, img) {
 async function loadIndexes() {
   try {
     const { indexes } = await (await api("/v1/indexes")).json();
-    $("index").replaceChildren(...indexes.map((i) => element("option", { value: i.name, textContent: `${i.name} (${i.cases ?? "?"} cases)` })));
+    const usable = indexes.filter((i) => i.status === "ok");  // a broken index is listed with its reason, not offered
+    $("index").replaceChildren(...usable.map((i) => element("option", { value: i.name, textContent: `${i.name} (${i.cases ?? "?"} cases)` })));
   } catch (err) {
     setStatus(`indexes: ${err.message}`, true);
   }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -326,3 +327,32 @@ def test_an_unexpected_error_is_json_500_and_closes_the_connection(tmp_path: Pat
         "code": "internal_error",
         "message": "RuntimeError: the server failed on this request",
     }
+
+
+def test_a_broken_index_is_listed_as_unreadable_and_never_hides_the_others(client: TestClient) -> None:
+    settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
+    demo = settings.index_dir("demo")
+    broken = {name: settings.index_dir(name) for name in ("garbage", "corrupt", "emptied")}
+    for root in broken.values():
+        root.mkdir(parents=True)
+    (broken["garbage"] / "manifest.json").write_text("{not json")
+    (broken["garbage"] / "store.sqlite").write_bytes(b"")
+    for name in ("corrupt", "emptied"):
+        shutil.copy(demo / "manifest.json", broken[name] / "manifest.json")
+    (broken["corrupt"] / "store.sqlite").write_bytes(b"this is not a database" * 100)
+    for name in ("store.sqlite", "image.faiss", "text.faiss"):  # a crash or a careless copy emptied it
+        (broken["emptied"] / name).write_bytes(b"" if name == "store.sqlite" else (demo / name).read_bytes())
+    try:
+        listed = client.get("/v1/indexes")
+        assert listed.status_code == 200
+        status = {i["name"]: i["status"] for i in listed.json()["indexes"]}
+        assert status["demo"] == "ok" and _demo_cases(client) == 60
+        assert "not a readable manifest" in status["garbage"]
+        assert "not a readable SQLite database" in status["corrupt"]
+        assert "emptied or replaced" in status["emptied"]
+        for name in broken:
+            answer = client.post("/v1/search", json={"text": "mass", "index": name})
+            assert name in _error(answer, 503, "index_unreadable")
+    finally:
+        for root in broken.values():
+            shutil.rmtree(root)

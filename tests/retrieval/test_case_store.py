@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError
+from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
 from retrieval.records import Case, CaseImage, Hit, ReportSections
 from retrieval.vector_index import IndexParams
 
@@ -305,7 +305,10 @@ def test_open_missing_and_create_twice(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError, match="already exists"):
         create(tmp_path / "s")
     (tmp_path / "s" / "manifest.json").write_text("{not json")
-    with pytest.raises(IndexNotFoundError, match="manifest.json"):
+    with pytest.raises(IndexUnreadableError, match="manifest.json: not a readable manifest"):
+        CaseStore.open(tmp_path / "s")  # there, but broken: not "not found"
+    (tmp_path / "s" / "manifest.json").write_text("[1, 2]")
+    with pytest.raises(IndexUnreadableError, match="a JSON object is expected"):
         CaseStore.open(tmp_path / "s")
 
 
