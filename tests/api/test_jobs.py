@@ -98,20 +98,21 @@ def test_workers_share_records_and_only_a_dead_workers_jobs_are_interrupted(tmp_
         job = Job(job_id, "index_build", {}, state, worker_pid=pid, worker_started=started or process_start_time(pid))
         (tmp_path / f"{job_id}.json").write_text(json.dumps(job.as_json()))
 
-    record("aaaa", os.getppid(), "running")  # a live worker's build
-    record("bbbb", gone.pid, "running")  # a worker that died mid-build
-    record("dddd", os.getppid(), "running", started=1)  # its id reused by a process started later
+    record("aaaaaaaaaaaaaaaa", os.getppid(), "running")  # a live worker's build
+    record("bbbbbbbbbbbbbbbb", gone.pid, "running")  # a worker that died mid-build
+    record("dddddddddddddddd", os.getppid(), "running", started=1)  # its id reused by a process started later
     runner = JobRunner(tmp_path)
-    live, dead, reused = runner.get("aaaa"), runner.get("bbbb"), runner.get("dddd")
+    live, dead, reused = runner.get("aaaaaaaaaaaaaaaa"), runner.get("bbbbbbbbbbbbbbbb"), runner.get("dddddddddddddddd")
     assert live is not None and live.state == "running"
     assert dead is not None and dead.state == "interrupted" and dead.error == INTERRUPTED
     assert reused is not None and reused.state == "interrupted"
 
-    record("aaaa", os.getppid(), "succeeded")  # the other worker finishes: this one sees it
-    record("cccc", os.getppid(), "queued")  # and a job submitted there after this one started
-    assert (job := runner.get("aaaa")) is not None and job.state == "succeeded"
-    assert (job := runner.get("cccc")) is not None and job.state == "queued"
+    record("aaaaaaaaaaaaaaaa", os.getppid(), "succeeded")  # the other worker finishes: this one sees it
+    record("cccccccccccccccc", os.getppid(), "queued")  # and a job submitted there after this one started
+    assert (job := runner.get("aaaaaaaaaaaaaaaa")) is not None and job.state == "succeeded"
+    assert (job := runner.get("cccccccccccccccc")) is not None and job.state == "queued"
     assert runner.get("../etc/passwd") is None and runner.get("") is None
+    assert runner.get("ab" * 5_000) is None and runner.get("aaaa") is None, "ids are 16 hex digits, nothing else"
     mine = runner.submit("index_build", {}, lambda job: {"ok": 1})
     done = _wait(runner, mine.id, ("succeeded",))
     assert (done.worker_pid, done.worker_started) == (os.getpid(), process_start_time(os.getpid()))
