@@ -57,7 +57,7 @@ class EmbeddedFalkorDB:
 
     name = "falkordb"
 
-    def __init__(self, folder: str | Path, graph: str = "kgreport", *, start_timeout: float = 10.0) -> None:
+    def __init__(self, folder: str | Path, graph: str = "kgreport", *, start_timeout: float = 30.0) -> None:
         self.folder = Path(folder)
         self.graph_name = graph
         self.socket = _socket_path(self.folder)
@@ -135,21 +135,33 @@ class EmbeddedFalkorDB:
         self._owner_file.write_text(str(os.getpid()))
         self._owner = True
         atexit.register(self.stop)
-        self._connect()
-        self._wait_until_loaded(deadline)
+        try:
+            self._wait_until_loaded(deadline)
+        except GraphUnavailableError:
+            self.stop()  # ours, and not answering: leave no server behind
+            raise
 
     def _wait_until_loaded(self, deadline: float) -> None:
-        """A restarted server reads graph.rdb first and answers LOADING until it is done."""
+        """Wait until the server answers a query. Its socket file can exist before it accepts connections
+        (a loaded machine widens that gap: connection refused), and a restarted server reads graph.rdb first
+        and answers LOADING until it is done, for up to 60 s more."""
         import redis
 
         while True:
             try:
+                if self._graph is None:
+                    self._connect()  # the client connects at once: refused while the server is not up yet
                 self._graph.query("RETURN 1")
                 return
             except redis.BusyLoadingError:
                 if time.monotonic() > deadline + 60:
-                    raise GraphUnavailableError(self.name, self.address, "still loading its data after 70 s") from None
-                time.sleep(0.05)
+                    raise GraphUnavailableError(self.name, self.address, "still loading its data after 60 s") from None
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as err:
+                self._db = self._graph = None
+                if (self._process is not None and self._process.poll() is not None) or time.monotonic() > deadline:
+                    detail = f"{type(err).__name__}: {err}; log {self.folder / 'falkordb.log'}: {self._tail_log()}"
+                    raise GraphUnavailableError(self.name, self.address, f"server did not answer ({detail})") from err
+            time.sleep(0.05)
 
     def _tail_log(self) -> str:
         log_file = self.folder / "falkordb.log"

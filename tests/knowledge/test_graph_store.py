@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -83,6 +85,22 @@ def test_a_server_that_cannot_start_names_backend_and_address(tmp_path: Path) ->
     graph = EmbeddedFalkorDB(blocker)
     with pytest.raises((GraphUnavailableError, OSError), match="graph"):
         graph.run("RETURN 1")
+
+
+def test_a_socket_that_refuses_connections_is_waited_on_then_named(tmp_path: Path) -> None:
+    """The socket file can exist before the server accepts on it (a loaded machine widens the gap): the wait
+    retries until its deadline, then fails naming the address and the log instead of ConnectionRefusedError."""
+    graph = EmbeddedFalkorDB(tmp_path / "graph")
+    graph.folder.mkdir(parents=True)
+    bound = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bound.bind(str(graph.socket))  # bound, never listening: every connect is refused
+    try:
+        started = time.monotonic()
+        with pytest.raises(GraphUnavailableError, match=r"did not answer .*falkordb\.log"):
+            graph._wait_until_loaded(time.monotonic() + 0.5)
+        assert 0.5 <= time.monotonic() - started < 10, "it retried until the deadline, then gave up"
+    finally:
+        bound.close()
 
 
 def test_unreachable_neo4j_names_backend_and_address() -> None:
