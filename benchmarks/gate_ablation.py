@@ -32,7 +32,7 @@ def losses_and_gates(
     generator: ReportGenerator, examples: Sequence[Example], fixed_gate: float | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Per-example loss (a batch of one: the model's loss is a mean over a batch's tokens) and gate."""
-    device = next(generator.fusion.parameters()).device
+    device = generator.device
     losses, gates = [], []
     for example in examples:
         batch = collate([example]).to(device)

@@ -77,7 +77,7 @@ def check_encoder(folder: Path, images: Sequence[Path], repeats: int) -> dict[st
 
 def _reports(generator: ReportGenerator, examples: Sequence[Example], bf16: bool) -> tuple[list[str], list[float]]:
     decoding = DecodingConfig(max_new_tokens=140, lookup_tokens=10)
-    device = next(generator.fusion.parameters()).device
+    device = generator.device
     texts, seconds = [], []
     for example in examples:
         batch = collate([example], with_targets=False)

@@ -121,7 +121,7 @@ def total_steps(n_examples: int, config: TrainConfig) -> int:
 
 def _loss(generator: ReportGenerator, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
     """The generator's loss on its own device; bf16 autocast on CUDA (the CPU stays float32)."""
-    device = next(generator.fusion.parameters()).device
+    device = generator.device
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         return generator.loss(batch.to(device))
 

@@ -137,8 +137,7 @@ class ReportGenerator(nn.Module):
 
         `device` (auto, cpu, cuda) is where it runs, in float32 everywhere: greedy decoding then gives the
         same report on a GPU as on the CPU (16 of 16 on an H200), while bf16 autocast changed 2 of 16 and was
-        slower (0.60 against 0.28 s per report): a 135M model decoding a few tokens per forward is bound by
-        kernel launches, not arithmetic (`benchmarks/gpu_check.py`)."""
+        slower (0.60 against 0.28 s per report; `benchmarks/gpu_check.py`)."""
         from peft import PeftModel
         from safetensors.torch import load_file
 
@@ -245,7 +244,7 @@ class ReportGenerator(nn.Module):
         decoding statistics. `prefix` starts the answer (the caller's constrained retry forces "Findings:"
         this way); `drafts[i]` is the text item i edits, whose tokens speculative decoding proposes (the
         output is the same as without it, only fewer forwards)."""
-        batch = batch.to(next(self.fusion.parameters()).device)
+        batch = batch.to(self.device)
         fused = self.fusion(batch.image, batch.texts, batch.mask, fixed_gate=fixed_gate)
         prefix_ids = self.tokenizer(prefix, add_special_tokens=False)["input_ids"] if prefix else []
         texts, results = [], []
@@ -264,6 +263,11 @@ class ReportGenerator(nn.Module):
             texts.append(prefix + self.tokenizer.decode(result.ids, skip_special_tokens=True))
             results.append(result)
         return texts, [float(g) for g in fused.gate], results
+
+    @property
+    def device(self) -> torch.device:
+        """Where the generator's weights are (`load(..., device=)` or `.to()`)."""
+        return next(self.fusion.parameters()).device
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

@@ -244,7 +244,7 @@ class ReportWriter:
         for text, known_gate, how in texts:
             if known_gate is None:
                 with torch.no_grad():
-                    on = batch.to(next(self.generator.fusion.parameters()).device)
+                    on = batch.to(self.generator.device)
                     known_gate = float(self.generator.fusion(on.image, on.texts, on.mask).gate[0])
             gate: float = known_gate
             started = time.perf_counter()
