@@ -1,8 +1,8 @@
 """The REST service and the web page: `create_app(settings)`, run by `kgreport serve`.
 
 Routes live in `indexes.py` (build, cases, jobs) and `queries.py` (search, reports, concepts); this
-file wires them with what every request shares: the API key check on `/v1`, the upload size limit
-(413 from Content-Length before a body is read; `uploads.save_upload` counts the bytes too), the
+file wires them with what every request shares: the API key check on `/v1`, the body size limit
+(`body_limit.py`: 413 from Content-Length, or as a chunked body streams past it), the
 JSON error format, health and readiness, and the static web page at `/`.
 """
 
@@ -20,10 +20,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.service import indexes, queries
-from api.service.errors import ApiError, error_response, install_error_handlers
+from api.service.body_limit import BodyLimit
+from api.service.errors import ApiError, install_error_handlers
 from api.service.state import ServiceState, service_state
 from api.services import Services
 from api.settings import Settings
@@ -42,22 +42,6 @@ async def require_api_key(request: Request, key: Annotated[str | None, Depends(A
         raise ApiError(401, "missing_api_key", "this server needs an API key in the X-API-Key header")
     if not any(hmac.compare_digest(key.encode(), k.encode()) for k in keys):
         raise ApiError(401, "invalid_api_key", "the X-API-Key header does not hold a valid key")
-
-
-class UploadLimit:
-    """413 from the Content-Length header, before a body is read (plain ASGI: no task per request)."""
-
-    def __init__(self, app: ASGIApp, limit: int, megabytes: float) -> None:
-        self.app, self.limit, self.megabytes = app, limit, megabytes
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            length = dict(scope["headers"]).get(b"content-length")
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                message = f"request body over the {self.megabytes:g} MB limit"
-                await error_response(413, "upload_too_large", message)(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -80,7 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     limit = int(settings.max_upload_mb * 1e6) + 64 * 1024  # room for the multipart envelope and form fields
 
-    app.add_middleware(UploadLimit, limit=limit, megabytes=settings.max_upload_mb)
+    app.add_middleware(BodyLimit, limit=limit, megabytes=settings.max_upload_mb)
 
     keyed = [Depends(require_api_key)]
     app.include_router(indexes.router, dependencies=keyed)
