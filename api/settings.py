@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import re
 from functools import lru_cache
 from pathlib import Path
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from retrieval.ids import check_id, is_valid_id
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-INDEX_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+STAGING_SUFFIX = ".rebuild~"  # outside the id rule (`~`), so a rebuild's staging copy is never an index name
 
 
 def _default_data_dir() -> Path:
@@ -125,9 +126,7 @@ class Settings(BaseSettings):
 
     def index_dir(self, name: str) -> Path:
         """Folder of the named index; names are plain identifiers so they can never escape data_dir."""
-        if not INDEX_NAME_RE.match(name):
-            raise ValueError(f"invalid index name {name!r}: use letters, digits, '_', '-', '.' (max 64)")
-        return self.indexes_dir / name
+        return self.indexes_dir / check_id(name, "index name")
 
     def index_names(self) -> list[str]:
         """The indexes under the data dir (not the hidden staging copies an index rebuild works in)."""
@@ -136,7 +135,7 @@ class Settings(BaseSettings):
         return sorted(
             p.name
             for p in self.indexes_dir.iterdir()
-            if INDEX_NAME_RE.match(p.name) and (p / "manifest.json").is_file()
+            if is_valid_id(p.name) and (p / "manifest.json").is_file()
         )
 
     def index_uploads_dir(self, name: str) -> Path:

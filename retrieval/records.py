@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from retrieval.ids import check_id
+
 REPORT_SECTIONS: tuple[str, ...] = ("history", "findings", "impression", "diagnosis")
 
 
@@ -65,6 +67,12 @@ class Case:
     modality: str | None = None
     body_region: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        # Every way into an index builds a Case, so the id rule is enforced once, here.
+        check_id(self.case_id, "case id")
+        if self.patient_id is not None:
+            check_id(self.patient_id, "patient id", f"case {self.case_id}")
 
 
 @dataclass(frozen=True)

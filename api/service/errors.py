@@ -1,7 +1,8 @@
 """Structured JSON errors: every failure the service answers is `{"error": {"status", "code", "message"}}`.
 
-Domain exceptions from the layers below map to HTTP statuses here, in one table, so a route never
-builds an error response by hand and an unexpected exception is the only thing that can become a 500.
+Domain exceptions from the layers below map to HTTP statuses through the table in `api/errors.py`
+(the CLI reads the same table), so a route never builds an error response by hand and an unexpected
+exception is the only thing that can become a 500.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from api.errors import known_errors
+from api.service.redact import client_text
 
 log = logging.getLogger(__name__)
 
@@ -39,47 +43,17 @@ def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-def _domain_errors() -> list[tuple[type[Exception], int, str]]:
-    """(exception, status, code), most specific first."""
-    from api.operations import CaseExistsError, IndexBusyError, OperationError
-    from api.reporting import GeneratorNotFoundError, WriterMismatchError
-    from api.services import EncoderMismatchError
-    from generator.llm import LLMLoadError
-    from generator.notes import NotesError
-    from generator.pipeline import ReportGenerationError
-    from indexing.archives import ArchiveError
-    from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
-    from retrieval.imaging import ImageDecodeError
-    from retrieval.search import QueryError
-
-    return [
-        (IndexNotFoundError, 404, "index_not_found"),
-        (IndexUnreadableError, 503, "index_unreadable"),
-        (CaseExistsError, 409, "case_exists"),
-        (IndexBusyError, 409, "index_busy"),
-        (EncoderMismatchError, 409, "encoder_mismatch"),
-        (ImageDecodeError, 422, "image_unreadable"),
-        (QueryError, 422, "bad_query"),
-        (NotesError, 422, "bad_notes"),
-        (ArchiveError, 422, "bad_archive"),
-        (OperationError, 422, "bad_request"),
-        (GraphUnavailableError, 503, "graph_unavailable"),
-        (GeneratorNotFoundError, 503, "report_writer_missing"),
-        (WriterMismatchError, 503, "report_writer_mismatch"),
-        (LLMLoadError, 503, "llm_unavailable"),
-        (ReportGenerationError, 502, "report_generation_failed"),
-        (FileNotFoundError, 404, "not_found"),
-        (ValueError, 422, "bad_request"),
-    ]
+def _for_client(request: Request, status: int, code: str, message: str) -> str:
+    """The message without server paths; the full one goes to the log."""
+    log.info("%s %s -> %s %s: %s", request.method, request.url.path, status, code, message)
+    return client_text(message, request.app.state.kgreport.settings)
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    table = _domain_errors()
 
     @app.exception_handler(ApiError)
-    async def _api(_: Request, err: ApiError) -> JSONResponse:
-        return error_response(err.status, err.code, err.message)
+    async def _api(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err.status, err.code, _for_client(request, err.status, err.code, err.message))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -91,15 +65,15 @@ def install_error_handlers(app: FastAPI) -> None:
         return error_response(422, "invalid_request", validation_message(err.errors()))
 
     def domain_handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def handle(_: Request, err: Exception) -> JSONResponse:
-            return error_response(status, code, str(err))
+        async def handle(request: Request, err: Exception) -> JSONResponse:
+            return error_response(status, code, _for_client(request, status, code, str(err)))
 
         return handle
 
     # One handler per class (Starlette picks the most specific by MRO). A catch-all `Exception` handler
     # would run in the server-error middleware, which re-raises after answering.
-    for kind, status, code in table:
-        app.add_exception_handler(kind, domain_handler(status, code))
+    for row in known_errors():
+        app.add_exception_handler(row.kind, domain_handler(row.status, row.code))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:

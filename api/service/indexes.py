@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,14 +14,19 @@ from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api import operations
+from api.operations import OperationError
 from api.service.bundles import save_bundle
 from api.service.errors import ApiError
 from api.service.forms import body_kind, form_bool, form_file, json_body
 from api.service.jobs import Job
+from api.service.redact import client_json
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
 from retrieval.case_store import IndexUnreadableError
+from retrieval.ids import ID_RULE, check_id
+from retrieval.imaging import ImageDecodeError
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["indexes"])
 State = Annotated[ServiceState, Depends(get_state)]
 THUMBNAIL_PX = 256
@@ -29,7 +35,7 @@ THUMBNAIL_PX = 256
 class IndexBuild(BaseModel):
     """Build (or finish building) an index from an archive on the server."""
 
-    name: str = Field(description="index name: letters, digits, '_', '-', '.'", examples=["demo"])
+    name: str = Field(description=f"index name: {ID_RULE}", examples=["demo"])
     archive_path: str = Field(description="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")
     format: str | None = Field(default=None, description="medpix, manifest, dicom or nifti (default: detect)")
     split: str = "train"
@@ -133,7 +139,7 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
     job = state.jobs.get(job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r} (the last 200 jobs are kept)")
-    return job.as_json()
+    return dict(client_json(job.as_json(), state.settings))  # a failed build's error, skipped files
 
 
 @router.get("/indexes", summary="The indexes under the data dir")
@@ -141,27 +147,35 @@ def list_indexes(state: State) -> dict[str, Any]:
     indexes = []
     for name in state.settings.index_names():
         try:
-            indexes.append({"name": name, "status": "ok", **state.services.open_store(name).info()})
+            info = state.services.open_store(name).info()
+            info.pop("path", None)  # where the server keeps it is not the client's business
+            indexes.append({"name": name, "status": "ok", **info})
         except (ValueError, OSError, IndexUnreadableError) as err:  # one broken index never hides the others
+            log.warning("index %s is unreadable: %s", name, err)
             indexes.append({"name": name, "status": f"unreadable: {err}"})
-    return {"indexes": indexes}
+    return dict(client_json({"indexes": indexes}, state.settings))
 
 
 @router.post("/indexes/{name}/cases", status_code=201, summary="Add one case: its images and report")
 async def add_case(
     name: str,
     state: State,
-    case_id: Annotated[str, Form(min_length=1, max_length=200)],
+    case_id: Annotated[str, Form(description=f"the case's id: {ID_RULE}")],
     report: Annotated[str, Form(description="the report text (Findings / Impression headings optional)")],
     images: Annotated[list[UploadFile], File(description="PNG, JPEG, DICOM or NIfTI files")],
     patient_id: Annotated[str | None, Form()] = None,
     findings: Annotated[bool | None, Form()] = None,
 ) -> dict[str, Any]:
+    check_id(case_id, "case id")  # 422 before anything is saved
+    if patient_id is not None:
+        check_id(patient_id, "patient id", f"case {case_id}")
     state.services.open_store(name)  # 404 before anything is saved
     folder = state.settings.index_uploads_dir(name) / f"{safe_name(case_id, 'case')}-{uuid.uuid4().hex[:8]}"
     max_bytes = int(state.settings.max_upload_mb * 1e6)
+    paths: list[Path] = []
     try:
-        paths = [await save_upload(upload, folder, max_bytes) for upload in images]
+        for upload in images:
+            paths.append(await save_upload(upload, folder, max_bytes))
         image_ids = [f"{case_id}/{safe_name(u.filename or f'image{i}', f'image{i}')}" for i, u in enumerate(images)]
         if len(set(image_ids)) < len(image_ids):
             image_ids = [f"{case_id}/{i}-{x.split('/', 1)[1]}" for i, x in enumerate(image_ids)]
@@ -169,14 +183,22 @@ async def add_case(
             state.services, name, case_id, report, paths, patient_id=patient_id, image_ids=image_ids,
             findings=state.settings.index_findings if findings is None else findings,
         )  # fmt: skip
-    except BaseException:
+    except (OperationError, ImageDecodeError) as err:  # name the client's files, not where we saved them
         remove_folder(folder)  # nothing half-added is left behind
+        message = str(err)
+        for path, upload in zip(paths, images, strict=False):
+            message = message.replace(str(path), upload.filename or path.name)
+        err.args = (message,)
+        raise
+    except BaseException:
+        remove_folder(folder)
         raise
     return result
 
 
 @router.delete("/indexes/{name}/cases/{case_id}", summary="Delete one case (and its findings in the graph)")
 def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
+    check_id(case_id, "case id")
     result = operations.delete_cases(state.services, name, [case_id])
     if not result["deleted"]:
         raise ApiError(404, "case_not_found", f"no case {case_id!r} in index {name!r}")
@@ -184,6 +206,7 @@ def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
 
 
 def _stored_case(state: ServiceState, index: str, case_id: str) -> dict[str, Any]:
+    check_id(case_id, "case id")  # an id no case can have is a 422, not a search
     case = state.services.open_store(index).get_case(case_id)
     if case is None:
         raise ApiError(404, "case_not_found", f"no case {case_id!r} in index {index!r}")

@@ -115,7 +115,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
     result = await run_in_threadpool(_search_upload, state, index, image, text, k, filters)
-    return _with_thumbnails(result.as_json(), index)
+    return _with_thumbnails({**result.as_json(), "query": image.filename or "upload"}, index)  # not our temp path
 
 
 @router.post("/reports", summary="A grounded draft report for an image: findings with citations, gate, evidence")

@@ -149,7 +149,7 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient, tmp_path: Path) -> 
         assert answer.status_code == 422 and "13000 x 13000 pixels" in answer.text, answer.text
     _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
-    _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "bad_request")
+    _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "invalid_id")
     from retrieval.case_store import CaseStore
 
     settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
@@ -194,6 +194,62 @@ def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
     assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in settings.index_uploads_dir("demo").iterdir())
     assert not any("NEW-1" in p.name for p in settings.index_uploads_dir("demo").iterdir()), "its uploads go too"
     assert any(p.is_file() for p in DEMO.rglob("*.jpg")), "an archive's own files are never touched"
+
+
+def test_one_id_rule_for_cases_patients_and_indexes(client: TestClient) -> None:
+    def add(case_id: str, patient_id: str | None = None):  # type: ignore[no-untyped-def]
+        data = {"case_id": case_id, "report": "Findings: Small right pleural effusion."}
+        return client.post(
+            "/v1/indexes/demo/cases",
+            data=data if patient_id is None else {**data, "patient_id": patient_id},
+            files={"images": ("a.png", _png(), "image/png")},
+        )
+
+    settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
+    before = sorted(p.name for p in settings.index_uploads_dir("demo").iterdir())
+    # Ids a URL segment, a file name or the graph would change: refused, never stored half-usable.
+    for bad in ("a/b", ".", "..", "x\n", "nulA\x00B", "x" * 129, "with space"):
+        assert "invalid case id" in _error(add(bad.encode().decode("unicode_escape")), 422, "invalid_id")
+    assert "invalid patient id" in _error(add("OK-1", patient_id="p/1"), 422, "invalid_id")
+    assert sorted(p.name for p in settings.index_uploads_dir("demo").iterdir()) == before, "nothing saved"
+    _error(client.post("/v1/indexes", json={"name": "x\n", "archive_path": str(DEMO)}), 422, "invalid_id")
+    _error(client.get("/v1/cases/.%2E?index=demo"), 422, "invalid_id")
+
+    # Every id the rule allows can be added, fetched, shown and deleted over REST.
+    assert add("NEW:2.a_b-c", patient_id="P:9").status_code == 201
+    assert client.get("/v1/cases/NEW:2.a_b-c?index=demo").json()["patient_id"] == "P:9"
+    assert client.get("/v1/cases/NEW:2.a_b-c/thumbnail?index=demo").headers["content-type"] == "image/png"
+    assert client.delete("/v1/indexes/demo/cases/NEW:2.a_b-c").json()["deleted"] == ["NEW:2.a_b-c"]
+    assert _demo_cases(client) == 60
+
+
+def test_clients_never_see_server_paths(client: TestClient) -> None:
+    settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
+    secret = str(settings.data_dir.resolve())
+
+    def clean(answer) -> dict:  # type: ignore[no-untyped-def]
+        assert secret not in answer.text and str(REPO) not in answer.text, answer.text
+        return dict(answer.json())
+
+    listed = clean(client.get("/v1/indexes"))
+    assert listed["indexes"] and all("path" not in i for i in listed["indexes"])
+    found = clean(client.post("/v1/search", files={"image": ("my-scan.jpg", QUERY.read_bytes())}))
+    assert found["query"] == "my-scan.jpg"
+    assert (
+        "index 'gone' not found"
+        in clean(client.post("/v1/search", json={"text": "x", "index": "gone"}))["error"]["message"]
+    )
+    dicom = Path(get_testdata_file("CT_small.dcm")).read_bytes()
+    cut = client.post(
+        "/v1/indexes/demo/cases",
+        data={"case_id": "CUT-1", "report": "Findings: effusion."},
+        files={"images": ("cut.dcm", dicom[: len(dicom) // 2])},
+    )
+    assert cut.status_code == 422 and "cut.dcm" in clean(cut)["error"]["message"]
+    refused = clean(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}))
+    assert "/etc" in refused["error"]["message"], "the client's own path is echoed; the server's roots are not"
+    case = clean(client.get("/v1/cases/NOPE?index=nowhere"))
+    assert case["error"]["code"] == "index_not_found"
 
 
 def _bundle_request(
@@ -349,7 +405,7 @@ def test_a_broken_index_is_listed_as_unreadable_and_never_hides_the_others(clien
         assert status["demo"] == "ok" and _demo_cases(client) == 60
         assert "not a readable manifest" in status["garbage"]
         assert "not a readable SQLite database" in status["corrupt"]
-        assert "emptied or replaced" in status["emptied"]
+        assert "store.sqlite" in status["emptied"] and "empty" in status["emptied"]
         for name in broken:
             answer = client.post("/v1/search", json={"text": "mass", "index": name})
             assert name in _error(answer, 503, "index_unreadable")

@@ -19,6 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from api.errors import EXIT_KNOWN_FAILURE, known_error_types
 from api.services import Services
 from api.settings import get_settings
 
@@ -58,36 +59,13 @@ def stage_progress(bars: Progress) -> Callable[[str, int | None], Callable[..., 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known failures (missing index, bad file, wrong dimension) → one clear line and exit code 2."""
-    from api.operations import IndexBusyError
-    from generator.llm import LLMLoadError
-    from generator.pipeline import ReportGenerationError
-    from indexing.archives import ArchiveError
-    from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
-    from retrieval.encoders.image_encoder import EncoderLoadError
-    from retrieval.imaging import ImageDecodeError
-    from retrieval.search import QueryError
-
+    """Known failures (the table in `api/errors.py`, plus `CliError`) → one clear line and exit code 2."""
+    known: tuple[type[Exception], ...] = (CliError, *known_error_types())
     try:
         yield
-    except (
-        CliError,
-        ArchiveError,
-        GraphUnavailableError,
-        IndexNotFoundError,
-        IndexUnreadableError,
-        EncoderLoadError,
-        ImageDecodeError,
-        QueryError,
-        LLMLoadError,
-        ReportGenerationError,
-        IndexBusyError,
-        FileNotFoundError,
-        ValueError,
-    ) as err:
+    except known as err:
         console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
+        raise typer.Exit(EXIT_KNOWN_FAILURE) from None
 
 
 def configure_logging(verbose: bool) -> None:

@@ -4,16 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from api.settings import get_settings
-
-if TYPE_CHECKING:
-    pass
-
-from api.cli_support import (
+from api.cli.support import (
     FINDINGS_HELP,
     CliError,
     configure_logging,
@@ -25,6 +20,7 @@ from api.cli_support import (
     user_errors,
     want_findings,
 )
+from api.settings import get_settings
 
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 

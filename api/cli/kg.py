@@ -5,17 +5,14 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
+from api.cli.printers import print_grounding
+from api.cli.support import CliError, load_services, out, progress_bars, user_errors
 from api.services import Services
 from api.settings import get_settings
-
-if TYPE_CHECKING:
-    from knowledge.grounding import Grounding
-
-from api.cli_support import CliError, load_services, out, progress_bars, user_errors
 
 kg_app = typer.Typer(help="The ontology graph: load it, inspect it.", no_args_is_help=True)
 
@@ -126,13 +123,6 @@ def kg_ground(
             for grounding in grounded.concepts:
                 print_grounding(grounding)
         services.close()
-
-
-def print_grounding(grounding: Grounding) -> None:
-    head, *facts = grounding.facts()
-    out.print(f"[yellow]{head}[/yellow]" if grounding.reason else f"[bold]{head}[/bold]")
-    for line in facts:
-        out.print(f"  {line}")
 
 
 def _graph_services(backend: str | None) -> Services:

@@ -1,0 +1,33 @@
+"""`kgreport` command line: build and manage indexes, search similar cases, write reports, train models.
+
+Each command lives in the module of its concern (`index`, `kg`, `search`, `report`, `train`, `serve`,
+`demo`); this file only puts them on one Typer app. Known failures print one line and exit with code
+2 (`support.user_errors`, over the error table in `api/errors.py` that the REST service shares).
+"""
+
+from __future__ import annotations
+
+import typer
+
+from api.cli import demo, report, search, serve, train
+from api.cli.index import index_app
+from api.cli.kg import kg_app
+
+app = typer.Typer(
+    help="Grounded radiology report drafting over your archive of prior cases.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(index_app, name="index")
+app.add_typer(kg_app, name="kg")
+app.command("search")(search.search)
+app.command("report")(report.report_cmd)
+app.command("train-generator")(train.train_generator_cmd)
+app.command("calibrate-writer")(train.calibrate_writer_cmd)
+app.command("train-encoder")(train.train_encoder_cmd)
+app.command("serve")(serve.serve)
+app.command("demo")(demo.demo)
+
+
+def main() -> None:  # pragma: no cover
+    app()
