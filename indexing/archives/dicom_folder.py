@@ -6,6 +6,13 @@ AccessionNumber or the name of the study's folder (the case id is the key that m
 whose slices differ in size is skipped with its reason, and the study keeps its other series.
 Projection series (CR, DX, MG, US, ...) give one case image per file, since their files are separate
 pictures rather than slices.
+
+Nothing outside the archive root is used. A series with any file that resolves outside it (a
+symlinked `.dcm`) is skipped whole, before studies are formed: its uids, patient id and labels may
+come from that outside file, so none of its headers is trusted. A `report.txt` that resolves outside
+skips its study (the case is not indexed without its report). A case id (table key, StudyInstanceUID
+or folder name) breaking the id rule skips its study; a patient id from a header that breaks the rule
+is replaced by a stable digest (`retrieval.ids.header_patient_id`), one from the table skips the case.
 """
 
 from __future__ import annotations
@@ -18,14 +25,16 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError
+from indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
 from indexing.archives.sidecar_reports import (
+    ReportRow,
     read_report_table,
     read_text_report,
     report_sections,
     table_labels,
-    table_text,
+    table_patient_id,
 )
+from retrieval.ids import InvalidIdError, check_id, header_patient_id
 from retrieval.imaging import DicomSeries, scan_dicom_folder
 from retrieval.records import Case, CaseImage, SkippedItem
 
@@ -70,12 +79,30 @@ class DicomFolderArchive:
     def _items(self) -> list[Case | SkippedItem]:
         """Every case and skipped item, built from headers alone (so `len` is exact and cheap after)."""
         scan = scan_dicom_folder(self.root)
-        items: list[Case | SkippedItem] = []
-        unreadable = self._attribute_unreadable(scan.series, scan.unreadable, items)
+        items: list[Case | SkippedItem] = list(self._reports.skipped)
+        series = [s for s in scan.series if self._inside(s, items)]
+        inside_unreadable = []
+        for path, reason in scan.unreadable:
+            if inside_root(path, self.root) is None:
+                items.append(skip(str(path), outside_reason("DICOM file", path.relative_to(self.root))))
+            else:
+                inside_unreadable.append((path, reason))
+        unreadable = self._attribute_unreadable(series, inside_unreadable, items)
         used_keys: dict[str, str] = {}
-        for study in self._studies(scan.series):
+        for study in self._studies(series):
             items.extend(self._study_items(study, unreadable, used_keys))
         return items
+
+    def _inside(self, series: DicomSeries, items: list[Case | SkippedItem]) -> bool:
+        """True when every file of `series` resolves inside the root; else its skip is added to `items`."""
+        outside = [f for f in series.files if inside_root(f, self.root) is None]
+        if not outside:
+            return True
+        first = outside[0].relative_to(self.root)
+        more = f" and {len(outside) - 1} more" if len(outside) > 1 else ""
+        what = f"DICOM file{more} of series {series.series_uid}"
+        items.append(skip(str(outside[0]), f"{outside_reason(what, first)}; the series is left out"))
+        return False
 
     @staticmethod
     def _attribute_unreadable(
@@ -124,26 +151,38 @@ class DicomFolderArchive:
             folder = folder.parent
         return chain
 
-    def _report_for(self, study: _Study) -> tuple[str, dict[str, Any], Any] | None:
-        """(case id, report-table row, report value) by the first key that has one, else report.txt."""
+    def _report_for(self, study: _Study) -> tuple[str, ReportRow | None, Any] | None:
+        """(case id, report-table row, report value) by the first key that has one, else report.txt.
+
+        OutsideRootError when the report.txt found resolves outside the archive root.
+        """
         keys = [study.uid, study.accession_number, *(f.name for f in study.own_folders)]
         for key in keys:
-            if key and key in self._reports:
-                row = self._reports[key]
-                return key, row, row.get("report")
+            row = self._reports.get(key)
+            if key and row is not None:
+                return key, row, row.fields.get("report")
         for folder in study.own_folders:
-            text = read_text_report(folder / STUDY_REPORT_FILE)
+            text = read_text_report(folder / STUDY_REPORT_FILE, self.root)
             if text is not None:
-                return study.label, {}, text
+                return study.label, None, text
         return None
 
     def _study_items(
         self, study: _Study, unreadable: dict[str, list[str]], used_keys: dict[str, str]
     ) -> list[Case | SkippedItem]:
-        found = self._report_for(study)
+        try:
+            found = self._report_for(study)
+            if found is not None:
+                check_id(found[0], "case id", f"study folder {study.folder.relative_to(self.root)}")
+        except (OutsideRootError, InvalidIdError) as err:
+            return [skip(str(study.folder), str(err))]
         if found is None:
             return [SkippedItem(source=str(study.folder), reason=f"no report for study {study.label}")]
         case_id, row, value = found
+        try:
+            table_patient = table_patient_id(row)
+        except InvalidIdError as err:
+            return [skip(case_id, str(err))]
         if case_id in used_keys:
             reason = f"report key {case_id!r} also matches study {used_keys[case_id]}; case ids must be unique"
             return [SkippedItem(source=str(study.folder), reason=reason)]
@@ -167,13 +206,13 @@ class DicomFolderArchive:
             return items
         modalities = Counter(image.modality for image in images if image.modality)
         modality, body_region = table_labels(row)
-        header_patient = next((s.patient_id for s in study.series if s.patient_id), None)
+        header_patient = header_patient_id(next((s.patient_id for s in study.series if s.patient_id), None))
         items.append(
             Case(
                 case_id=case_id,
                 images=tuple(images),
                 report=report,
-                patient_id=table_text(row.get("patient_id")) or header_patient,
+                patient_id=table_patient or header_patient,
                 modality=modality or (modalities.most_common(1)[0][0] if modalities else None),
                 body_region=body_region or next((i.body_region for i in images if i.body_region), None),
                 metadata={

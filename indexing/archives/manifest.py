@@ -4,7 +4,10 @@ Row fields: `case_id`, `images` (a list, or in CSV a `;`-separated string or a J
 (text with optional headings, or an object of sections), and optional `patient_id`, `modality`,
 `body_region`, `captions` (parallel to images); every other field goes into the case's metadata.
 Image paths are relative to the manifest's folder and must stay inside it: a path that resolves
-outside the archive root (`../../etc/passwd`, an absolute path elsewhere) is rejected.
+outside the archive root (`../../etc/passwd`, an absolute path elsewhere, a symlink pointing out) is
+dropped with a warning, and a row left with no image is skipped naming the paths. A `case_id` or
+`patient_id` that breaks the id rule (`retrieval.ids`) skips its row, naming the file and line; ids
+are checked as written, so `"x\n"` or `" x"` is refused rather than quietly becoming `x`.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError
+from indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from retrieval.ids import InvalidIdError, check_id
 from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
 from retrieval.report_sections import split_report
 
@@ -91,24 +95,30 @@ class ManifestArchive:
                 continue
             yield self._case(source, row)
 
-    def _resolve(self, relative: str) -> Path | None:
-        path = (self.root / relative).resolve()
-        return path if path.is_relative_to(self.root) else None
-
     def _case(self, source: str, row: dict[str, Any]) -> Case | SkippedItem:
-        case_id = str(row.get("case_id") or "").strip()
-        if not case_id:
+        case_id = str(row.get("case_id") or "")
+        if not case_id.strip():
             return SkippedItem(source=source, reason="row without case_id")
+        patient = row.get("patient_id")
+        patient_id = str(patient) if patient not in (None, "") else None  # ids as written: no stripping
+        try:
+            check_id(case_id, "case id", source)
+            if patient_id is not None:
+                check_id(patient_id, "patient id", source)
+        except InvalidIdError as err:
+            return skip(source, str(err))
         report = _report(row.get("report"))
         if report.is_empty():
             return SkippedItem(source=case_id, reason="empty report")
         names = as_list(row.get("images"))
         captions = as_list(row.get("captions"))
-        images = []
+        images, outside = [], []
         for i, name in enumerate(names):
-            path = self._resolve(name)
+            path = inside_root(self.root / name, self.root)
             if path is None:
-                return SkippedItem(source=case_id, reason=f"image path {name!r} lies outside the archive root")
+                outside.append(name)
+                warn_dropped(f"{source} ({case_id})", outside_reason("image path", name))
+                continue
             images.append(
                 CaseImage(
                     image_id=f"{case_id}/{Path(name).name}",
@@ -118,13 +128,16 @@ class ManifestArchive:
                     body_region=row.get("body_region") or None,
                 )
             )
+        if not images and outside:
+            listed = ", ".join(repr(n) for n in outside)
+            return skip(case_id, f"image paths {listed} resolve outside the archive root; no image left")
         if not images:
             return SkippedItem(source=case_id, reason="row lists no images")
         return Case(
             case_id=case_id,
             images=tuple(images),
             report=report,
-            patient_id=str(row["patient_id"]) if row.get("patient_id") not in (None, "") else None,
+            patient_id=patient_id,
             modality=row.get("modality") or None,
             body_region=row.get("body_region") or None,
             metadata={k: v for k, v in row.items() if k not in _KNOWN_FIELDS and v not in (None, "")},

@@ -3,6 +3,11 @@
 One `Case` per clinical case (`U_id`), one `CaseImage` per listed CT (`TAC`) or MR (`MRI`) image, with
 the image's own caption, modality (`Type`: CT | MR), plane and body region (its "Location Category").
 MedPix has no patient ids: every case is its own patient.
+
+Image names come from the data file, so each image path is resolved (symlinks followed) and must
+stay inside the archive root: a name like `../../../x` is dropped with a warning, and a case left
+with no image is skipped naming the names. A `U_id` that breaks the id rule (`retrieval.ids`)
+skips its row, naming the file and line.
 """
 
 from __future__ import annotations
@@ -13,20 +18,22 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError
+from indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from retrieval.ids import InvalidIdError, check_id
 from retrieval.records import Case, CaseImage, ReportSections, SkippedItem
 
 SPLITS = ("train", "dev", "test")
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+def _read_jsonl(path: Path) -> list[tuple[int, Any]]:
+    """(line number, parsed value) of each non-blank line; ArchiveError naming the line that is not JSON."""
     rows = []
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
+                rows.append((line_no, json.loads(line)))
             except json.JSONDecodeError as err:
                 raise ArchiveError(f"{path}:{line_no}: not JSON ({err.msg})") from err
     return rows
@@ -53,22 +60,36 @@ class MedPixArchive:
         cases_file = self.root / f"data_{split}.jsonl"
         if not cases_file.is_file():
             raise ArchiveError(f"{cases_file}: not found (is {self.root} a MedPix 2.0 folder?)")
-        self._cases = _read_jsonl(cases_file)[:limit]
+        self._cases = [(f"{cases_file.name}:{n}", row) for n, row in _read_jsonl(cases_file)[:limit]]
         descriptions_file = self.root / f"descriptions_{split}.jsonl"
-        descriptions = _read_jsonl(descriptions_file) if descriptions_file.is_file() else []
-        self._descriptions = {d["image"]: d for d in descriptions if "image" in d}
+        descriptions = [d for _, d in _read_jsonl(descriptions_file)] if descriptions_file.is_file() else []
+        self._descriptions = {d["image"]: d for d in descriptions if isinstance(d, dict) and "image" in d}
 
     def __len__(self) -> int:
         return len(self._cases)
 
     def __iter__(self) -> Iterator[Case | SkippedItem]:
-        for row in self._cases:
-            yield self._case(row)
+        for where, row in self._cases:
+            if not isinstance(row, dict):
+                yield SkippedItem(source=where, reason="line is not a JSON object")
+                continue
+            yield self._case(where, row)
 
-    def _image(self, name: str) -> CaseImage | None:
-        path = self.root / "images" / f"{name}.jpg"
-        if not path.is_file():
-            return None
+    def _images(self, case_id: str, names: list[str]) -> tuple[list[CaseImage], list[str]]:
+        """(the case's images found inside the root, the names that resolve outside it, each warned about)."""
+        images, outside = [], []
+        for name in names:
+            path = self.root / "images" / f"{name}.jpg"
+            if not path.is_file():
+                continue
+            if inside_root(path, self.root) is None:
+                outside.append(name)
+                warn_dropped(case_id, outside_reason("image", f"images/{name}.jpg"))
+                continue
+            images.append(self._image(name, path))
+        return images, outside
+
+    def _image(self, name: str, path: Path) -> CaseImage:
         desc = self._descriptions.get(name, {})
         info = desc.get("Description") or {}
         return CaseImage(
@@ -90,12 +111,19 @@ class MedPixArchive:
             },
         )
 
-    def _case(self, row: dict[str, Any]) -> Case | SkippedItem:
+    def _case(self, where: str, row: dict[str, Any]) -> Case | SkippedItem:
         case_id = str(row.get("U_id") or "")
         if not case_id:
-            return SkippedItem(source=self.name, reason="case without U_id")
-        names = list(row.get("TAC") or []) + list(row.get("MRI") or [])
-        images = [img for img in (self._image(n) for n in names) if img is not None]
+            return SkippedItem(source=where, reason="case without U_id")
+        try:
+            check_id(case_id, "case id", f"U_id of {where}")
+        except InvalidIdError as err:
+            return skip(where, str(err))
+        names = [str(n) for n in list(row.get("TAC") or []) + list(row.get("MRI") or [])]
+        images, outside = self._images(case_id, names)
+        if not images and outside:
+            listed = ", ".join(repr(n) for n in outside)
+            return skip(case_id, f"images {listed} resolve outside the archive root; no image left")
         if not images:
             return SkippedItem(source=case_id, reason=f"none of its {len(names)} images found under images/")
         info = row.get("Case") or {}

@@ -4,6 +4,10 @@ The case id is the file name without its NIfTI suffix; the report is the archive
 `reports.jsonl`/`reports.csv` row for that id, else a `<case id>.txt` beside the volume. Shapes (and,
 for uncompressed files, sizes) are checked from the header alone, so a wrong-sized volume is skipped
 without reading its voxels.
+
+Every file stays inside the archive root: a volume or a `.txt` report that is a symlink resolving
+outside it is never read, and its case is skipped with the reason (and a warning). A file name that
+makes a case id breaking the id rule (`retrieval.ids`) is skipped likewise, naming the file.
 """
 
 from __future__ import annotations
@@ -11,16 +15,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
-from typing import Any
 
-from indexing.archives.base import ArchiveError
+from indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
 from indexing.archives.sidecar_reports import (
+    ReportRow,
     read_report_table,
     read_text_report,
     report_sections,
     table_labels,
-    table_text,
+    table_patient_id,
 )
+from retrieval.ids import InvalidIdError, check_id
 from retrieval.imaging.errors import ImageDecodeError
 from retrieval.imaging.nifti import is_nifti_path, nifti_stem, open_nifti
 from retrieval.records import Case, CaseImage, SkippedItem
@@ -38,36 +43,42 @@ class NiftiFolderArchive:
 
     @cached_property
     def _files(self) -> list[Path]:
-        """The NIfTI files under the root, sorted (each yields exactly one item, so this is `len`)."""
+        """The NIfTI files under the root, sorted (each yields exactly one item)."""
         return sorted(p for p in self.root.rglob("*") if is_nifti_path(p) and p.is_file())
 
     def __len__(self) -> int:
-        return len(self._files)
+        return len(self._reports.skipped) + len(self._files)
 
     def __iter__(self) -> Iterator[Case | SkippedItem]:
+        yield from self._reports.skipped
         seen: dict[str, Path] = {}
         for path in self._files:
-            case_id = nifti_stem(path)
+            if inside_root(path, self.root) is None:
+                yield skip(str(path), outside_reason("NIfTI file", path.relative_to(self.root)))
+                continue
+            try:
+                case_id = check_id(nifti_stem(path), "case id", f"from file name {path.relative_to(self.root)}")
+            except InvalidIdError as err:
+                yield skip(str(path), str(err))
+                continue
             if case_id in seen:
                 yield SkippedItem(source=str(path), reason=f"duplicate case id {case_id!r} (also {seen[case_id]})")
                 continue
             seen[case_id] = path
             yield self._case(path, case_id)
 
-    def _report_value(self, path: Path, case_id: str) -> tuple[dict[str, Any], Any]:
-        """(report-table row, report value): the table row for the case, else the sidecar text."""
-        row = self._reports.get(case_id)
-        if row is not None:
-            return row, row.get("report")
-        return {}, read_text_report(path.with_name(f"{case_id}.txt"))
-
     def _case(self, path: Path, case_id: str) -> Case | SkippedItem:
         try:
             image = open_nifti(path)  # header only
         except ImageDecodeError as err:
             return SkippedItem(source=str(path), reason=str(err))
-        row, value = self._report_value(path, case_id)
-        if value is None and not row:
+        row: ReportRow | None = self._reports.get(case_id)
+        try:
+            value = row.fields.get("report") if row else read_text_report(path.with_name(f"{case_id}.txt"), self.root)
+            patient_id = table_patient_id(row)
+        except (OutsideRootError, InvalidIdError) as err:
+            return skip(case_id, str(err))
+        if value is None and row is None:
             return SkippedItem(source=str(path), reason=f"no report for {path.name} (no {case_id}.txt, no table row)")
         report = report_sections(value)
         if report.is_empty():
@@ -87,7 +98,7 @@ class NiftiFolderArchive:
                 ),
             ),
             report=report,
-            patient_id=table_text(row.get("patient_id")),
+            patient_id=patient_id,
             modality=modality,
             body_region=body_region,
         )

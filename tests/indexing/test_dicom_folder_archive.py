@@ -11,6 +11,7 @@ import pytest
 
 from indexing.archives import ArchiveError, detect_format, open_archive
 from indexing.archives.dicom_folder import DicomFolderArchive
+from retrieval.ids import ID_RULE, header_patient_id
 from retrieval.imaging import load_case_image
 from retrieval.records import Case, SkippedItem
 
@@ -144,3 +145,34 @@ def test_archive_errors(tmp_path: Path) -> None:
     (tmp_path / "reports.jsonl").write_text('{"case_id": "a", "report": "x"}\nnot json\n')
     with pytest.raises(ArchiveError, match=r"reports.jsonl:2: not JSON"):
         DicomFolderArchive(tmp_path)
+
+
+def test_ids_breaking_the_rule(tmp_path: Path) -> None:
+    _write_series(tmp_path / "s1", "1.1", "1.1.1", patient="Doe^John")  # header id: kept as a digest
+    _write_series(tmp_path / "s2", "2.2", "2.2.1")  # its table row has a patient id breaking the rule
+    for path in _write_series(tmp_path / "two words", "3.3", "3.3.1"):  # no study uid: the folder names the case
+        ds = pydicom.dcmread(path)
+        del ds.StudyInstanceUID
+        ds.save_as(path)
+    (tmp_path / "two words" / "report.txt").write_text("FINDINGS: x")
+    _write_reports(
+        tmp_path,
+        [
+            {"case_id": "1.1", "report": "FINDINGS: a."},
+            {"case_id": "2.2", "report": "FINDINGS: b.", "patient_id": "a/b"},
+            {"case_id": "..", "report": "FINDINGS: c."},
+            {"case_id": "c" * 129, "report": "FINDINGS: d."},
+        ],
+    )
+    archive = DicomFolderArchive(tmp_path)
+    items = list(archive)
+    assert len(archive) == len(items) == 5
+    cases = {c.case_id: c for c in items if isinstance(c, Case)}
+    skipped = {s.source: s.reason for s in items if isinstance(s, SkippedItem)}
+    assert set(cases) == {"1.1"}
+    patient = cases["1.1"].patient_id
+    assert patient is not None and patient.startswith("pid-") and patient == header_patient_id("Doe^John")
+    assert "patient id 'a/b' (reports.jsonl:2)" in skipped["2.2"] and ID_RULE in skipped["2.2"]
+    assert "case id '..' (reports.jsonl:3)" in skipped["reports.jsonl:3"]
+    assert "(reports.jsonl:4)" in skipped["reports.jsonl:4"]
+    assert "case id 'two words' (study folder two words)" in skipped[str(tmp_path / "two words")]

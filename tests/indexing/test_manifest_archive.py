@@ -4,6 +4,7 @@ from pathlib import Path
 
 from indexing.archives import detect_format
 from indexing.archives.manifest import ManifestArchive
+from retrieval.ids import ID_RULE
 from retrieval.records import Case, SkippedItem
 
 
@@ -56,3 +57,33 @@ def test_csv_manifest_with_semicolon_images(tmp_path: Path, demo_archive: Path) 
     items = list(ManifestArchive(manifest))
     assert isinstance(items[0], Case) and len(items[0].images) == 2 and items[0].modality == "CT"
     assert isinstance(items[1], SkippedItem)
+
+
+BAD_IDS = ["a/b", "..", ".", "x\n", "a" * 129, "a\x00b", "two words", ""]
+
+
+def test_ids_breaking_the_rule_skip_their_row(tmp_path: Path, demo_archive: Path) -> None:
+    names = _images(tmp_path, demo_archive, 1)
+    rows = [{"case_id": bad, "images": names, "report": "mass"} for bad in BAD_IDS[:-1]]
+    rows.append({"case_id": "ok", "patient_id": "Doe^John", "images": names, "report": "mass"})
+    rows.append({"case_id": "a" * 128, "patient_id": "p:1", "images": names, "report": "mass"})
+    manifest = tmp_path / "cases.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    items = list(ManifestArchive(manifest))
+    skipped = {i.source: i.reason for i in items if isinstance(i, SkippedItem)}
+    for line_no, bad in enumerate(BAD_IDS[:-1], 1):
+        reason = skipped[f"cases.jsonl:{line_no}"]
+        assert f"case id {repr(bad)[:40]}" in reason and f"(cases.jsonl:{line_no})" in reason and ID_RULE in reason
+    assert "patient id 'Doe^John' (cases.jsonl:8)" in skipped["cases.jsonl:8"]
+    (case,) = [i for i in items if isinstance(i, Case)]
+    assert case.case_id == "a" * 128 and case.patient_id == "p:1"
+
+
+def test_csv_id_with_a_slash_names_its_row(tmp_path: Path, demo_archive: Path) -> None:
+    names = _images(tmp_path, demo_archive, 1)
+    manifest = tmp_path / "cases.csv"
+    manifest.write_text(f'case_id,images,report\nc1,{names[0]},mass\n"../c2",{names[0]},mass\n')
+    first, second = list(ManifestArchive(manifest))
+    assert isinstance(first, Case)
+    assert isinstance(second, SkippedItem) and second.source == "cases.csv:3"
+    assert "case id '../c2' (cases.csv:3)" in second.reason and ID_RULE in second.reason

@@ -5,6 +5,7 @@ import pytest
 
 from indexing.archives import ArchiveError, detect_format, open_archive
 from indexing.archives.medpix import MedPixArchive
+from retrieval.ids import ID_RULE
 from retrieval.records import Case, SkippedItem
 
 
@@ -48,3 +49,21 @@ def test_unknown_split_and_missing_folder_are_clear_errors(tmp_path: Path) -> No
         MedPixArchive(tmp_path, "validation")
     with pytest.raises(ArchiveError, match="data_train.jsonl: not found"):
         MedPixArchive(tmp_path, "train")
+
+
+@pytest.mark.parametrize("bad", ["a/b", "..", "x\n", "a" * 129, "a\x00b"])
+def test_u_id_breaking_the_id_rule_names_its_line(tmp_path: Path, demo_archive: Path, bad: str) -> None:
+    rows = [json.loads(line) for line in (demo_archive / "data_train.jsonl").read_text().splitlines()][:2]
+    rows[1]["U_id"] = bad
+    (tmp_path / "images").mkdir()
+    for row in rows:
+        for name in row["TAC"] + row["MRI"]:
+            (tmp_path / "images" / f"{name}.jpg").write_bytes((demo_archive / "images" / f"{name}.jpg").read_bytes())
+    (tmp_path / "data_train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows) + "[1]\n")
+    first, second, third = list(MedPixArchive(tmp_path, "train"))
+    assert isinstance(first, Case)
+    assert isinstance(second, SkippedItem) and second.source == "data_train.jsonl:2"
+    assert f"case id {repr(bad)[:40]}" in second.reason and "(U_id of data_train.jsonl:2)" in second.reason
+    assert ID_RULE in second.reason
+    assert isinstance(third, SkippedItem) and third.source == "data_train.jsonl:3"
+    assert "not a JSON object" in third.reason

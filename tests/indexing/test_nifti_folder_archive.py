@@ -11,6 +11,7 @@ import pytest
 
 from indexing.archives import ArchiveError, detect_format, open_archive
 from indexing.archives.nifti_folder import NiftiFolderArchive
+from retrieval.ids import ID_RULE
 from retrieval.imaging import load_case_image
 from retrieval.records import Case, SkippedItem
 
@@ -85,3 +86,27 @@ def test_4d_volume_is_a_case(tmp_path: Path) -> None:
 def test_missing_root(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match="NIfTI folder not found"):
         NiftiFolderArchive(tmp_path / "missing")
+
+
+def test_ids_breaking_the_rule(tmp_path: Path) -> None:
+    _volume(tmp_path / "two words.nii")
+    (tmp_path / "two words.txt").write_text("Findings: x")
+    _volume(tmp_path / "vol1.nii")
+    _volume(tmp_path / "vol2.nii")
+    rows = [
+        {"case_id": "../vol1", "report": "Findings: a"},
+        {"case_id": "a\x00b", "report": "Findings: a"},
+        {"case_id": "vol1", "report": "Findings: fine.", "patient_id": "p-1"},
+        {"case_id": "vol2", "report": "Findings: fine.", "patient_id": "x\n"},
+    ]
+    (tmp_path / "reports.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    archive = NiftiFolderArchive(tmp_path)
+    items = list(archive)
+    assert len(archive) == len(items) == 5
+    skipped = {s.source: s.reason for s in items if isinstance(s, SkippedItem)}
+    assert "case id '../vol1' (reports.jsonl:1)" in skipped["reports.jsonl:1"] and ID_RULE in skipped["reports.jsonl:1"]
+    assert "case id 'a\\x00b' (reports.jsonl:2)" in skipped["reports.jsonl:2"]
+    assert "case id 'two words' (from file name two words.nii)" in skipped[str(tmp_path / "two words.nii")]
+    assert "patient id 'x\\n' (reports.jsonl:4)" in skipped["vol2"] and ID_RULE in skipped["vol2"]
+    (case,) = [c for c in items if isinstance(c, Case)]
+    assert case.case_id == "vol1" and case.patient_id == "p-1"
