@@ -1,25 +1,26 @@
 """Index operations shared by the CLI and the service: build or extend from an archive, add one case,
 delete cases or a whole index.
 
-Every write to an index holds that index's writer lock (an exclusive `flock` on `.write.lock` in its
-folder), across threads and processes: a second writer, from the service or the CLI, gets
-`IndexBusyError` at once instead of interleaving with the first. Readers never take it.
+Every write to an index holds that index's writer lock (`retrieval.write_lock`: an exclusive `flock` on
+`.write.lock` in its folder), across threads and processes: a second writer, from the service or the CLI,
+gets `IndexBusyError` at once instead of interleaving with the first. Readers never take it.
 """
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.services import Services
+from api.settings import STAGING_SUFFIX
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.records import Case, CaseImage, SkippedItem
+from retrieval.write_lock import IndexBusyError as IndexBusyError  # re-exported: callers import them from here
+from retrieval.write_lock import index_busy as index_busy
+from retrieval.write_lock import index_write_lock
 
 if TYPE_CHECKING:
     from indexing.pipeline import IngestOptions
@@ -35,37 +36,6 @@ class CaseExistsError(OperationError):
     """The case is already in the index."""
 
 
-class IndexBusyError(RuntimeError):
-    """Another writer holds the index."""
-
-
-_held: set[str] = set()  # index folders this process is writing; flock alone does not exclude our own threads
-_held_guard = threading.Lock()
-
-
-@contextmanager
-def index_write_lock(root: Path, name: str) -> Iterator[None]:
-    """Exclusive write access to the index in `root`, or `IndexBusyError` at once."""
-    root.mkdir(parents=True, exist_ok=True)
-    key = str(root.resolve())
-    with _held_guard:
-        if key in _held:
-            raise IndexBusyError(f"index {name!r} is being written by another request; try again when it is done")
-        _held.add(key)
-    fd = os.open(root / ".write.lock", os.O_CREAT | os.O_RDWR, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            busy = f"index {name!r} is being written by another process; try again when it is done"
-            raise IndexBusyError(busy) from None
-        yield
-    finally:
-        os.close(fd)  # releases the flock
-        with _held_guard:
-            _held.discard(key)
-
-
 def ingest_options(services: Services, *, replace: bool = False) -> IngestOptions:
     """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
     alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
@@ -79,18 +49,6 @@ def ingest_options(services: Services, *, replace: bool = False) -> IngestOption
         window=settings.ct_window,
         max_pixels=settings.max_image_pixels,
     )
-
-
-def index_busy(root: Path, name: str) -> str | None:
-    """Why a writer could not take the index in `root` right now, or None: the lock is tried and let go.
-    For refusing a write at submission; the write itself still takes the lock."""
-    if not root.is_dir():
-        return None
-    try:
-        with index_write_lock(root, name):
-            return None
-    except IndexBusyError as err:
-        return str(err)
 
 
 def ingest_archive(
@@ -236,7 +194,7 @@ def rebuild_index(
     if not CaseStore.exists(root):
         raise IndexNotFoundError(f"index {name!r} not found at {root}")
     encoder = load_image_encoder(encoder_dir) if encoder_dir else services.image_encoder
-    staging = root.with_name(f".{root.name}.rebuild")
+    staging = root.with_name(f"{root.name}{STAGING_SUFFIX}")  # a name no index can have
     replaced = root.with_name(f".{root.name}.replaced")
     with index_write_lock(root, name):
         old = CaseStore.open(root, params=services.index_params)  # not open_store: its encoders may differ

@@ -47,6 +47,8 @@ CREATE TABLE IF NOT EXISTS changes (
 CREATE INDEX IF NOT EXISTS changes_generation ON changes(generation);
 """
 
+SQLITE_HEADER = b"SQLite format 3\x00"  # the first 16 bytes of every SQLite database file
+
 IN_LIST = "(SELECT value FROM json_each(?))"  # one JSON-array parameter: no limit on list length
 
 IMAGE_HIT_SQL = f"""
@@ -99,3 +101,23 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def sqlite_file_problem(path: Path) -> str | None:
+    """Why `path` cannot be a SQLite database, from its size and header alone, or None if it may be one.
+
+    Checked before connecting: SQLite takes a zero-length file for a new, empty database and would write
+    a fresh schema into it, so an emptied store would read as an empty index rather than a lost one.
+    """
+    try:
+        with open(path, "rb") as handle:
+            header = handle.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return "the file is missing"
+    except OSError as err:
+        return f"the file cannot be read ({err.strerror or err})"
+    if not header:
+        return "the file is empty (0 bytes)"
+    if header != SQLITE_HEADER:
+        return "the file is not a SQLite database (no SQLite header)"
+    return None

@@ -140,6 +140,62 @@ def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
             out.print_json(json.dumps(store.info(), default=str))
 
 
+@index_app.command("check")
+def index_check(
+    name: Annotated[str, typer.Argument(help="index name")],
+    as_json: Annotated[bool, typer.Option("--json", help="the check as one JSON object")] = False,
+) -> None:
+    """Check an index's files against each other: SQLite integrity, FAISS ids and vectors against the rows,
+    the manifest. Changes nothing. Exit code 0 when sound, 1 when a problem was found."""
+    from retrieval.index_check import check_index
+
+    with user_errors():
+        check = check_index(load_services().settings.index_dir(name))
+    if as_json:
+        out.print_json(json.dumps(check.as_json(), default=str))
+    else:
+        _print_check(name, check.ok, check.problems, check.notes)
+    raise typer.Exit(0 if check.ok else 1)
+
+
+@index_app.command("repair")
+def index_repair(
+    name: Annotated[str, typer.Argument(help="index name")],
+    assume_loaded_encoders: Annotated[
+        bool,
+        typer.Option(help="rewrite an unreadable manifest naming the loaded encoders (you vouch they built it)"),
+    ] = False,
+) -> None:
+    """Rebuild an index's FAISS files from its SQLite rows, and say what cannot be recovered (a lost database:
+    FAISS holds vectors only). Exit code 0 when the index is sound afterwards, 1 otherwise."""
+    from retrieval.index_check import repair_index
+
+    with user_errors():
+        services = load_services()
+        encoders = (services.image_encoder, services.text_encoder) if assume_loaded_encoders else (None, None)
+        repair = repair_index(
+            services.settings.index_dir(name),
+            services.index_params,
+            image_encoder=encoders[0],
+            text_encoder=encoders[1],
+        )
+    for action in repair.actions:
+        console.print(f"[green]repaired[/green] {action}")
+    for line in repair.unrecoverable:
+        console.print(f"[red]cannot recover[/red] {line}")
+    _print_check(name, repair.ok, repair.after.problems, repair.after.notes)
+    raise typer.Exit(0 if repair.ok else 1)
+
+
+def _print_check(name: str, ok: bool, problems: list[str], notes: list[str]) -> None:
+    for note in notes:
+        console.print(f"[dim]note[/dim] {note}")
+    for problem in problems:
+        console.print(f"[red]problem[/red] {problem}")
+    verdict = "[green]sound[/green]" if ok else f"[red]{len(problems)} problem(s)[/red]"
+    console.print(f"index {name}: {verdict}")
+
+
 @index_app.command("list")
 def index_list() -> None:
     """Names of the indexes under the data dir."""

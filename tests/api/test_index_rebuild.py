@@ -11,6 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from api.cli import app
+from api.settings import STAGING_SUFFIX
 from retrieval.encoders.ct_clip import create_model
 from retrieval.encoders.image_encoder import CTEncoder
 
@@ -68,7 +69,7 @@ def test_rebuild_with_another_encoder_then_search_with_it(
     after = _info("small")
     assert (after["cases"], after["images"]) == (before["cases"], before["images"])
     assert (before["image_dim"], after["image_dim"]) == (256, 32) and after["image_encoder"] == "tiny-encoder"
-    assert not list((data_dir / "indexes").glob(".small.*"))  # no staging copy left behind
+    assert not list((data_dir / "indexes").glob("small.*"))  # no staging copy left behind
     refused = runner.invoke(app, ["search", "--text", "brain", "--index", "small"])
     assert refused.exit_code == 2 and "32-d" in refused.output and "256-d" in refused.output
     assert "index rebuild small" in refused.output
@@ -114,9 +115,32 @@ def test_a_rebuild_that_cannot_finish_keeps_the_old_index(data_dir: Path, archiv
 def test_a_staging_copy_is_not_listed_as_an_index(data_dir: Path) -> None:
     from retrieval.case_store import CaseStore
 
-    for name in ("real", ".real.rebuild"):
+    for name in ("real", f"real{STAGING_SUFFIX}"):
         CaseStore.create(
             data_dir / "indexes" / name, image_dim=4, text_dim=4, image_encoder="e", text_encoder="t"
         ).close()
     listed = runner.invoke(app, ["index", "list"])
     assert json.loads(listed.output)["indexes"] == ["real"]
+
+
+def test_index_check_names_damage_and_repair_mends_it(data_dir: Path) -> None:
+    from tests.retrieval.test_case_store import create, make_cases
+
+    root = data_dir / "indexes" / "small"
+    with create(root) as store:
+        store.add_cases(make_cases(6))
+        store.flush()
+    sound = runner.invoke(app, ["index", "check", "small", "--json"])
+    assert sound.exit_code == 0 and json.loads(sound.output)["ok"] is True
+
+    (root / "text.faiss").unlink()  # a crash or a careless copy lost one derived file
+    damaged = runner.invoke(app, ["index", "check", "small"])
+    assert damaged.exit_code == 1 and "text.faiss" in damaged.output
+    repaired = runner.invoke(app, ["index", "repair", "small"])
+    assert repaired.exit_code == 0 and "rebuilt from store.sqlite" in repaired.output
+    assert runner.invoke(app, ["index", "check", "small"]).exit_code == 0
+
+    (root / "store.sqlite").write_bytes(b"")  # the one copy of the reports is gone: said, nothing touched
+    lost = runner.invoke(app, ["index", "repair", "small"])
+    assert lost.exit_code == 1 and "cannot recover" in lost.output and (root / "image.faiss").is_file()
+    assert runner.invoke(app, ["index", "check", "nope"]).exit_code == 2

@@ -264,7 +264,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
     crash(tmp_path / "s", items)
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.case_store"),
+        caplog.at_level(logging.WARNING, logger="retrieval.store_faiss"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" in caplog.text
@@ -273,7 +273,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
         store.flush()
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.case_store"),
+        caplog.at_level(logging.WARNING, logger="retrieval.store_faiss"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" not in caplog.text and results(store, items) == expected
@@ -312,6 +312,20 @@ def test_open_missing_and_create_twice(tmp_path: Path) -> None:
         CaseStore.open(tmp_path / "s")
 
 
+@pytest.mark.parametrize("flushed", [False, True])
+def test_open_refuses_a_zero_length_database_and_leaves_it_alone(tmp_path: Path, flushed: bool) -> None:
+    """Issue #5: SQLite takes a zero-length file for a new, empty database, so an emptied store.sqlite
+    read as an empty index (when never flushed) and got a fresh schema written into it."""
+    with create(tmp_path / "s") as store:
+        store.add_cases(make_cases(2))
+        if flushed:
+            store.flush()
+    (tmp_path / "s" / "store.sqlite").write_bytes(b"")
+    with pytest.raises(IndexUnreadableError, match=r"store.sqlite: not a readable SQLite database \(the file is empty"):
+        CaseStore.open(tmp_path / "s")
+    assert (tmp_path / "s" / "store.sqlite").stat().st_size == 0
+
+
 def test_stored_vectors_and_rows(tmp_path: Path) -> None:
     items = make_cases(3)
     with create(tmp_path / "s") as store:
@@ -342,7 +356,7 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
 def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two handles on one folder stand for two processes (service workers, or the CLI beside the service)."""
     items = make_cases(8)
-    caplog.set_level(logging.INFO, logger="retrieval.case_store")
+    caplog.set_level(logging.INFO, logger="retrieval.store_faiss")
     with create(tmp_path / "s") as writer:
         writer.add_cases(items[:3])
         writer.flush()
@@ -367,7 +381,7 @@ def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path, caplog:
 
             # When the log no longer reaches back far enough, the reader reloads from SQLite instead.
             writer.delete_case("c7")
-            writer._db.execute("DELETE FROM changes")
+            writer.rows.db.execute("DELETE FROM changes")
             assert "c7" not in {h.case_id for h in reader.search_texts(items[7][2][None, :], 12)[0]}
             assert any("reloading" in r.message for r in caplog.records)
             assert len(reader.search_images(query, 100)[0]) == len(writer.search_images(query, 100)[0]) == 11
