@@ -12,6 +12,7 @@ import torch
 
 from api.settings import Settings
 from indexing.case_findings import FindingRecorder
+from indexing.graph_sync import reconcile
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
@@ -173,8 +174,15 @@ class Services:
         return self.graph
 
     def finding_recorder(self, index: str) -> FindingRecorder:
-        """Writes the findings of `index`'s cases into the ontology graph during ingest."""
-        return FindingRecorder(self.finding_extractor, self.ontology_graph, index)
+        """Writes the findings of `index`'s cases into the ontology graph during ingest. The graph is first
+        brought in step with the index's store (`indexing.graph_sync.reconcile`): one small query when it
+        already is, as in normal operation; after a crash of this process or of the graph server (whose
+        restart the query itself triggers), the cases the graph lost or kept too many are replayed.
+        Call it with the index's write lock held, as `api.operations` does."""
+        store = self.open_store(index)
+        recorder = FindingRecorder(self.finding_extractor, self.ontology_graph, index, store=store)
+        reconcile(store, recorder)
+        return recorder
 
     @cached_property
     def finding_extractor(self) -> FindingExtractor:

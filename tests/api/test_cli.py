@@ -161,6 +161,11 @@ def test_add_and_delete_one_case(demo_index: Path) -> None:
         app, ["index", "add", "--name", "demo", "--case-id", "NEW2", "--report", " ", "--image", str(image)]
     )
     assert empty.exit_code == 2 and "empty report" in empty.output
+    for bad in ("a/b", "..", "x\n"):  # the id rule the REST API keeps, kept here too
+        refused = runner.invoke(
+            app, ["index", "add", "--name", "demo", "--case-id", bad, "--report", "x", "--image", str(image)]
+        )
+        assert refused.exit_code == 2 and "invalid case id" in refused.output
     assert _graph_case_findings(demo_index, "demo", "NEW1") == {("consolidation", "present")}
     deleted = runner.invoke(app, ["index", "delete", "demo", "NEW1", "NOPE"])
     assert json.loads(deleted.output) == {"index": "demo", "deleted": ["NEW1"], "not_found": ["NOPE"]}

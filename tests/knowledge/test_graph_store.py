@@ -141,3 +141,58 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
     while process_alive(server) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not process_alive(server)
+
+
+def _kill_9(graph: EmbeddedFalkorDB) -> int:
+    pid = graph.pid()
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)  # ours: reap it, so nothing is left of it when the next query comes
+    return pid
+
+
+def test_acknowledged_writes_survive_kill_9_without_a_snapshot(tmp_path: Path) -> None:
+    """Every acknowledged write is in the append-only file (appendfsync always): no SAVE, no clean stop."""
+    graph = EmbeddedFalkorDB(tmp_path / "graph")
+    graph.run("UNWIND range(1, 50) AS i CREATE (:Concept {id: 'RID' + toString(i)})")
+    graph.run("MATCH (c:Concept {id: 'RID7'}) DELETE c")
+    killed = _kill_9(graph)
+    assert graph.run("MATCH (c:Concept) RETURN count(c) AS n") == [{"n": 49}]
+    assert graph.pid() not in (None, killed)
+    graph.close()
+
+
+def test_a_snapshot_only_graph_keeps_its_data_when_aof_is_turned_on(tmp_path: Path) -> None:
+    """A data dir written before AOF (graph.rdb only): redis told `appendonly yes` with no AOF would start
+    empty; the server loads the snapshot first, then writes the AOF from it."""
+    folder = tmp_path / "graph"
+    old = EmbeddedFalkorDB(folder, appendfsync=None)
+    old.run("UNWIND range(1, 20) AS i CREATE (:Concept {id: 'RID' + toString(i)})")
+    old.close()
+    assert (folder / "graph.rdb").is_file() and not (folder / "appendonlydir").exists()
+
+    graph = EmbeddedFalkorDB(folder)
+    assert graph.run("MATCH (c:Concept) RETURN count(c) AS n") == [{"n": 20}]
+    assert graph.aof_manifest.is_file()
+    graph.run("CREATE (:Concept {id: 'RID21'})")
+    _kill_9(graph)  # the restart reads the AOF: the snapshot's nodes and the write after it
+    assert graph.run("MATCH (c:Concept) RETURN count(c) AS n") == [{"n": 21}]
+    graph.close()
+    again = EmbeddedFalkorDB(folder)  # a clean start from the AOF
+    assert again.run("MATCH (c:Concept) RETURN count(c) AS n") == [{"n": 21}]
+    again.close()
+
+
+def test_a_running_snapshot_only_server_gets_aof_when_shared(tmp_path: Path) -> None:
+    """A server started without AOF (an older build, say) that another handle finds running is switched to
+    AOF by it before it is used, so writes through either survive a kill -9."""
+    folder = tmp_path / "graph"
+    first = EmbeddedFalkorDB(folder, appendfsync=None)
+    first.run("CREATE (:Concept {id: 'RID1'})")
+    second = EmbeddedFalkorDB(folder)
+    second.run("CREATE (:Concept {id: 'RID2'})")
+    assert second.pid() == first.pid() and second.aof_manifest.is_file()
+    second.close()  # not its server: it only disconnects
+    _kill_9(first)  # restarted by the snapshot-only handle, it still starts from the AOF that is there now
+    assert {r["id"] for r in first.run("MATCH (c:Concept) RETURN c.id AS id")} == {"RID1", "RID2"}
+    first.close()
