@@ -74,11 +74,14 @@ class IngestOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS  # a larger 2D picture is skipped unread
 
 
-def _decode(case: Case, skipped: list[SkippedItem], max_pixels: int) -> list[tuple[CaseImage, DecodedImage]]:
+def _decode(case: Case, skipped: list[SkippedItem], options: IngestOptions) -> list[tuple[CaseImage, DecodedImage]]:
+    """The case's images decoded; a large volume is read only as far as its `volume_slices` need."""
     decoded = []
     for image in case.images:
         try:
-            decoded.append((image, load_case_image(image, max_pixels=max_pixels)))
+            decoded.append(
+                (image, load_case_image(image, max_pixels=options.max_pixels, volume_slices=options.volume_slices))
+            )
         except (ImageDecodeError, OSError, ValueError) as err:
             log.warning("%s: skipping image %s: %s", case.case_id, image.path, err)
             skipped.append(SkippedItem(source=f"{case.case_id}/{image.image_id}", reason=f"unreadable image: {err}"))
@@ -116,7 +119,7 @@ class Ingestor:
             if case.report.is_empty():
                 summary.skipped.append(SkippedItem(source=case.case_id, reason="empty report"))
                 continue
-            decoded = _decode(case, summary.skipped, self.options.max_pixels)
+            decoded = _decode(case, summary.skipped, self.options)
             if not decoded:
                 summary.skipped.append(SkippedItem(source=case.case_id, reason="no readable image"))
                 continue

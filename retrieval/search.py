@@ -132,7 +132,7 @@ class CaseSearcher:
         if not Path(path).exists():
             raise QueryError(f"{path}: query image not found")
         try:
-            decoded = load_image(path, max_pixels=self.max_pixels)
+            decoded = load_image(path, max_pixels=self.max_pixels, volume_slices=self.volume_slices)
         except ImageDecodeError as err:
             raise QueryError(f"{path}: not a readable image ({err})") from err
         return _guess_hu(decoded)

@@ -1,6 +1,6 @@
 """Decoding of images and volumes: PNG/JPEG, DICOM files and series, NIfTI; CT windowing; slicing."""
 
-from retrieval.imaging.decoded import DecodedImage
+from retrieval.imaging.decoded import DecodedImage, VolumeSample
 from retrieval.imaging.dicom import (
     DicomScan,
     DicomSeries,
@@ -13,17 +13,19 @@ from retrieval.imaging.dicom import (
 from retrieval.imaging.errors import ImageDecodeError
 from retrieval.imaging.loader import load_case_image, load_image
 from retrieval.imaging.nifti import read_nifti
-from retrieval.imaging.slices import DEFAULT_CT_WINDOW, to_slices
+from retrieval.imaging.slices import DEFAULT_CT_WINDOW, DEFAULT_SLICES, to_slices
 from retrieval.imaging.windows import WINDOW_PRESETS, WindowPreset, apply_window, normalize_percentile
 
 __all__ = [
     "DEFAULT_CT_WINDOW",
+    "DEFAULT_SLICES",
     "WINDOW_PRESETS",
     "DecodedImage",
     "DicomScan",
     "DicomSeries",
     "ImageDecodeError",
     "SliceHeader",
+    "VolumeSample",
     "WindowPreset",
     "apply_window",
     "find_series",

@@ -9,6 +9,14 @@ import numpy as np
 
 
 @dataclass(frozen=True)
+class VolumeSample:
+    """The slices of a volume that were read: `index[i]` is the whole volume's index of pixels row i."""
+
+    depth: int
+    index: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class DecodedImage:
     """Pixels of a 2D image or a 3D volume.
 
@@ -19,6 +27,8 @@ class DecodedImage:
     `spacing` is in mm: (row, col) or (z, row, col), when known.
     `modality` is the DICOM Modality (0008,0060), e.g. "CT", "MR"; None for pictures and NIfTI.
     `metadata` holds what else the source said (series uid, body part, orientation, notes).
+    `sample` is set for a volume too large to hold whole (see `budget.slices_to_read`): `pixels` then
+    holds only those of its slices, and `depth` is the whole volume's.
     """
 
     pixels: np.ndarray
@@ -28,10 +38,25 @@ class DecodedImage:
     spacing: tuple[float, ...] | None = None
     modality: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
+    sample: VolumeSample | None = None
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.pixels.shape)
+
+    @property
+    def depth(self) -> int:
+        """Slices in the whole volume (1 for a 2D image), whether or not all were read."""
+        if self.kind == "image":
+            return 1
+        return self.sample.depth if self.sample is not None else int(self.pixels.shape[0])
+
+    def rows_of(self, indices: list[int]) -> list[int]:
+        """The rows of `pixels` holding these slices of the whole volume: for a sample, the nearest read."""
+        if self.sample is None:
+            return list(indices)
+        held = np.asarray(self.sample.index)
+        return [int(np.argmin(np.abs(held - i))) for i in indices]  # ties: the lower slice
 
 
 def finite_float32(array: np.ndarray) -> tuple[np.ndarray, int]:

@@ -1,36 +1,57 @@
 """DICOM decoding: single files, and series assembled from a folder.
 
-Hounsfield units come from RescaleSlope (0028,1053) / RescaleIntercept (0028,1052), on the dataset
-or, for enhanced multi-frame objects, in the functional groups. Compressed transfer syntaxes (JPEG,
-JPEG-LS, JPEG 2000, RLE) decode through pydicom's pixel handlers and pylibjpeg's plugins. Slices of a
-series are ordered by their position along the slice normal (ImagePositionPatient (0020,0032) · the
-normal of ImageOrientationPatient (0020,0037)), falling back to InstanceNumber (0020,0013).
+Files are read and their pixels decoded in `dicom_decode`; what headers say about identity and slice
+geometry is in `dicom_headers` (both re-exported here). A series is ordered from its headers alone
+(stop_before_pixels), and only the files whose slices are kept are decoded: all of them for a volume
+that fits the memory budget, else the slices to embed and a sample (`budget.slices_to_read`).
 """
 
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.errors import InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut
-from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset
 
+from retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane, check_volume, slices_to_read, volume_sample
 from retrieval.imaging.decoded import DecodedImage, finite_float32
+from retrieval.imaging.dicom_decode import PIXEL_TAGS, decode_pixels, is_dicom_file, read_dataset
+from retrieval.imaging.dicom_headers import (
+    floats,
+    functional,
+    header_info,
+    order_slices,
+    pixel_spacing,
+    plane_of,
+    slice_normal,
+    text,
+    volume_spacing,
+    z_spacing,
+)
 from retrieval.imaging.errors import ImageDecodeError
+from retrieval.imaging.slices import DEFAULT_SLICES
 
-PIXEL_TAGS: dict[str, str] = {
-    "PixelData": "Pixel Data (7FE0,0010)",
-    "FloatPixelData": "Float Pixel Data (7FE0,0008)",
-    "DoubleFloatPixelData": "Double Float Pixel Data (7FE0,0009)",
-}
+__all__ = [
+    "NON_IMAGE_MODALITIES",
+    "PIXEL_TAGS",
+    "PROJECTION_MODALITIES",
+    "DicomScan",
+    "DicomSeries",
+    "SliceHeader",
+    "find_series",
+    "is_dicom_file",
+    "load_series",
+    "plane_of",
+    "read_dataset",
+    "read_dicom_file",
+    "scan_dicom_folder",
+    "slice_normal",
+]
+
 # Series of these modalities hold no picture of the patient: reports, presentation states, key
 # object selections, RT plans/structures/doses, segmentations, registrations, waveforms.
 NON_IMAGE_MODALITIES = frozenset(
@@ -41,245 +62,45 @@ NON_IMAGE_MODALITIES = frozenset(
 PROJECTION_MODALITIES = frozenset({"CR", "DX", "MG", "RF", "XA", "US", "IO", "PX", "OT", "XC", "ES", "GM", "SM"})
 
 
-def is_dicom_file(path: Path) -> bool:
-    """True when the file carries the DICOM preamble ("DICM" at byte 128)."""
-    try:
-        with open(path, "rb") as handle:
-            handle.seek(128)
-            return handle.read(4) == b"DICM"
-    except OSError:
-        return False
-
-
-def _short(err: BaseException, limit: int = 300) -> str:
-    """An exception as one line (pydicom's decoder errors span several)."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _read_without_preamble(path: Path, headers_only: bool) -> Dataset | None:
-    """Old ACR-NEMA style files lack the preamble and file meta; accept them only if they look like images."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = pydicom.dcmread(path, force=True, stop_before_pixels=headers_only)
-    except Exception:  # force=True on a text file fails in many ways; all mean "not DICOM"
-        return None
-    if "SOPClassUID" not in ds and not ("Rows" in ds and "Columns" in ds):
-        return None
-    if getattr(ds, "file_meta", None) is None:
-        ds.file_meta = FileMetaDataset()
-    if "TransferSyntaxUID" not in ds.file_meta:  # decoding needs one: use the encoding the reader found
-        implicit, little = ds.original_encoding
-        if implicit or implicit is None:
-            ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
-        else:
-            ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian if little else ExplicitVRBigEndian
-    return ds
-
-
-def read_dataset(path: Path, *, headers_only: bool = False) -> Dataset:
-    """pydicom's dataset of `path`; ImageDecodeError (naming the file) when it is not DICOM or unreadable."""
-    try:
-        return pydicom.dcmread(path, stop_before_pixels=headers_only)
-    except InvalidDicomError as err:
-        ds = _read_without_preamble(path, headers_only)
-        if ds is None:
-            raise ImageDecodeError(f"{path}: not a DICOM file (no 'DICM' preamble and no DICOM image header)") from err
-        return ds
-    except Exception as err:  # pydicom raises many types for damaged files (EOFError, struct.error, ...)
-        raise ImageDecodeError(f"{path}: unreadable DICOM ({type(err).__name__}: {_short(err)})") from err
-
-
-def _text(ds: Dataset, keyword: str) -> str | None:
-    value = ds.get(keyword)
-    return (str(value).strip() or None) if value is not None else None
-
-
-def _header_info(ds: Dataset) -> dict[str, Any]:
-    body_part = _text(ds, "BodyPartExamined")
-    info = {
-        "patient_id": _text(ds, "PatientID"),
-        "study_uid": _text(ds, "StudyInstanceUID"),
-        "series_uid": _text(ds, "SeriesInstanceUID"),
-        "accession_number": _text(ds, "AccessionNumber"),
-        "body_part": body_part.lower() if body_part else None,
-        "series_description": _text(ds, "SeriesDescription"),
-    }
-    return {k: v for k, v in info.items() if v}
-
-
-def _functional(ds: Dataset, sequence: str, keyword: str, frame: int = 0) -> Any:
-    """A value from the dataset, else from an enhanced multi-frame's per-frame or shared functional groups."""
-    value = ds.get(keyword)
-    if value not in (None, ""):
-        return value
-    for groups, index in (("PerFrameFunctionalGroupsSequence", frame), ("SharedFunctionalGroupsSequence", 0)):
-        items = ds.get(groups)
-        if items and index < len(items):
-            inner = items[index].get(sequence)
-            if inner and inner[0].get(keyword) not in (None, ""):
-                return inner[0].get(keyword)
-    return None
-
-
-def _rescale(ds: Dataset, frames: int) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per-frame (slopes, intercepts), or None when the file has no rescale."""
-    slopes, intercepts = [], []
-    for frame in range(frames):
-        slope = _functional(ds, "PixelValueTransformationSequence", "RescaleSlope", frame)
-        intercept = _functional(ds, "PixelValueTransformationSequence", "RescaleIntercept", frame)
-        if slope is None and intercept is None:
-            return None
-        slopes.append(float(slope) if slope is not None else 1.0)
-        intercepts.append(float(intercept) if intercept is not None else 0.0)
-    return np.asarray(slopes, np.float32), np.asarray(intercepts, np.float32)
-
-
-def _stored_range(ds: Dataset) -> tuple[float, float]:
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    if int(ds.get("PixelRepresentation") or 0) == 1:
-        return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
-    return 0.0, 2.0**bits - 1
-
-
-def _decode_pixels(ds: Dataset, path: Path) -> tuple[np.ndarray, bool, dict[str, Any]]:
-    """Pixel values as float32 (HU for CT) with frames first, whether they are HU, and notes."""
-    present = [keyword for keyword in PIXEL_TAGS if keyword in ds]
-    if not present:
-        hint = " (the image header is there: the file may be truncated)" if "Rows" in ds else ""
-        raise ImageDecodeError(f"{path}: no Pixel Data (7FE0,0010){hint}")
-    try:
-        raw = ds.pixel_array
-    except Exception as err:  # pydicom raises many types for broken or undecodable pixel data
-        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
-        name = getattr(syntax, "name", None) or "unknown transfer syntax"
-        raise ImageDecodeError(f"{path}: cannot decode {PIXEL_TAGS[present[0]]} ({name}): {_short(err)}") from err
-    photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
-    frames = int(ds.get("NumberOfFrames") or 1)
-    if photometric == "PALETTE COLOR":
-        try:
-            raw = apply_color_lut(raw, ds)
-        except Exception as err:
-            raise ImageDecodeError(f"{path}: cannot apply Red Palette Color LUT (0028,1201): {_short(err)}") from err
-        # A palette is a rendered colour mapping, so display-ready; 16-bit LUT entries scale to 8 bits.
-        raw = (raw / 257.0 if raw.max(initial=0) > 255 else raw).round().astype(np.uint8)
-    if raw.ndim == (4 if frames > 1 else 3):  # RGB (pydicom already converted YBR): no rescale, no HU
-        return raw.astype(np.float32), False, {"display_ready": bool(raw.dtype == np.uint8)}
-    notes: dict[str, Any] = {}
-    rescale = _rescale(ds, frames)
-    rescale_type = str(_functional(ds, "PixelValueTransformationSequence", "RescaleType") or "").strip().upper()
-    modality = str(ds.get("Modality") or "").strip().upper()
-    # CT images imply HU when Rescale Type (0028,1054) is absent; "US" (unspecified) marks derived maps.
-    is_hu = rescale is not None and (rescale_type == "HU" or (modality == "CT" and rescale_type == ""))
-    array = raw.astype(np.float32)
-    if photometric == "MONOCHROME1" and not is_hu:  # high stored values are dark: flip within the stored range
-        low, high = _stored_range(ds)
-        array = (low + high) - array
-        notes["inverted"] = "MONOCHROME1"
-    if "ModalityLUTSequence" in ds:
-        array = apply_modality_lut(array.astype(raw.dtype), ds).astype(np.float32)
-    elif rescale is not None:
-        slopes, intercepts = rescale
-        if frames > 1:
-            array = array * slopes[:, None, None] + intercepts[:, None, None]
-        else:
-            array = array * slopes[0] + intercepts[0]
-    return array, is_hu, notes
-
-
-def _floats(value: Any, count: int) -> tuple[float, ...] | None:
-    """A multi-valued DS as floats, or None when absent or malformed."""
-    try:
-        numbers = tuple(float(v) for v in value) if value is not None else ()
-    except (TypeError, ValueError):
-        return None
-    return numbers if len(numbers) == count else None
-
-
-def slice_normal(orientation: tuple[float, ...]) -> np.ndarray | None:
-    """Unit normal of an ImageOrientationPatient, signed so its largest component is positive.
-
-    The sign makes "ascending position" run inferior → superior for axial slices (+z in DICOM's LPS
-    frame), right → left for sagittal and anterior → posterior for coronal, whatever the row direction.
-    """
-    normal = np.cross(np.asarray(orientation[:3], float), np.asarray(orientation[3:], float))
-    norm = float(np.linalg.norm(normal))
-    if norm < 1e-6:
-        return None
-    normal /= norm
-    return normal if normal[int(np.argmax(np.abs(normal)))] > 0 else -normal
-
-
-def plane_of(orientation: tuple[float, ...] | None) -> str | None:
-    """The slice plane (axial, coronal or sagittal): the dominant axis of the slice normal."""
-    normal = slice_normal(orientation) if orientation else None
-    return None if normal is None else ("sagittal", "coronal", "axial")[int(np.argmax(np.abs(normal)))]
-
-
-def _order(
-    positions: list[tuple[float, ...] | None],
-    orientation: tuple[float, ...] | None,
-    instance_numbers: list[int | None],
-) -> tuple[list[int], list[float] | None, str]:
-    """Indices in slice order, their positions along the normal (when known), and how they were ordered."""
-    normal = slice_normal(orientation) if orientation else None
-    known = [p for p in positions if p is not None]
-    if normal is not None and len(known) == len(positions):
-        keys = [float(np.dot(normal, p)) for p in known]
-        order = sorted(range(len(keys)), key=lambda i: keys[i])
-        return order, [keys[i] for i in order], "position"
-    numbers = [n for n in instance_numbers if n is not None]
-    if len(numbers) == len(instance_numbers):
-        return sorted(range(len(numbers)), key=lambda i: numbers[i]), None, "instance_number"
-    return list(range(len(positions))), None, "file"
-
-
-def _z_spacing(sorted_positions: list[float] | None, ds: Dataset) -> tuple[float | None, dict[str, Any]]:
-    """Slice spacing in mm (median gap of positions, else SpacingBetweenSlices/SliceThickness) and notes."""
-    notes: dict[str, Any] = {}
-    if sorted_positions and len(sorted_positions) > 1:
-        gaps = np.diff(sorted_positions)
-        positive = gaps[gaps > 1e-3]
-        if len(positive) < len(gaps):
-            notes["duplicate_positions"] = int(len(gaps) - len(positive))
-        if len(positive):
-            median = float(np.median(positive))
-            if float(positive.max()) > 1.5 * median or float(positive.min()) < median / 1.5:
-                notes["irregular_spacing"] = True  # e.g. a gap in the series; z spacing is the typical one
-            return median, notes
-    fallback = _functional(ds, "PixelMeasuresSequence", "SpacingBetweenSlices") or _functional(
-        ds, "PixelMeasuresSequence", "SliceThickness"
+def _slice_bytes(ds: Dataset) -> int:
+    """One frame's size as float32 values (three per pixel for colour), from the header alone."""
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    colour = (
+        int(ds.get("SamplesPerPixel") or 1) > 1
+        or str(ds.get("PhotometricInterpretation") or "").strip().upper() == "PALETTE COLOR"
     )
-    try:
-        return (float(fallback) if fallback else None), notes
-    except (TypeError, ValueError):
-        return None, notes
+    return rows * columns * (3 if colour else 1) * 4
 
 
-def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
-    spacing = _floats(_functional(ds, "PixelMeasuresSequence", "PixelSpacing"), 2)
-    if spacing is None:  # projection radiographs carry ImagerPixelSpacing only
-        spacing = _floats(ds.get("ImagerPixelSpacing"), 2)
-    return (spacing[0], spacing[1]) if spacing and min(spacing) > 0 else None  # zero spacing means "unknown"
+def read_dicom_file(
+    path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, volume_slices: int = DEFAULT_SLICES
+) -> DecodedImage:
+    """One DICOM file: a 2D image, or a (Z, H, W) volume when it has several frames.
 
-
-def _volume_spacing(ds: Dataset, z: float | None) -> tuple[float, ...] | None:
-    in_plane = _pixel_spacing(ds)
-    return (z, *in_plane) if in_plane and z else None
-
-
-def read_dicom_file(path: str | Path) -> DecodedImage:
-    """One DICOM file: a 2D image, or a (Z, H, W) volume when it has several frames."""
+    Refused (ImageDecodeError) when a frame has more than `max_pixels` pixels. Of a multi-frame file
+    too large to hold whole, only the frames `to_slices(k=volume_slices)` embeds and a sample are decoded.
+    """
     path = Path(path)
     ds = read_dataset(path)
-    array, is_hu, notes = _decode_pixels(ds, path)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    orientation = floats(functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
+    if frames == 1:
+        check_plane(path, columns, rows, max_pixels)
+        order, sorted_positions, how, wanted = [0], None, "file", None
+    else:
+        check_volume(path, frames, rows, columns, max_pixels)
+        positions = [
+            floats(functional(ds, "PlanePositionSequence", "ImagePositionPatient", i), 3) for i in range(frames)
+        ]
+        order, sorted_positions, how = order_slices(positions, orientation, [None] * frames)
+        wanted = slices_to_read(path, frames, _slice_bytes(ds), volume_slices)
+    picked = [order[i] for i in wanted] if wanted is not None else None
+    array, is_hu, notes = decode_pixels(ds, path, picked)
     array, replaced = finite_float32(array)
-    metadata: dict[str, Any] = {**_header_info(ds), **notes}
+    metadata: dict[str, Any] = {**header_info(ds), **notes}
     if replaced:
         metadata["non_finite_replaced"] = replaced
-    frames = int(ds.get("NumberOfFrames") or 1)
-    orientation = _floats(_functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient"), 6)
     if orientation:
         metadata["orientation"] = orientation
         metadata["plane"] = plane_of(orientation)
@@ -289,24 +110,23 @@ def read_dicom_file(path: str | Path) -> DecodedImage:
             kind="image",
             source=str(path),
             is_hu=is_hu,
-            spacing=_pixel_spacing(ds),
-            modality=_text(ds, "Modality"),
+            spacing=pixel_spacing(ds),
+            modality=text(ds, "Modality"),
             metadata=metadata,
         )
-    positions = [_floats(_functional(ds, "PlanePositionSequence", "ImagePositionPatient", i), 3) for i in range(frames)]
-    order, sorted_positions, how = _order(positions, orientation, [None] * frames)
-    z, z_notes = _z_spacing(sorted_positions, ds)
+    z, z_notes = z_spacing(sorted_positions, ds)
     metadata.update(z_notes, slice_order=how, n_slices=frames)
     if sorted_positions is not None:
         metadata["slice_positions"] = sorted_positions
     return DecodedImage(
-        pixels=np.ascontiguousarray(array[order]),
+        pixels=array if picked is not None else np.ascontiguousarray(array[order]),
         kind="volume",
         source=str(path),
         is_hu=is_hu,
-        spacing=_volume_spacing(ds, z),
-        modality=_text(ds, "Modality"),
+        spacing=volume_spacing(ds, z),
+        modality=text(ds, "Modality"),
         metadata=metadata,
+        sample=volume_sample(wanted, frames, metadata),
     )
 
 
@@ -401,8 +221,8 @@ def _slice_header(path: Path, ds: Dataset) -> SliceHeader:
         columns=int(ds.get("Columns") or 0),
         frames=int(ds.get("NumberOfFrames") or 1),
         instance_number=instance,
-        position=_floats(ds.get("ImagePositionPatient"), 3),
-        orientation=_floats(ds.get("ImageOrientationPatient"), 6),
+        position=floats(ds.get("ImagePositionPatient"), 3),
+        orientation=floats(ds.get("ImageOrientationPatient"), 6),
     )
 
 
@@ -428,15 +248,15 @@ def scan_dicom_folder(folder: str | Path) -> DicomScan:
             except ImageDecodeError as err:
                 unreadable.append((path, str(err)))
                 continue
-            uid = _text(ds, "SeriesInstanceUID") or f"no-series-uid:{path.parent}"
+            uid = text(ds, "SeriesInstanceUID") or f"no-series-uid:{path.parent}"
             series = groups.get(uid)
             if series is None:
-                info = _header_info(ds)
+                info = header_info(ds)
                 series = groups[uid] = DicomSeries(
                     series_uid=uid,
                     study_uid=info.get("study_uid"),
                     patient_id=info.get("patient_id"),
-                    modality=_text(ds, "Modality"),
+                    modality=text(ds, "Modality"),
                     body_part=info.get("body_part"),
                     accession_number=info.get("accession_number"),
                     description=info.get("series_description"),
@@ -453,17 +273,22 @@ def find_series(folder: str | Path) -> list[DicomSeries]:
     return scan_dicom_folder(folder).series
 
 
-def load_series(files: list[Path] | list[str]) -> DecodedImage:
+def load_series(
+    files: list[Path] | list[str], *, max_pixels: int = DEFAULT_MAX_PIXELS, volume_slices: int = DEFAULT_SLICES
+) -> DecodedImage:
     """Read the slices of one series into a (Z, H, W) volume ordered along the slice normal.
 
-    A one-file series is read as that file (a multi-frame file is already a volume).
+    Headers are read first (without pixels) to check sizes and order the slices; then only the files
+    whose slices are kept are decoded: all of them, unless the volume is too large to hold whole
+    (`budget.slices_to_read`). A one-file series is read as that file (a multi-frame file is already a
+    volume). Refused (ImageDecodeError) when a slice has more than `max_pixels` pixels.
     """
     paths = [Path(f) for f in files]
     if not paths:
         raise ImageDecodeError("empty DICOM series: no files given")
     if len(paths) == 1:
-        return read_dicom_file(paths[0])
-    datasets = [read_dataset(p) for p in paths]
+        return read_dicom_file(paths[0], max_pixels=max_pixels, volume_slices=volume_slices)
+    datasets = [read_dataset(p, headers_only=True) for p in paths]
     size = Counter((ds.get("Rows"), ds.get("Columns")) for ds in datasets).most_common(1)[0][0]
     for path, ds in zip(paths, datasets, strict=True):
         if (ds.get("Rows"), ds.get("Columns")) != size:
@@ -473,29 +298,22 @@ def load_series(files: list[Path] | list[str]) -> DecodedImage:
             )
         if int(ds.get("NumberOfFrames") or 1) > 1:
             raise ImageDecodeError(f"{path}: Number of Frames (0028,0008) {ds.NumberOfFrames} in a multi-file series")
+    check_volume(paths[0].parent, len(paths), int(size[0] or 0), int(size[1] or 0), max_pixels)
     headers = [_slice_header(p, ds) for p, ds in zip(paths, datasets, strict=True)]
     orientation = headers[0].orientation
-    order, sorted_positions, how = _order(
+    order, sorted_positions, how = order_slices(
         [h.position for h in headers], orientation, [h.instance_number for h in headers]
     )
-    arrays, hu_flags, notes = [], [], {}
-    for index in order:
-        array, is_hu, slice_notes = _decode_pixels(datasets[index], paths[index])
-        arrays.append(array)
-        hu_flags.append(is_hu)
-        notes.update(slice_notes)
-    shapes = {a.shape for a in arrays}
-    if len(shapes) > 1:  # same Rows/Columns but one slice is colour (Samples per Pixel (0028,0002) differs)
-        odd = next(paths[i] for i, a in zip(order, arrays, strict=True) if a.shape != arrays[0].shape)
-        raise ImageDecodeError(f"{odd}: Samples per Pixel (0028,0002) differs from the series' first slice")
-    pixels, replaced = finite_float32(np.stack(arrays))
+    wanted = slices_to_read(paths[0].parent, len(paths), max(_slice_bytes(ds) for ds in datasets), volume_slices)
+    picked = [order[i] for i in wanted] if wanted is not None else order
+    pixels, is_hu, notes = _decode_files([paths[i] for i in picked])
     first = datasets[order[0]]
-    z, z_notes = _z_spacing(sorted_positions, first)
+    z, z_notes = z_spacing(sorted_positions, first)
     metadata: dict[str, Any] = {
-        **_header_info(first),
+        **header_info(first),
         **notes,
         **z_notes,
-        "n_slices": len(arrays),
+        "n_slices": len(paths),
         "slice_order": how,
     }
     if orientation:
@@ -503,14 +321,37 @@ def load_series(files: list[Path] | list[str]) -> DecodedImage:
         metadata["plane"] = plane_of(orientation)
     if sorted_positions is not None:
         metadata["slice_positions"] = sorted_positions  # mm along the normal, ascending
-    if replaced:
-        metadata["non_finite_replaced"] = replaced
     return DecodedImage(
         pixels=pixels,
         kind="volume",
         source=str(os.path.commonpath([str(p.parent) for p in paths])),
-        is_hu=all(hu_flags),
-        spacing=_volume_spacing(first, z),
-        modality=_text(first, "Modality"),
+        is_hu=is_hu,
+        spacing=volume_spacing(first, z),
+        modality=text(first, "Modality"),
         metadata=metadata,
+        sample=volume_sample(wanted, len(paths), metadata),
     )
+
+
+def _decode_files(paths: list[Path]) -> tuple[np.ndarray, bool, dict[str, Any]]:
+    """The slices of these single-frame files stacked in this order, whether all are HU, and notes.
+
+    Each file is read and decoded in turn into one preallocated array, so peak memory is the volume
+    plus one file.
+    """
+    pixels: np.ndarray | None = None
+    all_hu, notes = True, {}
+    for row, path in enumerate(paths):
+        array, is_hu, slice_notes = decode_pixels(read_dataset(path), path)
+        if pixels is None:
+            pixels = np.empty((len(paths), *array.shape), dtype=np.float32)
+        elif array.shape != pixels.shape[1:]:  # same Rows/Columns, but Samples per Pixel (0028,0002) differs
+            raise ImageDecodeError(f"{path}: Samples per Pixel (0028,0002) differs from the series' first slice")
+        pixels[row] = array
+        all_hu = all_hu and is_hu
+        notes.update(slice_notes)
+    assert pixels is not None  # paths is never empty
+    pixels, replaced = finite_float32(pixels)
+    if replaced:
+        notes["non_finite_replaced"] = replaced
+    return pixels, all_hu, notes

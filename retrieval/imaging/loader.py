@@ -7,16 +7,17 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane
 from retrieval.imaging.decoded import DecodedImage, finite_float32
 from retrieval.imaging.dicom import is_dicom_file, load_series, read_dicom_file, scan_dicom_folder
 from retrieval.imaging.errors import ImageDecodeError
 from retrieval.imaging.nifti import is_nifti_path, read_nifti
+from retrieval.imaging.slices import DEFAULT_SLICES
 from retrieval.records import CaseImage
 
+__all__ = ["DEFAULT_MAX_PIXELS", "load_case_image", "load_image", "read_picture"]
+
 _HIGH_DEPTH_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I", "F"}
-# A 2D picture larger than this is refused before its pixels are decoded: a 500 KB PNG can claim 13000 x 13000
-# and take gigabytes as float32. Medical pictures rarely pass 40 MP (settings: KGREPORT_MAX_IMAGE_MEGAPIXELS).
-DEFAULT_MAX_PIXELS = 40_000_000
 
 
 def read_picture(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
@@ -28,12 +29,7 @@ def read_picture(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded
     """
     try:
         with Image.open(path) as image:
-            width, height = image.size  # from the header: nothing is decoded yet
-            if width * height > max_pixels:
-                raise ImageDecodeError(
-                    f"{path}: {width} x {height} pixels is more than the {max_pixels / 1e6:g} MP a picture may have "
-                    "(KGREPORT_MAX_IMAGE_MEGAPIXELS)"
-                )
+            check_plane(path, *image.size, max_pixels)  # the header's size: nothing is decoded yet
             image.load()
             frames = int(getattr(image, "n_frames", 1) or 1)
             if image.mode in _HIGH_DEPTH_MODES:
@@ -55,7 +51,7 @@ def read_picture(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded
     return DecodedImage(pixels=pixels, kind="image", source=str(path), metadata=metadata)
 
 
-def _series_in_folder(folder: Path, series_uid: str | None) -> DecodedImage:
+def _series_in_folder(folder: Path, series_uid: str | None, max_pixels: int, volume_slices: int) -> DecodedImage:
     """The requested series of a folder, else the image series with the most files."""
     scan = scan_dicom_folder(folder)
     series = [s for s in scan.series if s.is_image]
@@ -66,7 +62,7 @@ def _series_in_folder(folder: Path, series_uid: str | None) -> DecodedImage:
         wanted = f" with SeriesInstanceUID (0020,000E) {series_uid}" if series_uid else ""
         raise ImageDecodeError(f"{folder}: no DICOM image series{wanted} found{detail}")
     chosen = max(series, key=lambda s: len(s.files))  # max keeps the first of equals: scan order is stable
-    decoded = load_series(chosen.files)
+    decoded = load_series(chosen.files, max_pixels=max_pixels, volume_slices=volume_slices)
     if len(series) > 1:
         decoded.metadata["chosen_series"] = (
             f"{chosen.series_uid}: the largest of {len(series)} series ({len(chosen.files)} files)"
@@ -75,39 +71,49 @@ def _series_in_folder(folder: Path, series_uid: str | None) -> DecodedImage:
 
 
 def load_image(
-    path: str | Path, *, series_uid: str | None = None, assume_hu: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS
+    path: str | Path,
+    *,
+    series_uid: str | None = None,
+    assume_hu: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    volume_slices: int = DEFAULT_SLICES,
 ) -> DecodedImage:
     """Decode a picture file, DICOM file, DICOM series folder or NIfTI file.
 
     A folder is read as the DICOM series `series_uid`, or its largest image series (the choice is
-    recorded in `metadata["chosen_series"]`). `assume_hu` applies to NIfTI only (see `read_nifti`);
-    `max_pixels` to pictures only (PNG, JPEG, ...).
+    recorded in `metadata["chosen_series"]`). `assume_hu` applies to NIfTI only (see `read_nifti`).
+    A picture or slice over `max_pixels` pixels is refused before it is decoded. A volume too large to
+    hold whole (`budget.MAX_VOLUME_BYTES`) keeps only the slices `to_slices(k=volume_slices)` embeds
+    and an evenly spread sample (`DecodedImage.sample`): pass the k the caller embeds with.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
-        return _series_in_folder(path, series_uid)
+        return _series_in_folder(path, series_uid, max_pixels, volume_slices)
     if is_nifti_path(path):
-        return read_nifti(path, assume_hu=assume_hu)
+        return read_nifti(path, assume_hu=assume_hu, max_pixels=max_pixels, volume_slices=volume_slices)
     if path.suffix.lower() == ".dcm" or is_dicom_file(path):
-        return read_dicom_file(path)
+        return read_dicom_file(path, max_pixels=max_pixels, volume_slices=volume_slices)
     return read_picture(path, max_pixels=max_pixels)
 
 
-def load_case_image(image: CaseImage, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+def load_case_image(
+    image: CaseImage, *, max_pixels: int = DEFAULT_MAX_PIXELS, volume_slices: int = DEFAULT_SLICES
+) -> DecodedImage:
     """Decode a stored case image: the archive's list of series files when it gave one.
 
     A NIfTI image of a case whose modality is CT is read as Hounsfield units: the archive, not the
-    file, knows what the values are.
+    file, knows what the values are. `max_pixels` and `volume_slices` as for `load_image`.
     """
     metadata = image.metadata or {}
     files = metadata.get("dicom_files")
     if files:
-        return load_series([Path(f) for f in files])
+        return load_series([Path(f) for f in files], max_pixels=max_pixels, volume_slices=volume_slices)
     return load_image(
         image.path,
         series_uid=metadata.get("series_uid"),
         assume_hu=(image.modality or "").upper() == "CT",
         max_pixels=max_pixels,
+        volume_slices=volume_slices,
     )

@@ -8,6 +8,7 @@ from retrieval.imaging.decoded import DecodedImage
 from retrieval.imaging.windows import apply_window, normalize_percentile
 
 DEFAULT_CT_WINDOW = "abdomen"
+DEFAULT_SLICES = 8  # slices embedded per volume unless told (the service's `volume_slices` default)
 
 
 def slice_indices(depth: int, k: int) -> list[int]:
@@ -37,15 +38,17 @@ def _scale(pixels: np.ndarray, image: DecodedImage, window: str | None) -> np.nd
     return normalize_percentile(pixels)  # one scale for all given slices, so they stay comparable
 
 
-def to_slices(image: DecodedImage, *, k: int = 8, window: str | None = None) -> list[np.ndarray]:
+def to_slices(image: DecodedImage, *, k: int = DEFAULT_SLICES, window: str | None = None) -> list[np.ndarray]:
     """uint8 slices for an encoder: one for a 2D image, k (fewer if the volume is thinner) for a volume.
 
     Volume slices are spread evenly over the central 80% of the Z axis: the first and last tenth of
     a scan are mostly air, couch and partial-volume slices that say little about the case. CT (HU)
     data is windowed with the named preset (default `DEFAULT_CT_WINDOW`); other data is scaled
     between its 1st and 99th percentiles. Slices are (H, W), or (H, W, 3) for colour sources.
+    Of a volume read in part (`image.sample`), the slices are those read for the same k; for another
+    k, the nearest read ones.
     """
     if image.kind == "image":
         return [_scale(image.pixels, image, window)]
-    picked = image.pixels[slice_indices(image.pixels.shape[0], k)]
+    picked = image.pixels[image.rows_of(slice_indices(image.depth, k))]
     return list(_scale(picked, image, window))
