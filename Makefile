@@ -56,6 +56,11 @@ bench: setup
 	$(BIN)/python -m benchmarks.report_quality --index medpix-train  # all 67 dev cases, both modes: about 25 min
 	$(BIN)/python -m benchmarks.report_speed --index medpix-train --images 8
 	$(BIN)/python -m benchmarks.service_load
+	$(BIN)/python -m benchmarks.upload_memory
+	$(BIN)/python -m benchmarks.graph_durability
+	$(BIN)/python -m benchmarks.hostile_inputs
+	$(BIN)/python -m benchmarks.crash_safety
+	# Not in bench (about an hour): the suite 3 times beside 2 CPU hogs, `python -m benchmarks.suite_under_load`.
 
 clean:
 	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache

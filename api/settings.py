@@ -133,9 +133,7 @@ class Settings(BaseSettings):
         if not self.indexes_dir.is_dir():
             return []
         return sorted(
-            p.name
-            for p in self.indexes_dir.iterdir()
-            if is_valid_id(p.name) and (p / "manifest.json").is_file()
+            p.name for p in self.indexes_dir.iterdir() if is_valid_id(p.name) and (p / "manifest.json").is_file()
         )
 
     def index_uploads_dir(self, name: str) -> Path:

@@ -31,9 +31,7 @@ import contextlib
 import json
 import os
 import resource
-import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -41,9 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from benchmarks.results_io import RESULTS, write_result
+from benchmarks.server_process import build_demo_index, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = sorted((REPO / "data" / "demo" / "queries").glob("*.jpg"))
@@ -60,12 +57,6 @@ SERVERS: dict[str, tuple[int, dict[str, str]]] = {  # name: (workers, environmen
     "2w_uncached": (2, {"KGREPORT_QUERY_CACHE_SIZE": "0"}),
     "2w_cached": (2, {}),
 }
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -194,42 +185,16 @@ def measure(server: subprocess.Popen[bytes], port: int, phase: str, clients: int
     return result
 
 
-def _wait_ready(base: str, process: subprocess.Popen[bytes], timeout: float = 180) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the server exited with {process.returncode}")
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError("the server did not come up")
-
-
 @contextlib.contextmanager
 def serve(env: dict[str, str], workers: int = 1) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     """A `kgreport serve` process on a free port, ready and warmed up: (process, port)."""
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_ready(base, server)
+    with running_server(env, workers) as (server, port):
         # Warm-up: models load on first use (in each worker), and that is not what this measures. A few
         # seconds of load reach every worker; with the cache on, the phases then measure queries the
         # server has seen (a page re-searching).
         for phase in ("search_text", "search_image"):
             asyncio.run(run_phase(port, phase, 2 * workers, 3.0))
         yield server, port
-    finally:
-        server.terminate()
-        server.wait(60)
 
 
 def main() -> None:
@@ -245,14 +210,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = args.data_dir or Path(tmp)
         env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
-        if not (data_dir / "indexes" / "demo" / "manifest.json").is_file():
-            demo = str(REPO / "data" / "demo")
-            subprocess.run(
-                [sys.executable, "-m", "api.cli", "index", "build", demo, "--name", "demo"],
-                env=env,
-                check=True,
-                capture_output=True,
-            )
+        build_demo_index(env, data_dir)
         phases: dict[str, Any] = {}
         for name in args.servers.split(","):
             workers, overrides = SERVERS[name]

@@ -250,8 +250,11 @@ def png_preview(decoded: Any, window: str | None, size: int) -> bytes:
     from PIL import Image
 
     from retrieval.imaging.slices import to_slices
+    from retrieval.imaging.windows import get_window
 
-    pixels = to_slices(decoded, k=1, window=window)[0]  # an unknown preset: ValueError naming the known ones
+    if window is not None:
+        get_window(window)  # an unknown preset is a 422 naming the known ones, whether or not the image is CT
+    pixels = to_slices(decoded, k=1, window=window)[0]
     picture = Image.fromarray(pixels)
     picture.thumbnail((size, size))
     buffer = io.BytesIO()

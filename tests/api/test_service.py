@@ -148,6 +148,8 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient, tmp_path: Path) -> 
         answer = client.post("/v1/search", files={"image": (bomb.name, bomb.read_bytes())}, data={"index": "demo"})
         assert answer.status_code == 422 and "13000 x 13000 pixels" in answer.text, answer.text
     _error(client.get("/v1/cases/NOPE?index=demo"), 404, "case_not_found")
+    window = client.get("/v1/cases/MPX1427/thumbnail?index=demo&window=nope")  # a JPEG: a typo is still a typo
+    assert "unknown window preset 'nope'" in _error(window, 422, "bad_request")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
     _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "invalid_id")
     from retrieval.case_store import CaseStore
