@@ -18,7 +18,7 @@ from pydantic import ConfigDict
 
 from knowledge.grounding import Grounding, ground_concepts, ground_findings
 
-CONCEPT_ID_RE = re.compile(r"^(RID\d+|OIFM_\w+)$")
+CONCEPT_ID_RE = re.compile(r"(RID\d+|OIFM_\w+)")  # fullmatch
 
 
 def _document(grounding: Grounding, **extra: Any) -> Document:
@@ -49,7 +49,7 @@ class GroundingRetriever(BaseRetriever):
 
     def _get_relevant_documents(self, query: str, *, run_manager: CallbackManagerForRetrieverRun) -> list[Document]:
         words = query.split()
-        if words and all(CONCEPT_ID_RE.match(w) for w in words):
+        if words and all(CONCEPT_ID_RE.fullmatch(w) for w in words):
             groundings = ground_concepts(self.graph, words, index=self.index, limit=self.limit)
             return [_document(g) for g in groundings if g.reason is None]
         if self.extractor is None:

@@ -19,7 +19,7 @@ import numpy as np
 from retrieval.records import Hit
 from retrieval.store_rows import IN_LIST, from_blob, json_list
 
-_FILTER_KEY_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")  # metadata keys go into a JSON path: keep them plain
+_FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
 
 
 def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str], list[Any], bool]:
@@ -35,7 +35,7 @@ def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str]
     for key, value in filters.items():
         if value is None:
             continue  # no constraint
-        if not _FILTER_KEY_RE.match(key):
+        if not _FILTER_KEY_RE.fullmatch(key):
             raise ValueError(f"invalid filter key {key!r}")
         text, path = str(value), f'$."{key}"'
         if key in {"modality", "body_region"} and space == "image":
