@@ -9,7 +9,7 @@ export KGREPORT_DATA_DIR ?= $(CURDIR)/.kgreport
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup browser demo test test-fast lint bench clean
+.PHONY: setup browser pacs-server demo test test-fast lint bench clean
 
 setup: $(STAMP)
 
@@ -33,10 +33,17 @@ browser:
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
+# The PACS tests run a real Orthanc with its DICOMweb plugin (Debian's packages); installed once.
+pacs-server:
+	@{ command -v Orthanc || test -x /usr/sbin/Orthanc; } >/dev/null && test -f /usr/share/orthanc/plugins/libOrthancDicomWeb.so || { \
+		echo "installing Debian's orthanc and orthanc-dicomweb for the PACS tests"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq orthanc orthanc-dicomweb >/dev/null; }
+
 demo: setup
 	$(BIN)/kgreport demo
 
-test: setup browser
+test: setup browser pacs-server
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

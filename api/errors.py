@@ -36,6 +36,7 @@ def known_errors() -> tuple[KnownError, ...]:
     from generator.notes import NotesError
     from generator.pipeline import ReportGenerationError
     from indexing.archives import ArchiveError
+    from indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
     from knowledge.graph import GraphUnavailableError
     from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
     from retrieval.encoders.image_encoder import EncoderLoadError
@@ -53,6 +54,10 @@ def known_errors() -> tuple[KnownError, ...]:
         (ImageDecodeError, 422, "image_unreadable"),
         (QueryError, 422, "bad_query"),
         (NotesError, 422, "bad_notes"),
+        (PacsAuthError, 502, "pacs_auth_failed"),
+        (PacsUnavailableError, 502, "pacs_unavailable"),
+        (NotDicomWebError, 502, "not_dicomweb"),
+        (PacsError, 502, "pacs_error"),
         (ArchiveError, 422, "bad_archive"),
         (OperationError, 422, "bad_request"),
         (GraphUnavailableError, 503, "graph_unavailable"),

@@ -23,6 +23,7 @@ from retrieval.write_lock import index_busy as index_busy
 from retrieval.write_lock import index_write_lock
 
 if TYPE_CHECKING:
+    from indexing.archives import Archive
     from indexing.pipeline import IngestOptions
 
 Progress = Callable[[int], None]  # advance by n cases
@@ -36,7 +37,7 @@ class CaseExistsError(OperationError):
     """The case is already in the index."""
 
 
-def ingest_options(services: Services, *, replace: bool = False) -> IngestOptions:
+def ingest_options(services: Services, *, replace: bool = False, image_only: bool = False) -> IngestOptions:
     """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
     alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
     from indexing.pipeline import IngestOptions
@@ -48,6 +49,7 @@ def ingest_options(services: Services, *, replace: bool = False) -> IngestOption
         volume_slices=settings.volume_slices,
         window=settings.ct_window,
         max_pixels=settings.max_image_pixels,
+        image_only=image_only,
     )
 
 
@@ -67,14 +69,33 @@ def ingest_archive(
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
     from indexing.archives import open_archive
-    from indexing.pipeline import Ingestor
 
     archive = open_archive(archive_path, fmt, split=split, limit=limit)
+    return ingest(services, name, archive, create=create, replace=replace, findings=findings,
+                  on_total=on_total, progress=progress)  # fmt: skip
+
+
+def ingest(
+    services: Services,
+    name: str,
+    archive: Archive,
+    *,
+    create: bool,
+    replace: bool = False,
+    findings: bool = True,
+    image_only: bool = False,
+    on_total: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
+) -> tuple[dict[str, Any], list[SkippedItem]]:
+    """Index the cases of an opened `archive` into `name` under its writer lock; (summary, skipped items).
+    `image_only`: cases without a report are indexed by their images (a PACS's unreported studies)."""
+    from indexing.pipeline import Ingestor
+
     if not create:
         services.open_store(name)  # a missing index is an error before the lock file is made
     with index_write_lock(services.settings.index_dir(name), name):
         store = services.open_store(name, create=create)
-        options = ingest_options(services, replace=replace)
+        options = ingest_options(services, replace=replace, image_only=image_only)
         recorder = services.finding_recorder(name) if findings else None
         ingestor = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder)
         if on_total:
@@ -205,7 +226,7 @@ def rebuild_index(
         shutil.rmtree(staging, ignore_errors=True)  # what a rebuild cut short left behind
         new = CaseStore.create_for(staging, encoder, services.text_encoder, params=services.index_params)
         try:
-            options = ingest_options(services)
+            options = ingest_options(services, image_only=True)  # a PACS index's unreported cases are kept too
             if on_total:
                 on_total(len(cases))
             summary = Ingestor(new, encoder, services.text_encoder, options).ingest(cases, progress=progress)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import secrets
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from retrieval.ids import check_id, is_valid_id
@@ -97,6 +100,17 @@ class Settings(BaseSettings):
         description="folders (separated by ':') whose archives POST /v1/indexes may read; empty = the bundled "
         "data and <data_dir>/archives",
     )
+    dicomweb_username: str = Field(default="", description="PACS (DICOMweb) HTTP basic auth user; never in the URL")
+    dicomweb_password: SecretStr = Field(default=SecretStr(""), description="PACS HTTP basic auth password")
+    dicomweb_token: SecretStr = Field(default=SecretStr(""), description="PACS bearer token (instead of basic auth)")
+    dicomweb_verify_tls: bool = Field(default=True, description="verify the PACS's TLS certificate (https)")
+    dicomweb_ca_bundle: str = Field(default="", description="CA bundle file for the PACS's certificate")
+    dicomweb_timeout: float = Field(default=60.0, gt=0, description="seconds per PACS request")
+    patient_id_salt: SecretStr = Field(
+        default=SecretStr(""),
+        description="salt of the hashed patient ids of PACS studies; empty = one made for the data dir and kept "
+        "in <data_dir>/patient-id.salt",
+    )
     neo4j_uri: str = Field(default="", description="bolt:// or neo4j:// URI; empty = embedded FalkorDB")
     neo4j_user: str = "neo4j"
     neo4j_password: str = ""
@@ -106,6 +120,26 @@ class Settings(BaseSettings):
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    def patient_salt(self) -> bytes:
+        """The salt of hashed patient ids: the setting, else one made once for this data dir and kept there
+        (mode 0600; made with a hard link, so two processes starting at once agree on one salt)."""
+        given = self.patient_id_salt.get_secret_value()
+        if given:
+            return given.encode("utf-8")
+        path = self.data_dir / "patient-id.salt"
+        if not path.is_file():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=self.data_dir, delete=False) as handle:
+                handle.write(secrets.token_hex(32).encode())
+            os.chmod(handle.name, 0o600)
+            try:
+                os.link(handle.name, path)
+            except FileExistsError:
+                pass  # another process made it first: use theirs
+            finally:
+                os.unlink(handle.name)
+        return path.read_bytes().strip()
 
     @property
     def max_image_pixels(self) -> int:

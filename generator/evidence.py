@@ -11,6 +11,10 @@ Cases keep the statements (concept, name, status) extracted from their text, so 
 report against the same evidence does not run the extractor over the prior reports again.
 `EvidenceBuilder` does all of it for one image (embed once, search, vote, ground, prompt), the same way for
 training examples and for reports.
+
+Only cases with a report are evidence: an image-only case (indexed without one) states no finding, cannot
+be cited for one, has no report vector and no text to draft from. The builder searches reported cases only,
+and `evidence_from_hits` leaves out any hit whose report is empty.
 """
 
 from __future__ import annotations
@@ -108,11 +112,12 @@ class Evidence:
 
 # -- from search hits ---------------------------------------------------------------------------------------
 def evidence_from_hits(hits: Sequence[Hit]) -> list[CaseEvidence]:
-    """One CaseEvidence per case, in hit order; a case found through several of its images keeps its first
-    (best) hit."""
+    """One CaseEvidence per case with a report, in hit order; a case found through several of its images keeps
+    its first (best) hit. A hit with an empty report (an image-only case) is left out: it would count as a case
+    that states nothing in every finding's votes."""
     out: dict[str, CaseEvidence] = {}
     for hit in hits:
-        if hit.case_id in out:
+        if hit.case_id in out or not hit.report.strip():
             continue
         sections = split_report(hit.report)
         impression = "\n".join(s for s in (sections.impression, sections.diagnosis) if s)
@@ -394,7 +399,7 @@ class ImageEvidence:
     vector: np.ndarray  # (image_dim,)
     texts: np.ndarray  # (max(k, 1), text_dim): the retrieved reports' vectors, zero rows past the last hit
     mask: np.ndarray  # (max(k, 1),) True where a retrieved case fills the row
-    hits: tuple[Hit, ...]
+    hits: tuple[Hit, ...]  # retrieved cases with a report (the draft candidates), best first
     evidence: Evidence
 
 
@@ -414,12 +419,14 @@ class EvidenceBuilder:
     def for_image(self, path: Path, *, text: str | None = None) -> ImageEvidence:
         """The evidence for the image at `path`; `text` (the radiologist's notes) joins the search, so the
         cases are found by image and text together. `k` = 0 retrieves nothing (the no-retrieval ablation:
-        the image alone, like an empty index)."""
+        the image alone, like an empty index). Image-only cases are not searched: the k cases all have a
+        report to draft from, cite and fuse."""
         embedded = self.searcher.embed_image(path)
         hits: list[Hit] = []
         modality = body_region = None
         if self.k > 0:
-            result = self.searcher.search(Query(image=path, text=text or None), k=self.k, embedded=embedded)
+            query = Query(image=path, text=text or None)
+            result = self.searcher.search(query, k=self.k, embedded=embedded, reported_only=True)
             hits = list(result.hits)
             modality, body_region = result.predicted.modality, result.predicted.body_region
         evidence = collect_evidence(

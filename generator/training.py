@@ -89,6 +89,8 @@ def build_examples(
     foreign = [s for c in cases for s in split_sentences(c.report.findings)[:3]]
     examples = []
     for case in cases:
+        if case.report.is_empty():
+            continue  # an image-only case (a PACS study without a report) has nothing to learn to write
         for image in case.images[:images_per_case]:
             try:
                 found = builder.for_image(image.path)

@@ -8,6 +8,11 @@ them behind SQLite, the store rebuilds them from SQLite when it is next opened.
 With a `FindingRecorder`, each report's findings also go into the ontology graph (before the case is
 committed to the store); stored cases the graph does not know yet (an index built without it) get
 their findings written when the build or an add runs again over their archive.
+
+A case without a report (a PACS study nobody reported) is skipped ("empty report"), unless
+`IngestOptions.image_only`: then it is indexed image-only, its images embedded as usual and its report
+stored empty with a zero report vector, so that image search finds it and text search never does (see
+`retrieval.case_store`); the summary counts such cases in `image_only`.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ class BuildSummary:
     """What a build did; `skipped` holds every item left out with its reason."""
 
     cases_added: int = 0
+    image_only: int = 0  # of cases_added, those indexed without a report (IngestOptions.image_only)
     images_added: int = 0
     cases_already_present: int = 0
     finding_edges: int = 0  # case -> concept edges written to the graph
@@ -53,6 +59,7 @@ class BuildSummary:
         reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
         return {
             "cases_added": self.cases_added,
+            "image_only": self.image_only,
             "images_added": self.images_added,
             "cases_already_present": self.cases_already_present,
             "finding_edges": self.finding_edges,
@@ -72,6 +79,7 @@ class IngestOptions:
     window: str | None = None
     replace: bool = False  # re-embed cases already in the store instead of skipping them
     max_pixels: int = DEFAULT_MAX_PIXELS  # a larger 2D picture is skipped unread
+    image_only: bool = False  # index a case without a report by its images alone, instead of skipping it
 
 
 def _decode(case: Case, skipped: list[SkippedItem], options: IngestOptions) -> list[tuple[CaseImage, DecodedImage]]:
@@ -116,7 +124,7 @@ class Ingestor:
     ) -> list[tuple[Case, dict[str, np.ndarray], np.ndarray]]:
         items: list[tuple[Case, list[tuple[CaseImage, DecodedImage]]]] = []
         for case in cases:
-            if case.report.is_empty():
+            if case.report.is_empty() and not self.options.image_only:
                 summary.skipped.append(SkippedItem(source=case.case_id, reason="empty report"))
                 continue
             decoded = _decode(case, summary.skipped, self.options)
@@ -128,7 +136,7 @@ class Ingestor:
             return []
         flat = [d for _, decoded in items for _, d in decoded]
         vectors = embed_decoded(self.image_encoder, flat, k=self.options.volume_slices, window=self.options.window)
-        texts = self.text_encoder.embed([report_text_for_embedding(case) for case, _ in items])
+        texts = self._report_vectors([case for case, _ in items])
         out, row = [], 0
         for (case, decoded), text_vector in zip(items, texts, strict=True):
             image_vectors = {}
@@ -138,6 +146,15 @@ class Ingestor:
             out.append((case, image_vectors, text_vector))
         return out
 
+    def _report_vectors(self, cases: list[Case]) -> np.ndarray:
+        """One report vector per case: embedded for a case with a report, zero for an image-only one (no text
+        is embedded for it, captions included: it must never be found by text)."""
+        out = np.zeros((len(cases), self.text_encoder.dim), dtype=np.float32)
+        reported = [n for n, case in enumerate(cases) if not case.report.is_empty()]
+        if reported:
+            out[reported] = self.text_encoder.embed([report_text_for_embedding(cases[n]) for n in reported])
+        return out
+
     def _commit(self, batch: list[Case], summary: BuildSummary) -> None:
         embedded = self._embed_batch(batch, summary)
         if embedded and self.recorder is not None:
@@ -145,6 +162,7 @@ class Ingestor:
         if embedded:
             self.store.add_cases(embedded, replace=self.options.replace)
             summary.cases_added += len(embedded)
+            summary.image_only += sum(case.report.is_empty() for case, _, _ in embedded)
             summary.images_added += sum(len(v) for _, v, _ in embedded)
 
     def ingest(

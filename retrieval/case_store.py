@@ -16,6 +16,8 @@ generation the FAISS files reflect).
   the ids FAISS found, and stored vectors for exact rescoring.
 
 Vectors are stored L2-normalised, so what SQLite holds is exactly what FAISS searches (cosine).
+A case may be image-only (a study without a report): it is stored with an empty report and a zero report
+vector, found by image search like any other, and never by text search (left out by id, not by score).
 Several processes may share a store (service workers, the CLI beside the service); writes are serialised
 across processes by the index's writer lock (`retrieval.write_lock`), which the caller takes.
 `retrieval.index_check` checks a store's files without opening it, and repairs what can be repaired.
@@ -307,14 +309,18 @@ class CaseStore:
             return self.rows.image_rows_for(wanted)
 
     def info(self) -> dict[str, Any]:
-        """Counts, dimensions, encoders, index kinds, sizes on disk and generations."""
-        with self._lock:
+        """Counts (cases, of which with a report and image-only, and images), dimensions, encoders, index
+        kinds, sizes on disk and generations."""
+        with self._lock, self.rows.snapshot():
             cases, images, generation = self.rows.count("cases"), self.rows.count("images"), self.rows.generation()
+            image_only = self.rows.count_image_only()
         files = {f.name: f.stat().st_size for f in sorted(self.root.iterdir()) if f.is_file()}
         return {
             "name": self.root.name,
             "path": str(self.root),
             "cases": cases,
+            "cases_with_report": cases - image_only,
+            "cases_image_only": image_only,
             "images": images,
             "image_dim": self.manifest["image_dim"],
             "text_dim": self.manifest["text_dim"],
@@ -341,13 +347,19 @@ class CaseStore:
         filters: Mapping[str, str | None] | None = None,
         exclude_case_ids: Collection[str] = (),
         exclude_patient_ids: Collection[str] = (),
+        reported_only: bool = False,
     ) -> list[tuple[list[int], list[float]]]:
         """Top-k (row ids, scores) per query in `space` ("image": image rows, "text": case rows), best
-        first, without reading the rows: the searcher rescores candidates and reads only the few it keeps."""
+        first, without reading the rows: the searcher rescores candidates and reads only the few it keeps.
+
+        Image-only cases are never among the "text" results; `reported_only` leaves them out of the
+        "image" results too (for searches whose ranking also reads the report side)."""
         with self._lock:
             self._faiss.catch_up()
             index = self.image_index if space == "image" else self.text_index
-            allowed, excluded = self._queries.id_sets(space, filters, exclude_case_ids, exclude_patient_ids)
+            allowed, excluded = self._queries.id_sets(
+                space, filters, exclude_case_ids, exclude_patient_ids, reported_only=reported_only
+            )
             scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
         found = ids >= 0
         return [(i[m].tolist(), s[m].tolist()) for s, i, m in zip(scores, ids, found, strict=True)]
@@ -360,6 +372,7 @@ class CaseStore:
         filters: Mapping[str, str | None] | None,
         exclude_case_ids: Collection[str],
         exclude_patient_ids: Collection[str],
+        reported_only: bool = False,
     ) -> list[list[Hit]]:
         found = self.search_ids(
             space,
@@ -368,6 +381,7 @@ class CaseStore:
             filters=filters,
             exclude_case_ids=exclude_case_ids,
             exclude_patient_ids=exclude_patient_ids,
+            reported_only=reported_only,
         )
         sql = IMAGE_HIT_SQL if space == "image" else TEXT_HIT_SQL
         with self._lock:
@@ -381,13 +395,15 @@ class CaseStore:
         filters: Mapping[str, str | None] | None = None,
         exclude_case_ids: Collection[str] = (),
         exclude_patient_ids: Collection[str] = (),
+        reported_only: bool = False,
     ) -> list[list[Hit]]:
         """Top-k stored images per query vector (image-space vectors), best first.
 
         `filters`: case-insensitive equality on modality, body_region, patient_id, case_id or a
         metadata key, combined with AND. Excluded cases and patients never appear (leakage guard).
+        Images of image-only cases come back (with report ""), unless `reported_only`.
         """
-        return self._search("image", queries, k, filters, exclude_case_ids, exclude_patient_ids)
+        return self._search("image", queries, k, filters, exclude_case_ids, exclude_patient_ids, reported_only)
 
     def search_texts(
         self,
@@ -398,7 +414,8 @@ class CaseStore:
         exclude_case_ids: Collection[str] = (),
         exclude_patient_ids: Collection[str] = (),
     ) -> list[list[Hit]]:
-        """Top-k cases per query vector (report-text-space vectors); image_id is the case's first image."""
+        """Top-k cases per query vector (report-text-space vectors); image_id is the case's first image.
+        Image-only cases (no report) are never returned."""
         return self._search("text", queries, k, filters, exclude_case_ids, exclude_patient_ids)
 
     # -- stored vectors (for exact rescoring) --------------------------------------------------------------

@@ -13,6 +13,7 @@ same id and the leakage guard still works.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 
 ID_MAX_LENGTH = 128
@@ -57,3 +58,11 @@ def header_patient_id(value: str | None) -> str | None:
     if is_valid_id(text):
         return text
     return "pid-" + hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+def hashed_patient_id(value: str | None, salt: bytes) -> str | None:
+    """A patient id kept only as a salted hash (`pid-` + 32 hex digits of HMAC-SHA-256): the same patient
+    keeps the same id within one salt, so the leakage guard works, and the id itself is never stored."""
+    if value is None or not value.strip():
+        return None
+    return "pid-" + hmac.new(salt, value.strip().encode("utf-8"), hashlib.sha256).hexdigest()[:32]

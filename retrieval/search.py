@@ -7,6 +7,10 @@
 Candidates come from the FAISS indexes (several times k); fused scores are then computed exactly
 from the stored vectors, so a candidate found by one index is scored fairly by the other.
 
+Image-only cases (indexed without a report) have no report to match or to be rescored by: a query with
+text, and a search with `reported_only` (what a report writer drafts from), leaves them out by id, in
+both indexes. A query with an image alone finds them like any other case (a hit with report "").
+
 Options measured in `benchmarks.retrieval_quality` (all off by default unless the settings say):
 - `query_expansion` M (image queries): the query vector plus its M best candidates' vectors, each
   weighted by its similarity cubed (alpha query expansion), rescores the candidates: neighbours that
@@ -224,10 +228,12 @@ class CaseSearcher:
         leakage_guard: bool | None = None,
         per_image: bool = False,
         embedded: tuple[np.ndarray, DecodedImage] | None = None,
+        reported_only: bool = False,
     ) -> SearchResult:
         """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region.
 
-        `embedded` is `embed_image(query.image)` when the caller already has it (no second decode)."""
+        `embedded` is `embed_image(query.image)` when the caller already has it (no second decode).
+        `reported_only`: only cases with a report (always so for a query with text)."""
         if query.image is None and not (query.text and query.text.strip()):
             raise QueryError("a query needs an image or a non-empty text")
         if k < 1:
@@ -251,6 +257,8 @@ class CaseSearcher:
             "filters": dict(filters or {}),
             "exclude_case_ids": excl.case_ids,
             "exclude_patient_ids": excl.patient_ids,
+            # A fused score reads the report vector: a case without a report cannot be ranked by it.
+            "reported_only": reported_only or report_vec is not None,
         }
         assert visual_vec is not None
         # Candidates are row ids only: exact rescoring reads their vectors, and only the hits kept are read

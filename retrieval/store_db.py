@@ -25,6 +25,12 @@ from retrieval.store_rows import IN_LIST, SCHEMA, to_blob, unit_vector
 PreparedCase = tuple[Case, list[tuple[CaseImage, np.ndarray]], np.ndarray]  # case, (image, unit vector), report
 RowVectors = list[tuple[int, np.ndarray]]  # (row id, unit vector) per added row
 
+# An image-only case (a study indexed without a report) is stored with report_text '' and a zero report
+# vector. Searches that rank cases by their report leave these cases out by id (`StoreQueries`), and `info()`
+# counts them: this partial index answers both without reading the case rows (their vector pages).
+IMAGE_ONLY = "report_text = ''"
+IMAGE_ONLY_SCHEMA = f"CREATE INDEX IF NOT EXISTS cases_image_only ON cases(id) WHERE {IMAGE_ONLY};"
+
 
 class DuplicateCaseError(ValueError):
     """A case id that is already stored (or given twice in one batch)."""
@@ -35,7 +41,8 @@ def prepare_batch(
 ) -> list[PreparedCase]:
     """Validate a batch before touching the database: dimensions, finiteness, duplicate ids. Vectors come
     back unit length (what SQLite stores is exactly what FAISS searches); images without a vector are
-    dropped, as they are not stored."""
+    dropped, as they are not stored. A case with an empty report (image-only) gets a zero report vector,
+    whatever was given: it has no text to be found by."""
     seen: set[str] = set()
     out = []
     for case, image_vectors, text_vector in items:
@@ -50,7 +57,8 @@ def prepare_batch(
             for image in case.images
             if image_vectors.get(image.image_id) is not None
         ]
-        out.append((case, images, unit_vector(text_vector, text_dim, f"case {case.case_id}: report")))
+        text = unit_vector(text_vector, text_dim, f"case {case.case_id}: report")
+        out.append((case, images, np.zeros_like(text) if case.report.is_empty() else text))
     return out
 
 
@@ -89,7 +97,7 @@ class CaseRows:
             self.db.row_factory = sqlite3.Row
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA foreign_keys=ON")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + IMAGE_ONLY_SCHEMA)
         except BaseException:
             self.db.close()
             raise
@@ -131,6 +139,10 @@ class CaseRows:
 
     def count(self, table: str) -> int:
         return int(self.db.execute(f"SELECT COUNT(*) FROM {table}").fetchone()[0])  # fixed table names
+
+    def count_image_only(self) -> int:
+        """How many cases are stored without a report (read from the partial index alone)."""
+        return int(self.db.execute(f"SELECT COUNT(*) FROM cases WHERE {IMAGE_ONLY}").fetchone()[0])
 
     # -- writes (inside `write()`) -------------------------------------------------------------------------
     def insert(

@@ -4,6 +4,10 @@ hits read back for the ids FAISS found, and stored vectors for exact rescoring.
 Everything here is SQL over the store's connection; FAISS is searched by `CaseStore`, which holds its lock
 around every call. Id lists travel as one JSON-array parameter (`IN_LIST`), so there is no limit on
 their length.
+
+Image-only cases (stored without a report, with a zero report vector) are left out of every search that
+reads the report side: their ids join the excluded set (`id_sets(..., reported_only=True)`), so they are
+never found by a text query, whatever the scores, and never rescored by a report vector they do not have.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.records import Hit
+from retrieval.store_db import IMAGE_ONLY
 from retrieval.store_rows import IN_LIST, from_blob, json_list
 
 _FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
@@ -80,8 +85,36 @@ class StoreQueries:
         filters: Mapping[str, str | None] | None,
         exclude_case_ids: Collection[str],
         exclude_patient_ids: Collection[str],
+        *,
+        reported_only: bool = False,
     ) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """(allowed FAISS ids or None for all, excluded FAISS ids or None) of one search space."""
+        """(allowed FAISS ids or None for all, excluded FAISS ids or None) of one search space; with
+        `reported_only` (always in the text space) the rows of image-only cases are excluded too."""
+        allowed, excluded = self._filter_sets(space, filters, exclude_case_ids, exclude_patient_ids)
+        if not (reported_only or space == "text"):
+            return allowed, excluded
+        unreported = self.image_only_ids(space)
+        if not len(unreported):
+            return allowed, excluded
+        if allowed is not None:
+            return np.setdiff1d(allowed, unreported), None
+        return None, unreported if excluded is None else np.concatenate([excluded, unreported])
+
+    def image_only_ids(self, space: str) -> np.ndarray:
+        """The FAISS ids of image-only cases in `space`: their case rows ("text") or image rows ("image"),
+        read from the partial index on image-only cases (and the images' case_pk index)."""
+        cases = f"SELECT id FROM cases WHERE {IMAGE_ONLY}"
+        sql = cases if space == "text" else f"SELECT id FROM images WHERE case_pk IN ({cases})"
+        return np.array([r[0] for r in self.db.execute(sql)], dtype=np.int64)
+
+    def _filter_sets(
+        self,
+        space: str,
+        filters: Mapping[str, str | None] | None,
+        exclude_case_ids: Collection[str],
+        exclude_patient_ids: Collection[str],
+    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """(allowed, excluded) FAISS ids for the metadata filters and the leakage exclusions alone."""
         clauses, args, needs_cases = filter_sql(space, filters or {})
         exclusion, exclusion_args = [], []
         if exclude_case_ids:

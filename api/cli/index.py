@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -17,6 +18,7 @@ from api.cli.support import (
     load_services,
     out,
     progress_bars,
+    run_with_progress,
     user_errors,
     want_findings,
 )
@@ -27,7 +29,13 @@ index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_i
 
 @index_app.command("build")
 def index_build(
-    archive: Annotated[Path, typer.Argument(help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")],
+    archive: Annotated[
+        str,
+        typer.Argument(
+            help="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder, or a PACS: "
+            "dicomweb+http(s)://HOST:PORT/dicom-web (credentials from KGREPORT_DICOMWEB_*)"
+        ),
+    ],
     name: Annotated[str, typer.Option("--name", "-n", help="index name")],
     format: Annotated[
         str | None, typer.Option("--format", help="medpix|manifest|dicom|nifti (default: detect)")
@@ -35,14 +43,60 @@ def index_build(
     split: Annotated[str, typer.Option(help="MedPix split")] = "train",
     limit: Annotated[int | None, typer.Option(help="index only the first N cases")] = None,
     findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
+    since: Annotated[str | None, typer.Option(help="PACS: studies from this StudyDate on (YYYYMMDD)")] = None,
+    until: Annotated[str | None, typer.Option(help="PACS: studies up to this StudyDate (YYYYMMDD)")] = None,
+    modality: Annotated[str | None, typer.Option(help="PACS: studies holding this modality, its series only")] = None,
+    study_filter: Annotated[
+        list[str] | None, typer.Option(help="PACS: only this StudyInstanceUID (repeatable)")
+    ] = None,
+    reports: Annotated[
+        Path | None,
+        typer.Option(help="PACS: folder with reports.jsonl/.csv keyed by StudyInstanceUID or AccessionNumber"),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
+    from api.pacs import build_from_pacs, open_pacs
+    from indexing.archives.dicomweb import PacsQuery, check_date, is_pacs_url
+
     configure_logging(verbose)
     with user_errors():
         services = load_services()
-        result = ingest_with_progress(
-            services, name, archive, format, split, limit, create=True, findings=want_findings(services, findings)
+        record = want_findings(services, findings)
+        if is_pacs_url(archive):
+            query = PacsQuery(check_date(since), check_date(until), modality, tuple(study_filter or ()))
+            pacs = open_pacs(services, name, archive, query, reports.resolve() if reports else None)
+            result = run_with_progress(
+                f"indexing {pacs.name} ({len(pacs)} studies)",
+                lambda on_total, progress: build_from_pacs(
+                    services, name, pacs, findings=record, on_total=on_total, progress=progress
+                ),
+            )
+        else:
+            result = ingest_with_progress(services, name, Path(archive), format, split, limit, create=True,
+                                          findings=record)  # fmt: skip
+    out.print_json(json.dumps(result))
+
+
+@index_app.command("sync")
+def index_sync(
+    name: Annotated[str, typer.Argument(help="an index built from a PACS")],
+    findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Add the PACS's studies that are new since the last sync (safe from cron; rerun after a crash). Studies
+    the PACS no longer lists are reported, not deleted."""
+    from api.pacs import sync_index
+
+    configure_logging(verbose)
+    with user_errors():
+        services = load_services()
+        record = want_findings(services, findings)
+        result = run_with_progress(
+            f"syncing {name}",
+            lambda on_total, progress: sync_index(
+                services, name, findings=record, on_total=on_total, progress=progress
+            ),
         )
     out.print_json(json.dumps(result))
 
@@ -127,17 +181,30 @@ def index_rebuild(
 
 
 @index_app.command("info")
-def index_info(name: Annotated[str, typer.Argument(help="index name")]) -> None:
-    """Counts, dimensions, encoders, index kinds and sizes of an index."""
+def index_info(
+    name: Annotated[str, typer.Argument(help="index name")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="one JSON object on one line, for scripts and monitoring")
+    ] = False,
+) -> None:
+    """Counts (cases, images, with and without reports), dimensions, encoders, index kinds and sizes of an
+    index, and for one built from a PACS its source and last sync."""
+    from api.pacs import read_source
+    from retrieval.case_store import CaseStore, IndexNotFoundError
+
     with user_errors():
         services = load_services()
         root = services.settings.index_dir(name)
-        from retrieval.case_store import CaseStore, IndexNotFoundError
-
         if not CaseStore.exists(root):
             raise IndexNotFoundError(f"index {name!r} not found at {root}")
         with CaseStore.open(root) as store:
-            out.print_json(json.dumps(store.info(), default=str))
+            info = {"name": name, **store.info()}
+        if (source := read_source(services, name)) is not None:
+            info["pacs"] = source
+    if as_json:
+        sys.stdout.write(json.dumps(info, default=str) + "\n")
+    else:
+        out.print_json(json.dumps(info, default=str))
 
 
 @index_app.command("check")

@@ -22,6 +22,7 @@ from rich.progress import (
 from api.errors import EXIT_KNOWN_FAILURE, known_error_types
 from api.services import Services
 from api.settings import get_settings
+from retrieval.records import SkippedItem
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -72,6 +73,21 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
 
 
+Work = Callable[[Callable[[int], None], Callable[[int], None]], tuple[dict, list[SkippedItem]]]
+
+
+def run_with_progress(description: str, work: Work) -> dict:
+    """`work(on_total, progress)` under a progress bar, then what it skipped printed; its summary."""
+    with progress_bars() as bars:
+        task = bars.add_task(description, total=None)
+        result, skipped = work(lambda n: bars.update(task, total=n), lambda n: bars.advance(task, n))
+    for item in skipped[:20]:
+        console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
+    if len(skipped) > 20:
+        console.print(f"[yellow]… and {len(skipped) - 20} more skipped[/yellow]")
+    return result
+
+
 def ingest_with_progress(
     services: Services,
     name: str,
@@ -87,17 +103,13 @@ def ingest_with_progress(
     """`operations.ingest_archive` with a progress bar, printing what was skipped."""
     from api.operations import ingest_archive
 
-    with progress_bars() as progress:
-        task = progress.add_task(f"indexing {archive_path.name}", total=None)
-        result, skipped = ingest_archive(
+    return run_with_progress(
+        f"indexing {archive_path.name}",
+        lambda on_total, progress: ingest_archive(
             services, name, archive_path, fmt, split, limit, create=create, replace=replace, findings=findings,
-            on_total=lambda n: progress.update(task, total=n), progress=lambda n: progress.advance(task, n),
-        )  # fmt: skip
-    for item in skipped[:20]:
-        console.print(f"[yellow]skipped[/yellow] {item.source}: {item.reason}")
-    if len(skipped) > 20:
-        console.print(f"[yellow]… and {len(skipped) - 20} more skipped[/yellow]")
-    return result
+            on_total=on_total, progress=progress,
+        ),
+    )  # fmt: skip
 
 
 FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"

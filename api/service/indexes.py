@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
@@ -22,6 +23,7 @@ from api.service.jobs import Job
 from api.service.redact import client_json
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
+from indexing.archives.dicomweb import is_pacs_url
 from retrieval.case_store import IndexUnreadableError
 from retrieval.ids import ID_RULE, check_id
 from retrieval.imaging import ImageDecodeError
@@ -33,14 +35,22 @@ THUMBNAIL_PX = 256
 
 
 class IndexBuild(BaseModel):
-    """Build (or finish building) an index from an archive on the server."""
+    """Build (or finish building) an index from an archive on the server, or from a PACS over DICOMweb."""
 
     name: str = Field(description=f"index name: {ID_RULE}", examples=["demo"])
-    archive_path: str = Field(description="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder")
+    archive_path: str = Field(
+        description="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder, or a PACS: "
+        "dicomweb+http(s)://HOST:PORT/dicom-web (credentials from the server's KGREPORT_DICOMWEB_* settings)"
+    )
     format: str | None = Field(default=None, description="medpix, manifest, dicom or nifti (default: detect)")
     split: str = "train"
     limit: int | None = Field(default=None, ge=1)
     findings: bool | None = Field(default=None, description="write report findings into the graph")
+    since: str | None = Field(default=None, description="PACS: studies from this StudyDate on (YYYYMMDD)")
+    until: str | None = Field(default=None, description="PACS: studies up to this StudyDate (YYYYMMDD)")
+    modality: str | None = Field(default=None, max_length=16, description="PACS: studies holding this modality")
+    study_filter: list[str] = Field(default_factory=list, max_length=1000, description="PACS: only these studies")
+    reports: str | None = Field(default=None, description="PACS: server folder with reports.jsonl/.csv")
 
 
 def _archive_path(state: ServiceState, given: str) -> Path:
@@ -85,6 +95,8 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
     if body_kind(request, "send JSON naming a server archive, or a multipart manifest") == "json":
         body = await json_body(request, IndexBuild)
         state.settings.index_dir(body.name)  # a bad name fails now, not in the job
+        if is_pacs_url(body.archive_path):
+            return await _submit_pacs_build(state, body)
         archive = _archive_path(state, body.archive_path)
         _refuse_if_busy(state, body.name)
         return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
@@ -100,6 +112,45 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
     path = await save_bundle(manifest, images, state.settings.index_uploads_dir(name), max_bytes)
     params = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
     return _submit_build(state, name, path, "manifest", "train", None, findings, params)
+
+
+async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str, Any]:
+    """The PACS is probed and its studies listed before the job is queued: a wrong URL, wrong credentials
+    or a PACS that is down answer 502 now, not in a failed job later."""
+    from api.pacs import build_from_pacs, open_pacs
+    from indexing.archives.dicomweb import PacsQuery, check_date
+
+    _refuse_if_busy(state, body.name)
+    query = PacsQuery(check_date(body.since), check_date(body.until), body.modality, tuple(body.study_filter))
+    reports = _archive_path(state, body.reports) if body.reports else None
+    pacs = await run_in_threadpool(open_pacs, state.services, body.name, body.archive_path, query, reports)
+    with_findings = state.settings.index_findings if body.findings is None else body.findings
+
+    def work(job: Job) -> dict[str, Any]:
+        result, skipped = build_from_pacs(state.services, body.name, pacs, findings=with_findings,
+                                          on_total=job.set_total, progress=job.advance)  # fmt: skip
+        return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
+
+    job = state.jobs.submit("index_build", body.model_dump(), work)
+    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
+
+
+@router.post("/indexes/{name}/sync", status_code=202, summary="Add the PACS studies new since the last sync (a job)")
+def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
+    from api.pacs import read_source, sync_index
+
+    state.settings.index_dir(name)
+    if read_source(state.services, name) is None:
+        state.services.open_store(name)  # 404 for no index at all
+        raise ApiError(409, "not_a_pacs_index", f"index {name!r} was not built from a PACS: nothing to sync")
+    _refuse_if_busy(state, name)
+
+    def work(job: Job) -> dict[str, Any]:
+        result, skipped = sync_index(state.services, name, on_total=job.set_total, progress=job.advance)
+        return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
+
+    job = state.jobs.submit("index_build", {"name": name, "sync": True}, work)
+    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
 
 
 def _refuse_if_busy(state: ServiceState, name: str) -> None:

@@ -62,8 +62,9 @@ class _Study:
 class DicomFolderArchive:
     """Reader for a folder tree of DICOM files; the tree's headers are scanned once and cached."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, image_only: bool = False) -> None:
         self.root = Path(root)
+        self.image_only = image_only  # a study without a report is a case with an empty one, not skipped
         if not self.root.is_dir():
             raise ArchiveError(f"{self.root}: DICOM folder not found")
         self.name = f"dicom:{self.root.name}"
@@ -176,9 +177,14 @@ class DicomFolderArchive:
                 check_id(found[0], "case id", f"study folder {study.folder.relative_to(self.root)}")
         except (OutsideRootError, InvalidIdError) as err:
             return [skip(str(study.folder), str(err))]
-        if found is None:
+        if found is None and not self.image_only:
             return [SkippedItem(source=str(study.folder), reason=f"no report for study {study.label}")]
-        case_id, row, value = found
+        case_id, row, value = found if found is not None else (study.label, None, "")
+        if found is None:
+            try:
+                check_id(case_id, "case id", f"study folder {study.folder}")
+            except InvalidIdError as err:
+                return [skip(str(study.folder), str(err))]
         try:
             table_patient = table_patient_id(row)
         except InvalidIdError as err:
@@ -188,7 +194,7 @@ class DicomFolderArchive:
             return [SkippedItem(source=str(study.folder), reason=reason)]
         used_keys[case_id] = study.label
         report = report_sections(value)
-        if report.is_empty():
+        if report.is_empty() and not self.image_only:
             return [SkippedItem(source=case_id, reason="empty report")]
         items: list[Case | SkippedItem] = []
         images: list[CaseImage] = []

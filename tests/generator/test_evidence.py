@@ -3,8 +3,10 @@ findings, facts from the real ontology graph, and the prompt's budget cuts."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pytest
 
 from generator.evidence import (
@@ -13,6 +15,7 @@ from generator.evidence import (
     NO_CASES,
     CaseEvidence,
     Evidence,
+    EvidenceBuilder,
     FindingEvidence,
     build_prompt,
     collect_evidence,
@@ -20,12 +23,14 @@ from generator.evidence import (
     facts_line,
 )
 from knowledge.grounding import Grounding
-from retrieval.records import Hit, ReportSections
+from retrieval.records import Case, CaseImage, Hit, ReportSections
 from tests.generator.cases import PRIOR_CASES
 
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
     from knowledge.graph import GraphBackend
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def words(text: str) -> int:
@@ -45,6 +50,58 @@ def test_evidence_from_hits_takes_findings_and_impression() -> None:
     assert [c.case_id for c in cases] == ["MPX1", "MPX2"]
     assert cases[0] == CaseEvidence("MPX1", 0.9, "Right pleural effusion.", "Effusion.\nEmpyema", "CT", "Thorax")
     assert cases[1].findings == "Small effusion without any headings." and cases[1].impression == ""
+
+
+def test_a_hit_without_a_report_is_no_evidence() -> None:
+    """An image-only case (indexed without a report) states nothing: it is no case of the votes."""
+    hits = [
+        Hit("PACS1", "img1", 0.95, "CT", "Thorax", ""),
+        Hit("MPX2", "img2", 0.9, "CT", "Thorax", "Findings: Small effusion."),
+        Hit("PACS2", "img3", 0.8, "CT", "Thorax", "  "),
+    ]
+    assert [c.case_id for c in evidence_from_hits(hits)] == ["MPX2"]
+
+
+@pytest.mark.slow
+def test_the_builder_drafts_and_cites_only_cases_with_a_report(tmp_path: Path, extractor: FindingExtractor) -> None:
+    """With image-only cases in the index, the writer's k cases (hits, report vectors, votes) all have a
+    report, though plain image search finds the others too."""
+    from retrieval.case_store import CaseStore
+    from retrieval.encoders.image_encoder import load_image_encoder
+    from retrieval.encoders.text_encoder import TextEncoder
+    from retrieval.encoders.volume_embedding import embed_decoded
+    from retrieval.imaging import load_case_image
+    from retrieval.search import CaseSearcher, Query
+
+    image_encoder, text_encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder"), TextEncoder()
+    query, *paths = sorted((REPO / "data" / "demo" / "images").glob("*.jpg"))[:7]
+    cases = [
+        Case(
+            f"C{n}", (CaseImage(f"C{n}/1", path),), ReportSections(findings="Right pleural effusion." if n % 2 else "")
+        )
+        for n, path in enumerate(paths)
+    ]
+    store = CaseStore.create_for(tmp_path / "idx", image_encoder, text_encoder)
+    store.add_cases(
+        [
+            (
+                c,
+                {c.images[0].image_id: embed_decoded(image_encoder, [load_case_image(c.images[0])])[0]},
+                text_encoder.embed([c.report.text()])[0] if c.report.text() else np.zeros(text_encoder.dim),
+            )
+            for c in cases
+        ]
+    )
+    searcher = CaseSearcher(store, image_encoder, text_encoder, leakage_guard=False)
+    assert len(searcher.search(Query(image=query), k=len(cases)).hits) == len(cases)
+    reported = {c.case_id for c in cases if c.report.text()}
+    builder = EvidenceBuilder(searcher, extractor, None, None, lambda text: len(text.split()), k=len(cases))
+    found = builder.for_image(query)
+    assert {h.case_id for h in found.hits} == reported and all(h.report for h in found.hits)
+    assert found.mask.sum() == len(reported) and np.abs(found.texts[found.mask]).sum(axis=1).all()
+    assert {c.case_id for c in found.evidence.cases} == reported
+    assert found.evidence.findings and found.evidence.findings[0].votes == len(reported)
+    store.close()
 
 
 @pytest.mark.slow

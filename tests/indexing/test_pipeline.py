@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -15,8 +16,9 @@ from retrieval.case_store import CaseStore
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
+from retrieval.index_check import check_index
 from retrieval.query_cache import QueryCache
-from retrieval.records import Case, CaseImage, SkippedItem
+from retrieval.records import Case, CaseImage, ReportSections, SkippedItem
 from retrieval.search import CaseSearcher, Query, QueryError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -155,6 +157,41 @@ def test_unreadable_images_and_empty_reports_are_skipped_and_counted(
     assert reasons["broken"] == "no readable image"
     assert reasons["empty"] == "empty report"
     assert reasons["row 7"] == "row without case_id"
+    store.close()
+
+
+def test_a_case_without_a_report_is_indexed_image_only_when_asked(tmp_path: Path, encoders, demo_archive: Path) -> None:
+    """Issue 16: a study with no report is skipped by default; with `image_only` it is indexed by its images,
+    counted, found by its image and never by text (a text or an image + text query)."""
+    cases = [c for c in MedPixArchive(demo_archive, "train") if isinstance(c, Case)][:4]
+    unreported = replace(cases[3], report=ReportSections())
+    items = [*cases[:3], unreported]
+    default = _store(tmp_path / "default", encoders)
+    skipped = Ingestor(default, *encoders).ingest(items)
+    assert (skipped.cases_added, skipped.image_only) == (3, 0)
+    assert {s.source: s.reason for s in skipped.skipped} == {unreported.case_id: "empty report"}
+    default.close()
+
+    store = _store(tmp_path / "idx", encoders)
+    summary = Ingestor(store, *encoders, IngestOptions(image_only=True)).ingest(items)
+    assert (summary.cases_added, summary.image_only, summary.skipped) == (4, 1, [])
+    assert summary.as_json()["image_only"] == 1 and summary.images_added == sum(len(c.images) for c in items)
+    info = store.info()
+    assert (info["cases"], info["cases_with_report"], info["cases_image_only"]) == (4, 3, 1)
+    assert store.get_case(unreported.case_id)["report_text"] == ""  # type: ignore[index]
+    assert not store.case_text_vectors([unreported.case_id]).any()
+    store.flush()
+    check = check_index(store.root)
+    assert check.ok and check.facts["text_vectors"] == 4, check.problems
+
+    searcher = CaseSearcher(store, *encoders, leakage_guard=False)
+    own_image = unreported.images[0].path
+    by_image = searcher.search(Query(image=own_image), k=4)
+    assert by_image.hits[0].case_id == unreported.case_id and by_image.hits[0].report == ""
+    words = " ".join(img.caption for img in unreported.images) or "brain"  # its captions: no report side to find
+    for query in (Query(text=words), Query(image=own_image, text=words)):
+        hits = searcher.search(query, k=4).hits
+        assert len(hits) == 3 and unreported.case_id not in {h.case_id for h in hits}, query.label
     store.close()
 
 

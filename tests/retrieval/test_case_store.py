@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.index_check import check_index
 from retrieval.records import Case, CaseImage, Hit, ReportSections
 from retrieval.vector_index import IndexParams
 
@@ -174,6 +176,41 @@ def test_text_filter_matches_a_case_without_images(tmp_path: Path) -> None:
         store.add_cases([(case, {}, text)])
         hits = store.search_texts(text[None, :], 3, filters={"modality": "ct"})[0]
         assert [(h.case_id, h.image_id) for h in hits] == [("c0", "")]
+
+
+def test_image_only_cases_are_found_by_image_never_by_text(tmp_path: Path) -> None:
+    """A case stored without a report: its images are searched as usual, its report side never is, with
+    filters, exclusions and `reported_only` alike; counted in info(); and the index still checks clean."""
+    items = make_cases(6)
+    case, vectors, text = items[1]  # MR, patient p0; its own report vector is given and must not be stored
+    items[1] = (replace(case, report=ReportSections()), vectors, text)
+    root = tmp_path / "s"
+    with create(root) as store:
+        store.add_cases(items)
+        assert store.get_case("c1")["report_text"] == ""  # type: ignore[index]
+        assert not store.case_text_vectors(["c1"]).any(), "an image-only case has a zero report vector"
+        info = store.info()
+        assert (info["cases"], info["cases_with_report"], info["cases_image_only"]) == (6, 5, 1)
+        store.flush()
+    assert check_index(root).ok, check_index(root).problems
+    with CaseStore.open(root) as store:
+        for query in (text, *(t for _, _, t in items)):
+            hits = store.search_texts(query[None, :], 10)[0]
+            assert len(hits) == 5 and "c1" not in {h.case_id for h in hits}, "never found by text, not even last"
+        mr = store.search_texts(text[None, :], 10, filters={"modality": "MR"})[0]
+        assert {h.case_id for h in mr} == {"c3", "c5"}
+        others = store.search_texts(text[None, :], 10, exclude_case_ids={"c0"})[0]
+        assert {h.case_id for h in others} == {"c2", "c3", "c4", "c5"}
+        image = vectors["c1/img0"][None, :]
+        hit = store.search_images(image, 1)[0][0]
+        assert (hit.case_id, hit.image_id, hit.report) == ("c1", "c1/img0", "") and hit.score > 0.999
+        assert len(store.search_images(image, 12, filters={"modality": "MR"})[0]) == 6
+        reported = store.search_images(image, 12, reported_only=True)[0]
+        assert len(reported) == 10 and "c1" not in {h.case_id for h in reported}
+        reported_mr = store.search_images(image, 12, filters={"modality": "MR"}, reported_only=True)[0]
+        assert {h.case_id for h in reported_mr} == {"c3", "c5"}
+        ids, _ = store.search_ids("image", image, 12, exclude_case_ids={"c3"}, reported_only=True)[0]
+        assert {r["case_id"] for r in store.image_rows_for(ids)} == {"c0", "c2", "c4", "c5"}
 
 
 def test_leakage_exclusions(tmp_path: Path) -> None:

@@ -51,10 +51,10 @@ def _store(tmp_path: Path, layout: dict[str, tuple[str, list[np.ndarray]]]) -> C
     return store
 
 
-def _result(store: CaseStore, query: np.ndarray, **options: object) -> SearchResult:
+def _result(store: CaseStore, query: np.ndarray, reported_only: bool = False, **options: object) -> SearchResult:
     searcher = CaseSearcher(store, HeadsOnly(), None, leakage_guard=False, **options)  # type: ignore[arg-type]
     decoded = DecodedImage(pixels=np.zeros((4, 4), np.float32), kind="image", source="q.png")
-    return searcher.search(Query(image=Path("q.png")), k=3, embedded=(query, decoded))
+    return searcher.search(Query(image=Path("q.png")), k=3, embedded=(query, decoded), reported_only=reported_only)
 
 
 def _search(store: CaseStore, query: np.ndarray, **options: object) -> tuple[list[str], str | None]:
@@ -135,6 +135,21 @@ def test_case_pooling_ranks_a_consistent_case_above_one_lucky_image(tmp_path: Pa
     mean = _unit(1, 0.3, 0, 0) + _unit(1, 0.35, 0, 0)
     assert pooled.hits[0].score == pytest.approx(float(mean @ query / np.linalg.norm(mean)), abs=1e-5)
     assert pooled.predicted == _result(store, query).predicted  # the per-image vote keeps the images' own scores
+    store.close()
+
+
+def test_reported_only_leaves_image_only_cases_out_of_the_ranking_and_the_vote(tmp_path: Path) -> None:
+    """The nearest case has no report: an image query finds it (report ""); `reported_only` (what the report
+    writer asks for) ranks and votes among the cases with a report only."""
+    store = _store(tmp_path, {"a": ("Thorax", [_unit(1, 0.3, 0, 0)]), "b": ("Thorax", [_unit(1, 0.4, 0, 0)])})
+    image = CaseImage("pacs/0", Path("/a/pacs_0.jpg"), modality="CT", body_region="Head")
+    store.add_cases([(Case("pacs", (image,), ReportSections()), {"pacs/0": _unit(1, 0, 0, 0)}, np.zeros(TEXT_DIM))])
+    query = _unit(1, 0, 0, 0)
+    found = _result(store, query)
+    assert [h.case_id for h in found.hits] == ["pacs", "a", "b"] and found.hits[0].report == ""
+    reported = _result(store, query, reported_only=True)
+    assert [h.case_id for h in reported.hits] == ["a", "b"] and all(h.report for h in reported.hits)
+    assert found.predicted.body_region_confidence < 1 and reported.predicted.body_region_confidence == 1
     store.close()
 
 
