@@ -69,14 +69,16 @@ def build_from_pacs(
     *,
     create: bool = True,
     findings: bool = True,
+    index_query: PacsQuery | None = None,
     on_total: Progress | None = None,
     progress: Progress | None = None,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
-    """Ingest the opened PACS `archive` into `name` and record the source; (summary, skipped items)."""
+    """Ingest the opened PACS `archive` into `name` and record the source; (summary, skipped items).
+    `index_query` is which studies the index holds, when the archive lists fewer (a sync's recent ones)."""
     previous = read_source(services, name) or {}
     record = {
         "url": archive.url,
-        "query": archive.query.as_json(),
+        "query": (index_query or archive.query).as_json(),
         "reports": previous.get("reports"),
         "created": previous.get("created") or _now(),
         "last_sync": previous.get("last_sync"),
@@ -111,8 +113,8 @@ def sync_index(
     reports = Path(source["reports"]) if source.get("reports") else None
     archive = open_pacs(services, name, source["url"], PacsQuery(since, query.until, query.modality,
                                                                  query.study_uids), reports)  # fmt: skip
-    result, skipped = build_from_pacs(services, name, archive, create=False, findings=findings,
-                             on_total=on_total, progress=progress)  # fmt: skip
+    result, skipped = build_from_pacs(services, name, archive, create=False, findings=findings, index_query=query,
+                                      on_total=on_total, progress=progress)  # fmt: skip
     listed = {s.study_uid for s in archive.source.studies(since=query.since, until=query.until,
                                                            modality=query.modality)}  # fmt: skip
     stored = services.open_store(name).case_ids()

@@ -87,8 +87,11 @@ class Orthanc:
     auth: tuple[str, str] | None = None  # the first registered user, used by `upload` and readiness checks
     uploaded: list[str] = field(default_factory=list)  # Orthanc ids of the instances uploaded
 
-    def _request(self, path: str, data: bytes | None = None, content_type: str | None = None) -> bytes:
-        request = urllib.request.Request(self.url + path, data=data, method="POST" if data is not None else "GET")
+    def _request(
+        self, path: str, data: bytes | None = None, content_type: str | None = None, method: str | None = None
+    ) -> bytes:
+        method = method or ("POST" if data is not None else "GET")
+        request = urllib.request.Request(self.url + path, data=data, method=method)
         if content_type:
             request.add_header("Content-Type", content_type)
         if self.auth is not None:
@@ -109,6 +112,12 @@ class Orthanc:
         instance_id = str(answer["ID"])
         self.uploaded.append(instance_id)
         return instance_id
+
+    def delete_study(self, study_uid: str) -> None:
+        """Delete a study from the PACS (REST: look its Orthanc ids up, then DELETE each)."""
+        for found in json.loads(self._request("/tools/lookup", study_uid.encode(), "text/plain")):
+            if found.get("Type") == "Study":
+                self._request(f"/studies/{found['ID']}", method="DELETE")
 
     def upload_all(self, datasets: list[Dataset]) -> None:
         """`upload` each dataset in turn."""

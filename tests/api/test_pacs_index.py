@@ -115,7 +115,8 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
         ds = dcmread(path)
         assert "PatientName" not in ds and "PatientBirthDate" not in ds and ds.PatientID.startswith("pid-")
 
-    # Two more studies arrive; a sync adds exactly them, and a second sync adds nothing.
+    # Two more studies arrive; a sync adds exactly them, and a second sync adds nothing (nor forgets the first
+    # studies: a sync lists only recent ones, but the index keeps its own query).
     for date, accession in (("20240201", "ACC-E"), ("20240202", "ACC-F")):
         pacs.orthanc.upload_all(_study("new", date, accession))
     synced = runner.invoke(app, ["index", "sync", "pacs", "--no-findings"])
@@ -123,6 +124,13 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
     assert _summary(synced.output)["cases_added"] == 2
     again = _summary(runner.invoke(app, ["index", "sync", "pacs", "--no-findings"]).output)
     assert again["cases_added"] == 0 and _info()["cases"] == 6
+    assert again["pacs"]["no_longer_in_pacs"]["count"] == 0
+
+    # A study deleted in the PACS is reported, and stays in the index.
+    pacs.orthanc.delete_study(pacs.uids["none"])
+    reported = _summary(runner.invoke(app, ["index", "sync", "pacs", "--no-findings"]).output)["pacs"]
+    assert reported["no_longer_in_pacs"] == {"count": 1, "case_ids": [pacs.uids["none"]], "deleted": False}
+    assert _info()["cases"] == 6
 
 
 def test_a_sync_killed_midway_is_run_again_with_exact_counts(pacs: SimpleNamespace, data_dir: Path) -> None:
@@ -189,3 +197,40 @@ def test_wrong_credentials_and_a_url_that_is_not_dicomweb(
     client = TestClient(create_app(Settings()))
     answer = client.post("/v1/indexes", json={"name": "pacs", "archive_path": pacs.orthanc.dicomweb_url})
     assert answer.status_code == 502 and answer.json()["error"]["code"] == "pacs_auth_failed", answer.text
+
+
+def test_a_rest_build_records_skipped_series_in_its_job(tmp_path: Path, data_dir: Path) -> None:
+    """A series whose slices differ in size, and one with no pixel data, are skipped with their reasons in the
+    job record; the study keeps its good series."""
+    from fastapi.testclient import TestClient
+
+    from api.service.app import create_app
+    from api.settings import Settings
+
+    good = _study("good", "20240301", "ACC-M")
+    mixed = make_ct_study(good[0].StudyInstanceUID, study_date="20240301", accession_number="ACC-M",
+                          patient_id="PAT-REAL-1", slices=3)  # fmt: skip
+    small = mixed[1]
+    small.Rows, small.Columns = 64, 64
+    small.PixelData = small.pixel_array[:64, :64].copy().tobytes()
+    no_pixels = make_ct_study(good[0].StudyInstanceUID, study_date="20240301", accession_number="ACC-M",
+                              patient_id="PAT-REAL-1", slices=1)  # fmt: skip
+    del no_pixels[0].PixelData
+    with running_orthanc(tmp_path / "orthanc", users={USER: PASSWORD}) as orthanc:
+        orthanc.upload_all([*good, *mixed, *no_pixels])
+        client = TestClient(create_app(Settings()))
+        started = client.post(
+            "/v1/indexes", json={"name": "pacs", "archive_path": orthanc.dicomweb_url, "findings": False}
+        )
+        assert started.status_code == 202, started.text
+        job_id = started.json()["job"]["id"]
+        deadline = time.monotonic() + 600
+        while (job := client.get(f"/v1/jobs/{job_id}").json())["state"] not in ("succeeded", "failed"):
+            assert time.monotonic() < deadline, job
+            time.sleep(0.2)  # polling the job's state, which is what a client does
+    assert job["state"] == "succeeded", job
+    reasons = " | ".join(s["reason"] for s in job["result"]["skipped"])
+    assert "inconsistent slice sizes" in reasons and mixed[0].SeriesInstanceUID in reasons
+    assert no_pixels[0].SeriesInstanceUID in reasons
+    assert job["result"]["cases_added"] == 1 and job["result"]["image_only"] == 1
+    assert job["result"]["pacs"]["report_sources"] == {"none": 1}
