@@ -182,7 +182,8 @@ def _remove_uploads(paths: list[Path], uploads: Path) -> None:
 
 
 def delete_index(services: Services, name: str) -> dict[str, Any]:
-    """Delete the whole index `name`, the images uploaded for it, and its findings in the graph."""
+    """Delete the whole index `name`, the images uploaded for it or fetched for it from a PACS, and its findings in
+    the graph."""
     from knowledge.archive import delete_index as delete_index_findings
 
     root = services.settings.index_dir(name)
@@ -192,6 +193,7 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
         services.close_store(name)
         shutil.rmtree(root)
         shutil.rmtree(services.settings.index_uploads_dir(name), ignore_errors=True)  # images its cases were sent with
+        shutil.rmtree(services.settings.data_dir / "pacs" / name, ignore_errors=True)  # studies fetched from a PACS
     delete_index_findings(services.graph, name)
     return {"index": name, "deleted": True}
 

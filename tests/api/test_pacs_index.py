@@ -132,6 +132,10 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
     assert reported["no_longer_in_pacs"] == {"count": 1, "case_ids": [pacs.uids["none"]], "deleted": False}
     assert _info()["cases"] == 6
 
+    # Deleting the index deletes the studies fetched for it (de-identified, but still patients' images).
+    assert runner.invoke(app, ["index", "delete", "pacs", "--yes"]).exit_code == 0
+    assert not (data_dir / "pacs" / "pacs").exists()
+
 
 def test_a_sync_killed_midway_is_run_again_with_exact_counts(pacs: SimpleNamespace, data_dir: Path) -> None:
     assert _build(pacs).exit_code == 0
