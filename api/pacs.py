@@ -12,13 +12,14 @@ holds but the PACS no longer lists are reported, never deleted here.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from api.operations import Progress, ingest
 from api.services import Services
-from indexing.archives.dicomweb import DicomWebArchive, PacsQuery, is_pacs_url
+from indexing.archives.dicomweb import DicomWebArchive, PacsQuery
 from indexing.pacs.client import PacsCredentials
 from retrieval.case_store import IndexNotFoundError
 from retrieval.records import SkippedItem
@@ -108,15 +109,13 @@ def sync_index(
     if source is None:
         services.open_store(name)  # IndexNotFoundError when there is no such index at all
         raise IndexNotFoundError(f"index {name!r} was not built from a PACS (no {SOURCE_FILE}); nothing to sync")
-    query = PacsQuery(**{**source["query"], "study_uids": tuple(source["query"].get("study_uids") or ())})
+    query = PacsQuery.from_json(source["query"])
     since = max(filter(None, (query.since, source.get("latest_study_date"))), default=None)
     reports = Path(source["reports"]) if source.get("reports") else None
-    archive = open_pacs(services, name, source["url"], PacsQuery(since, query.until, query.modality,
-                                                                 query.study_uids), reports)  # fmt: skip
+    archive = open_pacs(services, name, source["url"], replace(query, since=since), reports)
     result, skipped = build_from_pacs(services, name, archive, create=False, findings=findings, index_query=query,
                                       on_total=on_total, progress=progress)  # fmt: skip
-    listed = {s.study_uid for s in archive.source.studies(since=query.since, until=query.until,
-                                                           modality=query.modality)}  # fmt: skip
+    listed = {s.study_uid for s in archive.list_studies(query)}
     stored = services.open_store(name).case_ids()
     gone = sorted(stored - listed)
     result["pacs"]["since"] = since
@@ -128,4 +127,4 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
-__all__ = ["build_from_pacs", "is_pacs_url", "open_pacs", "read_source", "sync_index"]
+__all__ = ["build_from_pacs", "open_pacs", "read_source", "sync_index"]

@@ -57,14 +57,14 @@ def index_build(
 ) -> None:
     """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
     from api.pacs import build_from_pacs, open_pacs
-    from indexing.archives.dicomweb import PacsQuery, check_date, is_pacs_url
+    from indexing.archives.dicomweb import PacsQuery, is_pacs_url
 
     configure_logging(verbose)
     with user_errors():
         services = load_services()
         record = want_findings(services, findings)
         if is_pacs_url(archive):
-            query = PacsQuery(check_date(since), check_date(until), modality, tuple(study_filter or ()))
+            query = PacsQuery(since, until, modality, tuple(study_filter or ()))
             pacs = open_pacs(services, name, archive, query, reports.resolve() if reports else None)
             result = run_with_progress(
                 f"indexing {pacs.name} ({len(pacs)} studies)",

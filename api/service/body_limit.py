@@ -71,8 +71,8 @@ class BodyLimit:
                 await self._refuse(send)
 
     async def _refuse(self, send: Send) -> None:
-        message = f"request body over the {self.megabytes:g} MB limit"
-        response = error_response(413, "upload_too_large", message, headers={"Connection": "close"})
+        err = BodyTooLarge(self.megabytes)
+        response = error_response(err.status, err.code, err.message, headers={"Connection": "close"})
 
         async def no_body() -> Message:
             return {"type": "http.disconnect"}

@@ -118,10 +118,10 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     """The PACS is probed and its studies listed before the job is queued: a wrong URL, wrong credentials
     or a PACS that is down answer 502 now, not in a failed job later."""
     from api.pacs import build_from_pacs, open_pacs
-    from indexing.archives.dicomweb import PacsQuery, check_date
+    from indexing.archives.dicomweb import PacsQuery
 
     _refuse_if_busy(state, body.name)
-    query = PacsQuery(check_date(body.since), check_date(body.until), body.modality, tuple(body.study_filter))
+    query = PacsQuery(body.since, body.until, body.modality, tuple(body.study_filter))
     reports = _archive_path(state, body.reports) if body.reports else None
     pacs = await run_in_threadpool(open_pacs, state.services, body.name, body.archive_path, query, reports)
     with_findings = state.settings.index_findings if body.findings is None else body.findings

@@ -173,18 +173,12 @@ class DicomFolderArchive:
     ) -> list[Case | SkippedItem]:
         try:
             found = self._report_for(study)
-            if found is not None:
-                check_id(found[0], "case id", f"study folder {study.folder.relative_to(self.root)}")
+            if found is None and not self.image_only:
+                return [SkippedItem(source=str(study.folder), reason=f"no report for study {study.label}")]
+            case_id, row, value = found if found is not None else (study.label, None, "")
+            check_id(case_id, "case id", f"study folder {study.folder.relative_to(self.root)}")
         except (OutsideRootError, InvalidIdError) as err:
             return [skip(str(study.folder), str(err))]
-        if found is None and not self.image_only:
-            return [SkippedItem(source=str(study.folder), reason=f"no report for study {study.label}")]
-        case_id, row, value = found if found is not None else (study.label, None, "")
-        if found is None:
-            try:
-                check_id(case_id, "case id", f"study folder {study.folder}")
-            except InvalidIdError as err:
-                return [skip(str(study.folder), str(err))]
         try:
             table_patient = table_patient_id(row)
         except InvalidIdError as err:

@@ -66,6 +66,16 @@ class PacsQuery:
     modality: str | None = None  # studies holding this modality (ModalitiesInStudy), and only its series
     study_uids: tuple[str, ...] = ()  # only these studies (empty: all that match)
 
+    def __post_init__(self) -> None:
+        check_date(self.since)
+        check_date(self.until)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PacsQuery:
+        """The query `as_json` wrote."""
+        fields = {k: data.get(k) for k in ("since", "until", "modality")}
+        return cls(**fields, study_uids=tuple(data.get("study_uids") or ()))
+
     def as_json(self) -> dict[str, Any]:
         fields = {"since": self.since, "until": self.until, "modality": self.modality}
         return {**fields, "study_uids": list(self.study_uids)}
@@ -110,11 +120,12 @@ class DicomWebArchive:
         self._reports = read_report_table(Path(reports)) if reports is not None else ReportTable()
         self.counts = FetchCounts()
         self.source.probe()  # a wrong URL or credentials fail here, before a job or a progress bar
-        self.studies = self._list_studies()
+        self.studies = self.list_studies(self.query)
 
-    def _list_studies(self) -> list[StudyRef]:
-        wanted = set(self.query.study_uids)
-        found = self.source.studies(since=self.query.since, until=self.query.until, modality=self.query.modality)
+    def list_studies(self, query: PacsQuery) -> list[StudyRef]:
+        """The PACS's studies that match `query`, each StudyInstanceUID once."""
+        wanted = set(query.study_uids)
+        found = self.source.studies(since=query.since, until=query.until, modality=query.modality)
         unique: dict[str, StudyRef] = {}
         for study in found:  # a PACS may list one StudyInstanceUID twice (Orthanc does, under two patient ids)
             if (not wanted or study.study_uid in wanted) and study.study_uid not in unique:

@@ -63,9 +63,9 @@ def report_text(ds: Dataset) -> str:
         raise MalformedReportError("no ContentSequence (0040,A730)")
     try:
         parts = list(_text_items(ds.ContentSequence, "", 0))
+    except MalformedReportError:
+        raise
     except (AttributeError, TypeError, ValueError) as err:
-        if isinstance(err, MalformedReportError):
-            raise
         raise MalformedReportError(f"unreadable content tree ({type(err).__name__}: {err})") from err
     if not parts:
         raise MalformedReportError("the document holds no text")

@@ -53,3 +53,13 @@ def test_identifiers_are_removed_and_the_patient_id_hashed() -> None:
     assert ds.PatientID == hashed_patient_id("PAT-REAL-1", b"salt") and is_valid_id(ds.PatientID)
     assert hashed_patient_id("PAT-REAL-1", b"other salt") != ds.PatientID, "the salt is what protects the id"
     assert ds.pixel_array.shape == (128, 128), "the pixels are kept"
+
+
+def test_a_pacs_query_checks_its_dates_and_reads_back_what_it_wrote() -> None:
+    from indexing.archives.base import ArchiveError
+    from indexing.archives.dicomweb import PacsQuery
+
+    with pytest.raises(ArchiveError, match="YYYYMMDD"):
+        PacsQuery(since="2024-01-31")
+    query = PacsQuery("20240101", None, "CT", ("1.2.3",))
+    assert PacsQuery.from_json(query.as_json()) == query
