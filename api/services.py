@@ -17,6 +17,7 @@ from knowledge.extraction.extractor import FindingExtractor
 from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import ensure_ontology
+from retrieval import faiss_gpu
 from retrieval.case_store import CaseStore, IndexNotFoundError
 from retrieval.device import describe, resolve_device
 from retrieval.encoders.coalescing import QueryCoalescers
@@ -56,7 +57,12 @@ class Services:
     def device(self) -> torch.device:
         """Where the encoders and the report writer run (`KGREPORT_DEVICE`); said once in the log."""
         device = resolve_device(self.settings.device)
-        log.info("device: %s (KGREPORT_DEVICE=%s)", describe(device), self.settings.device)
+        log.info(
+            "device: %s, vector search on %s (KGREPORT_DEVICE=%s)",
+            describe(device),
+            faiss_gpu.describe(self.settings.device),
+            self.settings.device,
+        )
         return device
 
     @property
@@ -66,7 +72,11 @@ class Services:
 
     @property
     def index_params(self) -> IndexParams:
-        return IndexParams(exact_threshold=self.settings.exact_search_threshold, nprobe=self.settings.ivf_nprobe)
+        return IndexParams(
+            exact_threshold=self.settings.exact_search_threshold,
+            nprobe=self.settings.ivf_nprobe,
+            device=self.settings.device,
+        )
 
     def open_store(self, name: str, *, create: bool = False) -> CaseStore:
         """The named index; with `create`, a new one sized for the loaded encoders if it does not exist."""

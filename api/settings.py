@@ -70,7 +70,8 @@ class Settings(BaseSettings):
     device: str = Field(
         default="auto",
         pattern="^(auto|cpu|cuda)$",
-        description="where the encoders and the report writer run: auto (CUDA when torch sees a GPU), cpu or cuda",
+        description="where the encoders, the report writer and (with faiss-gpu installed) vector search run: "
+        "auto (CUDA when torch sees a GPU), cpu or cuda",
     )
     llm: str = Field(default="", description="base LLM: local model folder or .gguf; empty = packaged SmolLM2-135M")
     report_generator: str = Field(

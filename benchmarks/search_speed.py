@@ -6,7 +6,10 @@ Single-query latency (one query per call, as the service answers), p50 / p95 ove
 recall@10 against exact search, build time and memory, and an nprobe sweep that justifies the
 default. Both indexes are measured side by side in one process.
 
-Usage: python -m benchmarks.search_speed [--sizes 10000 100000 1000000] [--queries 300]
+With `--device cuda` (or auto) and faiss-gpu installed, kgreport's index searches and trains on the GPU
+(`retrieval/faiss_gpu.py`); the plain IndexFlatIP beside it stays on the CPU.
+
+Usage: python -m benchmarks.search_speed [--sizes 10000 100000 1000000] [--queries 300] [--device cpu]
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import faiss
 import numpy as np
 
 from benchmarks.results_io import RESULTS, write_result
+from retrieval import faiss_gpu
 from retrieval.vector_index import IndexParams, VectorIndex
 
 DIM = 256
@@ -56,7 +60,13 @@ def recall_at_k(found: np.ndarray, truth: np.ndarray) -> float:
 
 
 def bench_size(
-    n: int, n_queries: int, rng: np.random.Generator, sweep: list[int], clusters: int, spread: float
+    n: int,
+    n_queries: int,
+    rng: np.random.Generator,
+    sweep: list[int],
+    clusters: int,
+    spread: float,
+    device: str = "cpu",
 ) -> dict:
     data = clustered_vectors(n + n_queries, DIM, rng, n_clusters=clusters, spread=spread)
     vectors, queries = data[:n], data[n:]
@@ -69,7 +79,7 @@ def bench_size(
     flat_ms, truth = latencies_ms(flat.search, queries, 10)
 
     t = time.perf_counter()
-    index = VectorIndex(DIM, IndexParams())
+    index = VectorIndex(DIM, IndexParams(device=device))
     index.add(ids, vectors)
     build = time.perf_counter() - t
     ours_ms, found = latencies_ms(index.search, queries, 10)
@@ -118,12 +128,13 @@ def main() -> None:
         help="noise scale: 1.5 gives within-cluster cosine ≈ 0.3, so a cluster's thousand members "
         "are near-ties and IVF must probe enough lists to rank them",
     )
+    parser.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"], help="where kgreport's FAISS runs")
     parser.add_argument("--out", type=Path, default=RESULTS / "search_speed.json")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     rows = []
     for n in args.sizes:
-        row = bench_size(n, args.queries, rng, args.sweep, args.clusters, args.spread)
+        row = bench_size(n, args.queries, rng, args.sweep, args.clusters, args.spread, args.device)
         rows.append(row)
         print(
             f"n={n:>9,} {row['kind']:>4}  p50 {row['p50_ms']:.3f} ms  p95 {row['p95_ms']:.3f} ms  "
@@ -138,6 +149,7 @@ def main() -> None:
         "dim": DIM,
         "synthetic": {"clusters": args.clusters, "spread": args.spread, "queries": args.queries},
         "faiss": faiss.__version__,
+        "vector_search": faiss_gpu.describe(args.device),
         "results": rows,
     }
     write_result(args.out, result)

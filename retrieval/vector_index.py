@@ -10,6 +10,10 @@ IVF is preferred over HNSW because it supports deletion (`remove_ids`). Files ar
 Id filters (`allowed_ids`, `excluded_ids`) run inside FAISS through `IDSelectorBatch` /
 `IDSelectorNot`; small allowed sets are searched exactly, and IVF searches that come back short of
 k results are widened (more lists probed) so a selective filter cannot silently empty a result.
+
+With `IndexParams.device` resolving to a GPU and a FAISS build that has GPU support, searches
+without an allowed-id filter and IVF training run on the GPU (`faiss_gpu.py`); the index stays in
+the CPU format either way.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from typing import Any
 import faiss
 import numpy as np
 
+from retrieval.faiss_gpu import MAX_GPU_K, GpuMirror, train_ivf, use_gpu
+
 
 @dataclass
 class IndexParams:
@@ -33,6 +39,7 @@ class IndexParams:
     nlist: int | None = None  # IVF lists; None: ≈ 4·√n, clamped to [16, 65536]
     nprobe: int = 64  # IVF lists probed per query (see the module docstring)
     train_sample: int = 100_000  # vectors the IVF k-means is trained on, at most
+    device: str = "cpu"  # auto, cpu or cuda (KGREPORT_DEVICE): FAISS uses a GPU only with faiss-gpu installed
 
 
 EXACT_SUBSET_MAX = 4096  # allowed-id sets up to this size are searched exactly (brute force)
@@ -103,6 +110,7 @@ class VectorIndex:
         self.params = params or IndexParams()
         self._index: Any = faiss.IndexIDMap2(faiss.IndexFlatIP(self._dim))
         self._kind = "flat"
+        self._gpu = GpuMirror() if use_gpu(self.params.device) else None
         # Sorted copy of the stored ids: O(log n) membership checks without asking FAISS.
         self._sorted_ids = np.zeros(0, dtype=np.int64)
 
@@ -156,6 +164,7 @@ class VectorIndex:
         if (np.diff(new) == 0).any() or self.contains(new).any():
             raise VectorIndexError("duplicate ids: an id can be stored once")
         self._index.add_with_ids(matrix, ids)
+        self._changed()
         self._sorted_ids = np.insert(self._sorted_ids, np.searchsorted(self._sorted_ids, new), new)
         if self._kind == "flat" and len(self) >= self.params.exact_threshold:
             self.rebuild("ivf")
@@ -169,6 +178,7 @@ class VectorIndex:
         # The IVF hash-table direct map only accepts IDSelectorArray; IDMap2 prefers the hashed batch.
         selector = faiss.IDSelectorArray(ids) if self._kind == "ivf" else faiss.IDSelectorBatch(ids)
         removed = int(self._index.remove_ids(selector))
+        self._changed()
         self._sorted_ids = np.delete(self._sorted_ids, np.searchsorted(self._sorted_ids, ids))
         return removed
 
@@ -192,6 +202,12 @@ class VectorIndex:
         if len(self):
             raise VectorIndexError("train() needs an empty index; use rebuild('ivf') on a filled one")
         self._index, self._kind = self._trained_ivf(_as_unit_matrix(sample, self._dim), expected_size), "ivf"
+        self._changed()
+
+    def _changed(self) -> None:
+        """After every write: the GPU copy, if any, no longer matches."""
+        if self._gpu is not None:
+            self._gpu.invalidate()
 
     def _trained_ivf(self, vectors: np.ndarray, expected_size: int | None) -> Any:
         if len(vectors) == 0:
@@ -202,7 +218,10 @@ class VectorIndex:
         nlist = self.params.nlist or auto_nlist(expected_size or len(vectors))
         nlist = max(1, min(nlist, n_train // MIN_POINTS_PER_LIST))  # too few points per list trains badly
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(self._dim), self._dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.train(sample)
+        if self._gpu is not None:
+            train_ivf(ivf, sample)
+        else:
+            ivf.train(sample)
         ivf.nprobe = min(self.params.nprobe, nlist)
         # IVF stores our ids itself; a hash-table direct map keeps reconstruct(id) working after
         # remove_ids(). (IndexIDMap2 around IVF would also work but doubles the id bookkeeping.)
@@ -222,6 +241,7 @@ class VectorIndex:
         if len(ids):
             index.add_with_ids(vectors, ids)
         self._index, self._kind = index, kind
+        self._changed()
 
     # -- search ----------------------------------------------------------------------------------
     def search(
@@ -256,7 +276,20 @@ class VectorIndex:
         if available <= 0 or k == 0:
             return _padding(len(matrix), k)
         selector = None if excluded is None else faiss.IDSelectorNot(faiss.IDSelectorBatch(excluded))
+        if self._gpu is not None and k + (0 if excluded is None else len(excluded)) <= MAX_GPU_K:
+            return self._search_gpu(self._gpu, matrix, k, excluded, selector, available)
         return self._search_faiss(matrix, k, selector, available)
+
+    def _search_gpu(
+        self, gpu: GpuMirror, queries: np.ndarray, k: int, excluded: np.ndarray | None, selector: Any, available: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Search the GPU copy; rows it leaves short of k (IVF lists too few) go through the CPU search."""
+        nprobe = min(self.params.nprobe, int(self._index.nlist)) if self._kind == "ivf" else None
+        scores, ids = gpu.search(self._index, queries, k, excluded, nprobe)
+        short = (ids >= 0).sum(axis=1) < min(k, available)
+        if short.any():
+            scores[short], ids[short] = self._search_faiss(queries[short], k, selector, available)
+        return self._clean(scores, ids)
 
     def _search_faiss(
         self, queries: np.ndarray, k: int, selector: Any, available: int

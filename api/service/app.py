@@ -27,6 +27,7 @@ from api.service.errors import ApiError, install_error_handlers
 from api.service.state import ServiceState, service_state
 from api.services import Services
 from api.settings import Settings
+from retrieval import faiss_gpu
 from retrieval.device import describe
 
 WEB = Path(__file__).resolve().parents[1] / "web"
@@ -99,6 +100,7 @@ def _readiness(state: ServiceState) -> JSONResponse:
         ("text_encoder", lambda: state.services.text_encoder.name),
         ("graph", lambda: state.services.graph.run("RETURN 1") and state.services.graph.name),
         ("device", lambda: describe(state.services.device)),
+        ("vector_search", lambda: faiss_gpu.describe(state.settings.device)),
     ):
         try:
             checks[name] = f"ok ({probe()})"
