@@ -174,6 +174,8 @@ class Services:
             neo4j_user=s.neo4j_user,
             neo4j_password=s.neo4j_password,
             neo4j_database=s.neo4j_database,
+            falkordb_url=s.falkordb_url or None,
+            falkordb_password=s.falkordb_password.get_secret_value(),
         )
 
     @cached_property

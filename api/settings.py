@@ -116,6 +116,12 @@ class Settings(BaseSettings):
     neo4j_user: str = "neo4j"
     neo4j_password: str = ""
     neo4j_database: str | None = None
+    falkordb_url: str = Field(
+        default="",
+        description="redis://HOST:PORT (rediss:// for TLS) of a running FalkorDB server that every replica shares; "
+        "empty = embedded FalkorDB in the data dir. No credentials in the URL: the password is its own setting",
+    )
+    falkordb_password: SecretStr = Field(default=SecretStr(""), description="password of the FalkorDB server")
 
     @field_validator("data_dir", "bundled_data_dir")
     @classmethod

@@ -55,7 +55,7 @@ def describe(device: str) -> str:
 @lru_cache(maxsize=1)
 def _resources() -> Any:
     """One set of GPU buffers (cuBLAS handle, scratch memory) for the whole process."""
-    return faiss.StandardGpuResources()  # type: ignore[attr-defined]
+    return faiss.StandardGpuResources()
 
 
 def train_ivf(ivf: Any, sample: np.ndarray) -> None:
@@ -64,7 +64,7 @@ def train_ivf(ivf: Any, sample: np.ndarray) -> None:
     FAISS trains the coarse quantizer through `clustering_index` when one is set (same spherical
     k-means, same centroids count); the GPU copy is detached afterwards so none is saved or kept.
     """
-    assigner = faiss.index_cpu_to_gpu(_resources(), 0, faiss.IndexFlatIP(ivf.d))  # type: ignore[attr-defined]
+    assigner = faiss.index_cpu_to_gpu(_resources(), 0, faiss.IndexFlatIP(ivf.d))
     ivf.clustering_index = assigner
     try:
         ivf.train(sample)
@@ -90,7 +90,7 @@ class GpuMirror:
         fetch = min(k + (0 if excluded is None else len(excluded)), int(index.ntotal))
         with self._lock:
             if self._copy is None:
-                self._copy = faiss.index_cpu_to_gpu(_resources(), 0, index)  # type: ignore[attr-defined]
+                self._copy = faiss.index_cpu_to_gpu(_resources(), 0, index)
             params = None
             if nprobe is not None:
                 params = faiss.SearchParametersIVF()

@@ -12,6 +12,7 @@ import pytest
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
     from knowledge.graph import GraphBackend
+    from tests.milvus_server import MilvusUnderTest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -97,3 +98,13 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     LlamaForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest]:
+    """One real Milvus server for the session: two embedded servers cannot run side by side (their
+    etcd takes port 2380), and a start takes several seconds. Tests that stop it start it again."""
+    from tests.milvus_server import running_milvus
+
+    with running_milvus(tmp_path_factory.mktemp("milvus")) as server:
+        yield server

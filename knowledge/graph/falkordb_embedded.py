@@ -31,7 +31,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +45,7 @@ AOF_DIR, AOF_FILE = "appendonlydir", "graph.aof"
 APPENDFSYNC = ("always", "everysec")
 DEFAULT_APPENDFSYNC = "always"  # see benchmarks/results/graph_durability.json for its cost
 AOF_COMPACT_ABOVE = "4mb"  # redis rewrites the AOF once its log of writes passes this and doubles it
+FALKORDB_INDEXES = (("Concept", "id"), ("Concept", "name"), ("Case", "id"))  # (label, property)
 
 
 def _clean(value: Any) -> Any:
@@ -56,6 +57,29 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
+
+
+def result_rows(result: Any) -> list[dict[str, Any]]:
+    """A falkordb `QueryResult` as rows keyed by the RETURN aliases (its header holds (type, name) pairs)."""
+    names = [column[1] if isinstance(column, (list, tuple)) else column for column in result.header]
+    return [dict(zip(names, row, strict=True)) for row in result.result_set]
+
+
+def create_falkordb_indexes(execute: Callable[[str, Mapping[str, Any] | None], object]) -> bool:
+    """Create the FalkorDB indexes on concept ids and names and on case ids through `execute` (a backend's
+    query runner; idempotent). Returns whether any index was new. Shared by the embedded and the server
+    backend, so both index the same properties."""
+    import redis
+
+    created = False
+    for label, prop in FALKORDB_INDEXES:
+        try:
+            execute(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})", None)
+            created = True
+        except redis.ResponseError as err:  # already indexed
+            if "already" not in str(err).lower():
+                raise
+    return created
 
 
 def _socket_path(folder: Path) -> Path:
@@ -337,25 +361,13 @@ class EmbeddedFalkorDB:
             self.start()
 
     def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
-        result = self._execute(query, params)
-        names = [column[1] if isinstance(column, (list, tuple)) else column for column in result.header]
-        return [dict(zip(names, row, strict=True)) for row in result.result_set]
+        return result_rows(self._execute(query, params))
 
     def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:
         return run_in_batches(self._execute, query, rows, batch_size)
 
     def create_indexes(self) -> None:
-        import redis
-
-        created = False
-        for label, prop in (("Concept", "id"), ("Concept", "name"), ("Case", "id")):
-            try:
-                self._execute(f"CREATE INDEX FOR (n:{label}) ON (n.{prop})", None)
-                created = True
-            except redis.ResponseError as err:  # already indexed
-                if "already" not in str(err).lower():
-                    raise
-        if created:
+        if create_falkordb_indexes(self._execute):
             self._compact_aof()  # writes logged after a CREATE INDEX would replay without it
 
     def persist(self) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import load_ontology
+from tests.graph_server import FalkorDBServerProcess, running_falkordb_server
 
 SMALL_RADLEX = (
     "anatomical entity,RID3,RID1\nlung,RID1301,RID3\nright lung,RID1302,RID1301\n"
@@ -39,6 +40,7 @@ SMALL_FINDING_MODELS = [
 NEO4J_URI = os.environ.get("KGREPORT_NEO4J_URI")
 BACKENDS = [
     "falkordb",
+    "falkordb-server",
     pytest.param(
         "neo4j",
         marks=pytest.mark.skipif(
@@ -50,28 +52,40 @@ BACKENDS = [
 ]
 
 
-def open_backend(name: str, folder: Path) -> GraphBackend:
-    """The embedded FalkorDB of `folder`, or the Neo4j database the environment names, emptied."""
+def open_backend(name: str, folder: Path, request: pytest.FixtureRequest) -> GraphBackend:
+    """The embedded FalkorDB of `folder`, the session's FalkorDB server, or the Neo4j database the
+    environment names; the shared ones emptied first."""
     if name == "falkordb":
         return open_graph(folder)
-    backend = open_graph(
-        folder,
-        neo4j_uri=NEO4J_URI,
-        neo4j_user=os.environ.get("KGREPORT_NEO4J_USER", "neo4j"),
-        neo4j_password=os.environ.get("KGREPORT_NEO4J_PASSWORD", ""),
-        neo4j_database=os.environ.get("KGREPORT_NEO4J_DATABASE") or None,
-    )
+    if name == "falkordb-server":
+        server = request.getfixturevalue("falkordb_server")
+        backend = open_graph(folder, falkordb_url=server.url, falkordb_password=server.password)
+    else:
+        backend = open_graph(
+            folder,
+            neo4j_uri=NEO4J_URI,
+            neo4j_user=os.environ.get("KGREPORT_NEO4J_USER", "neo4j"),
+            neo4j_password=os.environ.get("KGREPORT_NEO4J_PASSWORD", ""),
+            neo4j_database=os.environ.get("KGREPORT_NEO4J_DATABASE") or None,
+        )
     backend.run("MATCH (n) DETACH DELETE n")
     return backend
+
+
+@pytest.fixture(scope="session")
+def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBServerProcess]:
+    """A FalkorDB server on a loopback port, shared by the session's graph tests (each empties it)."""
+    with running_falkordb_server(tmp_path_factory.mktemp("falkordb-server")) as server:
+        yield server
 
 
 @pytest.fixture(params=BACKENDS)
 def empty_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[GraphBackend]:
     """An empty graph with its indexes, in each graph backend."""
-    backend = open_backend(request.param, tmp_path / "data")
+    backend = open_backend(request.param, tmp_path / "data", request)
     backend.create_indexes()
     yield backend
-    if request.param == "neo4j":
+    if request.param != "falkordb":
         backend.run("MATCH (n) DETACH DELETE n")
     backend.close()
 
@@ -83,9 +97,9 @@ def small_graph(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Grap
     radlex.write_text(SMALL_RADLEX)
     fm = tmp_path / "fm.jsonl"
     fm.write_text("".join(json.dumps(m) + "\n" for m in SMALL_FINDING_MODELS))
-    backend = open_backend(request.param, tmp_path / "data")
+    backend = open_backend(request.param, tmp_path / "data", request)
     load_ontology(backend, radlex, fm)
     yield backend
-    if request.param == "neo4j":
+    if request.param != "falkordb":
         backend.run("MATCH (n) DETACH DELETE n")
     backend.close()

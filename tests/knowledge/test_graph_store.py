@@ -42,7 +42,7 @@ def test_values_are_data_never_query_text(graph: GraphBackend, nasty: str) -> No
     graph.run("CREATE (c:Concept {id: $id, name: $name})", {"id": "RIDX", "name": nasty})
     graph.run("CREATE (c:Concept {id: 'RIDY', name: 'kept'})")
     # FalkorDB's client carries parameters in a text header, so NUL characters are dropped on the way in.
-    stored = nasty.replace("\x00", "") if graph.name == "falkordb" else nasty
+    stored = nasty.replace("\x00", "") if graph.name.startswith("falkordb") else nasty
     assert graph.run("MATCH (c:Concept {id: 'RIDX'}) RETURN c.name AS name") == [{"name": stored}]
     assert graph.run("MATCH (c:Concept {name: $name}) RETURN c.id AS id", {"name": nasty}) == [{"id": "RIDX"}]
     assert graph.run("MATCH (c:Concept {id: 'RIDY'}) RETURN c.name AS name") == [{"name": "kept"}]

@@ -1,0 +1,168 @@
+"""A connection to a Milvus server (`KGREPORT_CASE_STORE=milvus://HOST:PORT`), its collections and its errors.
+
+Every case store on one Milvus shares one `MilvusConnection`. An index NAME lives in two collections,
+`kgreport_<NAME>_images` and `kgreport_<NAME>_cases` (index names may hold `.`, `:` and `-`, which
+collection names may not, so those are written as `_xx` hex codes), and one row of the registry
+collection `kgreport_indexes` holds its manifest and write generation.
+
+Reads ask for `Strong` consistency by default, so a write through one replica is seen by the next read
+through any other. Milvus answers a strong read once its time tick has passed the read's timestamp, so
+each strong read waits up to `proxy.timeTickInterval` (200 ms by default; the tests and benchmarks run
+Milvus with 10 ms, where a strong query took about 14 ms). `KGREPORT_MILVUS_CONSISTENCY=Session` or
+`Bounded` trades that wait for reads that may lag other replicas' writes.
+
+Any failure to reach or use the server becomes `CaseStoreUnavailableError` naming the URL (a 503), and
+the gRPC channel reconnects by itself once the server is back.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+REGISTRY = "kgreport_indexes"
+CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
+PAGE = 10_000  # rows per query page (Milvus answers at most 16,384 per query)
+LOAD_TIMEOUT = 120.0  # seconds a collection may take to load again after a restart
+
+
+class CaseStoreUnavailableError(RuntimeError):
+    """The case store's server cannot be reached or refused a request."""
+
+
+def is_milvus_url(value: str) -> bool:
+    return value.startswith("milvus://")
+
+
+def collection_base(name: str) -> str:
+    """`kgreport_` + the index name with every character outside [A-Za-z0-9] as `_xx` (hex), so that
+    distinct index names never share collections."""
+    return "kgreport_" + "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in name)
+
+
+@dataclass(frozen=True)
+class MilvusSettings:
+    """Where the server is and how to log in; from `KGREPORT_CASE_STORE` and `KGREPORT_MILVUS_*`."""
+
+    url: str  # milvus://HOST:PORT
+    token: str = ""
+    user: str = ""
+    password: str = ""
+    timeout: float = 10.0
+    consistency: str = "Strong"
+
+    def endpoint(self) -> str:
+        """http://HOST:PORT for pymilvus, or a ValueError for a URL that cannot be one."""
+        parts = urlsplit(self.url)
+        if parts.scheme != "milvus" or not parts.hostname:
+            raise ValueError(f"KGREPORT_CASE_STORE must look like milvus://HOST:PORT, not {self.url!r}")
+        if parts.username or parts.password:
+            raise ValueError("put Milvus credentials in KGREPORT_MILVUS_TOKEN or _USER/_PASSWORD, not in the URL")
+        if parts.path not in {"", "/"} or parts.query:
+            raise ValueError(f"KGREPORT_CASE_STORE takes no path or query: {self.url!r}")
+        return f"http://{parts.hostname}:{parts.port or 19530}"
+
+
+class MilvusConnection:
+    """One pymilvus client for one server, with every call's failure turned into a clear error."""
+
+    def __init__(self, settings: MilvusSettings) -> None:
+        if settings.consistency not in CONSISTENCY_LEVELS:
+            raise ValueError(f"KGREPORT_MILVUS_CONSISTENCY must be one of {', '.join(CONSISTENCY_LEVELS)}")
+        self.settings = settings
+        self.url = settings.url
+        endpoint = settings.endpoint()
+        from pymilvus import MilvusClient
+
+        with self.errors("connecting"):
+            self.client = MilvusClient(
+                uri=endpoint,
+                token=settings.token,
+                user=settings.user,
+                password=settings.password,
+                timeout=settings.timeout,
+            )
+
+    @contextmanager
+    def errors(self, doing: str) -> Iterator[None]:
+        """Turn pymilvus and gRPC failures into CaseStoreUnavailableError naming the server."""
+        from grpc import RpcError
+        from pymilvus.exceptions import MilvusException
+
+        try:
+            yield
+        except (MilvusException, RpcError) as err:
+            message = getattr(err, "message", None) or str(err)
+            raise CaseStoreUnavailableError(f"case store at {self.url}: {doing} failed: {message}") from err
+
+    def call(self, doing: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """`method(*args, **kwargs)` with the connection's timeout, under `errors(doing)`."""
+        kwargs.setdefault("timeout", self.settings.timeout)
+        with self.errors(doing):
+            return method(*args, **kwargs)
+
+    def admin(self, doing: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """A call that makes, loads, indexes or drops a collection: these wait for Milvus to finish,
+        which takes seconds on a busy server, so they get at least `LOAD_TIMEOUT`."""
+        return self.call(doing, method, *args, timeout=max(self.settings.timeout, LOAD_TIMEOUT), **kwargs)
+
+    def read(self, collection: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        """A search or query of `collection`. After a server restart Milvus loads collections again in
+        the background, and a read meanwhile fails with "collection not loaded": load it (which waits
+        until it is) and ask once more."""
+        from pymilvus.exceptions import MilvusException
+
+        kwargs |= self.read_options()
+        with self.errors(f"reading {collection}"):
+            try:
+                return method(collection, *args, **kwargs)
+            except MilvusException as err:
+                if "not loaded" not in str(getattr(err, "message", err)):
+                    raise
+                log.info("%s: collection %s is not loaded (server restarted?); loading it", self.url, collection)
+                self.client.load_collection(collection, timeout=max(self.settings.timeout, LOAD_TIMEOUT))
+                return method(collection, *args, **kwargs)
+
+    def read_options(self) -> dict[str, Any]:
+        return {"consistency_level": self.settings.consistency, "timeout": self.settings.timeout}
+
+    def query(
+        self, collection: str, expression: str, fields: list[str], limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Rows of `collection` matching `expression` (at most `limit`), as dicts of `fields`."""
+        options = {"limit": limit} if limit is not None else {}
+        rows = self.read(collection, self.client.query, filter=expression, output_fields=fields, **options)
+        return [dict(row) for row in rows]
+
+    def query_all(self, collection: str, expression: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+        """Every row matching `expression`, in primary-key order, a page at a time (no 16,384 cap)."""
+        last: int | None = None
+        while True:
+            page_filter = (
+                expression if last is None else f"pk > {last}" + (f" and ({expression})" if expression else "")
+            )
+            rows = sorted(
+                self.query(collection, page_filter or "pk >= 0", ["pk", *fields], limit=PAGE), key=lambda r: r["pk"]
+            )
+            yield from rows
+            if len(rows) < PAGE:
+                return
+            last = int(rows[-1]["pk"])
+
+    def count(self, collection: str, expression: str = "") -> int:
+        rows = self.query(collection, expression, ["count(*)"])
+        return int(rows[0]["count(*)"]) if rows else 0
+
+    def ping(self) -> str:
+        """The server's version: a cheap call that proves it answers (readiness)."""
+        return str(self.call("asking the version", self.client.get_server_version))
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,614 @@
+"""A case store on a Milvus server: the same interface as `CaseStore`, shared by every replica.
+
+Selected with `KGREPORT_CASE_STORE=milvus://HOST:PORT`. Everything a replica needs to search and to show
+a case lives in Milvus (`milvus_schema.py`): vectors, case and image fields, report sections, metadata
+and image paths; nothing is kept on local disk, so a write through one replica is seen by the others at
+their next read (strong consistency, see `milvus_connection.py`).
+
+Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and IVF_FLAT above it, switched when a
+write crosses the threshold; filters and the leakage exclusions run inside Milvus as boolean
+expressions (`milvus_filters.py`). Writes are serialised across machines by the caller's lease
+(`api.write_lease`); this class serialises its own threads. A write stores a batch's image rows, then
+its case rows, then bumps the index's generation in the registry: a write cut short leaves images
+without a case, which no read shows and the next write of that case removes.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from retrieval.case_store import FORMAT_VERSION, IndexNotFoundError, IndexUnreadableError
+from retrieval.milvus_connection import REGISTRY, CaseStoreUnavailableError, MilvusConnection, collection_base
+from retrieval.milvus_filters import filter_expression, id_list, text_list
+from retrieval.milvus_schema import case_row, case_schema, image_row, image_schema, registry_schema, vector_index
+from retrieval.records import Case, Hit
+from retrieval.store_db import DuplicateCaseError, case_from_stored, prepare_batch
+from retrieval.vector_index import IndexParams
+
+MAX_TOP_K = 16_384  # Milvus's largest limit
+HIT_FIELDS = ["pk", "case_id", "image_id", "modality", "body_region", "patient_id", "caption", "location"]
+IMAGE_FIELDS = [
+    "pk",
+    "case_id",
+    "patient_id",
+    "image_id",
+    "path",
+    "caption",
+    "modality",
+    "body_region",
+    "plane",
+    "metadata",
+]
+
+
+def _none_if_empty(value: Any) -> Any:
+    return value if value != "" else None
+
+
+class MilvusCaseStore:
+    """One named index in Milvus; use `create`, `open`, `exists` and `drop`, not the constructor."""
+
+    def __init__(self, connection: MilvusConnection, name: str, manifest: dict[str, Any], params: IndexParams | None):
+        self.connection = connection
+        self.name = name
+        self.manifest = manifest
+        self.params = params or IndexParams()
+        base = collection_base(name)
+        self.images, self.cases = f"{base}_images", f"{base}_cases"
+        self._lock = threading.RLock()
+        self._check_dimensions()
+        for collection in (self.images, self.cases):
+            connection.admin(f"loading {collection}", connection.client.load_collection, collection)
+
+    @property
+    def location(self) -> str:
+        """Where the index lives, for messages."""
+        return f"{self.connection.url} ({self.images}, {self.cases})"
+
+    # -- registry and lifecycle ----------------------------------------------------------------------
+    @staticmethod
+    def _ensure_registry(connection: MilvusConnection) -> None:
+        client = connection.client
+        if not connection.call("listing collections", client.has_collection, REGISTRY):
+            index = vector_index(client, "flat", 0, IndexParams(), field="unused")
+            connection.admin(
+                "creating the index registry",
+                client.create_collection,
+                REGISTRY,
+                schema=registry_schema(),
+                index_params=index,
+            )
+
+    @staticmethod
+    def _registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | None:
+        MilvusCaseStore._ensure_registry(connection)
+        rows = connection.query(REGISTRY, text_list("name", [name]), ["name", "manifest", "generation"])
+        return rows[0] if rows else None
+
+    @classmethod
+    def exists(cls, connection: MilvusConnection, name: str) -> bool:
+        return cls._registry_row(connection, name) is not None
+
+    @classmethod
+    def names(cls, connection: MilvusConnection) -> list[str]:
+        cls._ensure_registry(connection)
+        return sorted(str(r["name"]) for r in connection.query(REGISTRY, 'name != ""', ["name"], limit=MAX_TOP_K))
+
+    @classmethod
+    def create(
+        cls,
+        connection: MilvusConnection,
+        name: str,
+        *,
+        image_dim: int,
+        text_dim: int,
+        image_encoder: str,
+        text_encoder: str,
+        params: IndexParams | None = None,
+        image_encoder_fingerprint: str | None = None,
+    ) -> MilvusCaseStore:
+        """A new, empty index; FileExistsError if one of this name exists. Collections left by a create
+        that was cut short (no registry row yet) are dropped and made again."""
+        if cls.exists(connection, name):
+            raise FileExistsError(f"index {name!r} already exists on {connection.url}")
+        base, client = collection_base(name), connection.client
+        for collection, schema in (
+            (f"{base}_images", image_schema(image_dim)),
+            (f"{base}_cases", case_schema(text_dim)),
+        ):
+            if connection.call("listing collections", client.has_collection, collection):
+                connection.admin(f"dropping {collection}", client.drop_collection, collection)
+            index = vector_index(client, "flat", 0, params or IndexParams())
+            connection.admin(
+                f"creating {collection}", client.create_collection, collection, schema=schema, index_params=index
+            )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "backend": "milvus",
+            "image_dim": int(image_dim),
+            "text_dim": int(text_dim),
+            "image_encoder": image_encoder,
+            "text_encoder": text_encoder,
+            **({"image_encoder_fingerprint": image_encoder_fingerprint} if image_encoder_fingerprint else {}),
+            "created": datetime.now(UTC).isoformat(timespec="microseconds"),
+            "image_index": "flat",
+            "text_index": "flat",
+            "metadata_keys": [],
+        }
+        cls._write_registry(connection, name, manifest, 0)  # last: an index exists once it is registered
+        return cls(connection, name, manifest, params)
+
+    @classmethod
+    def create_for(
+        cls,
+        connection: MilvusConnection,
+        name: str,
+        image_encoder: Any,
+        text_encoder: Any,
+        params: IndexParams | None = None,
+    ) -> MilvusCaseStore:
+        """A new index sized and labelled for these encoders (as `CaseStore.create_for`)."""
+        return cls.create(
+            connection,
+            name,
+            image_dim=image_encoder.dim,
+            text_dim=text_encoder.dim,
+            image_encoder=image_encoder.name,
+            text_encoder=text_encoder.name,
+            params=params,
+            image_encoder_fingerprint=getattr(image_encoder, "fingerprint", None),
+        )
+
+    @classmethod
+    def open(cls, connection: MilvusConnection, name: str, params: IndexParams | None = None) -> MilvusCaseStore:
+        row = cls._registry_row(connection, name)
+        if row is None:
+            raise IndexNotFoundError(f"index {name!r} not found on {connection.url}")
+        return cls(connection, name, dict(row["manifest"]), params)
+
+    @classmethod
+    def drop(cls, connection: MilvusConnection, name: str) -> bool:
+        """Delete the index: its registry row first (so it stops existing at once), then its collections."""
+        if not cls.exists(connection, name):
+            return False
+        client = connection.client
+        connection.call("deleting the registry row", client.delete, REGISTRY, filter=text_list("name", [name]))
+        base = collection_base(name)
+        for collection in (f"{base}_images", f"{base}_cases"):
+            if connection.call("listing collections", client.has_collection, collection):
+                connection.admin(f"dropping {collection}", client.drop_collection, collection)
+        return True
+
+    @staticmethod
+    def _write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:
+        row = {"name": name, "manifest": manifest, "generation": int(generation), "unused": [0.0, 0.0]}
+        connection.call("writing the index registry", connection.client.upsert, REGISTRY, [row])
+
+    def _check_dimensions(self) -> None:
+        """IndexUnreadableError naming both sizes when a collection's vectors are not the manifest's."""
+        for collection, key in ((self.images, "image_dim"), (self.cases, "text_dim")):
+            described = self.connection.call(
+                f"describing {collection}", self.connection.client.describe_collection, collection
+            )
+            dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "vector"]
+            if not dims or int(dims[0]) != int(self.manifest[key]):
+                raise IndexUnreadableError(
+                    f"index {self.name!r}: collection {collection} holds {dims[0] if dims else 'no'}-d vectors, "
+                    f"its manifest and encoder say {self.manifest[key]}-d"
+                )
+
+    def replaced_on_disk(self) -> bool:
+        """Whether the index was deleted or made anew (another creation time) since this handle opened it."""
+        row = self._registry_row(self.connection, self.name)
+        return row is None or row["manifest"].get("created") != self.manifest.get("created")
+
+    def close(self) -> None:
+        """Nothing to release: the connection is shared by every store on the server."""
+
+    def __enter__(self) -> MilvusCaseStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- generation and persistence -------------------------------------------------------------------
+    def generation(self) -> int:
+        row = self._registry_row(self.connection, self.name)
+        if row is None:
+            raise IndexNotFoundError(f"index {self.name!r} is gone from {self.connection.url}")
+        return int(row["generation"])
+
+    def flush(self) -> None:
+        """Seal what was written into Milvus segments (acknowledged writes are already durable in its log)."""
+        self.connection.admin("flushing", self.connection.client.flush, self.images)
+        self.connection.admin("flushing", self.connection.client.flush, self.cases)
+
+    def rebuild_faiss(self) -> None:
+        """Nothing to rebuild: Milvus builds its own indexes from its own rows."""
+
+    def _commit(self, metadata_keys: Iterable[str]) -> None:
+        """Bump the generation, remember metadata keys for filters, and switch index kinds at the threshold."""
+        row = self._registry_row(self.connection, self.name)
+        if row is None:
+            raise IndexNotFoundError(f"index {self.name!r} was deleted during a write")
+        manifest = dict(row["manifest"])
+        manifest["metadata_keys"] = sorted(set(manifest.get("metadata_keys", [])) | set(metadata_keys))
+        for collection, key in ((self.images, "image_index"), (self.cases, "text_index")):
+            manifest[key] = self._index_kind_for(collection, manifest.get(key, "flat"))
+        self._write_registry(self.connection, self.name, manifest, int(row["generation"]) + 1)
+        self.manifest = manifest
+
+    def _index_kind_for(self, collection: str, kind: str) -> str:
+        """Exact search below the threshold, IVF from it on: rebuild the collection's index when it crosses."""
+        rows = self.connection.count(collection)
+        wanted = "ivf" if rows >= self.params.exact_threshold else "flat"
+        if wanted != kind:
+            client, admin = self.connection.client, self.connection.admin
+            admin(f"releasing {collection}", client.release_collection, collection)
+            admin(f"dropping the index of {collection}", client.drop_index, collection, "vector")
+            admin(
+                f"indexing {collection}",
+                client.create_index,
+                collection,
+                vector_index(client, wanted, rows, self.params),
+            )
+            admin(f"loading {collection}", client.load_collection, collection)
+        return wanted
+
+    # -- writes ---------------------------------------------------------------------------------------
+    def add_cases(
+        self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *, replace: bool = False
+    ) -> int:
+        """Store (case, {image_id: vector}, report vector) items; DuplicateCaseError unless `replace`."""
+        prepared = prepare_batch(items, self.manifest["image_dim"], self.manifest["text_dim"])
+        if not prepared:
+            return 0
+        ids = [case.case_id for case, _, _ in prepared]
+        with self._lock:
+            stored = {r["case_id"] for r in self.connection.query(self.cases, text_list("case_id", ids), ["case_id"])}
+            if stored and not replace:
+                raise DuplicateCaseError(f"case {sorted(stored)[0]} is already in index {self.name}")
+            client, call = self.connection.client, self.connection.call
+            if stored:
+                call("replacing cases", client.delete, self.cases, filter=text_list("case_id", stored))
+            # Image rows of these ids: of replaced cases, or left by a write that was cut short.
+            call("clearing image rows", client.delete, self.images, filter=text_list("case_id", ids))
+            image_rows = [image_row(case, image, vector) for case, images, _ in prepared for image, vector in images]
+            if image_rows:
+                call("storing images", client.insert, self.images, image_rows)
+            case_rows = [case_row(case, [i.image_id for i, _ in images], text) for case, images, text in prepared]
+            call("storing cases", client.insert, self.cases, case_rows)
+            keys = {
+                str(k)
+                for case, images, _ in prepared
+                for layer in (case.metadata, *(i.metadata for i, _ in images))
+                for k in layer
+            }
+            self._commit(keys)
+        return len(prepared)
+
+    def delete_case(self, case_id: str) -> bool:
+        """Remove a case (its row first, so it vanishes from reads at once) and its images."""
+        with self._lock:
+            if not self.has_case(case_id):
+                return False
+            client, call = self.connection.client, self.connection.call
+            call("deleting a case", client.delete, self.cases, filter=text_list("case_id", [case_id]))
+            call("deleting its images", client.delete, self.images, filter=text_list("case_id", [case_id]))
+            self._commit(())
+            return True
+
+    # -- reads ----------------------------------------------------------------------------------------
+    def has_case(self, case_id: str) -> bool:
+        return bool(self.connection.query(self.cases, text_list("case_id", [case_id]), ["pk"], limit=1))
+
+    def case_ids(self) -> set[str]:
+        return set(self.case_ids_in_order())
+
+    def case_ids_in_order(self) -> list[str]:
+        return [str(r["case_id"]) for r in self.connection.query_all(self.cases, "", ["case_id"])]
+
+    def patient_of(self, case_id: str) -> str | None:
+        rows = self.connection.query(self.cases, text_list("case_id", [case_id]), ["patient_id"], limit=1)
+        return _none_if_empty(rows[0]["patient_id"]) if rows else None
+
+    def case_ids_for_path(self, path: Path) -> set[str]:
+        """Cases that store an image at exactly this path (the leakage guard's first check)."""
+        rows = self.connection.query(self.images, text_list("path", [str(path)]), ["case_id"])
+        return {str(r["case_id"]) for r in rows} & self._stored({str(r["case_id"]) for r in rows})
+
+    def _stored(self, case_ids: Collection[str]) -> set[str]:
+        """Which of these case ids have a case row (image rows without one belong to a cut-short write)."""
+        if not case_ids:
+            return set()
+        return {
+            str(r["case_id"]) for r in self.connection.query(self.cases, text_list("case_id", case_ids), ["case_id"])
+        }
+
+    def get_case(self, case_id: str) -> dict[str, Any] | None:
+        """The stored case, as `CaseStore.get_case` gives it: fields, report, metadata, images."""
+        fields = ["case_id", "patient_id", "modality", "body_region", "report", "report_text", "metadata"]
+        rows = self.connection.query(self.cases, text_list("case_id", [case_id]), fields, limit=1)
+        if not rows:
+            return None
+        row = rows[0]
+        images = sorted(
+            self.connection.query(self.images, text_list("case_id", [case_id]), IMAGE_FIELDS), key=lambda r: r["pk"]
+        )
+        keys = ("image_id", "path", "caption", "modality", "body_region", "plane")
+        return {
+            "case_id": row["case_id"],
+            "patient_id": _none_if_empty(row["patient_id"]),
+            "modality": _none_if_empty(row["modality"]),
+            "body_region": _none_if_empty(row["body_region"]),
+            "report": dict(row["report"]),
+            "report_text": row["report_text"],
+            "metadata": dict(row["metadata"]),
+            "images": [
+                {**{k: _none_if_empty(img[k]) for k in keys}, "metadata": dict(img["metadata"])} for img in images
+            ],
+        }
+
+    def stored_cases(self) -> Iterator[Case]:
+        for case_id in self.case_ids_in_order():
+            stored = self.get_case(case_id)
+            if stored is not None:
+                yield case_from_stored(stored)
+
+    def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+        """Stored image rows for these image ids, in the given order (unknown ids and orphans skipped)."""
+        wanted = [int(i) for i in ids]
+        if not wanted:
+            return []
+        rows = {int(r["pk"]): r for r in self.connection.query(self.images, id_list("pk", wanted), IMAGE_FIELDS)}
+        live = self._stored({str(r["case_id"]) for r in rows.values()})
+        out = []
+        for i in wanted:
+            if (row := rows.get(i)) is not None and row["case_id"] in live:
+                out.append(
+                    {
+                        **{k: _none_if_empty(v) for k, v in row.items() if k != "pk"},
+                        "id": i,
+                        "metadata": dict(row["metadata"]),
+                    }
+                )
+        return out
+
+    def info(self) -> dict[str, Any]:
+        """Counts, dimensions, encoders, index kinds and the generation, as `CaseStore.info`."""
+        cases = self.connection.count(self.cases)
+        image_only = self.connection.count(self.cases, "reported == false")
+        return {
+            "name": self.name,
+            "path": self.location,
+            "backend": "milvus",
+            "cases": cases,
+            "cases_with_report": cases - image_only,
+            "cases_image_only": image_only,
+            "images": self.connection.count(self.images),
+            "image_dim": self.manifest["image_dim"],
+            "text_dim": self.manifest["text_dim"],
+            "image_encoder": self.manifest["image_encoder"],
+            "image_encoder_fingerprint": self.manifest.get("image_encoder_fingerprint"),
+            "text_encoder": self.manifest["text_encoder"],
+            "image_index": self.manifest.get("image_index", "flat"),
+            "text_index": self.manifest.get("text_index", "flat"),
+            "generation": self.generation(),
+            "flushed_generation": None,
+            "bytes_on_disk": None,
+            "files": {},
+            "memory_bytes": None,
+            "created": self.manifest.get("created"),
+        }
+
+    # -- search ---------------------------------------------------------------------------------------
+    def search_ids(
+        self,
+        space: str,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str | None] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+        reported_only: bool = False,
+    ) -> list[tuple[list[int], list[float]]]:
+        """Top-k (row ids, scores) per query in `space`, best first (as `CaseStore.search_ids`)."""
+        matrix = np.atleast_2d(np.asarray(queries, dtype=np.float32))
+        if k <= 0 or len(matrix) == 0:
+            return [([], []) for _ in range(len(matrix))]
+        expression = filter_expression(
+            space,
+            filters,
+            self.manifest.get("metadata_keys", []),
+            exclude_case_ids=exclude_case_ids,
+            exclude_patient_ids=exclude_patient_ids,
+            reported_only=reported_only,
+        )
+        norms = np.linalg.norm(matrix, axis=1, keepdims=True)
+        matrix = matrix / np.where(norms > 0, norms, 1)
+        collection = self.images if space == "image" else self.cases
+        kind = self.manifest.get("image_index" if space == "image" else "text_index", "flat")
+        search_params: dict[str, Any] = {
+            "metric_type": "IP",
+            "params": {"nprobe": self.params.nprobe} if kind == "ivf" else {},
+        }
+        results = self.connection.read(
+            collection,
+            self.connection.client.search,
+            data=matrix.tolist(),
+            limit=min(int(k), MAX_TOP_K),
+            filter=expression,
+            search_params=search_params,
+            anns_field="vector",
+            output_fields=[],
+        )
+        return [([int(hit["id"]) for hit in hits], [float(hit["distance"]) for hit in hits]) for hits in results]
+
+    def _hits(self, space: str, found: list[tuple[list[int], list[float]]]) -> list[list[Hit]]:
+        """Hits of every query from one read of their rows (two reads in all, whatever the query count)."""
+        every_id = sorted({i for ids, _ in found for i in ids})
+        every_score = [0.0] * len(every_id)
+        rows = self.image_hits(every_id, every_score) if space == "image" else self._text_hits(every_id, every_score)
+        return [
+            [replace(rows[i], score=float(s)) for i, s in zip(ids, scores, strict=True) if i in rows]
+            for ids, scores in found
+        ]
+
+    def search_images(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str | None] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+        reported_only: bool = False,
+    ) -> list[list[Hit]]:
+        found = self.search_ids(
+            "image",
+            queries,
+            k,
+            filters=filters,
+            exclude_case_ids=exclude_case_ids,
+            exclude_patient_ids=exclude_patient_ids,
+            reported_only=reported_only,
+        )
+        return self._hits("image", found)
+
+    def search_texts(
+        self,
+        queries: np.ndarray,
+        k: int,
+        *,
+        filters: Mapping[str, str | None] | None = None,
+        exclude_case_ids: Collection[str] = (),
+        exclude_patient_ids: Collection[str] = (),
+    ) -> list[list[Hit]]:
+        found = self.search_ids(
+            "text",
+            queries,
+            k,
+            filters=filters,
+            exclude_case_ids=exclude_case_ids,
+            exclude_patient_ids=exclude_patient_ids,
+        )
+        return self._hits("text", found)
+
+    def _reports(self, case_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+        if not case_ids:
+            return {}
+        rows = self.connection.query(
+            self.cases, text_list("case_id", case_ids), ["case_id", "report_text", "patient_id"]
+        )
+        return {str(r["case_id"]): r for r in rows}
+
+    def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
+        """{image id: hit} with the given scores, in order; rows that no longer exist are left out."""
+        if not image_ids:
+            return {}
+        rows = {int(r["pk"]): r for r in self.connection.query(self.images, id_list("pk", image_ids), HIT_FIELDS)}
+        cases = self._reports({str(r["case_id"]) for r in rows.values()})
+        hits = {}
+        for i, score in zip(image_ids, scores, strict=True):
+            row = rows.get(int(i))
+            if row is None or (case := cases.get(row["case_id"])) is None:
+                continue
+            hits[int(i)] = Hit(
+                case_id=row["case_id"],
+                image_id=row["image_id"],
+                score=float(score),
+                modality=_none_if_empty(row["modality"]),
+                body_region=_none_if_empty(row["body_region"]),
+                report=case["report_text"],
+                patient_id=_none_if_empty(case["patient_id"]),
+                caption=row["caption"] or "",
+                location=_none_if_empty(row["location"]),
+            )
+        return hits
+
+    def _text_hits(self, case_pks: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
+        if not case_pks:
+            return {}
+        fields = ["pk", "case_id", "first_image_id", "modality", "body_region", "report_text", "patient_id"]
+        rows = {int(r["pk"]): r for r in self.connection.query(self.cases, id_list("pk", case_pks), fields)}
+        return {
+            int(i): Hit(
+                case_id=row["case_id"],
+                image_id=row["first_image_id"],
+                score=float(score),
+                modality=_none_if_empty(row["modality"]),
+                body_region=_none_if_empty(row["body_region"]),
+                report=row["report_text"],
+                patient_id=_none_if_empty(row["patient_id"]),
+            )
+            for i, score in zip(case_pks, scores, strict=True)
+            if (row := rows.get(int(i))) is not None
+        }
+
+    # -- stored vectors (for exact rescoring) ---------------------------------------------------------
+    def _images_of_case_ids(self, case_ids: Collection[str]) -> list[int]:
+        if not case_ids:
+            return []
+        return sorted(int(r["pk"]) for r in self.connection.query(self.images, text_list("case_id", case_ids), ["pk"]))
+
+    def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:
+        if not case_row_ids:
+            return []
+        rows = self.connection.query(self.cases, id_list("pk", case_row_ids), ["case_id"])
+        return self._images_of_case_ids({str(r["case_id"]) for r in rows})
+
+    def sibling_image_ids(self, image_ids: Sequence[int]) -> list[int]:
+        if not image_ids:
+            return []
+        rows = self.connection.query(self.images, id_list("pk", image_ids), ["case_id"])
+        return self._images_of_case_ids(self._stored({str(r["case_id"]) for r in rows}))
+
+    def rescoring_rows(
+        self, image_ids: Sequence[int], *, text: bool
+    ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
+        """For image ids: case ids, stored image vectors and (with `text`) report vectors, in order;
+        unknown ids get an empty case id and zero vectors."""
+        case_ids = [""] * len(image_ids)
+        images = np.zeros((len(image_ids), self.manifest["image_dim"]), dtype=np.float32)
+        texts = np.zeros((len(image_ids), self.manifest["text_dim"]), dtype=np.float32) if text else None
+        if not image_ids:
+            return case_ids, images, texts
+        rows = {
+            int(r["pk"]): r
+            for r in self.connection.query(self.images, id_list("pk", image_ids), ["pk", "case_id", "vector"])
+        }
+        report_vectors = self._case_vectors({str(r["case_id"]) for r in rows.values()})
+        for n, i in enumerate(image_ids):
+            row = rows.get(int(i))
+            if row is None or row["case_id"] not in report_vectors:
+                continue
+            case_ids[n] = row["case_id"]
+            images[n] = row["vector"]
+            if texts is not None:
+                texts[n] = report_vectors[row["case_id"]]
+        return case_ids, images, texts
+
+    def _case_vectors(self, case_ids: Collection[str]) -> dict[str, np.ndarray]:
+        if not case_ids:
+            return {}
+        rows = self.connection.query(self.cases, text_list("case_id", case_ids), ["case_id", "vector"])
+        return {str(r["case_id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+
+    def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(case_ids), self.manifest["text_dim"]), dtype=np.float32)
+        found = self._case_vectors(set(case_ids))
+        for n, case_id in enumerate(case_ids):
+            if case_id in found:
+                out[n] = found[case_id]
+        return out
+
+
+__all__ = ["CaseStoreUnavailableError", "MilvusCaseStore"]

@@ -1,0 +1,231 @@
+"""The Milvus case store against a real Milvus server, answer for answer beside the embedded store.
+
+The same cases go into a FAISS + SQLite `CaseStore` and a `MilvusCaseStore`; every search (filters,
+exclusions, image-only cases), every read and every write must give the same results on both.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection, MilvusSettings, collection_base
+from retrieval.milvus_filters import UnknownFilterFieldError
+from retrieval.milvus_store import MilvusCaseStore
+from retrieval.records import Hit, ReportSections
+from retrieval.vector_index import IndexParams
+from tests.milvus_server import MilvusUnderTest
+from tests.retrieval.test_case_store import DIM, TEXT_DIM, create, make_cases
+
+pytestmark = pytest.mark.milvus
+
+
+@pytest.fixture(scope="module")
+def connection(milvus: MilvusUnderTest) -> Iterator[MilvusConnection]:
+    conn = MilvusConnection(MilvusSettings(milvus.url))
+    yield conn
+    conn.close()
+
+
+def create_milvus(connection: MilvusConnection, name: str, params: IndexParams | None = None) -> MilvusCaseStore:
+    MilvusCaseStore.drop(connection, name)
+    return MilvusCaseStore.create(
+        connection,
+        name,
+        image_dim=DIM,
+        text_dim=TEXT_DIM,
+        image_encoder="test-img",
+        text_encoder="test-txt",
+        params=params,
+    )
+
+
+def both(tmp_path: Path, connection: MilvusConnection, name: str, n: int = 12) -> tuple[CaseStore, MilvusCaseStore]:
+    items = make_cases(n)
+    faiss_store, milvus_store = create(tmp_path / "idx"), create_milvus(connection, name)
+    for store in (faiss_store, milvus_store):
+        store.add_cases(items)
+    return faiss_store, milvus_store
+
+
+def same_hits(got: list[list[Hit]], expected: list[list[Hit]]) -> bool:
+    """Same cases and images in the same order, scores equal to float32 precision."""
+    ids = [[(h.case_id, h.image_id) for h in hits] for hits in got]
+    if ids != [[(h.case_id, h.image_id) for h in hits] for hits in expected]:
+        return False
+    return all(
+        abs(a.score - b.score) < 1e-5 for g, e in zip(got, expected, strict=True) for a, b in zip(g, e, strict=True)
+    )
+
+
+SEARCHES = [
+    {},
+    {"filters": {"modality": "ct"}},
+    {"filters": {"body_region": "HEAD", "site": "north"}},
+    {"filters": {"patient_id": "P1"}},
+    {"exclude_case_ids": ["c0", "c3"], "exclude_patient_ids": ["p2"]},
+    {"filters": {"modality": "MR"}, "exclude_patient_ids": ["p1"]},
+]
+
+
+@pytest.fixture(scope="module")
+def parity(tmp_path_factory: pytest.TempPathFactory, connection: MilvusConnection) -> tuple[CaseStore, MilvusCaseStore]:
+    """The same twelve cases in both stores, made once for the searches below."""
+    return both(tmp_path_factory.mktemp("parity"), connection, "parity")
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_searches_match_the_embedded_store(parity: tuple[CaseStore, MilvusCaseStore], search: dict) -> None:
+    faiss_store, milvus_store = parity
+    items = make_cases(12)
+    image_queries = np.stack([next(iter(v.values())) for _, v, _ in items])
+    text_queries = np.stack([t for _, _, t in items])
+    for k in (1, 5, 30):
+        got = milvus_store.search_images(image_queries, k, **search)
+        assert same_hits(got, faiss_store.search_images(image_queries, k, **search))
+        got = milvus_store.search_texts(text_queries, k, **search)
+        assert same_hits(got, faiss_store.search_texts(text_queries, k, **search))
+    hit = milvus_store.search_images(image_queries[:1], 1, **search)[0]
+    expected = faiss_store.search_images(image_queries[:1], 1, **search)[0]
+    assert [replace(h, score=round(h.score, 4)) for h in hit] == [replace(h, score=round(h.score, 4)) for h in expected]
+
+
+def test_reads_match_the_embedded_store(parity: tuple[CaseStore, MilvusCaseStore]) -> None:
+    faiss_store, milvus_store = parity
+    assert milvus_store.case_ids_in_order() == faiss_store.case_ids_in_order()
+    assert milvus_store.get_case("c4") == faiss_store.get_case("c4")
+    assert milvus_store.get_case("nope") is None
+    assert milvus_store.patient_of("c5") == "p2"
+    assert milvus_store.case_ids_for_path(Path("/archive/c3_1.jpg")) == {"c3"}
+    assert [c.case_id for c in milvus_store.stored_cases()] == [c.case_id for c in faiss_store.stored_cases()]
+    info, expected = milvus_store.info(), faiss_store.info()
+    for key in ("cases", "cases_with_report", "cases_image_only", "images", "image_dim", "text_dim", "image_index"):
+        assert info[key] == expected[key], key
+    # Rescoring reads: stored vectors by image id, in order, zeros for unknown ids.
+    ids, _ = milvus_store.search_ids("image", make_cases(12)[2][1]["c2/img0"][None, :], 4)[0]
+    case_ids, images, texts = milvus_store.rescoring_rows([*ids, 999], text=True)
+    faiss_ids, _ = faiss_store.search_ids("image", make_cases(12)[2][1]["c2/img0"][None, :], 4)[0]
+    f_case_ids, f_images, f_texts = faiss_store.rescoring_rows(faiss_ids, text=True)
+    assert case_ids == [*f_case_ids, ""]
+    assert np.allclose(images[:-1], f_images, atol=1e-6) and not images[-1].any()
+    assert texts is not None and f_texts is not None and np.allclose(texts[:-1], f_texts, atol=1e-6)
+    assert len(milvus_store.sibling_image_ids(ids[:1])) == 2
+    assert np.allclose(milvus_store.case_text_vectors(["c1", "zz"]), faiss_store.case_text_vectors(["c1", "zz"]))
+
+
+def test_writes_delete_replace_and_image_only(tmp_path: Path, connection: MilvusConnection) -> None:
+    faiss_store, milvus_store = both(tmp_path, connection, "writes", n=6)
+    before = milvus_store.generation()
+    with pytest.raises(DuplicateCaseError):
+        milvus_store.add_cases(make_cases(1, start=2))
+    case, vectors, text = make_cases(1, seed=5, start=2)[0]
+    changed = (replace(case, report=ReportSections(findings="rewritten")), vectors, text)
+    unreported = make_cases(1, seed=9, start=40)[0]
+    unreported = (replace(unreported[0], report=ReportSections()), unreported[1], unreported[2])
+    for store in (faiss_store, milvus_store):
+        store.add_cases([changed], replace=True)
+        store.add_cases([unreported])
+        assert store.delete_case("c1") and not store.delete_case("c1")
+    assert milvus_store.generation() == before + 3
+    assert milvus_store.get_case("c2") == faiss_store.get_case("c2")
+    assert milvus_store.info()["cases_image_only"] == 1
+    image_queries = np.stack([next(iter(unreported[1].values())), next(iter(vectors.values()))])
+    for search in ({}, {"reported_only": True}):
+        got = milvus_store.search_images(image_queries, 10, **search)
+        assert same_hits(got, faiss_store.search_images(image_queries, 10, **search))
+    text_queries = np.stack([unreported[2], text])
+    assert same_hits(milvus_store.search_texts(text_queries, 10), faiss_store.search_texts(text_queries, 10))
+
+
+def test_a_write_cut_short_is_never_read_and_is_cleaned_by_the_next(connection: MilvusConnection) -> None:
+    store = create_milvus(connection, "cut")
+    store.add_cases(make_cases(2))
+    case, vectors, text = make_cases(1, seed=3, start=7)[0]
+    # What a writer killed between its two inserts leaves: image rows, no case row.
+    from retrieval.milvus_schema import image_row
+
+    connection.client.insert(store.images, [image_row(case, img, vectors[img.image_id]) for img in case.images])
+    query = vectors[case.images[0].image_id][None, :]
+    assert all(h.case_id != "c7" for h in store.search_images(query, 10)[0])
+    assert not store.has_case("c7") and store.case_ids_for_path(case.images[0].path) == set()
+    store.add_cases([(case, vectors, text)])  # the resumed write
+    assert store.info()["images"] == 6 and store.search_images(query, 1)[0][0].case_id == "c7"
+
+
+def test_switches_to_ivf_at_the_threshold(connection: MilvusConnection) -> None:
+    store = create_milvus(connection, "ivf", IndexParams(exact_threshold=30, nprobe=64))
+    items = make_cases(20)
+    store.add_cases(items[:10])
+    assert store.info()["image_index"] == "flat"
+    store.add_cases(items[10:])
+    assert store.info()["image_index"] == "ivf" and store.info()["text_index"] == "flat"
+    query = items[13][1]["c13/img1"][None, :]
+    assert store.search_images(query, 1)[0][0].image_id == "c13/img1"
+
+
+def test_bad_input(connection: MilvusConnection) -> None:
+    store = create_milvus(connection, "bad.name:1")
+    store.add_cases(make_cases(2))
+    with pytest.raises(UnknownFilterFieldError, match="'nosuch'.*site"):
+        store.search_images(np.ones((1, DIM), np.float32), 3, filters={"nosuch": "x"})
+    with pytest.raises(ValueError, match="invalid filter key"):
+        store.search_images(np.ones((1, DIM), np.float32), 3, filters={'site"] == "x" or true or meta_lc["a': "x"})
+    # A value cannot leave its quotes: it is matched as text, and matches nothing.
+    assert store.search_images(np.ones((1, DIM), np.float32), 3, filters={"site": 'north" or true or "'})[0] == []
+    with pytest.raises(FileExistsError):
+        create_milvus_again = MilvusCaseStore.create  # the same name twice
+        create_milvus_again(
+            connection, "bad.name:1", image_dim=DIM, text_dim=TEXT_DIM, image_encoder="a", text_encoder="b"
+        )
+    with pytest.raises(IndexNotFoundError):
+        MilvusCaseStore.open(connection, "never-made")
+    assert collection_base("bad.name:1") != collection_base("bad_name_1")
+    # A collection whose vectors are not the size the index's manifest (and encoder) says.
+    connection.client.drop_collection(store.cases)
+    from retrieval.milvus_schema import case_schema, vector_index
+
+    connection.client.create_collection(
+        store.cases,
+        schema=case_schema(TEXT_DIM + 1),
+        index_params=vector_index(connection.client, "flat", 0, IndexParams()),
+    )
+    with pytest.raises(IndexUnreadableError, match=f"{TEXT_DIM + 1}-d.*{TEXT_DIM}-d"):
+        MilvusCaseStore.open(connection, "bad.name:1")
+    assert MilvusCaseStore.drop(connection, "bad.name:1") and not MilvusCaseStore.exists(connection, "bad.name:1")
+
+
+def search_when_ready(store: MilvusCaseStore, query: np.ndarray, deadline_s: float = 180.0) -> list[list[Hit]]:
+    """The first search that succeeds once the server is back: Milvus loads its collections again after a
+    restart, and answers 503-worthy errors until then (each try waits out the connection's timeout)."""
+    give_up = time.monotonic() + deadline_s
+    while True:
+        try:
+            return store.search_images(query, 1)
+        except CaseStoreUnavailableError:
+            if time.monotonic() > give_up:
+                raise
+
+
+def test_unreachable_server_is_a_clear_error_and_recovery_is_automatic(milvus: MilvusUnderTest) -> None:
+    with pytest.raises(CaseStoreUnavailableError, match="127.0.0.1:1"):
+        MilvusConnection(MilvusSettings("milvus://127.0.0.1:1", timeout=2))
+    with pytest.raises(ValueError, match="credentials"):
+        MilvusSettings("milvus://user:pw@host:19530").endpoint()
+    connection = MilvusConnection(MilvusSettings(milvus.url, timeout=3))
+    store = create_milvus(connection, "outage")
+    store.add_cases(make_cases(3))
+    query = make_cases(3)[1][1]["c1/img0"][None, :]
+    milvus.stop()
+    try:
+        with pytest.raises(CaseStoreUnavailableError, match=milvus.url):
+            store.search_images(query, 1)
+    finally:
+        milvus.start()
+    assert search_when_ready(store, query)[0][0].case_id == "c1"
+    connection.close()
