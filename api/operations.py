@@ -1,26 +1,23 @@
 """Index operations shared by the CLI and the service: build or extend from an archive, add one case,
 delete cases or a whole index.
 
-Every write to an index holds that index's writer lock (`retrieval.write_lock`: an exclusive `flock` on
-`.write.lock` in its folder), across threads and processes: a second writer, from the service or the CLI,
-gets `IndexBusyError` at once instead of interleaving with the first. Readers never take it.
+Every write to an index holds that index's writer lock (`Services.stores.write_lock`: an exclusive `flock`
+on `.write.lock` in its folder, or with the case store on Milvus a lease in the shared graph), across
+threads, processes and replicas: a second writer, from the service or the CLI, gets `IndexBusyError` at
+once instead of interleaving with the first. Readers never take it.
 """
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.services import Services
-from api.settings import STAGING_SUFFIX
-from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.case_store import IndexNotFoundError
 from retrieval.records import Case, CaseImage, SkippedItem
-from retrieval.write_lock import IndexBusyError as IndexBusyError  # re-exported: callers import them from here
-from retrieval.write_lock import index_busy as index_busy
-from retrieval.write_lock import index_write_lock
+from retrieval.write_lock import IndexBusyError as IndexBusyError  # re-exported: callers import it from here
 
 if TYPE_CHECKING:
     from indexing.archives import Archive
@@ -93,7 +90,7 @@ def ingest(
 
     if not create:
         services.open_store(name)  # a missing index is an error before the lock file is made
-    with index_write_lock(services.settings.index_dir(name), name):
+    with services.stores.write_lock(name):
         store = services.open_store(name, create=create)
         options = ingest_options(services, replace=replace, image_only=image_only)
         recorder = services.finding_recorder(name) if findings else None
@@ -138,7 +135,7 @@ def add_case(
         images=tuple(CaseImage(image_id=i, path=p.resolve()) for i, p in zip(ids, images, strict=True)),
     )
     store = services.open_store(name)
-    with index_write_lock(store.root, name):
+    with services.stores.write_lock(name):
         recorder = services.finding_recorder(name) if findings else None
         options = ingest_options(services, replace=replace)
         summary = Ingestor(store, services.image_encoder, services.text_encoder, options, recorder).ingest([case])
@@ -156,7 +153,7 @@ def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str
     from knowledge.archive import delete_cases as delete_case_findings
 
     store = services.open_store(name)
-    with index_write_lock(store.root, name):
+    with services.stores.write_lock(name):
         images = {c: [i["path"] for i in stored["images"]] for c in case_ids if (stored := store.get_case(c))}
         deleted = [c for c in case_ids if store.delete_case(c)]
         store.flush()
@@ -186,12 +183,11 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
     the graph."""
     from knowledge.archive import delete_index as delete_index_findings
 
-    root = services.settings.index_dir(name)
-    if not CaseStore.exists(root):
-        raise IndexNotFoundError(f"index {name!r} not found at {root}")
-    with index_write_lock(root, name):
+    if not services.stores.exists(name):
+        raise IndexNotFoundError(f"index {name!r} not found")
+    with services.stores.write_lock(name):
         services.close_store(name)
-        shutil.rmtree(root)
+        services.stores.drop(name)
         shutil.rmtree(services.settings.index_uploads_dir(name), ignore_errors=True)  # images its cases were sent with
         shutil.rmtree(services.settings.data_dir / "pacs" / name, ignore_errors=True)  # studies fetched from a PACS
     delete_index_findings(services.graph, name)
@@ -213,20 +209,17 @@ def rebuild_index(
     from indexing.pipeline import Ingestor
     from retrieval.encoders.image_encoder import load_image_encoder
 
-    root = services.settings.index_dir(name)
-    if not CaseStore.exists(root):
-        raise IndexNotFoundError(f"index {name!r} not found at {root}")
+    stores = services.stores
+    if not stores.exists(name):
+        raise IndexNotFoundError(f"index {name!r} not found")
     encoder = load_image_encoder(encoder_dir) if encoder_dir else services.image_encoder
-    staging = root.with_name(f"{root.name}{STAGING_SUFFIX}")  # a name no index can have
-    replaced = root.with_name(f".{root.name}.replaced")
-    with index_write_lock(root, name):
-        old = CaseStore.open(root, params=services.index_params)  # not open_store: its encoders may differ
+    with stores.write_lock(name):
+        old = stores.open(name, services.index_params)  # not open_store: its encoders may differ
         try:
             cases = list(old.stored_cases())
         finally:
             old.close()
-        shutil.rmtree(staging, ignore_errors=True)  # what a rebuild cut short left behind
-        new = CaseStore.create_for(staging, encoder, services.text_encoder, params=services.index_params)
+        new = stores.create_staging(name, encoder, services.text_encoder, services.index_params)
         try:
             options = ingest_options(services, image_only=True)  # a PACS index's unreported cases are kept too
             if on_total:
@@ -236,17 +229,14 @@ def rebuild_index(
         finally:
             new.close()
         if summary.cases_added != len(cases):
-            shutil.rmtree(staging, ignore_errors=True)
+            stores.drop_staging(name)
             reasons = "; ".join(f"{s.source}: {s.reason}" for s in summary.skipped[:5])
             raise OperationError(
                 f"index {name!r} kept as it was: {len(cases) - summary.cases_added} of {len(cases)} cases could "
                 f"not be re-embedded ({reasons})"
             )
         services.close_store(name)
-        shutil.rmtree(replaced, ignore_errors=True)
-        os.rename(root, replaced)  # two renames, microseconds apart; the old copy goes only after both
-        os.rename(staging, root)
-        shutil.rmtree(replaced, ignore_errors=True)
+        stores.swap_in_staging(name)
     return {
         "index": name,
         "image_encoder": encoder.name,

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from api.index_stores import AnyStore, IndexStores, index_stores
 from api.settings import Settings
 from indexing.case_findings import FindingRecorder
 from indexing.graph_sync import reconcile
@@ -18,7 +19,7 @@ from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import ensure_ontology
 from retrieval import faiss_gpu
-from retrieval.case_store import CaseStore, IndexNotFoundError
+from retrieval.case_store import IndexNotFoundError
 from retrieval.device import describe, resolve_device
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
@@ -41,7 +42,7 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._stores: dict[str, CaseStore] = {}
+        self._stores: dict[str, AnyStore] = {}
         self._stores_lock = threading.RLock()  # the service opens stores from many request threads
 
     @cached_property
@@ -78,27 +79,35 @@ class Services:
             device=self.settings.device,
         )
 
-    def open_store(self, name: str, *, create: bool = False) -> CaseStore:
+    @cached_property
+    def stores(self) -> IndexStores:
+        """Where indexes live (`KGREPORT_CASE_STORE`): folders in the data dir, or a Milvus server."""
+        stores = index_stores(self.settings, lambda: self.graph)
+        log.info("case store: %s", stores.describe())
+        return stores
+
+    def open_store(self, name: str, *, create: bool = False) -> AnyStore:
         """The named index; with `create`, a new one sized for the loaded encoders if it does not exist."""
         with self._stores_lock:
             return self._open_store(name, create)
 
-    def _open_store(self, name: str, create: bool) -> CaseStore:
+    def _open_store(self, name: str, create: bool) -> AnyStore:
         if name in self._stores:
             if not self._stores[name].replaced_on_disk():
                 return self._stores[name]
             # Rebuilt by another process: open the new one. The old handle is not closed under a search
             # that may still hold it; it closes when the last one lets it go.
             del self._stores[name]
-        root = self.settings.index_dir(name)
-        if not CaseStore.exists(root):
+        self.settings.index_dir(name)  # the index-name rule, before any backend sees the name
+        store: AnyStore
+        if not self.stores.exists(name):
             if not create:
                 raise IndexNotFoundError(
-                    f"index {name!r} not found at {root} (build it with `kgreport index build ARCHIVE --name {name}`)"
+                    f"index {name!r} not found (build it with `kgreport index build ARCHIVE --name {name}`)"
                 )
-            store = CaseStore.create_for(root, self.image_encoder, self.text_encoder, params=self.index_params)
+            store = self.stores.create(name, self.image_encoder, self.text_encoder, self.index_params)
         else:
-            store = CaseStore.open(root, params=self.index_params)
+            store = self.stores.open(name, self.index_params)
         self._check_dims(name, store)
         self._stores[name] = store
         return store
@@ -110,14 +119,14 @@ class Services:
         if store is not None:
             store.close()
 
-    def _check_dims(self, name: str, store: CaseStore) -> None:
+    def _check_dims(self, name: str, store: AnyStore) -> None:
         """Refuse an index whose vectors the loaded encoders did not make: other dimensions, or an image
         encoder whose weights differ from the ones the index was built with (same size, other space)."""
         manifest = store.manifest
         rebuild = f"`kgreport index rebuild {name} --encoder DIR`, or set KGREPORT_IMAGE_ENCODER to its encoder"
         if manifest["image_dim"] != self.image_encoder.dim or manifest["text_dim"] != self.text_encoder.dim:
             raise EncoderMismatchError(
-                f"index {name!r} ({store.root}) holds {manifest['image_dim']}-d image / {manifest['text_dim']}-d "
+                f"index {name!r} ({store.location}) holds {manifest['image_dim']}-d image / {manifest['text_dim']}-d "
                 f"text vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) "
                 f"/ {self.text_encoder.dim}-d ({self.text_encoder.name}); {rebuild}"
             )
@@ -132,7 +141,7 @@ class Services:
             )
         if built_with and loaded and built_with != loaded:
             raise EncoderMismatchError(
-                f"index {name!r} ({store.root}) was built with image encoder {manifest['image_encoder']!r} "
+                f"index {name!r} ({store.location}) was built with image encoder {manifest['image_encoder']!r} "
                 f"(weights {built_with}); the loaded one is {self.image_encoder.name!r} (weights {loaded}): same "
                 f"{self.image_encoder.dim}-d size, another space; {rebuild}"
             )

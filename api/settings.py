@@ -122,11 +122,48 @@ class Settings(BaseSettings):
         "empty = embedded FalkorDB in the data dir. No credentials in the URL: the password is its own setting",
     )
     falkordb_password: SecretStr = Field(default=SecretStr(""), description="password of the FalkorDB server")
+    case_store: str = Field(
+        default="",
+        pattern=r"^(|milvus://.+)$",
+        description="where indexes live: empty = FAISS + SQLite folders in the data dir (one machine); "
+        "milvus://HOST:PORT = collections on a Milvus server that several replicas share",
+    )
+    milvus_token: SecretStr = Field(default=SecretStr(""), description="Milvus API token (or user and password)")
+    milvus_user: str = ""
+    milvus_password: SecretStr = Field(default=SecretStr(""), description="Milvus password")
+    milvus_timeout: float = Field(default=10.0, gt=0, description="seconds one Milvus call may take")
+    milvus_consistency: str = Field(
+        default="Strong",
+        pattern="^(Strong|Session|Bounded|Eventually)$",
+        description="Milvus read consistency: Strong (default) sees every replica's writes at once, and waits "
+        "up to the server's proxy.timeTickInterval per read; the others answer sooner but may lag other replicas",
+    )
+    write_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="with the case store on Milvus: how long a replica's write lease on an index lasts "
+        "unrenewed, so a build of a replica that died can be resumed by another after at most this long",
+    )
+    shared_dir: Path | None = Field(
+        default=None,
+        description="a folder every replica mounts (NFS or similar): images uploaded with cases, and job "
+        "records; empty = the data dir (one machine)",
+    )
 
     @field_validator("data_dir", "bundled_data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:
         return Path(value).expanduser()
+
+    @field_validator("shared_dir", mode="before")
+    @classmethod
+    def _expand_shared(cls, value: object) -> Path | None:
+        return Path(str(value)).expanduser() if value not in (None, "") else None
+
+    @property
+    def shared_root(self) -> Path:
+        """What replicas share on disk (uploaded case images, job records): `shared_dir`, else the data dir."""
+        return self.shared_dir or self.data_dir
 
     def patient_salt(self) -> bytes:
         """The salt of hashed patient ids: the setting, else one made once for this data dir and kept there
@@ -180,7 +217,7 @@ class Settings(BaseSettings):
     def index_uploads_dir(self, name: str) -> Path:
         """Images the service received for the cases of index `name` (the index's images point here)."""
         self.index_dir(name)  # the same name check
-        return self.data_dir / "uploads" / "indexes" / name
+        return self.shared_root / "uploads" / "indexes" / name
 
     @property
     def query_uploads_dir(self) -> Path:

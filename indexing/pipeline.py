@@ -27,13 +27,13 @@ from typing import Any
 import numpy as np
 
 from indexing.case_findings import FindingRecorder
-from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
 from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.records import Case, CaseImage, SkippedItem
+from retrieval.store_interface import CaseStoreInterface
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class Ingestor:
 
     def __init__(
         self,
-        store: CaseStore,
+        store: CaseStoreInterface,
         image_encoder: ImageEncoder,
         text_encoder: TextEncoder,
         options: IngestOptions | None = None,

@@ -118,6 +118,15 @@ class CaseStore:
             )
 
     @property
+    def location(self) -> str:
+        """Where the index lives, for messages."""
+        return str(self.root)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
     def image_index(self) -> VectorIndex:
         """The FAISS index of image vectors (ids: image row ids)."""
         return self._faiss.image_index

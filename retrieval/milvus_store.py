@@ -57,7 +57,7 @@ class MilvusCaseStore:
 
     def __init__(self, connection: MilvusConnection, name: str, manifest: dict[str, Any], params: IndexParams | None):
         self.connection = connection
-        self.name = name
+        self._name = name
         self.manifest = manifest
         self.params = params or IndexParams()
         base = collection_base(name)
@@ -66,6 +66,10 @@ class MilvusCaseStore:
         self._check_dimensions()
         for collection in (self.images, self.cases):
             connection.admin(f"loading {collection}", connection.client.load_collection, collection)
+
+    @property
+    def name(self) -> str:
+        return self._name
 
     @property
     def location(self) -> str:
@@ -185,6 +189,22 @@ class MilvusCaseStore:
             if connection.call("listing collections", client.has_collection, collection):
                 connection.admin(f"dropping {collection}", client.drop_collection, collection)
         return True
+
+    @classmethod
+    def swap_in(cls, connection: MilvusConnection, staging: str, name: str) -> None:
+        """Make the index `staging` the index `name`: drop `name`'s collections, rename `staging`'s to
+        them, then register the result under `name` with `staging`'s manifest (a new creation time, so
+        every replica opens it anew). Reads of `name` fail for the moment between drop and rename."""
+        row = cls._registry_row(connection, staging)
+        if row is None:
+            raise IndexNotFoundError(f"index {staging!r} not found on {connection.url}")
+        client, source, target = connection.client, collection_base(staging), collection_base(name)
+        for suffix in ("_images", "_cases"):
+            if connection.call("listing collections", client.has_collection, target + suffix):
+                connection.admin(f"dropping {target + suffix}", client.drop_collection, target + suffix)
+            connection.admin(f"renaming {source + suffix}", client.rename_collection, source + suffix, target + suffix)
+        cls._write_registry(connection, name, dict(row["manifest"]), int(row["generation"]))
+        connection.call("deleting the registry row", client.delete, REGISTRY, filter=text_list("name", [staging]))
 
     @staticmethod
     def _write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:

@@ -38,7 +38,6 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from retrieval.case_store import CaseStore
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -47,6 +46,7 @@ from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
 from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
+from retrieval.store_interface import CaseStoreInterface
 from retrieval.voting import blend, vote_shares, winner
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
@@ -92,7 +92,7 @@ class CaseSearcher:
 
     def __init__(
         self,
-        store: CaseStore,
+        store: CaseStoreInterface,
         image_encoder: ImageEncoder,
         text_encoder: TextEncoder,
         *,

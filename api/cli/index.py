@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -23,6 +23,9 @@ from api.cli.support import (
     want_findings,
 )
 from api.settings import get_settings
+
+if TYPE_CHECKING:
+    from api.services import Services
 
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 
@@ -141,12 +144,11 @@ def index_delete(
 ) -> None:
     """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
     from api.operations import delete_cases, delete_index
-    from retrieval.case_store import CaseStore
 
     with user_errors():
         services = load_services()
         if not case_ids:
-            if not yes and CaseStore.exists(services.settings.index_dir(name)):
+            if not yes and services.stores.exists(name):
                 raise CliError(f"deleting the whole index {name!r} needs --yes")
             out.print_json(json.dumps(delete_index(services, name)))
             return
@@ -190,14 +192,13 @@ def index_info(
     """Counts (cases, images, with and without reports), dimensions, encoders, index kinds and sizes of an
     index, and for one built from a PACS its source and last sync."""
     from api.pacs import read_source
-    from retrieval.case_store import CaseStore, IndexNotFoundError
+    from retrieval.case_store import IndexNotFoundError
 
     with user_errors():
         services = load_services()
-        root = services.settings.index_dir(name)
-        if not CaseStore.exists(root):
-            raise IndexNotFoundError(f"index {name!r} not found at {root}")
-        with CaseStore.open(root) as store:
+        if not services.stores.exists(name):
+            raise IndexNotFoundError(f"index {name!r} not found")
+        with services.stores.open(name, services.index_params) as store:
             info = {"name": name, **store.info()}
         if (source := read_source(services, name)) is not None:
             info["pacs"] = source
@@ -217,7 +218,9 @@ def index_check(
     from retrieval.index_check import check_index
 
     with user_errors():
-        check = check_index(load_services().settings.index_dir(name))
+        services = load_services()
+        _local_only(services, "check")
+        check = check_index(services.settings.index_dir(name))
     if as_json:
         out.print_json(json.dumps(check.as_json(), default=str))
     else:
@@ -239,6 +242,7 @@ def index_repair(
 
     with user_errors():
         services = load_services()
+        _local_only(services, "repair")
         encoders = (services.image_encoder, services.text_encoder) if assume_loaded_encoders else (None, None)
         repair = repair_index(
             services.settings.index_dir(name),
@@ -252,6 +256,15 @@ def index_repair(
         console.print(f"[red]cannot recover[/red] {line}")
     _print_check(name, repair.ok, repair.after.problems, repair.after.notes)
     raise typer.Exit(0 if repair.ok else 1)
+
+
+def _local_only(services: Services, command: str) -> None:
+    """`index check` and `repair` read an index's own files: there are none with the case store on Milvus."""
+    if services.stores.kind != "local":
+        raise CliError(
+            f"`kgreport index {command}` checks the files of a local index; with KGREPORT_CASE_STORE on Milvus "
+            "the server keeps the vectors and rows itself (see its own tools)"
+        )
 
 
 def _print_check(name: str, ok: bool, problems: list[str], notes: list[str]) -> None:

@@ -157,7 +157,7 @@ def _refuse_if_busy(state: ServiceState, name: str) -> None:
     """409 at submission when a build of `name` is queued or running here, or another writer holds it."""
     if (job := state.jobs.active("index_build", name)) is not None:
         raise ApiError(409, "index_busy", f"index {name!r} is being built by job {job.id}; wait for it to finish")
-    if busy := operations.index_busy(state.settings.index_dir(name), name):
+    if busy := state.services.stores.busy(name):
         raise ApiError(409, "index_busy", busy)
 
 

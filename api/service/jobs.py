@@ -10,7 +10,10 @@ marked `interrupted`, and running the same build again resumes it (the store kee
 
 Several service worker processes share the folder: each runs the jobs it was given, and reads the
 records of the others' jobs from disk, so any worker answers `GET /v1/jobs/{id}`. A job is only marked
-interrupted when the process that ran it is gone.
+interrupted when the process that ran it is gone. Replicas on several machines share the folder too
+(`KGREPORT_SHARED_DIR`): a process id means nothing on another host, so a running job's record is saved
+at least every `HEARTBEAT_S`, and one of another host whose record is older than `STALE_S` is reported
+interrupted (its replica died); submitting the build again through any replica resumes it.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import json
 import logging
 import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -32,6 +36,9 @@ from knowledge.processes import process_alive, process_start_time
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 1.0  # progress writes at most this often
+HEARTBEAT_S = 5.0  # a running job's record is saved at least this often ...
+STALE_S = 30.0  # ... so one of another host not saved for this long lost its replica
+HOST = socket.gethostname()
 JOB_ID_LENGTH = 16
 JOB_ID = re.compile(rf"[0-9a-f]{{{JOB_ID_LENGTH}}}")  # fullmatch only: anything else is no job, never a path
 INTERRUPTED = "the server stopped before this job finished; submit it again to resume where it stopped"
@@ -52,6 +59,8 @@ class Job:
     finished_at: float | None = None
     worker_pid: int | None = None  # the server process running it ...
     worker_started: int | None = None  # ... and when it started (a process id alone is reused)
+    worker_host: str | None = None  # ... on which machine
+    saved_at: float | None = None  # wall clock of the last save: the heartbeat other hosts judge by
     _on_change: Callable[[Job, bool], None] | None = field(default=None, repr=False, compare=False)
 
     def advance(self, n: int) -> None:
@@ -91,9 +100,11 @@ class JobRunner:
         self._keep = keep
         self._records = records
         self._saved_at: dict[str, float] = {}
+        self._stop = threading.Event()
         if records is not None:
             records.mkdir(parents=True, exist_ok=True)
             self._load()
+            threading.Thread(target=self._heartbeat, name="kgreport-job-heartbeat", daemon=True).start()
 
     def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
         job = Job(
@@ -102,6 +113,7 @@ class JobRunner:
             params=params,
             worker_pid=os.getpid(),
             worker_started=process_start_time(os.getpid()),
+            worker_host=HOST,
             _on_change=self._save_later,
         )
         with self._lock:
@@ -127,9 +139,12 @@ class JobRunner:
         """The job's record: ours from memory, another worker's as last saved on disk."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is not None and job.worker_pid == os.getpid():
+        if job is not None and job.worker_pid == os.getpid() and job.worker_host == HOST:
             return job
-        return self._read(job_id) or job
+        record = self._read(job_id) or job
+        if record is not None and record.state in ("queued", "running") and _gone(record):
+            record.state, record.error, record.finished_at = "interrupted", INTERRUPTED, time.time()
+        return record
 
     def _run(self, job: Job, work: Work) -> None:
         job.state, job.started_at = "running", time.time()
@@ -157,6 +172,7 @@ class JobRunner:
         if path is None:
             return
         self._saved_at[job.id] = time.monotonic()
+        job.saved_at = time.time()
         partial = path.with_suffix(".json.partial")
         try:
             partial.write_text(json.dumps(job.as_json()), encoding="utf-8")
@@ -183,7 +199,7 @@ class JobRunner:
             job = self._read_path(path)
             if job is None:
                 continue
-            if job.state in ("queued", "running") and not _alive(job.worker_pid, job.worker_started):
+            if job.state in ("queued", "running") and _gone(job):
                 job.state, job.error, job.finished_at = "interrupted", INTERRUPTED, time.time()
                 self._save(job)
             self._jobs[job.id] = job
@@ -198,8 +214,25 @@ class JobRunner:
             if path is not None:
                 path.unlink(missing_ok=True)
 
+    def _heartbeat(self) -> None:
+        """Save our running jobs' records now and then, so replicas on other hosts see they are alive."""
+        while not self._stop.wait(HEARTBEAT_S):
+            with self._lock:
+                running = [j for j in self._jobs.values() if j.state == "running" and j.worker_pid == os.getpid()]
+            for job in running:
+                self._save(job)
+
     def shutdown(self) -> None:
+        self._stop.set()
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _gone(job: Job) -> bool:
+    """Whether the process that ran a queued or running job is gone: by its process id on this host, by
+    its record's heartbeat on another."""
+    if job.worker_host not in (None, HOST):
+        return job.saved_at is None or time.time() - job.saved_at > STALE_S
+    return not _alive(job.worker_pid, job.worker_started)
 
 
 def _alive(pid: int | None, started: int | None) -> bool:

@@ -31,7 +31,7 @@ class ServiceState:
     _load_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
-        self.jobs = JobRunner(self.settings.data_dir / "jobs")
+        self.jobs = JobRunner(self.settings.shared_root / "jobs")
 
     def warm_up(self) -> None:
         """Load the encoders now and tune the process for many small concurrent requests.

@@ -21,9 +21,9 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from api import operations
-from api.operations import index_write_lock
 from api.service.app import create_app
 from api.settings import Settings
+from retrieval.write_lock import index_write_lock
 from tests.bombs import bomb_jpeg, bomb_png
 
 pytestmark = pytest.mark.slow

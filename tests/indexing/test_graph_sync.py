@@ -91,8 +91,8 @@ def _add(services: Services, name: str, case: Case) -> None:
 
 def _next_request(services: Services, name: str) -> set[str]:
     """What the next ingest request's recorder sees (taken under the index's write lock, as operations do)."""
-    store = services.open_store(name)
-    with operations.index_write_lock(store.root, name):
+    services.open_store(name)
+    with services.stores.write_lock(name):
         return services.finding_recorder(name).recorded_case_ids()
 
 
