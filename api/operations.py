@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -63,13 +64,14 @@ def ingest_archive(
     findings: bool = True,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    locked: bool = False,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
     from indexing.archives import open_archive
 
     archive = open_archive(archive_path, fmt, split=split, limit=limit)
     return ingest(services, name, archive, create=create, replace=replace, findings=findings,
-                  on_total=on_total, progress=progress)  # fmt: skip
+                  on_total=on_total, progress=progress, locked=locked)  # fmt: skip
 
 
 def ingest(
@@ -83,14 +85,16 @@ def ingest(
     image_only: bool = False,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
+    locked: bool = False,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Index the cases of an opened `archive` into `name` under its writer lock; (summary, skipped items).
-    `image_only`: cases without a report are indexed by their images (a PACS's unreported studies)."""
+    `image_only`: cases without a report are indexed by their images (a PACS's unreported studies);
+    `locked`: the caller holds the writer lock already (a job reserved the index when it was submitted)."""
     from indexing.pipeline import Ingestor
 
     if not create:
         services.open_store(name)  # a missing index is an error before the lock file is made
-    with services.stores.write_lock(name):
+    with nullcontext() if locked else services.stores.write_lock(name):
         store = services.open_store(name, create=create)
         options = ingest_options(services, replace=replace, image_only=image_only)
         recorder = services.finding_recorder(name) if findings else None
@@ -189,7 +193,7 @@ def delete_index(services: Services, name: str) -> dict[str, Any]:
         services.close_store(name)
         services.stores.drop(name)
         shutil.rmtree(services.settings.index_uploads_dir(name), ignore_errors=True)  # images its cases were sent with
-        shutil.rmtree(services.settings.data_dir / "pacs" / name, ignore_errors=True)  # studies fetched from a PACS
+        shutil.rmtree(services.settings.shared_root / "pacs" / name, ignore_errors=True)  # studies from a PACS
     delete_index_findings(services.graph, name)
     return {"index": name, "deleted": True}
 

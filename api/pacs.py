@@ -29,9 +29,10 @@ SOURCE_FILE = "source.json"
 
 
 def pacs_dir(services: Services, name: str) -> Path:
-    """Where the index's PACS record and fetched studies live (beside the index, not in it)."""
+    """Where the index's PACS record and fetched studies live (beside the index, not in it; in the
+    shared folder when replicas share one, since every replica reads the studies' images)."""
     services.settings.index_dir(name)  # the name check
-    return services.settings.data_dir / "pacs" / name
+    return services.settings.shared_root / "pacs" / name
 
 
 def open_pacs(
@@ -73,9 +74,11 @@ def build_from_pacs(
     index_query: PacsQuery | None = None,
     on_total: Progress | None = None,
     progress: Progress | None = None,
+    locked: bool = False,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Ingest the opened PACS `archive` into `name` and record the source; (summary, skipped items).
-    `index_query` is which studies the index holds, when the archive lists fewer (a sync's recent ones)."""
+    `index_query` is which studies the index holds, when the archive lists fewer (a sync's recent ones);
+    `locked`: the caller holds the index's write lock already."""
     previous = read_source(services, name) or {}
     record = {
         "url": archive.url,
@@ -87,7 +90,7 @@ def build_from_pacs(
     }
     _write_source(services, name, record)  # before the ingest: a build cut short can be synced to its end
     result, skipped = ingest(services, name, archive, create=create, findings=findings, image_only=True,
-                       on_total=on_total, progress=progress)  # fmt: skip
+                             on_total=on_total, progress=progress, locked=locked)  # fmt: skip
     dates = [s.study_date for s in archive.studies if s.study_date]
     if record["latest_study_date"]:
         dates.append(str(record["latest_study_date"]))
@@ -103,6 +106,7 @@ def sync_index(
     findings: bool = True,
     on_total: Progress | None = None,
     progress: Progress | None = None,
+    locked: bool = False,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Add the studies new in the PACS since the index's last sync; report those the PACS no longer lists."""
     source = read_source(services, name)
@@ -114,7 +118,7 @@ def sync_index(
     reports = Path(source["reports"]) if source.get("reports") else None
     archive = open_pacs(services, name, source["url"], replace(query, since=since), reports)
     result, skipped = build_from_pacs(services, name, archive, create=False, findings=findings, index_query=query,
-                                      on_total=on_total, progress=progress)  # fmt: skip
+                                      on_total=on_total, progress=progress, locked=locked)  # fmt: skip
     listed = {s.study_uid for s in archive.list_studies(query)}
     stored = services.open_store(name).case_ids()
     gone = sorted(stored - listed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -19,7 +20,7 @@ from api.operations import OperationError
 from api.service.bundles import save_bundle
 from api.service.errors import ApiError
 from api.service.forms import body_kind, form_bool, form_file, json_body
-from api.service.jobs import Job
+from api.service.jobs import Job, Work
 from api.service.redact import client_json
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
@@ -98,7 +99,6 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
         if is_pacs_url(body.archive_path):
             return await _submit_pacs_build(state, body)
         archive = _archive_path(state, body.archive_path)
-        _refuse_if_busy(state, body.name)
         return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
                              body.model_dump())  # fmt: skip
     form = await request.form(max_files=MAX_BUNDLE_FILES)
@@ -128,11 +128,10 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
 
     def work(job: Job) -> dict[str, Any]:
         result, skipped = build_from_pacs(state.services, body.name, pacs, findings=with_findings,
-                                          on_total=job.set_total, progress=job.advance)  # fmt: skip
+                                          on_total=job.set_total, progress=job.advance, locked=True)  # fmt: skip
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
-    job = state.jobs.submit("index_build", body.model_dump(), work)
-    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
+    return _submit_reserved(state, body.name, body.model_dump(), work)
 
 
 @router.post("/indexes/{name}/sync", status_code=202, summary="Add the PACS studies new since the last sync (a job)")
@@ -143,14 +142,12 @@ def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
     if read_source(state.services, name) is None:
         state.services.open_store(name)  # 404 for no index at all
         raise ApiError(409, "not_a_pacs_index", f"index {name!r} was not built from a PACS: nothing to sync")
-    _refuse_if_busy(state, name)
 
     def work(job: Job) -> dict[str, Any]:
-        result, skipped = sync_index(state.services, name, on_total=job.set_total, progress=job.advance)
+        result, skipped = sync_index(state.services, name, on_total=job.set_total, progress=job.advance, locked=True)
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
-    job = state.jobs.submit("index_build", {"name": name, "sync": True}, work)
-    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
+    return _submit_reserved(state, name, {"name": name, "sync": True}, work)
 
 
 def _refuse_if_busy(state: ServiceState, name: str) -> None:
@@ -159,6 +156,26 @@ def _refuse_if_busy(state: ServiceState, name: str) -> None:
         raise ApiError(409, "index_busy", f"index {name!r} is being built by job {job.id}; wait for it to finish")
     if busy := state.services.stores.busy(name):
         raise ApiError(409, "index_busy", busy)
+
+
+def _submit_reserved(state: ServiceState, name: str, params: dict[str, Any], work: Work) -> dict[str, Any]:
+    """Take the index's writer lock now (409 `index_busy` if another writer, on any replica, has it) and
+    queue `work` to run under it and let it go: so of two builds of one index submitted at once, through
+    one replica or two, exactly one is accepted."""
+    _refuse_if_busy(state, name)
+    reservation = ExitStack()
+    reservation.enter_context(state.services.stores.write_lock(name))
+
+    def reserved(job: Job) -> dict[str, Any]:
+        with reservation:
+            return work(job)
+
+    try:
+        job = state.jobs.submit("index_build", params, reserved)
+    except BaseException:
+        reservation.close()
+        raise
+    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
 
 
 def _submit_build(
@@ -176,13 +193,12 @@ def _submit_build(
 
     def work(job: Job) -> dict[str, Any]:
         result, skipped = operations.ingest_archive(
-            state.services, name, archive, fmt, split, limit,
-            create=True, findings=with_findings, on_total=job.set_total, progress=job.advance,
+            state.services, name, archive, fmt, split, limit, create=True, findings=with_findings,
+            on_total=job.set_total, progress=job.advance, locked=True,
         )  # fmt: skip
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
-    job = state.jobs.submit("index_build", params, work)
-    return {"job": job.as_json(), "status_url": f"/v1/jobs/{job.id}"}
+    return _submit_reserved(state, name, params, work)
 
 
 @router.get("/jobs/{job_id}", summary="A job's state, progress, result and error")
@@ -196,7 +212,7 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
 @router.get("/indexes", summary="The indexes under the data dir")
 def list_indexes(state: State) -> dict[str, Any]:
     indexes = []
-    for name in state.settings.index_names():
+    for name in state.services.stores.names():
         try:
             info = state.services.open_store(name).info()
             info.pop("path", None)  # where the server keeps it is not the client's business
