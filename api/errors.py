@@ -42,6 +42,8 @@ def known_errors() -> tuple[KnownError, ...]:
     from retrieval.encoders.image_encoder import EncoderLoadError
     from retrieval.ids import InvalidIdError
     from retrieval.imaging import ImageDecodeError
+    from retrieval.milvus_connection import CaseStoreUnavailableError
+    from retrieval.milvus_filters import UnknownFilterFieldError
     from retrieval.search import QueryError
 
     rows: list[tuple[type[Exception], int, str]] = [
@@ -53,6 +55,7 @@ def known_errors() -> tuple[KnownError, ...]:
         (InvalidIdError, 422, "invalid_id"),
         (ImageDecodeError, 422, "image_unreadable"),
         (QueryError, 422, "bad_query"),
+        (UnknownFilterFieldError, 422, "unknown_filter_field"),
         (NotesError, 422, "bad_notes"),
         (PacsAuthError, 502, "pacs_auth_failed"),
         (PacsUnavailableError, 502, "pacs_unavailable"),
@@ -61,6 +64,7 @@ def known_errors() -> tuple[KnownError, ...]:
         (ArchiveError, 422, "bad_archive"),
         (OperationError, 422, "bad_request"),
         (GraphUnavailableError, 503, "graph_unavailable"),
+        (CaseStoreUnavailableError, 503, "case_store_unavailable"),
         (EncoderLoadError, 503, "encoder_unavailable"),
         (GeneratorNotFoundError, 503, "report_writer_missing"),
         (WriterMismatchError, 503, "report_writer_mismatch"),

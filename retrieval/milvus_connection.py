@@ -18,6 +18,7 @@ the gRPC channel reconnects by itself once the server is back.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ T = TypeVar("T")
 REGISTRY = "kgreport_indexes"
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 PAGE = 10_000  # rows per query page (Milvus answers at most 16,384 per query)
-LOAD_TIMEOUT = 120.0  # seconds a collection may take to load again after a restart
+LOAD_TIMEOUT = 120  # seconds a collection may take to load again after a restart
 
 
 class CaseStoreUnavailableError(RuntimeError):
@@ -78,6 +79,10 @@ class MilvusConnection:
             raise ValueError(f"KGREPORT_MILVUS_CONSISTENCY must be one of {', '.join(CONSISTENCY_LEVELS)}")
         self.settings = settings
         self.url = settings.url
+        # Whole seconds: pymilvus's retry loop honours an int timeout only (a float one falls back to
+        # 75 retries with back-off, over three minutes against a server that is down).
+        self.timeout = max(1, math.ceil(settings.timeout))
+        self.registry_ready = False  # whether the index registry collection is known to exist
         endpoint = settings.endpoint()
         from pymilvus import MilvusClient
 
@@ -87,7 +92,7 @@ class MilvusConnection:
                 token=settings.token,
                 user=settings.user,
                 password=settings.password,
-                timeout=settings.timeout,
+                timeout=self.timeout,
             )
 
     @contextmanager
@@ -104,14 +109,14 @@ class MilvusConnection:
 
     def call(self, doing: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """`method(*args, **kwargs)` with the connection's timeout, under `errors(doing)`."""
-        kwargs.setdefault("timeout", self.settings.timeout)
+        kwargs.setdefault("timeout", self.timeout)
         with self.errors(doing):
             return method(*args, **kwargs)
 
     def admin(self, doing: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """A call that makes, loads, indexes or drops a collection: these wait for Milvus to finish,
         which takes seconds on a busy server, so they get at least `LOAD_TIMEOUT`."""
-        return self.call(doing, method, *args, timeout=max(self.settings.timeout, LOAD_TIMEOUT), **kwargs)
+        return self.call(doing, method, *args, timeout=max(self.timeout, LOAD_TIMEOUT), **kwargs)
 
     def read(self, collection: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         """A search or query of `collection`. After a server restart Milvus loads collections again in
@@ -127,11 +132,11 @@ class MilvusConnection:
                 if "not loaded" not in str(getattr(err, "message", err)):
                     raise
                 log.info("%s: collection %s is not loaded (server restarted?); loading it", self.url, collection)
-                self.client.load_collection(collection, timeout=max(self.settings.timeout, LOAD_TIMEOUT))
+                self.client.load_collection(collection, timeout=max(self.timeout, LOAD_TIMEOUT))
                 return method(collection, *args, **kwargs)
 
     def read_options(self) -> dict[str, Any]:
-        return {"consistency_level": self.settings.consistency, "timeout": self.settings.timeout}
+        return {"consistency_level": self.settings.consistency, "timeout": self.timeout}
 
     def query(
         self, collection: str, expression: str, fields: list[str], limit: int | None = None

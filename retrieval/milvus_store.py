@@ -79,6 +79,8 @@ class MilvusCaseStore:
     # -- registry and lifecycle ----------------------------------------------------------------------
     @staticmethod
     def _ensure_registry(connection: MilvusConnection) -> None:
+        if connection.registry_ready:
+            return
         client = connection.client
         if not connection.call("listing collections", client.has_collection, REGISTRY):
             index = vector_index(client, "flat", 0, IndexParams(), field="unused")
@@ -89,6 +91,7 @@ class MilvusCaseStore:
                 schema=registry_schema(),
                 index_params=index,
             )
+        connection.registry_ready = True
 
     @staticmethod
     def _registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | None:

@@ -12,6 +12,7 @@ import pytest
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
     from knowledge.graph import GraphBackend
+    from tests.graph_server import FalkorDBServerProcess
     from tests.milvus_server import MilvusUnderTest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -107,4 +108,13 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest
     from tests.milvus_server import running_milvus
 
     with running_milvus(tmp_path_factory.mktemp("milvus")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBServerProcess]:
+    """A FalkorDB server on a loopback port, shared by the session (graph tests empty it first)."""
+    from tests.graph_server import running_falkordb_server
+
+    with running_falkordb_server(tmp_path_factory.mktemp("falkordb-server")) as server:
         yield server

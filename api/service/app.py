@@ -99,6 +99,7 @@ def _readiness(state: ServiceState) -> JSONResponse:
         ("image_encoder", lambda: state.services.image_encoder.name),
         ("text_encoder", lambda: state.services.text_encoder.name),
         ("graph", lambda: state.services.graph.run("RETURN 1") and state.services.graph.name),
+        ("case_store", lambda: state.services.stores.describe()),
         ("device", lambda: describe(state.services.device)),
         ("vector_search", lambda: faiss_gpu.describe(state.settings.device)),
     ):

@@ -11,7 +11,6 @@ import pytest
 
 from knowledge.graph import GraphBackend, open_graph
 from knowledge.ontology.loader import load_ontology
-from tests.graph_server import FalkorDBServerProcess, running_falkordb_server
 
 SMALL_RADLEX = (
     "anatomical entity,RID3,RID1\nlung,RID1301,RID3\nright lung,RID1302,RID1301\n"
@@ -70,13 +69,6 @@ def open_backend(name: str, folder: Path, request: pytest.FixtureRequest) -> Gra
         )
     backend.run("MATCH (n) DETACH DELETE n")
     return backend
-
-
-@pytest.fixture(scope="session")
-def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBServerProcess]:
-    """A FalkorDB server on a loopback port, shared by the session's graph tests (each empties it)."""
-    with running_falkordb_server(tmp_path_factory.mktemp("falkordb-server")) as server:
-        yield server
 
 
 @pytest.fixture(params=BACKENDS)
