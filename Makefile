@@ -67,6 +67,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.graph_durability
 	$(BIN)/python -m benchmarks.hostile_inputs
 	$(BIN)/python -m benchmarks.crash_safety
+	$(BIN)/python -m benchmarks.milvus_backends
 	# Not in bench (about an hour): the suite 3 times beside 2 CPU hogs, `python -m benchmarks.suite_under_load`.
 
 clean:

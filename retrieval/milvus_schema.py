@@ -27,46 +27,43 @@ SHORT = 512
 MAX_VALUES = 1024  # distinct modality / body-region values of one case (it and its images)
 
 
-def image_schema(dim: int) -> Any:
+def _schema(image_fields: bool) -> Any:
+    """The fields images and cases share: ids, leakage fields, their lower-cased filter copies."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
     schema.add_field("pk", DataType.INT64, is_primary=True)
-    for name, length in (("case_id", ID_LENGTH), ("patient_id", ID_LENGTH), ("image_id", SHORT)):
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("path", "caption"):
-        schema.add_field(name, DataType.VARCHAR, max_length=TEXT_LENGTH)
-    for name in ("modality", "body_region", "plane", "location"):
+    for name in ("case_id", "patient_id", "case_id_lc", "patient_id_lc"):
+        schema.add_field(name, DataType.VARCHAR, max_length=ID_LENGTH)
+    schema.add_field("image_id" if image_fields else "first_image_id", DataType.VARCHAR, max_length=SHORT)
+    for name in ("modality", "body_region"):
         schema.add_field(name, DataType.VARCHAR, max_length=SHORT)
     schema.add_field("metadata", DataType.JSON)
-    schema.add_field("reported", DataType.BOOL)
-    for name, length in (("case_id_lc", ID_LENGTH), ("patient_id_lc", ID_LENGTH)):
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("modality_lc", "body_region_lc"):
-        schema.add_field(name, DataType.VARCHAR, max_length=SHORT)
     schema.add_field("meta_lc", DataType.JSON)
+    schema.add_field("reported", DataType.BOOL)
+    return schema
+
+
+def image_schema(dim: int) -> Any:
+    from pymilvus import DataType
+
+    schema = _schema(image_fields=True)
+    for name in ("path", "caption"):
+        schema.add_field(name, DataType.VARCHAR, max_length=TEXT_LENGTH)
+    for name in ("plane", "location", "modality_lc", "body_region_lc"):
+        schema.add_field(name, DataType.VARCHAR, max_length=SHORT)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     return schema
 
 
 def case_schema(dim: int) -> Any:
-    from pymilvus import DataType, MilvusClient
+    from pymilvus import DataType
 
-    schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
-    schema.add_field("pk", DataType.INT64, is_primary=True)
-    for name, length in (("case_id", ID_LENGTH), ("patient_id", ID_LENGTH), ("first_image_id", SHORT)):
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("modality", "body_region"):
-        schema.add_field(name, DataType.VARCHAR, max_length=SHORT)
+    schema = _schema(image_fields=False)
     schema.add_field("report_text", DataType.VARCHAR, max_length=TEXT_LENGTH)
     schema.add_field("report", DataType.JSON)
-    schema.add_field("metadata", DataType.JSON)
-    schema.add_field("reported", DataType.BOOL)
-    for name, length in (("case_id_lc", ID_LENGTH), ("patient_id_lc", ID_LENGTH)):
-        schema.add_field(name, DataType.VARCHAR, max_length=length)
-    for name in ("modality_lc", "body_region_lc"):
+    for name in ("modality_lc", "body_region_lc"):  # the case's own value and all its images'
         schema.add_field(name, DataType.ARRAY, element_type=DataType.VARCHAR, max_capacity=MAX_VALUES, max_length=SHORT)
-    schema.add_field("meta_lc", DataType.JSON)
     schema.add_field("vector", DataType.FLOAT_VECTOR, dim=dim)
     return schema
 

@@ -16,6 +16,7 @@ without a case, which no read shows and the next write of that case removes.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from retrieval.store_db import DuplicateCaseError, case_from_stored, prepare_bat
 from retrieval.vector_index import IndexParams
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
+REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
 HIT_FIELDS = ["pk", "case_id", "image_id", "modality", "body_region", "patient_id", "caption", "location"]
 IMAGE_FIELDS = [
     "pk",
@@ -63,6 +65,7 @@ class MilvusCaseStore:
         base = collection_base(name)
         self.images, self.cases = f"{base}_images", f"{base}_cases"
         self._lock = threading.RLock()
+        self._replaced_checked_at = time.monotonic()
         self._check_dimensions()
         for collection in (self.images, self.cases):
             connection.admin(f"loading {collection}", connection.client.load_collection, collection)
@@ -228,8 +231,15 @@ class MilvusCaseStore:
                 )
 
     def replaced_on_disk(self) -> bool:
-        """Whether the index was deleted or made anew (another creation time) since this handle opened it."""
+        """Whether the index was deleted or made anew (another creation time) since this handle opened it.
+
+        Asked before every request's search, so it reads the registry at most once a `REPLACED_CHECK_S`:
+        a rebuild swapped in by another replica is seen within that (case writes are seen at once)."""
+        now = time.monotonic()
+        if now - self._replaced_checked_at < REPLACED_CHECK_S:
+            return False
         row = self._registry_row(self.connection, self.name)
+        self._replaced_checked_at = now
         return row is None or row["manifest"].get("created") != self.manifest.get("created")
 
     def close(self) -> None:

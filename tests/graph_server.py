@@ -22,7 +22,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from tests.api.servers import free_port
+from tests.api.servers import free_port, log_tail
 from tests.pacs import _die_with_parent
 
 READY_TIMEOUT = 30.0  # seconds for redis-server to answer PING (usually well under 0.1 s)
@@ -64,10 +64,7 @@ class FalkorDBServerProcess:
 
     def log_tail(self, chars: int = 2000) -> str:
         """The end of the server's log, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, chars)
 
     def start(self) -> None:
         """Start the server (again) on the same port and folder, and wait until it answers PING."""

@@ -39,6 +39,8 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence
 from pydicom.uid import UID, ExplicitVRLittleEndian, generate_uid
 
+from tests.api.servers import log_tail
+
 ORTHANC = "Orthanc"
 DICOMWEB_PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 READY_TIMEOUT = 30.0  # seconds for Orthanc to answer GET /system (usually well under 1 s)
@@ -126,10 +128,7 @@ class Orthanc:
 
     def log_tail(self, chars: int = 2000) -> str:
         """The end of Orthanc's log, for failure messages."""
-        try:
-            return self.log_path.read_text(errors="replace")[-chars:]
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_path, chars)
 
     def kill(self) -> None:
         """SIGKILL Orthanc now (a PACS that goes away mid-build) and reap it."""

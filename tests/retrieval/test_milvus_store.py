@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from retrieval import milvus_store
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
 from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection, MilvusSettings, collection_base
 from retrieval.milvus_filters import UnknownFilterFieldError
@@ -207,3 +208,23 @@ def test_unreachable_server_and_bad_urls_are_clear_errors() -> None:
         MilvusSettings("milvus://user:pw@host:19530").endpoint()
     with pytest.raises(ValueError, match="milvus://HOST:PORT"):
         MilvusSettings("http://host:19530").endpoint()
+
+
+def test_a_rebuilt_copy_is_swapped_in_under_the_name(
+    connection: MilvusConnection, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(milvus_store, "REPLACED_CHECK_S", 0.0)  # ask the registry every time
+    old = create_milvus(connection, "swap")
+    old.add_cases(make_cases(2))
+    staging = create_milvus(connection, "swap.rebuild~")
+    staging.add_cases(make_cases(3, seed=4))
+    assert old.replaced_on_disk() is False
+    MilvusCaseStore.swap_in(connection, "swap.rebuild~", "swap")
+    assert old.replaced_on_disk() is True  # every replica's open handle sees it must open the index anew
+    swapped = MilvusCaseStore.open(connection, "swap")
+    assert swapped.info()["cases"] == 3 and swapped.manifest["created"] == staging.manifest["created"]
+    assert not MilvusCaseStore.exists(connection, "swap.rebuild~") and "swap.rebuild~" not in MilvusCaseStore.names(
+        connection
+    )
+    query = make_cases(3, seed=4)[2][1]["c2/img1"][None, :]
+    assert swapped.search_images(query, 1)[0][0].image_id == "c2/img1"
