@@ -101,6 +101,7 @@ class JobRunner:
         self._records = records
         self._saved_at: dict[str, float] = {}
         self._stop = threading.Event()
+        self._save_lock = threading.Lock()
         if records is not None:
             records.mkdir(parents=True, exist_ok=True)
             self._load()
@@ -171,14 +172,15 @@ class JobRunner:
         path = self._path(job.id)
         if path is None:
             return
-        self._saved_at[job.id] = time.monotonic()
-        job.saved_at = time.time()
         partial = path.with_suffix(".json.partial")
-        try:
-            partial.write_text(json.dumps(job.as_json()), encoding="utf-8")
-            os.replace(partial, path)  # a reader never sees half a record
-        except OSError as err:  # a full disk must not fail the build itself
-            log.warning("could not save job %s: %s", job.id, err)
+        with self._save_lock:  # the job's thread and the heartbeat both save: one partial file at a time
+            self._saved_at[job.id] = time.monotonic()
+            job.saved_at = time.time()
+            try:
+                partial.write_text(json.dumps(job.as_json()), encoding="utf-8")
+                os.replace(partial, path)  # a reader never sees half a record
+            except OSError as err:  # a full disk must not fail the build itself
+                log.warning("could not save job %s: %s", job.id, err)
 
     def _read(self, job_id: str) -> Job | None:
         """Another worker's record (ids are 16 hex digits: nothing else names a file)."""
