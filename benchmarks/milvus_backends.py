@@ -76,7 +76,7 @@ def bench_search(connection: MilvusConnection, folder: Path, n: int, n_queries: 
     vectors, queries = data[:n], data[n:]
     truth = np.argsort(-(queries @ vectors.T), axis=1)[:, :10]  # row n is case c{n}, stored as image "v{n}"
     params = IndexParams()
-    dims = {"image_dim": DIM, "text_dim": 8, "image_encoder": "synthetic", "text_encoder": "synthetic"}
+    dims: dict[str, Any] = {"image_dim": DIM, "text_dim": 8, "image_encoder": "synthetic", "text_encoder": "synthetic"}
     faiss_store = CaseStore.create(folder / f"faiss-{n}", params=params, **dims)
     MilvusCaseStore.drop(connection, f"bench-{n}")
     milvus_store = MilvusCaseStore.create(connection, f"bench-{n}", params=params, **dims)

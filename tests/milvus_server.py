@@ -35,7 +35,7 @@ def milvus_or_skip() -> Any:
 def _reusing_config_class() -> Any:
     from milvus import MilvusServerConfig
 
-    class ReusingConfig(MilvusServerConfig):  # type: ignore[misc]
+    class ReusingConfig(MilvusServerConfig):
         """Probes ports with SO_REUSEADDR, as the server binds them: a restart on the same port must not
         fail on the connections the stopped server left in TIME_WAIT."""
 
