@@ -18,7 +18,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,16 +25,25 @@ from typing import Any
 import numpy as np
 
 from retrieval.case_store import FORMAT_VERSION, IndexNotFoundError, IndexUnreadableError
-from retrieval.milvus_connection import REGISTRY, CaseStoreUnavailableError, MilvusConnection, collection_base
+from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection
 from retrieval.milvus_filters import filter_expression, id_list, text_list
-from retrieval.milvus_schema import case_row, case_schema, image_row, image_schema, registry_schema, vector_index
+from retrieval.milvus_reads import MilvusReads, none_if_empty
+from retrieval.milvus_registry import (
+    collections_of,
+    create_collections,
+    drop_index,
+    index_names,
+    registry_row,
+    swap_in,
+    write_registry,
+)
+from retrieval.milvus_schema import case_row, image_row, vector_index
 from retrieval.records import Case, Hit
 from retrieval.store_db import DuplicateCaseError, case_from_stored, prepare_batch
 from retrieval.vector_index import IndexParams
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
-HIT_FIELDS = ["pk", "case_id", "image_id", "modality", "body_region", "patient_id", "caption", "location"]
 IMAGE_FIELDS = [
     "pk",
     "case_id",
@@ -50,10 +58,6 @@ IMAGE_FIELDS = [
 ]
 
 
-def _none_if_empty(value: Any) -> Any:
-    return value if value != "" else None
-
-
 class MilvusCaseStore:
     """One named index in Milvus; use `create`, `open`, `exists` and `drop`, not the constructor."""
 
@@ -62,8 +66,8 @@ class MilvusCaseStore:
         self._name = name
         self.manifest = manifest
         self.params = params or IndexParams()
-        base = collection_base(name)
-        self.images, self.cases = f"{base}_images", f"{base}_cases"
+        self.images, self.cases = collections_of(name)
+        self._reads = MilvusReads(connection, self.images, self.cases, manifest["image_dim"], manifest["text_dim"])
         self._lock = threading.RLock()
         self._replaced_checked_at = time.monotonic()
         self._check_dimensions()
@@ -79,37 +83,14 @@ class MilvusCaseStore:
         """Where the index lives, for messages."""
         return f"{self.connection.url} ({self.images}, {self.cases})"
 
-    # -- registry and lifecycle ----------------------------------------------------------------------
-    @staticmethod
-    def _ensure_registry(connection: MilvusConnection) -> None:
-        if connection.registry_ready:
-            return
-        client = connection.client
-        if not connection.call("listing collections", client.has_collection, REGISTRY):
-            index = vector_index(client, "flat", 0, IndexParams(), field="unused")
-            connection.admin(
-                "creating the index registry",
-                client.create_collection,
-                REGISTRY,
-                schema=registry_schema(),
-                index_params=index,
-            )
-        connection.registry_ready = True
-
-    @staticmethod
-    def _registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | None:
-        MilvusCaseStore._ensure_registry(connection)
-        rows = connection.query(REGISTRY, text_list("name", [name]), ["name", "manifest", "generation"])
-        return rows[0] if rows else None
-
+    # -- registry and lifecycle (`milvus_registry.py`) ------------------------------------------------
     @classmethod
     def exists(cls, connection: MilvusConnection, name: str) -> bool:
-        return cls._registry_row(connection, name) is not None
+        return registry_row(connection, name) is not None
 
     @classmethod
     def names(cls, connection: MilvusConnection) -> list[str]:
-        cls._ensure_registry(connection)
-        return sorted(str(r["name"]) for r in connection.query(REGISTRY, 'name != ""', ["name"], limit=MAX_TOP_K))
+        return index_names(connection)
 
     @classmethod
     def create(
@@ -128,17 +109,7 @@ class MilvusCaseStore:
         that was cut short (no registry row yet) are dropped and made again."""
         if cls.exists(connection, name):
             raise FileExistsError(f"index {name!r} already exists on {connection.url}")
-        base, client = collection_base(name), connection.client
-        for collection, schema in (
-            (f"{base}_images", image_schema(image_dim)),
-            (f"{base}_cases", case_schema(text_dim)),
-        ):
-            if connection.call("listing collections", client.has_collection, collection):
-                connection.admin(f"dropping {collection}", client.drop_collection, collection)
-            index = vector_index(client, "flat", 0, params or IndexParams())
-            connection.admin(
-                f"creating {collection}", client.create_collection, collection, schema=schema, index_params=index
-            )
+        create_collections(connection, name, image_dim, text_dim, params or IndexParams())
         manifest = {
             "format_version": FORMAT_VERSION,
             "backend": "milvus",
@@ -152,7 +123,7 @@ class MilvusCaseStore:
             "text_index": "flat",
             "metadata_keys": [],
         }
-        cls._write_registry(connection, name, manifest, 0)  # last: an index exists once it is registered
+        write_registry(connection, name, manifest, 0)  # last: an index exists once it is registered
         return cls(connection, name, manifest, params)
 
     @classmethod
@@ -178,44 +149,20 @@ class MilvusCaseStore:
 
     @classmethod
     def open(cls, connection: MilvusConnection, name: str, params: IndexParams | None = None) -> MilvusCaseStore:
-        row = cls._registry_row(connection, name)
+        row = registry_row(connection, name)
         if row is None:
             raise IndexNotFoundError(f"index {name!r} not found on {connection.url}")
         return cls(connection, name, dict(row["manifest"]), params)
 
     @classmethod
     def drop(cls, connection: MilvusConnection, name: str) -> bool:
-        """Delete the index: its registry row first (so it stops existing at once), then its collections."""
-        if not cls.exists(connection, name):
-            return False
-        client = connection.client
-        connection.call("deleting the registry row", client.delete, REGISTRY, filter=text_list("name", [name]))
-        base = collection_base(name)
-        for collection in (f"{base}_images", f"{base}_cases"):
-            if connection.call("listing collections", client.has_collection, collection):
-                connection.admin(f"dropping {collection}", client.drop_collection, collection)
-        return True
+        """Delete the index; False if there was none."""
+        return drop_index(connection, name)
 
     @classmethod
     def swap_in(cls, connection: MilvusConnection, staging: str, name: str) -> None:
-        """Make the index `staging` the index `name`: drop `name`'s collections, rename `staging`'s to
-        them, then register the result under `name` with `staging`'s manifest (a new creation time, so
-        every replica opens it anew). Reads of `name` fail for the moment between drop and rename."""
-        row = cls._registry_row(connection, staging)
-        if row is None:
-            raise IndexNotFoundError(f"index {staging!r} not found on {connection.url}")
-        client, source, target = connection.client, collection_base(staging), collection_base(name)
-        for suffix in ("_images", "_cases"):
-            if connection.call("listing collections", client.has_collection, target + suffix):
-                connection.admin(f"dropping {target + suffix}", client.drop_collection, target + suffix)
-            connection.admin(f"renaming {source + suffix}", client.rename_collection, source + suffix, target + suffix)
-        cls._write_registry(connection, name, dict(row["manifest"]), int(row["generation"]))
-        connection.call("deleting the registry row", client.delete, REGISTRY, filter=text_list("name", [staging]))
-
-    @staticmethod
-    def _write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:
-        row = {"name": name, "manifest": manifest, "generation": int(generation), "unused": [0.0, 0.0]}
-        connection.call("writing the index registry", connection.client.upsert, REGISTRY, [row])
+        """Make the index `staging` the index `name` (`milvus_registry.swap_in`)."""
+        swap_in(connection, staging, name)
 
     def _check_dimensions(self) -> None:
         """IndexUnreadableError naming both sizes when a collection's vectors are not the manifest's."""
@@ -238,7 +185,7 @@ class MilvusCaseStore:
         now = time.monotonic()
         if now - self._replaced_checked_at < REPLACED_CHECK_S:
             return False
-        row = self._registry_row(self.connection, self.name)
+        row = registry_row(self.connection, self.name)
         self._replaced_checked_at = now
         return row is None or row["manifest"].get("created") != self.manifest.get("created")
 
@@ -253,7 +200,7 @@ class MilvusCaseStore:
 
     # -- generation and persistence -------------------------------------------------------------------
     def generation(self) -> int:
-        row = self._registry_row(self.connection, self.name)
+        row = registry_row(self.connection, self.name)
         if row is None:
             raise IndexNotFoundError(f"index {self.name!r} is gone from {self.connection.url}")
         return int(row["generation"])
@@ -267,14 +214,14 @@ class MilvusCaseStore:
 
     def _commit(self, metadata_keys: Iterable[str]) -> None:
         """Bump the generation, remember metadata keys for filters, and switch index kinds at the threshold."""
-        row = self._registry_row(self.connection, self.name)
+        row = registry_row(self.connection, self.name)
         if row is None:
             raise IndexNotFoundError(f"index {self.name!r} was deleted during a write")
         manifest = dict(row["manifest"])
         manifest["metadata_keys"] = sorted(set(manifest.get("metadata_keys", [])) | set(metadata_keys))
         for collection, key in ((self.images, "image_index"), (self.cases, "text_index")):
             manifest[key] = self._index_kind_for(collection, manifest.get(key, "flat"))
-        self._write_registry(self.connection, self.name, manifest, int(row["generation"]) + 1)
+        write_registry(self.connection, self.name, manifest, int(row["generation"]) + 1)
         self.manifest = manifest
 
     def _index_kind_for(self, collection: str, kind: str) -> str:
@@ -349,20 +296,12 @@ class MilvusCaseStore:
 
     def patient_of(self, case_id: str) -> str | None:
         rows = self.connection.query(self.cases, text_list("case_id", [case_id]), ["patient_id"], limit=1)
-        return _none_if_empty(rows[0]["patient_id"]) if rows else None
+        return none_if_empty(rows[0]["patient_id"]) if rows else None
 
     def case_ids_for_path(self, path: Path) -> set[str]:
         """Cases that store an image at exactly this path (the leakage guard's first check)."""
         rows = self.connection.query(self.images, text_list("path", [str(path)]), ["case_id"])
-        return {str(r["case_id"]) for r in rows} & self._stored({str(r["case_id"]) for r in rows})
-
-    def _stored(self, case_ids: Collection[str]) -> set[str]:
-        """Which of these case ids have a case row (image rows without one belong to a cut-short write)."""
-        if not case_ids:
-            return set()
-        return {
-            str(r["case_id"]) for r in self.connection.query(self.cases, text_list("case_id", case_ids), ["case_id"])
-        }
+        return {str(r["case_id"]) for r in rows} & self._reads.stored({str(r["case_id"]) for r in rows})
 
     def get_case(self, case_id: str) -> dict[str, Any] | None:
         """The stored case, as `CaseStore.get_case` gives it: fields, report, metadata, images."""
@@ -377,14 +316,14 @@ class MilvusCaseStore:
         keys = ("image_id", "path", "caption", "modality", "body_region", "plane")
         return {
             "case_id": row["case_id"],
-            "patient_id": _none_if_empty(row["patient_id"]),
-            "modality": _none_if_empty(row["modality"]),
-            "body_region": _none_if_empty(row["body_region"]),
+            "patient_id": none_if_empty(row["patient_id"]),
+            "modality": none_if_empty(row["modality"]),
+            "body_region": none_if_empty(row["body_region"]),
             "report": dict(row["report"]),
             "report_text": row["report_text"],
             "metadata": dict(row["metadata"]),
             "images": [
-                {**{k: _none_if_empty(img[k]) for k in keys}, "metadata": dict(img["metadata"])} for img in images
+                {**{k: none_if_empty(img[k]) for k in keys}, "metadata": dict(img["metadata"])} for img in images
             ],
         }
 
@@ -400,13 +339,13 @@ class MilvusCaseStore:
         if not wanted:
             return []
         rows = {int(r["pk"]): r for r in self.connection.query(self.images, id_list("pk", wanted), IMAGE_FIELDS)}
-        live = self._stored({str(r["case_id"]) for r in rows.values()})
+        live = self._reads.stored({str(r["case_id"]) for r in rows.values()})
         out = []
         for i in wanted:
             if (row := rows.get(i)) is not None and row["case_id"] in live:
                 out.append(
                     {
-                        **{k: _none_if_empty(v) for k, v in row.items() if k != "pk"},
+                        **{k: none_if_empty(v) for k, v in row.items() if k != "pk"},
                         "id": i,
                         "metadata": dict(row["metadata"]),
                     }
@@ -484,16 +423,6 @@ class MilvusCaseStore:
         )
         return [([int(hit["id"]) for hit in hits], [float(hit["distance"]) for hit in hits]) for hits in results]
 
-    def _hits(self, space: str, found: list[tuple[list[int], list[float]]]) -> list[list[Hit]]:
-        """Hits of every query from one read of their rows (two reads in all, whatever the query count)."""
-        every_id = sorted({i for ids, _ in found for i in ids})
-        every_score = [0.0] * len(every_id)
-        rows = self.image_hits(every_id, every_score) if space == "image" else self._text_hits(every_id, every_score)
-        return [
-            [replace(rows[i], score=float(s)) for i, s in zip(ids, scores, strict=True) if i in rows]
-            for ids, scores in found
-        ]
-
     def search_images(
         self,
         queries: np.ndarray,
@@ -513,7 +442,7 @@ class MilvusCaseStore:
             exclude_patient_ids=exclude_patient_ids,
             reported_only=reported_only,
         )
-        return self._hits("image", found)
+        return self._reads.hits("image", found)
 
     def search_texts(
         self,
@@ -532,115 +461,25 @@ class MilvusCaseStore:
             exclude_case_ids=exclude_case_ids,
             exclude_patient_ids=exclude_patient_ids,
         )
-        return self._hits("text", found)
+        return self._reads.hits("text", found)
 
-    def _reports(self, case_ids: Collection[str]) -> dict[str, dict[str, Any]]:
-        if not case_ids:
-            return {}
-        rows = self.connection.query(
-            self.cases, text_list("case_id", case_ids), ["case_id", "report_text", "patient_id"]
-        )
-        return {str(r["case_id"]): r for r in rows}
-
+    # -- stored rows and vectors (`milvus_reads.py`) -------------------------------------------------
     def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
-        """{image id: hit} with the given scores, in order; rows that no longer exist are left out."""
-        if not image_ids:
-            return {}
-        rows = {int(r["pk"]): r for r in self.connection.query(self.images, id_list("pk", image_ids), HIT_FIELDS)}
-        cases = self._reports({str(r["case_id"]) for r in rows.values()})
-        hits = {}
-        for i, score in zip(image_ids, scores, strict=True):
-            row = rows.get(int(i))
-            if row is None or (case := cases.get(row["case_id"])) is None:
-                continue
-            hits[int(i)] = Hit(
-                case_id=row["case_id"],
-                image_id=row["image_id"],
-                score=float(score),
-                modality=_none_if_empty(row["modality"]),
-                body_region=_none_if_empty(row["body_region"]),
-                report=case["report_text"],
-                patient_id=_none_if_empty(case["patient_id"]),
-                caption=row["caption"] or "",
-                location=_none_if_empty(row["location"]),
-            )
-        return hits
-
-    def _text_hits(self, case_pks: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
-        if not case_pks:
-            return {}
-        fields = ["pk", "case_id", "first_image_id", "modality", "body_region", "report_text", "patient_id"]
-        rows = {int(r["pk"]): r for r in self.connection.query(self.cases, id_list("pk", case_pks), fields)}
-        return {
-            int(i): Hit(
-                case_id=row["case_id"],
-                image_id=row["first_image_id"],
-                score=float(score),
-                modality=_none_if_empty(row["modality"]),
-                body_region=_none_if_empty(row["body_region"]),
-                report=row["report_text"],
-                patient_id=_none_if_empty(row["patient_id"]),
-            )
-            for i, score in zip(case_pks, scores, strict=True)
-            if (row := rows.get(int(i))) is not None
-        }
-
-    # -- stored vectors (for exact rescoring) ---------------------------------------------------------
-    def _images_of_case_ids(self, case_ids: Collection[str]) -> list[int]:
-        if not case_ids:
-            return []
-        return sorted(int(r["pk"]) for r in self.connection.query(self.images, text_list("case_id", case_ids), ["pk"]))
+        return self._reads.image_hits(image_ids, scores)
 
     def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:
-        if not case_row_ids:
-            return []
-        rows = self.connection.query(self.cases, id_list("pk", case_row_ids), ["case_id"])
-        return self._images_of_case_ids({str(r["case_id"]) for r in rows})
+        return self._reads.image_ids_of_cases(case_row_ids)
 
     def sibling_image_ids(self, image_ids: Sequence[int]) -> list[int]:
-        if not image_ids:
-            return []
-        rows = self.connection.query(self.images, id_list("pk", image_ids), ["case_id"])
-        return self._images_of_case_ids(self._stored({str(r["case_id"]) for r in rows}))
+        return self._reads.sibling_image_ids(image_ids)
 
     def rescoring_rows(
         self, image_ids: Sequence[int], *, text: bool
     ) -> tuple[list[str], np.ndarray, np.ndarray | None]:
-        """For image ids: case ids, stored image vectors and (with `text`) report vectors, in order;
-        unknown ids get an empty case id and zero vectors."""
-        case_ids = [""] * len(image_ids)
-        images = np.zeros((len(image_ids), self.manifest["image_dim"]), dtype=np.float32)
-        texts = np.zeros((len(image_ids), self.manifest["text_dim"]), dtype=np.float32) if text else None
-        if not image_ids:
-            return case_ids, images, texts
-        rows = {
-            int(r["pk"]): r
-            for r in self.connection.query(self.images, id_list("pk", image_ids), ["pk", "case_id", "vector"])
-        }
-        report_vectors = self._case_vectors({str(r["case_id"]) for r in rows.values()})
-        for n, i in enumerate(image_ids):
-            row = rows.get(int(i))
-            if row is None or row["case_id"] not in report_vectors:
-                continue
-            case_ids[n] = row["case_id"]
-            images[n] = row["vector"]
-            if texts is not None:
-                texts[n] = report_vectors[row["case_id"]]
-        return case_ids, images, texts
-
-    def _case_vectors(self, case_ids: Collection[str]) -> dict[str, np.ndarray]:
-        if not case_ids:
-            return {}
-        rows = self.connection.query(self.cases, text_list("case_id", case_ids), ["case_id", "vector"])
-        return {str(r["case_id"]): np.asarray(r["vector"], dtype=np.float32) for r in rows}
+        return self._reads.rescoring_rows(image_ids, text=text)
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
-        out = np.zeros((len(case_ids), self.manifest["text_dim"]), dtype=np.float32)
-        found = self._case_vectors(set(case_ids))
-        for n, case_id in enumerate(case_ids):
-            if case_id in found:
-                out[n] = found[case_id]
-        return out
+        return self._reads.case_text_vectors(case_ids)
 
 
 __all__ = ["CaseStoreUnavailableError", "MilvusCaseStore"]

@@ -85,7 +85,7 @@ def test_credentials_in_the_url_are_refused(tmp_path: Path, url: str) -> None:
     "url",
     [
         "http://127.0.0.1:6379",
-        "unix:///tmp/falkordb.sock",
+        "unix:///run/falkordb.sock",
         "127.0.0.1:6379",
         "redis://127.0.0.1:6379/0?password=s3cret",
     ],
