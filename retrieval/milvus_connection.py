@@ -2,8 +2,8 @@
 
 Every case store on one Milvus shares one `MilvusConnection`. An index NAME lives in two collections,
 `kgreport_<NAME>_images` and `kgreport_<NAME>_cases` (index names may hold `.`, `:` and `-`, which
-collection names may not, so those are written as `_xx` hex codes), and one row of the registry
-collection `kgreport_indexes` holds its manifest and write generation.
+collection names may not, so those are written as `_xx` hex codes), and the registry collection
+`kgreport_index_registry` holds its manifest and write generation (`milvus_registry.py`).
 
 Reads ask for `Strong` consistency by default, so a write through one replica is seen by the next read
 through any other. Milvus answers a strong read once its time tick has passed the read's timestamp, so
@@ -28,7 +28,8 @@ from urllib.parse import urlsplit
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-REGISTRY = "kgreport_indexes"
+REGISTRY = "kgreport_index_registry"
+LEGACY_REGISTRY = "kgreport_indexes"  # the first registry (rows upserted by name), moved on first use
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 PAGE = 10_000  # rows per query page (Milvus answers at most 16,384 per query)
 LOAD_TIMEOUT = 120  # seconds a collection may take to load again after a restart

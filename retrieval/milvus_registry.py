@@ -1,21 +1,31 @@
 """The index registry on a Milvus server, and each index's collections: create, list, drop, swap.
 
-One row of the collection `kgreport_indexes` per index holds its manifest and write generation; an index
-exists once its row is written (its collections are made first, so a create cut short leaves no index,
-and the next create drops what it left). `swap_in` makes a rebuilt copy the index under the old name.
+The registry collection holds each index's manifest and write generation. It is written by insert and
+delete only, never by upsert: Milvus 2.3 implements upsert as a delete and an insert of the same primary
+key, and a row written that way was once lost across a server restart here (a replica then answered 404
+for an index that existed). So every registry write inserts a new row (a new auto id) and then deletes
+the index's older rows by id; a reader takes the row with the highest generation (ties: the highest id),
+so a write cut short between the two steps leaves an extra, older row and nothing wrong. Writes to one
+index are serialised by the caller's lease, so generations of one index only grow.
+
+An index exists once its first row is written (its collections are made first, so a create cut short
+leaves no index, and the next create drops what it left). `swap_in` makes a rebuilt copy the index under
+the old name.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from retrieval.case_store import IndexNotFoundError
-from retrieval.milvus_connection import REGISTRY, MilvusConnection, collection_base
-from retrieval.milvus_filters import text_list
+from retrieval.milvus_connection import LEGACY_REGISTRY, REGISTRY, MilvusConnection, collection_base
+from retrieval.milvus_filters import id_list, text_list
 from retrieval.milvus_schema import case_schema, image_schema, registry_schema, vector_index
 from retrieval.vector_index import IndexParams
 
-MAX_INDEXES = 16_384  # one query's worth of registry rows
+log = logging.getLogger(__name__)
+ROW_FIELDS = ["pk", "name", "manifest", "generation"]
 
 
 def collections_of(name: str) -> tuple[str, str]:
@@ -38,23 +48,54 @@ def _ensure_registry(connection: MilvusConnection) -> None:
             index_params=index,
         )
     connection.registry_ready = True
+    _migrate_legacy_registry(connection)
+
+
+def _migrate_legacy_registry(connection: MilvusConnection) -> None:
+    """Copy the rows of the first registry (one upserted row per index, keyed by name) into this one,
+    then drop it. Copied before dropped, so a migration cut short is done again at the next start."""
+    client = connection.client
+    if not connection.call("listing collections", client.has_collection, LEGACY_REGISTRY):
+        return
+    legacy = connection.query(LEGACY_REGISTRY, 'name != ""', ["name", "manifest", "generation"], limit=16_384)
+    for row in legacy:
+        if _rows(connection, str(row["name"])):
+            continue  # copied by a migration that was cut short
+        write_registry(connection, str(row["name"]), dict(row["manifest"]), int(row["generation"]))
+    connection.admin("dropping the old index registry", client.drop_collection, LEGACY_REGISTRY)
+    log.info("%s: moved %d indexes to the registry %s", connection.url, len(legacy), REGISTRY)
+
+
+def _rows(connection: MilvusConnection, name: str) -> list[dict[str, Any]]:
+    """Every registry row of the index `name`, newest (highest generation, then id) first."""
+    _ensure_registry(connection)
+    rows = connection.query(REGISTRY, text_list("name", [name]), ROW_FIELDS)
+    return sorted(rows, key=lambda r: (int(r["generation"]), int(r["pk"])), reverse=True)
+
+
+def _delete_rows(connection: MilvusConnection, rows: list[dict[str, Any]]) -> None:
+    if rows:
+        ids = [int(r["pk"]) for r in rows]
+        connection.call("deleting registry rows", connection.client.delete, REGISTRY, filter=id_list("pk", ids))
 
 
 def registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | None:
-    """The index's registry row (name, manifest, generation), or None when there is no such index."""
-    _ensure_registry(connection)
-    rows = connection.query(REGISTRY, text_list("name", [name]), ["name", "manifest", "generation"])
+    """The index's newest registry row (pk, name, manifest, generation), or None when there is no such index."""
+    rows = _rows(connection, name)
     return rows[0] if rows else None
 
 
 def write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:
+    """Register `manifest` at `generation` as the index's newest row, then delete its older rows."""
+    older = _rows(connection, name)
     row = {"name": name, "manifest": manifest, "generation": int(generation), "unused": [0.0, 0.0]}
-    connection.call("writing the index registry", connection.client.upsert, REGISTRY, [row])
+    connection.call("writing the index registry", connection.client.insert, REGISTRY, [row])
+    _delete_rows(connection, older)
 
 
 def index_names(connection: MilvusConnection) -> list[str]:
     _ensure_registry(connection)
-    return sorted(str(r["name"]) for r in connection.query(REGISTRY, 'name != ""', ["name"], limit=MAX_INDEXES))
+    return sorted({str(r["name"]) for r in connection.query_all(REGISTRY, "", ["name"])})
 
 
 def _drop_collection(connection: MilvusConnection, collection: str) -> None:
@@ -77,9 +118,10 @@ def create_collections(
 
 def drop_index(connection: MilvusConnection, name: str) -> bool:
     """Delete the index: its registry row first (so it stops existing at once), then its collections."""
-    if registry_row(connection, name) is None:
+    rows = _rows(connection, name)
+    if not rows:
         return False
-    connection.call("deleting the registry row", connection.client.delete, REGISTRY, filter=text_list("name", [name]))
+    _delete_rows(connection, rows)
     for collection in collections_of(name):
         _drop_collection(connection, collection)
     return True
@@ -88,14 +130,15 @@ def drop_index(connection: MilvusConnection, name: str) -> bool:
 def swap_in(connection: MilvusConnection, staging: str, name: str) -> None:
     """Make the index `staging` the index `name`: drop `name`'s collections, rename `staging`'s to them,
     then register the result under `name` with `staging`'s manifest (a new creation time, so every
-    replica opens it anew). Reads of `name` fail for the moment between drop and rename."""
-    row = registry_row(connection, staging)
-    if row is None:
+    replica opens it anew) and a generation above both. Reads of `name` fail for the moment between drop
+    and rename."""
+    staged = _rows(connection, staging)
+    if not staged:
         raise IndexNotFoundError(f"index {staging!r} not found on {connection.url}")
+    replaced = registry_row(connection, name)
     for source, target in zip(collections_of(staging), collections_of(name), strict=True):
         _drop_collection(connection, target)
         connection.admin(f"renaming {source}", connection.client.rename_collection, source, target)
-    write_registry(connection, name, dict(row["manifest"]), int(row["generation"]))
-    connection.call(
-        "deleting the registry row", connection.client.delete, REGISTRY, filter=text_list("name", [staging])
-    )
+    generation = max(int(staged[0]["generation"]), int(replaced["generation"]) if replaced else -1) + 1
+    write_registry(connection, name, dict(staged[0]["manifest"]), generation)
+    _delete_rows(connection, staged)

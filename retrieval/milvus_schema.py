@@ -69,11 +69,13 @@ def case_schema(dim: int) -> Any:
 
 
 def registry_schema() -> Any:
-    """One row per index: its manifest and write generation (Milvus needs a vector field: a 2-d zero)."""
+    """Registry rows: an index's name, manifest and write generation, under an auto id (rows are only
+    inserted and deleted, see `milvus_registry.py`). Milvus needs a vector field: a 2-d zero."""
     from pymilvus import DataType, MilvusClient
 
-    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-    schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=SHORT)
+    schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)
+    schema.add_field("pk", DataType.INT64, is_primary=True)
+    schema.add_field("name", DataType.VARCHAR, max_length=SHORT)
     schema.add_field("manifest", DataType.JSON)
     schema.add_field("generation", DataType.INT64)
     schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)

@@ -15,7 +15,14 @@ import pytest
 
 from retrieval import milvus_store
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
-from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection, MilvusSettings, collection_base
+from retrieval.milvus_connection import (
+    LEGACY_REGISTRY,
+    REGISTRY,
+    CaseStoreUnavailableError,
+    MilvusConnection,
+    MilvusSettings,
+    collection_base,
+)
 from retrieval.milvus_filters import UnknownFilterFieldError
 from retrieval.milvus_store import MilvusCaseStore
 from retrieval.records import Hit, ReportSections
@@ -228,3 +235,56 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     )
     query = make_cases(3, seed=4)[2][1]["c2/img1"][None, :]
     assert swapped.search_images(query, 1)[0][0].image_id == "c2/img1"
+
+
+def registry_rows(connection: MilvusConnection, name: str) -> list[dict]:
+    return connection.query(REGISTRY, f'name == "{name}"', ["pk", "generation"])
+
+
+def test_the_registry_only_inserts_and_reads_the_newest_row(connection: MilvusConnection) -> None:
+    store = create_milvus(connection, "reg")
+    for seed in range(3):
+        store.add_cases(make_cases(1, seed=seed, start=seed))
+    assert [int(r["generation"]) for r in registry_rows(connection, "reg")] == [3]  # older rows deleted
+    # What a writer killed between its insert and its delete leaves: an older row beside the newest.
+    stale = {"name": "reg", "manifest": {**store.manifest, "created": "stale"}, "generation": 1, "unused": [0.0, 0.0]}
+    connection.client.insert(REGISTRY, [stale])
+    assert store.generation() == 3 and MilvusCaseStore.open(connection, "reg").manifest == store.manifest
+    assert MilvusCaseStore.names(connection).count("reg") == 1
+    store.add_cases(make_cases(1, seed=5, start=5))
+    assert [int(r["generation"]) for r in registry_rows(connection, "reg")] == [4]
+    assert MilvusCaseStore.drop(connection, "reg") and registry_rows(connection, "reg") == []
+
+
+def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest) -> None:
+    """Indexes registered by the first layout (one row per index, upserted under its name) stay usable."""
+    from pymilvus import DataType, MilvusClient
+
+    from retrieval.milvus_schema import vector_index
+
+    first = MilvusConnection(MilvusSettings(milvus.url))
+    store = create_milvus(first, "moved")
+    store.add_cases(make_cases(2))
+    schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+    schema.add_field("name", DataType.VARCHAR, is_primary=True, max_length=512)
+    schema.add_field("manifest", DataType.JSON)
+    schema.add_field("generation", DataType.INT64)
+    schema.add_field("unused", DataType.FLOAT_VECTOR, dim=2)
+    client = first.client
+    index = vector_index(client, "flat", 0, IndexParams(), field="unused")
+    client.create_collection(LEGACY_REGISTRY, schema=schema, index_params=index)
+    legacy = {"name": "moved", "manifest": store.manifest, "generation": 7, "unused": [0.0, 0.0]}
+    client.upsert(LEGACY_REGISTRY, [legacy])
+    client.delete(REGISTRY, filter='name == "moved"')  # as if it had only ever been in the first registry
+    first.close()
+
+    later = MilvusConnection(MilvusSettings(milvus.url))  # a replica started after the upgrade
+    try:
+        assert "moved" in MilvusCaseStore.names(later)
+        assert not later.client.has_collection(LEGACY_REGISTRY)
+        reopened = MilvusCaseStore.open(later, "moved")
+        assert reopened.generation() == 7 and reopened.info()["cases"] == 2
+        assert reopened.manifest == store.manifest
+    finally:
+        MilvusCaseStore.drop(later, "moved")
+        later.close()
