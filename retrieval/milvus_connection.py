@@ -1,8 +1,9 @@
 """A connection to a Milvus server (`KGREPORT_CASE_STORE=milvus://HOST:PORT`), its collections and its errors.
 
 Every case store on one Milvus shares one `MilvusConnection`. An index NAME lives in two collections,
-`kgreport_<NAME>_images` and `kgreport_<NAME>_cases` (index names may hold `.`, `:` and `-`, which
-collection names may not, so those are written as `_xx` hex codes), and the registry collection
+`kgreport_<NAME>_images_<TAG>` and `kgreport_<NAME>_cases_<TAG>` (index names may hold `.`, `:` and `-`,
+which collection names may not, so those are written as `_xx` hex codes; the tag is new for each copy
+of the index, so a rebuild never renames over the copy being read), and the registry collection
 `kgreport_index_registry` holds its manifest and write generation (`milvus_registry.py`).
 
 Reads ask for `Strong` consistency by default, so a write through one replica is seen by the next read
@@ -17,6 +18,7 @@ the gRPC channel reconnects by itself once the server is back.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -33,6 +35,9 @@ LEGACY_REGISTRY = "kgreport_indexes"  # the first registry (rows upserted by nam
 CONSISTENCY_LEVELS = ("Strong", "Session", "Bounded", "Eventually")
 PAGE = 10_000  # rows per query page (Milvus answers at most 16,384 per query)
 LOAD_TIMEOUT = 120  # seconds a collection may take to load again after a restart
+MAX_NAME_LENGTH = 255  # Milvus's longest collection name (proxy.maxNameLength)
+TAG_LENGTH = 12  # hex digits that tell one copy of an index's collections from another
+MAX_BASE_LENGTH = MAX_NAME_LENGTH - len("_images_") - TAG_LENGTH  # room for a collection's kind and tag
 
 
 class CaseStoreUnavailableError(RuntimeError):
@@ -45,8 +50,12 @@ def is_milvus_url(value: str) -> bool:
 
 def collection_base(name: str) -> str:
     """`kgreport_` + the index name with every character outside [A-Za-z0-9] as `_xx` (hex), so that
-    distinct index names never share collections."""
-    return "kgreport_" + "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in name)
+    distinct index names never share collections. A name whose collections would pass Milvus's name
+    length limit gets `kgreport__` + a hash of it instead (`__` never begins a spelled-out name)."""
+    base = "kgreport_" + "".join(c if c.isascii() and c.isalnum() else f"_{ord(c):02x}" for c in name)
+    if len(base) > MAX_BASE_LENGTH:
+        return "kgreport__" + hashlib.sha256(name.encode()).hexdigest()[:40]
+    return base
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,29 @@ the index's older rows by id; a reader takes the row with the highest generation
 so a write cut short between the two steps leaves an extra, older row and nothing wrong. Writes to one
 index are serialised by the caller's lease, so generations of one index only grow.
 
-An index exists once its first row is written (its collections are made first, so a create cut short
-leaves no index, and the next create drops what it left). `swap_in` makes a rebuilt copy the index under
-the old name.
+Each copy of an index's collections has its own tag, named in the manifest. An index exists once its
+first row is written (its collections are made first, so a create cut short leaves no index, and the
+next create drops what it left). `swap_in` makes a rebuilt copy the index under the old name by pointing
+the registry at it, so no read ever finds the index without collections; `retire` later drops the copy
+it replaced.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from retrieval.case_store import IndexNotFoundError
-from retrieval.milvus_connection import LEGACY_REGISTRY, REGISTRY, MilvusConnection, collection_base
+from retrieval.milvus_connection import (
+    LEGACY_REGISTRY,
+    REGISTRY,
+    TAG_LENGTH,
+    MilvusConnection,
+    collection_base,
+)
 from retrieval.milvus_filters import id_list, text_list
 from retrieval.milvus_schema import case_schema, image_schema, registry_schema, vector_index
 from retrieval.vector_index import IndexParams
@@ -28,10 +39,35 @@ log = logging.getLogger(__name__)
 ROW_FIELDS = ["pk", "name", "manifest", "generation"]
 
 
-def collections_of(name: str) -> tuple[str, str]:
-    """(images collection, cases collection) of the index `name`."""
+def collections_of(name: str, manifest: Mapping[str, Any]) -> tuple[str, str]:
+    """(images collection, cases collection) of the index `name`, as its manifest names them. An index
+    made before collections were tagged has them untagged, under the name itself."""
+    named = manifest.get("collections")
+    if named:
+        return str(named["images"]), str(named["cases"])
     base = collection_base(name)
     return f"{base}_images", f"{base}_cases"
+
+
+def _new_collections(name: str) -> dict[str, str]:
+    """Names for a new copy of the index's collections: the index's base, the kind, and a fresh tag."""
+    base, tag = collection_base(name), uuid.uuid4().hex[:TAG_LENGTH]
+    return {"images": f"{base}_images_{tag}", "cases": f"{base}_cases_{tag}"}
+
+
+def _own_collections(connection: MilvusConnection, name: str) -> list[str]:
+    """Every collection on the server that belongs to the index `name` (any copy, tagged or not)."""
+    pattern = re.compile(re.escape(collection_base(name)) + rf"_(images|cases)(_[0-9a-f]{{{TAG_LENGTH}}})?")
+    listed = connection.call("listing collections", connection.client.list_collections)
+    return sorted(c for c in listed if pattern.fullmatch(c))
+
+
+def retire(connection: MilvusConnection, name: str, keep: Collection[str] = ()) -> None:
+    """Drop the index's collections other than `keep`: copies a swap replaced, or a create or swap that
+    was cut short left behind."""
+    for collection in _own_collections(connection, name):
+        if collection not in keep:
+            _drop_collection(connection, collection)
 
 
 def _ensure_registry(connection: MilvusConnection) -> None:
@@ -105,40 +141,43 @@ def _drop_collection(connection: MilvusConnection, collection: str) -> None:
 
 def create_collections(
     connection: MilvusConnection, name: str, image_dim: int, text_dim: int, params: IndexParams
-) -> None:
-    """The index's two collections, empty, exact-search indexed and loaded (any left from before dropped)."""
-    images, cases = collections_of(name)
-    for collection, schema in ((images, image_schema(image_dim)), (cases, case_schema(text_dim))):
-        _drop_collection(connection, collection)
+) -> dict[str, str]:
+    """A new copy of the index's two collections, empty, exact-search indexed and loaded, after dropping
+    any a create cut short left; returns their names for the manifest."""
+    retire(connection, name)
+    named = _new_collections(name)
+    for collection, schema in ((named["images"], image_schema(image_dim)), (named["cases"], case_schema(text_dim))):
         index = vector_index(connection.client, "flat", 0, params)
         connection.admin(
             f"creating {collection}", connection.client.create_collection, collection, schema=schema, index_params=index
         )
+    return named
 
 
 def drop_index(connection: MilvusConnection, name: str) -> bool:
-    """Delete the index: its registry row first (so it stops existing at once), then its collections."""
+    """Delete the index: its registry rows first (so it stops existing at once), then its collections."""
     rows = _rows(connection, name)
     if not rows:
         return False
     _delete_rows(connection, rows)
-    for collection in collections_of(name):
-        _drop_collection(connection, collection)
+    retire(connection, name)
     return True
 
 
-def swap_in(connection: MilvusConnection, staging: str, name: str) -> None:
-    """Make the index `staging` the index `name`: drop `name`'s collections, rename `staging`'s to them,
-    then register the result under `name` with `staging`'s manifest (a new creation time, so every
-    replica opens it anew) and a generation above both. Reads of `name` fail for the moment between drop
-    and rename."""
+def swap_in(connection: MilvusConnection, staging: str, name: str) -> tuple[str, str]:
+    """Make the index `staging` the index `name`: rename `staging`'s collections to a new copy of
+    `name`'s, then register that copy under `name` with `staging`'s manifest (a new creation time, so
+    every replica opens it anew) and a generation above both. The copy `name` had stays readable, so
+    handles open on it keep answering until they notice; `retire` drops it. Returns the new collections."""
     staged = _rows(connection, staging)
     if not staged:
         raise IndexNotFoundError(f"index {staging!r} not found on {connection.url}")
     replaced = registry_row(connection, name)
-    for source, target in zip(collections_of(staging), collections_of(name), strict=True):
-        _drop_collection(connection, target)
+    manifest = dict(staged[0]["manifest"])
+    named = _new_collections(name)
+    for source, target in zip(collections_of(staging, manifest), named.values(), strict=True):
         connection.admin(f"renaming {source}", connection.client.rename_collection, source, target)
     generation = max(int(staged[0]["generation"]), int(replaced["generation"]) if replaced else -1) + 1
-    write_registry(connection, name, dict(staged[0]["manifest"]), generation)
+    write_registry(connection, name, manifest | {"collections": named}, generation)
     _delete_rows(connection, staged)
+    return named["images"], named["cases"]

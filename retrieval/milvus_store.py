@@ -34,6 +34,7 @@ from retrieval.milvus_registry import (
     drop_index,
     index_names,
     registry_row,
+    retire,
     swap_in,
     write_registry,
 )
@@ -44,6 +45,7 @@ from retrieval.vector_index import IndexParams
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
+RETIRE_AFTER_S = 5 * REPLACED_CHECK_S  # how long a swapped-out copy stays readable for such handles
 IMAGE_FIELDS = [
     "pk",
     "case_id",
@@ -66,7 +68,7 @@ class MilvusCaseStore:
         self._name = name
         self.manifest = manifest
         self.params = params or IndexParams()
-        self.images, self.cases = collections_of(name)
+        self.images, self.cases = collections_of(name, manifest)
         self._reads = MilvusReads(connection, self.images, self.cases, manifest["image_dim"], manifest["text_dim"])
         self._lock = threading.RLock()
         self._replaced_checked_at = time.monotonic()
@@ -109,7 +111,7 @@ class MilvusCaseStore:
         that was cut short (no registry row yet) are dropped and made again."""
         if cls.exists(connection, name):
             raise FileExistsError(f"index {name!r} already exists on {connection.url}")
-        create_collections(connection, name, image_dim, text_dim, params or IndexParams())
+        collections = create_collections(connection, name, image_dim, text_dim, params or IndexParams())
         manifest = {
             "format_version": FORMAT_VERSION,
             "backend": "milvus",
@@ -122,6 +124,7 @@ class MilvusCaseStore:
             "image_index": "flat",
             "text_index": "flat",
             "metadata_keys": [],
+            "collections": collections,
         }
         write_registry(connection, name, manifest, 0)  # last: an index exists once it is registered
         return cls(connection, name, manifest, params)
@@ -161,8 +164,11 @@ class MilvusCaseStore:
 
     @classmethod
     def swap_in(cls, connection: MilvusConnection, staging: str, name: str) -> None:
-        """Make the index `staging` the index `name` (`milvus_registry.swap_in`)."""
-        swap_in(connection, staging, name)
+        """Make the index `staging` the index `name` (`milvus_registry.swap_in`), then, once every
+        replica's open handle has had time to notice (`RETIRE_AFTER_S`), drop the copy it replaced."""
+        current = swap_in(connection, staging, name)
+        time.sleep(RETIRE_AFTER_S)
+        retire(connection, name, keep=current)
 
     def _check_dimensions(self) -> None:
         """IndexUnreadableError naming both sizes when a collection's vectors are not the manifest's."""

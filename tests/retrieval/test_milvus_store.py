@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import milvus_store
+from retrieval import milvus_registry, milvus_store
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
 from retrieval.milvus_connection import (
     LEGACY_REGISTRY,
@@ -226,15 +226,43 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     staging = create_milvus(connection, "swap.rebuild~")
     staging.add_cases(make_cases(3, seed=4))
     assert old.replaced_on_disk() is False
-    MilvusCaseStore.swap_in(connection, "swap.rebuild~", "swap")
+    current = milvus_registry.swap_in(connection, "swap.rebuild~", "swap")
     assert old.replaced_on_disk() is True  # every replica's open handle sees it must open the index anew
+    assert old.info()["cases"] == 2  # and, until it does, still reads the copy it opened
     swapped = MilvusCaseStore.open(connection, "swap")
     assert swapped.info()["cases"] == 3 and swapped.manifest["created"] == staging.manifest["created"]
+    assert (swapped.images, swapped.cases) == current
     assert not MilvusCaseStore.exists(connection, "swap.rebuild~") and "swap.rebuild~" not in MilvusCaseStore.names(
         connection
     )
     query = make_cases(3, seed=4)[2][1]["c2/img1"][None, :]
     assert swapped.search_images(query, 1)[0][0].image_id == "c2/img1"
+    milvus_registry.retire(connection, "swap", keep=current)
+    assert own_collections(connection, "swap") == sorted(current)
+    with pytest.raises(CaseStoreUnavailableError, match=old.cases):
+        old.info()
+
+
+def own_collections(connection: MilvusConnection, name: str) -> list[str]:
+    base = collection_base(name)
+    return sorted(c for c in connection.client.list_collections() if c.startswith((f"{base}_images", f"{base}_cases")))
+
+
+def test_long_names_and_a_create_cut_short(connection: MilvusConnection) -> None:
+    long_name = "a." * 64  # 128 characters, spelled out as 256: past Milvus's limit, so hashed
+    store = create_milvus(connection, long_name)
+    store.add_cases(make_cases(2))
+    assert MilvusCaseStore.open(connection, long_name).info()["cases"] == 2
+    assert collection_base(long_name).startswith("kgreport__") and collection_base(long_name[:-1]).startswith(
+        "kgreport__"
+    )
+    assert collection_base(long_name) != collection_base(long_name[:-1])
+    assert MilvusCaseStore.drop(connection, long_name) and own_collections(connection, long_name) == []
+    # A create killed after making its collections, before registering them: the next create drops them.
+    milvus_registry.create_collections(connection, "cut2", DIM, TEXT_DIM, IndexParams())
+    assert len(own_collections(connection, "cut2")) == 2 and not MilvusCaseStore.exists(connection, "cut2")
+    made = create_milvus(connection, "cut2")
+    assert own_collections(connection, "cut2") == sorted([made.images, made.cases])
 
 
 def registry_rows(connection: MilvusConnection, name: str) -> list[dict]:
@@ -256,7 +284,7 @@ def test_the_registry_only_inserts_and_reads_the_newest_row(connection: MilvusCo
     assert MilvusCaseStore.drop(connection, "reg") and registry_rows(connection, "reg") == []
 
 
-def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest) -> None:
+def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monkeypatch: pytest.MonkeyPatch) -> None:
     """Indexes registered by the first layout (one row per index, upserted under its name) stay usable."""
     from pymilvus import DataType, MilvusClient
 
@@ -273,8 +301,10 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest) -> No
     client = first.client
     index = vector_index(client, "flat", 0, IndexParams(), field="unused")
     client.create_collection(LEGACY_REGISTRY, schema=schema, index_params=index)
-    legacy = {"name": "moved", "manifest": store.manifest, "generation": 7, "unused": [0.0, 0.0]}
-    client.upsert(LEGACY_REGISTRY, [legacy])
+    manifest = {k: v for k, v in store.manifest.items() if k != "collections"}
+    for collection, kind in ((store.images, "images"), (store.cases, "cases")):  # the first layout's names
+        client.rename_collection(collection, f"{collection_base('moved')}_{kind}")
+    client.upsert(LEGACY_REGISTRY, [{"name": "moved", "manifest": manifest, "generation": 7, "unused": [0.0, 0.0]}])
     client.delete(REGISTRY, filter='name == "moved"')  # as if it had only ever been in the first registry
     first.close()
 
@@ -283,8 +313,16 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest) -> No
         assert "moved" in MilvusCaseStore.names(later)
         assert not later.client.has_collection(LEGACY_REGISTRY)
         reopened = MilvusCaseStore.open(later, "moved")
-        assert reopened.generation() == 7 and reopened.info()["cases"] == 2
-        assert reopened.manifest == store.manifest
+        assert reopened.generation() == 7 and reopened.info()["cases"] == 2 and reopened.manifest == manifest
+        # A rebuild swapped in replaces the untagged collections with tagged ones.
+        monkeypatch.setattr(milvus_store, "RETIRE_AFTER_S", 0.0)
+        create_milvus(later, "moved.rebuild~").add_cases(make_cases(3))
+        MilvusCaseStore.swap_in(later, "moved.rebuild~", "moved")
+        swapped = MilvusCaseStore.open(later, "moved")
+        assert swapped.info()["cases"] == 3 and own_collections(later, "moved") == sorted(
+            [swapped.images, swapped.cases]
+        )
+        assert swapped.generation() == 8 and not MilvusCaseStore.exists(later, "moved.rebuild~")
     finally:
         MilvusCaseStore.drop(later, "moved")
         later.close()
