@@ -2,9 +2,9 @@
 real FalkorDB server (the graph and the write leases) and a shared folder: they answer as one service.
 
 Builds through one are searched through the other with identical hits; a delete through one is seen by the
-other; two builds of one index submitted at once get one 202 and one 409; a replica killed mid-build
-leaves a build that the other resumes to exact counts; Milvus stopped mid-search is a 503 that heals
-when it returns.
+other; a rebuild never interrupts the other's searches; two builds of one index submitted at once get one
+202 and one 409; a replica killed mid-build leaves a build that the other resumes to exact counts; Milvus
+stopped mid-search is a 503 that heals when it returns.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -157,6 +158,44 @@ def test_built_through_one_searched_and_deleted_through_the_other(replicas: tupl
     assert gone not in {case_id for case_id, _, _ in hits(b, "shared")}
     unknown = b.post("/v1/search", json={"text": "mass", "index": "shared", "filters": {"scanner": "x"}})
     assert unknown.status_code == 422 and unknown.json()["error"]["code"] == "unknown_filter_field"
+
+
+def test_a_rebuild_through_the_cli_never_interrupts_the_other_replicas_searches(
+    replicas: tuple[Replica, Replica], milvus: MilvusUnderTest
+) -> None:
+    a, b = replicas
+    before = hits(b, "shared")
+    answers: list[int] = []
+    rebuilt = threading.Event()
+
+    def search_until_rebuilt() -> None:
+        while not rebuilt.is_set() or len(answers) < 3:
+            answers.append(b.post("/v1/search", json={"text": "lung mass", "index": "shared", "k": 3}).status_code)
+
+    cli_env = {**a.env, "KGREPORT_DATA_DIR": str(a.folder / "cli")}
+    with ThreadPoolExecutor(1) as pool:
+        searching = pool.submit(search_until_rebuilt)
+        try:
+            rebuild = subprocess.run(
+                [sys.executable, "-m", "api.cli", "index", "rebuild", "shared"], env=cli_env, capture_output=True
+            )
+        finally:
+            rebuilt.set()
+        searching.result()
+    assert rebuild.returncode == 0, rebuild.stderr.decode()[-3000:]
+    assert set(answers) == {200}, answers
+    assert hits(b, "shared") == before  # the same encoders: the same hits, from the new copy
+    from pymilvus import MilvusClient
+
+    from retrieval.milvus_connection import collection_base
+
+    base = collection_base("shared")
+    client = MilvusClient(uri=milvus.url.replace("milvus://", "http://"))
+    try:
+        left = [c for c in client.list_collections() if c.startswith(base + "_")]
+    finally:
+        client.close()
+    assert len(left) == 2, left  # the replaced copy was dropped once replicas had moved off it
 
 
 def test_two_builds_of_one_index_at_once_get_one_202_and_one_409(replicas: tuple[Replica, Replica]) -> None:
