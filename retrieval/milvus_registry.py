@@ -28,6 +28,7 @@ from retrieval.milvus_connection import (
     LEGACY_REGISTRY,
     REGISTRY,
     TAG_LENGTH,
+    CaseStoreUnavailableError,
     MilvusConnection,
     collection_base,
 )
@@ -89,16 +90,22 @@ def _ensure_registry(connection: MilvusConnection) -> None:
 
 def _migrate_legacy_registry(connection: MilvusConnection) -> None:
     """Copy the rows of the first registry (one upserted row per index, keyed by name) into this one,
-    then drop it. Copied before dropped, so a migration cut short is done again at the next start."""
+    then drop it. Copied before dropped, so a migration cut short is done again at the next start.
+    Replicas upgraded together may both copy an index (two equal rows: harmless, the next write keeps
+    one); the one that finds the first registry gone under it leaves the rest to the other."""
     client = connection.client
     if not connection.call("listing collections", client.has_collection, LEGACY_REGISTRY):
         return
-    legacy = connection.query(LEGACY_REGISTRY, 'name != ""', ["name", "manifest", "generation"], limit=16_384)
-    for row in legacy:
-        if _rows(connection, str(row["name"])):
-            continue  # copied by a migration that was cut short
-        write_registry(connection, str(row["name"]), dict(row["manifest"]), int(row["generation"]))
-    connection.admin("dropping the old index registry", client.drop_collection, LEGACY_REGISTRY)
+    try:
+        legacy = connection.query(LEGACY_REGISTRY, 'name != ""', ["name", "manifest", "generation"], limit=16_384)
+        for row in legacy:
+            if not _rows(connection, str(row["name"])):  # else copied by a migration cut short
+                write_registry(connection, str(row["name"]), dict(row["manifest"]), int(row["generation"]))
+        connection.admin("dropping the old index registry", client.drop_collection, LEGACY_REGISTRY)
+    except CaseStoreUnavailableError:
+        if connection.call("listing collections", client.has_collection, LEGACY_REGISTRY):
+            raise
+        return  # another replica finished the move
     log.info("%s: moved %d indexes to the registry %s", connection.url, len(legacy), REGISTRY)
 
 
