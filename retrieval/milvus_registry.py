@@ -4,9 +4,10 @@ The registry collection holds each index's manifest and write generation. It is 
 delete only, never by upsert: Milvus 2.3 implements upsert as a delete and an insert of the same primary
 key, and a row written that way was once lost across a server restart here (a replica then answered 404
 for an index that existed). So every registry write inserts a new row (a new auto id) and then deletes
-the index's older rows by id; a reader takes the row with the highest generation (ties: the highest id),
-so a write cut short between the two steps leaves an extra, older row and nothing wrong. Writes to one
-index are serialised by the caller's lease, so generations of one index only grow.
+every other row of that index (its name, not the new id); a reader takes the row with the highest
+generation (ties: the highest id), so a write cut short between the two steps leaves an extra, older
+row and nothing wrong. Writes to one index are serialised by the caller's lease, so generations of one
+index only grow.
 
 Each copy of an index's collections has its own tag, named in the manifest. An index exists once its
 first row is written (its collections are made first, so a create cut short leaves no index, and the
@@ -129,11 +130,13 @@ def registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | No
 
 
 def write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:
-    """Register `manifest` at `generation` as the index's newest row, then delete its older rows."""
-    older = _rows(connection, name)
+    """Register `manifest` at `generation` as the index's newest row, then delete its older rows (any the
+    delete misses are still older, so never read, and go at the next write)."""
+    _ensure_registry(connection)
     row = {"name": name, "manifest": manifest, "generation": int(generation), "unused": [0.0, 0.0]}
-    connection.call("writing the index registry", connection.client.insert, REGISTRY, [row])
-    _delete_rows(connection, older)
+    inserted = connection.call("writing the index registry", connection.client.insert, REGISTRY, [row])
+    older = f"{text_list('name', [name])} and not ({id_list('pk', inserted['ids'])})"
+    connection.call("deleting older registry rows", connection.client.delete, REGISTRY, filter=older)
 
 
 def index_names(connection: MilvusConnection) -> list[str]:
