@@ -20,9 +20,10 @@ from generator.confidence import Calibration, fit_calibration
 from generator.config import WriterConfig
 from generator.evidence import EvidenceBuilder
 from generator.fit import Example, TrainConfig, TrainSummary, save_examples, total_steps, train
+from generator.hand_notes import read_hand_notes
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
-from generator.training import KINDS, build_examples
+from generator.training import DEFAULT_KINDS, build_examples
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
@@ -57,6 +58,9 @@ def evidence_builder(
     )
 
 
+HAND_NOTES_HOLD_OUT = 8
+
+
 def train_generator(
     services: Services,
     *,
@@ -70,7 +74,8 @@ def train_generator(
     dev_limit: int | None = None,
     images_per_case: int | None = None,
     writer_config: WriterConfig | None = None,
-    kinds: tuple[str, ...] = KINDS,
+    kinds: tuple[str, ...] = DEFAULT_KINDS,
+    hand_notes_file: Path | None = None,
     train_config: TrainConfig | None = None,
     generator_config: GeneratorConfig | None = None,
     init: Path | None = None,
@@ -83,6 +88,10 @@ def train_generator(
 
     `save_examples_to` also writes the examples to a file that `python -m generator.fit` fits on another
     machine (a GPU box needs no index or graph); with `examples_only` nothing is trained.
+
+    `hand_notes_file` holds notes written by hand with their target reports (`generator.hand_notes`), for the
+    `hand_notes` kind; when none of its cases is in the dev split, every `HAND_NOTES_HOLD_OUT`-th of its cases
+    is held out of training to give that kind a dev loss.
 
     With `init` (a trained writer's folder) training goes on from its adapters and fusion, and the dev loss
     it starts from competes for the checkpoint; `generator_config` is then unused."""
@@ -104,12 +113,18 @@ def train_generator(
     train_cases, dev_cases = _cases(archive, fmt, split, limit), _cases(archive, fmt, dev_split, dev_limit)
     if not train_cases or not dev_cases:
         raise ValueError(f"{archive}: need cases in both the {split!r} and the {dev_split!r} split")
+    hand = read_hand_notes(hand_notes_file) if hand_notes_file and "hand_notes" in kinds else {}
+    dev_ids = {c.case_id for c in dev_cases}
+    held = set() if dev_ids & set(hand) else set(sorted(hand)[::HAND_NOTES_HOLD_OUT])
     examples: dict[str, list[Example]] = {}
-    for name, cases in (("train", train_cases), ("dev", dev_cases)):
+    for name, cases in (("train", [c for c in train_cases if c.case_id not in held]), ("dev", dev_cases)):
         advance = progress(f"evidence for {name} images", len(cases)) if progress else None
         examples[name] = build_examples(
-            cases, builder, writer_config, progress=advance, images_per_case=images_per_case, kinds=kinds
-        )
+            cases, builder, writer_config, progress=advance, images_per_case=images_per_case, kinds=kinds,
+            hand_notes={k: v for k, v in hand.items() if (k in held or k in dev_ids) == (name == "dev")},
+        )  # fmt: skip
+    held_cases = [c for c in train_cases if c.case_id in held]
+    examples["dev"] += build_examples(held_cases, builder, writer_config, kinds=("hand_notes",), hand_notes=hand)
     if save_examples_to is not None:
         meta = {
             "index": index,
@@ -117,6 +132,7 @@ def train_generator(
             "splits": {"train": split, "dev": dev_split},
             "images_per_case": images_per_case,
             "kinds": list(kinds),
+            "hand_notes": str(hand_notes_file) if hand else None,
             "writer": asdict(writer_config),
             "image_encoder": services.image_encoder.name,
             "text_encoder": services.text_encoder.name,

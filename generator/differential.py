@@ -35,6 +35,19 @@ def diagnosis_name(text: str) -> str:
     return " ".join(words[:NAME_WORDS]) + (" ..." if len(words) > NAME_WORDS else "")
 
 
+_CLAUSE = re.compile(
+    r"\s*(?:[,;:(\[]|\s-\s|\s(?:with|encompassing|secondary to|due to|involving|and we|patient)\s)", re.IGNORECASE
+)
+SHORT_NAME_WORDS = 8
+
+
+def short_diagnosis(name: str) -> str:
+    """A diagnosis as a report names it: its first clause ("Cerebral infarction encompassing the left MCA ..."
+    → "Cerebral infarction"); "" for a description too long to be a name."""
+    short = _CLAUSE.split(name.removesuffix(" ...").strip(), maxsplit=1)[0].strip().rstrip(".,;:")
+    return short if 0 < len(short.split()) <= SHORT_NAME_WORDS else ""
+
+
 def diagnosis_key(name: str) -> str:
     """Lower-case content words, parentheses dropped, in order: the identity of a diagnosis name."""
     return " ".join(w for w in _WORD.findall(_PARENTHESES.sub(" ", name.lower())) if w not in _FILLER)

@@ -115,10 +115,22 @@ def select_draft(
 
 
 def draft_text(findings: str, impression: str, *, findings_words: int = 60, impression_words: int = 20) -> str:
-    """A report in the writer's format, each section cut to a word budget ("..." marks a cut)."""
+    """A report in the writer's format, each section shortened to about a word budget in whole sentences."""
     return f"Findings: {cut_words(findings, findings_words)}\nImpression: {cut_words(impression, impression_words)}"
 
 
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
 def cut_words(text: str, limit: int) -> str:
-    words = text.split()
-    return " ".join(words[:limit]) + (" ..." if len(words) > limit else "")
+    """The first whole sentences of `text` within `limit` words; the first sentence whole when it alone is
+    longer (a sentence is never cut: a copied draft would state it cut)."""
+    kept: list[str] = []
+    count = 0
+    for sentence in _SENTENCE_END.split(" ".join(text.split())):
+        words = len(sentence.split())
+        if kept and count + words > limit:
+            break
+        kept.append(sentence)
+        count += words
+    return " ".join(kept)

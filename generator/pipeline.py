@@ -34,20 +34,27 @@ import torch
 from generator.confidence import Calibration
 from generator.config import WriterConfig
 from generator.decoding import DecodeResult, DecodingConfig
-from generator.differential import CaseDiagnosis, DifferentialItem, rank_differential
+from generator.differential import CaseDiagnosis, DifferentialItem, diagnosis_name, rank_differential, short_diagnosis
 from generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, ImageEvidence, Prompt
+from generator.image_draft import clean_sentence, similar_cases_impression
 from generator.model import Batch, ReportGenerator
 from generator.notes import Notes, prepare_notes
+from generator.notes_findings import contradicts_negatives, write_findings
+from generator.notes_findings import impression as notes_impression
 from generator.refine import DraftChoice, choose_draft
 from generator.report import (
     NO_CASES_LIMITATION,
     Report,
     ReportParseError,
+    ReportSentence,
     build_report,
     cite,
     evidence_summary,
+    removal,
     split_sections,
+    split_sentences,
 )
+from knowledge.extraction.notes_items import split_items
 from knowledge.grounding import ground_concepts
 from retrieval.report_sections import split_report
 
@@ -96,6 +103,7 @@ class ReportWriter:
             return self._abstain(found, confidence, candidates, [f"no confident draft: {note}"])
         prompt = self.evidence.prompt(found.evidence, choice.source)
         report = self._write(image, found, prompt, choice.source, budget, min_votes=self.config.min_votes)
+        self._own_details_only(report, found)
         if not report.findings:  # the post-check took every sentence out: nothing left worth a draft
             why = f"no supported finding: the post-check removed {len(report.removed)} of the draft's sentences"
             abstention = self._abstain(found, confidence, candidates, [why])
@@ -105,6 +113,24 @@ class ReportWriter:
         report.confidence, report.candidates = confidence, candidates
         report.differential = [d.as_json() for d in self.differential(found, claimed)]
         return report
+
+    @staticmethod
+    def _own_details_only(report: Report, found: ImageEvidence) -> None:
+        """Image only: no measurement, date, age, sex or side of the similar case's patient, no cut sentence,
+        and an Impression that names the similar cases rather than stating their diagnosis
+        (`generator.image_draft`)."""
+        kept = []
+        for s in report.findings:
+            cleaned = clean_sentence(s.sentence)
+            if cleaned.sentence is None:
+                report.removed.append(removal(s.sentence, cleaned.reason or "removed"))
+            else:
+                kept.append(replace(s, sentence=cleaned.sentence))
+                if cleaned.reason:
+                    report.removed.append(removal(s.sentence, cleaned.reason))
+        report.findings = kept
+        cases = [(h.case_id, short_diagnosis(diagnosis_name(split_report(h.report).diagnosis))) for h in found.hits]
+        report.impression = similar_cases_impression(list(dict.fromkeys(cases)))
 
     def _abstain(
         self, found: ImageEvidence, confidence: float | None, candidates: list[dict[str, Any]] | None, why: list[str]
@@ -124,9 +150,10 @@ class ReportWriter:
 
     # -- notes ------------------------------------------------------------------------------------------------
     def _from_notes(self, image: Path, found: ImageEvidence, notes: Notes, budget: int) -> Report:
+        modality = found.evidence.modality
+        items = split_items(notes.raw, modality)
         stated = self.evidence.extractor.extract_many([notes.expanded])[0]
         claimed = list(dict.fromkeys(f.concept_id for f in stated if f.status in CLAIM_STATUSES))
-        negated = {f.concept_id for f in stated if f.status == "absent"} - set(claimed)
         # The notes take the first text slot: the gate then weighs the image against the notes and the cases.
         notes_vector = self.evidence.searcher.embed_report_text(notes.expanded)
         found = replace(
@@ -136,34 +163,59 @@ class ReportWriter:
         )
         draft = DraftSource("notes", notes.expanded)
         prompt = self.evidence.prompt(found.evidence, draft)
-        # The findings restate the notes: a budget in proportion to them (plus the impression) stops rambling.
-        budget = min(budget, NOTES_TOKENS_PER_TOKEN * self.generator.count_tokens(notes.expanded) + NOTES_EXTRA_TOKENS)
-        # Only the notes support a finding here (the similar cases are mostly other diseases), unless configured.
-        votes = 1 if self.config.notes_case_support else len(found.hits) + 1
-        report = self._write(
-            image, found, prompt, draft, budget, supported=claimed, min_votes=votes, refine=self.config.notes_with_llm
+        batch = self._batch(found, prompt)
+        refined: list[str] = []
+        gate: float | None = None
+        written_by = "notes expanded"
+        if self.config.notes_with_llm and self.config.refine_with_llm:
+            # The findings restate the notes: a budget in proportion to them (plus the impression) stops rambling.
+            notes_tokens = self.generator.count_tokens(notes.expanded)
+            budget = min(budget, NOTES_TOKENS_PER_TOKEN * notes_tokens + NOTES_EXTRA_TOKENS)
+            for text, text_gate, how in self._refined_texts(batch, draft.text, budget):
+                try:
+                    refined = split_sentences(split_sections(text)[0])
+                except ReportParseError:
+                    continue
+                gate, written_by = text_gate, how
+                break
+        if gate is None:
+            gate = self._gate(batch)
+        started = time.perf_counter()
+        header = " ".join(x for x in (modality, found.evidence.body_region) if x)
+        written, removals = write_findings(items, refined, header=header, modality=modality)
+        sentences = [(w.item.index + 1, s) for w in written for s in w.sentences]
+        cited = [cite(s, found.evidence, self.evidence.extractor, supported_concepts=claimed) for _, s in sentences]
+        # Each sentence was checked against its notes item: the notes support it, whatever the cases say.
+        findings = [
+            replace(c[0], sentence=text, supported=True, unsupported_concept_ids=(), notes_item=number)
+            if c else ReportSentence(text, "none", (), (), True, (), number)
+            for (number, text), c in zip(sentences, cited, strict=True)
+        ]
+        # A diagnosis the notes deny is not offered ("no PE" leaves pulmonary embolism out of the differential).
+        ranked = self.differential(found, claimed, limit=2 * self.config.differential_size)
+        differential = [d for d in ranked if not contradicts_negatives(d.name, items)][: self.config.differential_size]
+        impression, impression_items = notes_impression(written, differential)
+        self.stages["post_check"] += time.perf_counter() - started
+        limitations = [] if found.evidence.cases else [NO_CASES_LIMITATION]
+        limitations += [f"prompt shortened: {note}" for note in prompt.cut] + list(notes.limitations)
+        plain = sum(w.how == "expanded" for w in written)
+        if refined and plain:
+            limitations.append(
+                f"{plain} of {len(written)} notes item(s) written out plainly: the refiner's sentence failed the check"
+            )
+        return Report(
+            findings=findings,
+            impression=impression,
+            gate=gate,
+            evidence=evidence_summary(found.evidence),
+            model={**self.model_info, "written": written_by, "items": len(written), "items_plain": plain},
+            limitations=limitations,
+            mode="notes",
+            draft={"source": draft.kind, "case_id": draft.case_id, "text": draft.text},
+            differential=[d.as_json() for d in differential],
+            removed=[r.as_text() for r in removals],
+            impression_items=list(impression_items),
         )
-        report.mode = "notes"
-        report.limitations += list(notes.limitations)
-        # Out: what the notes deny stated present, sentences stating no finding at all (prose the notes do not
-        # hold, which the post-check cannot verify), and repeats.
-        seen: set[str] = set()
-        dropped = []
-        for s in report.findings:
-            key = " ".join(s.sentence.lower().split())
-            if (s.status in CLAIM_STATUSES and negated & set(s.concept_ids)) or s.status == "none" or key in seen:
-                dropped.append(s)
-            seen.add(key)
-        if dropped:
-            report.findings = [s for s in report.findings if s not in dropped]
-            report.removed += [s.sentence for s in dropped]
-            report.limitations.append(f"{len(dropped)} sentence(s) the notes do not say removed")
-        self._complete(report, found, notes, claimed)
-        self._check_impression(report, found, claimed, votes)
-        # Notes come in lower case; a report's sentences start with a capital (extraction is already done).
-        report.findings = [replace(s, sentence=s.sentence[:1].upper() + s.sentence[1:]) for s in report.findings]
-        report.differential = [d.as_json() for d in self.differential(found, claimed)]
-        return report
 
     # -- shared ---------------------------------------------------------------------------------------------
     def differential(
@@ -173,6 +225,7 @@ class ReportWriter:
         *,
         case_weight: float | None = None,
         graph_weight: float | None = None,
+        limit: int | None = None,
     ) -> list[DifferentialItem]:
         """The ranked differential for `found`: its cases' diagnoses, and the graph's differentials of `claimed`
         (weights default to the writer config's)."""
@@ -184,7 +237,7 @@ class ReportWriter:
             {g.concept_id: g.differential_diagnoses for g in groundings if not g.reason},
             case_weight=self.config.case_weight if case_weight is None else case_weight,
             graph_weight=self.config.graph_weight if graph_weight is None else graph_weight,
-            limit=self.config.differential_size,
+            limit=self.config.differential_size if limit is None else limit,
         )
 
     def _generate(self, batch: Batch, draft: str, budget: int, prefix: str = "") -> tuple[str, float]:
@@ -222,31 +275,14 @@ class ReportWriter:
         """The report for `draft`: the refiner's edit (when `refine` and the config allow one), or the draft
         itself when that does not parse, through the post-check."""
         refine = refine and self.config.refine_with_llm
-        batch = Batch(
-            image=torch.tensor(found.vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
-            texts=torch.from_numpy(np.ascontiguousarray(found.texts[None])).float(),
-            mask=torch.from_numpy(np.ascontiguousarray(found.mask[None])),
-            prompts=[prompt.text],
-        )
-        texts: list[tuple[str, float | None, str]] = []  # (text, gate, how it was written)
-        if refine:
-            for prefix in ("", "Findings:"):
-                text, written_gate = self._generate(batch, draft.text, budget, prefix)
-                if prefix and "impression:" not in text.lower():
-                    text, written_gate = self._generate(batch, draft.text, budget, text.rstrip() + "\nImpression:")
-                texts.append((text, written_gate, "constrained retry" if prefix else "refined"))
-                if self._parses(text):
-                    break
+        batch = self._batch(found, prompt)
+        texts = self._refined_texts(batch, draft.text, budget) if refine else []
         # The draft itself, through the same post-check: the no-LLM system, and the fallback when the refiner's
         # text does not parse (the report then says so). Its gate is computed only if it comes to that.
         unedited = draft.text if "findings:" in draft.text.lower() else f"Findings: {draft.text}\nImpression: "
         texts.append((unedited, None, "draft unedited"))
         for text, known_gate, how in texts:
-            if known_gate is None:
-                with torch.no_grad():
-                    on = batch.to(self.generator.device)
-                    known_gate = float(self.generator.fusion(on.image, on.texts, on.mask).gate[0])
-            gate: float = known_gate
+            gate = self._gate(batch) if known_gate is None else known_gate
             started = time.perf_counter()
             try:
                 report = build_report(
@@ -271,6 +307,33 @@ class ReportWriter:
         raise ReportGenerationError(f"{image}: neither the refiner's text nor the draft parse into a report: {shown}")
 
     @staticmethod
+    def _batch(found: ImageEvidence, prompt: Prompt) -> Batch:
+        return Batch(
+            image=torch.tensor(found.vector[None], dtype=torch.float32),  # a copy: cached query vectors are read-only
+            texts=torch.from_numpy(np.ascontiguousarray(found.texts[None])).float(),
+            mask=torch.from_numpy(np.ascontiguousarray(found.mask[None])),
+            prompts=[prompt.text],
+        )
+
+    def _refined_texts(self, batch: Batch, draft: str, budget: int) -> list[tuple[str, float | None, str]]:
+        """The refiner's text, then, if it does not parse, a retry forced to start with "Findings:" (and to go
+        on with "Impression:"): (text, gate, how it was written), the last one parsing where any does."""
+        texts: list[tuple[str, float | None, str]] = []
+        for prefix in ("", "Findings:"):
+            text, written_gate = self._generate(batch, draft, budget, prefix)
+            if prefix and "impression:" not in text.lower():
+                text, written_gate = self._generate(batch, draft, budget, text.rstrip() + "\nImpression:")
+            texts.append((text, written_gate, "constrained retry" if prefix else "refined"))
+            if self._parses(text):
+                break
+        return texts
+
+    def _gate(self, batch: Batch) -> float:
+        with torch.no_grad():
+            on = batch.to(self.generator.device)
+            return float(self.generator.fusion(on.image, on.texts, on.mask).gate[0])
+
+    @staticmethod
     def _parses(text: str) -> bool:
         try:
             split_sections(text)
@@ -278,42 +341,15 @@ class ReportWriter:
             return False
         return True
 
-    def _complete(self, report: Report, found: ImageEvidence, notes: Notes, claimed: list[str]) -> None:
-        """Put back, as typed (shorthand expanded), each notes item the written report lost: its findings, or
-        its side (a sentence naming the finding without the item's "right" / "left" / "bilateral" is replaced).
-        The radiologist's findings are never lost to the refiner."""
-        items = cite(notes.expanded, found.evidence, self.evidence.extractor, supported_concepts=claimed)
-        restored = 0
-        for item in (i for i in items if i.concept_ids):
-            sides = _sides(item.sentence)
-            covering = [s for s in report.findings if set(item.concept_ids) & set(s.concept_ids)]
-            if set(item.concept_ids) <= {c for s in covering for c in s.concept_ids} and all(
-                sides <= _sides(s.sentence) for s in covering
-            ):
-                continue
-            report.findings = [s for s in report.findings if s not in covering or not sides]
-            report.findings.append(item)
-            restored += 1
-        if restored:
-            report.limitations.append(f"{restored} notes item(s) the refiner lost or changed restored as written")
-
-    def _check_impression(self, report: Report, found: ImageEvidence, claimed: list[str], votes: int) -> None:
-        """Notes mode: the impression may not conclude what nothing supports either; when none of it is left,
-        it sums up the notes' findings (the differential follows it, with its sources)."""
-        sentences = cite(report.impression, found.evidence, self.evidence.extractor, supported_concepts=claimed,
-                         min_votes=votes)  # fmt: skip
-        kept = [s.sentence for s in sentences if s.supported]
-        report.removed += [s.sentence for s in sentences if not s.supported]
-        if not kept:
-            stated = [s.sentence.rstrip(".") for s in report.findings if s.status in CLAIM_STATUSES]
-            kept = ["; ".join(stated) + "." if stated else "No finding stated in the notes."]
-        report.impression = " ".join(kept)
-
     def _guard(self, report: Report) -> Report:
         """Take out sentences stating what nothing supports (when configured), and say so."""
         if not self.config.drop_unsupported:
             return report
-        report.removed = [s.sentence for s in report.findings if not s.supported]
+        report.removed = [
+            removal(s.sentence, f"unsupported: {', '.join(s.unsupported_concept_ids)}")
+            for s in report.findings
+            if not s.supported
+        ]
         report.findings = [s for s in report.findings if s.supported]
         if report.removed:
             report.limitations.append(f"{len(report.removed)} unsupported sentence(s) removed from the findings")

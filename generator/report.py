@@ -36,6 +36,7 @@ class ReportSentence:
     cited_case_ids: tuple[str, ...]
     supported: bool
     unsupported_concept_ids: tuple[str, ...] = ()
+    notes_item: int | None = None  # notes mode: the notes item (1-based) this sentence writes out
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -45,6 +46,7 @@ class ReportSentence:
             "cited_case_ids": list(self.cited_case_ids),
             "supported": self.supported,
             "unsupported_concept_ids": list(self.unsupported_concept_ids),
+            "notes_item": self.notes_item,
         }
 
     @classmethod
@@ -56,6 +58,7 @@ class ReportSentence:
             cited_case_ids=tuple(data.get("cited_case_ids", ())),
             supported=bool(data["supported"]),
             unsupported_concept_ids=tuple(data.get("unsupported_concept_ids", ())),
+            notes_item=None if data.get("notes_item") is None else int(data["notes_item"]),
         )
 
 
@@ -73,7 +76,8 @@ class Report:
     draft: dict[str, Any] | None = None  # {"source": "case" | "notes", "case_id", "text"}: what was edited
     candidates: list[dict[str, Any]] = field(default_factory=list)  # the retrieved drafts considered
     differential: list[dict[str, Any]] = field(default_factory=list)  # ranked, each with its case and concept ids
-    removed: list[str] = field(default_factory=list)  # sentences taken out as unsupported
+    removed: list[str] = field(default_factory=list)  # sentences taken out, each with why in brackets
+    impression_items: list[int] = field(default_factory=list)  # notes mode: the items (1-based) it sums up
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +91,7 @@ class Report:
             "draft": copy.deepcopy(self.draft),
             "candidates": copy.deepcopy(self.candidates),
             "removed": list(self.removed),
+            "impression_items": list(self.impression_items),
             "evidence": copy.deepcopy(self.evidence),
             "model": copy.deepcopy(self.model),
             "limitations": list(self.limitations),
@@ -109,6 +114,7 @@ class Report:
             candidates=copy.deepcopy(list(data.get("candidates", []))),
             differential=copy.deepcopy(list(data.get("differential", []))),
             removed=[str(x) for x in data.get("removed", [])],
+            impression_items=[int(x) for x in data.get("impression_items", [])],
         )
 
     def as_text(self) -> str:
@@ -161,6 +167,20 @@ _HEADING = re.compile(
     re.IGNORECASE | re.MULTILINE,
 )
 _END_MARKER = re.compile(r"<\|(?:im_end|im_start|endoftext|eot_id|end)\|>|</s>")
+
+
+_REMOVAL = re.compile(r"^(?P<sentence>.*?)\s*\[(?P<why>[^\[\]]+)\]$", re.DOTALL)
+
+
+def removal(sentence: str, why: str) -> str:
+    """An entry of `Report.removed`: the sentence taken out (or changed), then why, in brackets."""
+    return f"{sentence} [{why}]"
+
+
+def split_removal(entry: str) -> tuple[str, str]:
+    """(sentence, why) of a `Report.removed` entry; an entry without a reason was removed as unsupported."""
+    match = _REMOVAL.match(entry)
+    return (match.group("sentence"), match.group("why")) if match else (entry, "unsupported")
 
 
 def split_sections(text: str) -> tuple[str, str]:

@@ -8,7 +8,9 @@ report vectors, and a prompt with the evidence and the draft. Three kinds, one o
 - `repair`: the draft is the reference damaged in one known way (`generator.repairs`), and the evidence
   lists the reference's findings: the answer is recoverable from the input;
 - `notes`: the draft is shorthand notes simulated from the reference's findings (`generator.notes`), and
-  the cases are found by image and notes together, as `kgreport report --notes` finds them.
+  the cases are found by image and notes together, as `kgreport report --notes` finds them;
+- `hand_notes`: the draft is notes written by hand for the case, and the answer is the report written by
+  hand from those notes alone (`generator.hand_notes`): the refiner learns to write notes out, not to add.
 
 The answer is the reference: "Findings: <the image's caption> <the case's findings>" then
 "Impression: <its impression or diagnosis>", cut to word budgets. Building needs the index, the graph and
@@ -18,7 +20,7 @@ the encoders; fitting needs only the LLM, so the two can run on different machin
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -34,6 +36,7 @@ from generator.evidence import (
     collect_evidence,
 )
 from generator.fit import Example
+from generator.hand_notes import HandNotes
 from generator.notes import prepare_notes, simulate_notes
 from generator.refine import choose_draft
 from generator.repairs import damage
@@ -43,7 +46,8 @@ from retrieval.records import Case, CaseImage
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import Finding
 
-KINDS = ("edit", "repair", "notes")
+KINDS = ("edit", "repair", "notes", "hand_notes")
+DEFAULT_KINDS = ("edit", "repair", "notes")
 
 
 def reference_report(case: Case, image: CaseImage, config: WriterConfig | None = None) -> str:
@@ -80,17 +84,25 @@ def build_examples(
     progress: Callable[[int], None] | None = None,
     *,
     images_per_case: int | None = None,
-    kinds: Sequence[str] = KINDS,
+    kinds: Sequence[str] = DEFAULT_KINDS,
     seed: int = 0,
+    hand_notes: Mapping[str, HandNotes] | None = None,
 ) -> list[Example]:
     """Examples of each of `kinds` for every readable image of `cases` (the first `images_per_case` of each,
-    if given); unreadable images are skipped."""
+    if given); unreadable images are skipped. `hand_notes` (by case id) are the notes of `hand_notes`
+    examples, one for the image they were written for."""
     rng = random.Random(seed)
     foreign = [s for c in cases for s in split_sentences(c.report.findings)[:3]]
     examples = []
     for case in cases:
         if case.report.is_empty():
             continue  # an image-only case (a PACS study without a report) has nothing to learn to write
+        if "hand_notes" in kinds and hand_notes and (written := hand_notes.get(case.case_id)):
+            examples += _hand_notes_examples(case, written, builder, config)
+        if not set(kinds) - {"hand_notes"}:
+            if progress:
+                progress(1)
+            continue
         for image in case.images[:images_per_case]:
             try:
                 found = builder.for_image(image.path)
@@ -139,6 +151,22 @@ def build_examples(
         if progress:
             progress(1)
     return examples
+
+
+def _hand_notes_examples(
+    case: Case, written: HandNotes, builder: EvidenceBuilder, config: WriterConfig
+) -> list[Example]:
+    image = next((i for i in case.images if written.image in (i.image_id, i.path.stem)), None)
+    prepared = prepare_notes(written.notes, config.max_notes_chars)
+    if image is None or prepared is None:
+        return []
+    try:
+        found = builder.for_image(image.path, text=prepared.expanded)
+    except (OSError, ValueError):
+        return []
+    draft = DraftSource("notes", prepared.expanded)
+    prompt = builder.prompt(found.evidence, draft).text
+    return [_example(case, image, found, prompt, written.target, "hand_notes", written.notes)]
 
 
 def claimed(findings: Sequence[Finding]) -> frozenset[str]:

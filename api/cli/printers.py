@@ -51,10 +51,14 @@ def print_report(image: Path, report: Report) -> None:
         for s in report.findings:
             cites = ", ".join(s.cited_case_ids) or "no prior case"
             flag = "" if s.supported else f"  [red]unsupported: {', '.join(s.unsupported_concept_ids)}[/red]"
-            tags = escape(f"[{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}]")
+            item = f"notes item {s.notes_item}; " if s.notes_item is not None else ""
+            tags = escape(f"[{item}{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}]")
             out.print(f"  {escape(s.sentence)}  [dim]{tags}[/dim]{flag}")
-        for sentence in report.removed:
-            out.print(f"  [strike dim]{escape(sentence)}[/strike dim]  [red](removed: unsupported)[/red]")
+        from generator.report import split_removal
+
+        for entry in report.removed:
+            sentence, why = split_removal(entry)
+            out.print(f"  [strike dim]{escape(sentence)}[/strike dim]  [red](removed: {escape(why)})[/red]")
         out.print(f"[bold]Impression[/bold]\n  {escape(report.impression)}")
     for n, d in enumerate(report.differential, 1):
         sources = ", ".join([*d["case_ids"], *d["concept_ids"]]) or "-"

@@ -24,8 +24,12 @@ def train_generator_cmd(
     k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 5,
     prompt_budget: Annotated[int, typer.Option(min=64, help="tokens of evidence, draft and instruction")] = 320,
     kinds: Annotated[
-        str, typer.Option(help="example kinds, comma-separated: edit, repair, notes")
+        str, typer.Option(help="example kinds, comma-separated: edit, repair, notes, hand_notes")
     ] = "edit,repair,notes",
+    notes_file: Annotated[
+        Path | None,
+        typer.Option(help="hand-written notes with their target reports (JSONL) for the hand_notes kind"),
+    ] = None,
     drop_side: Annotated[float, typer.Option(min=0.0, max=0.5, help="chance to drop the image (and the texts)")] = 0.15,
     device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda (bf16 autocast)")] = "auto",
     epochs: Annotated[int, typer.Option(min=1)] = 1,
@@ -57,6 +61,8 @@ def train_generator_cmd(
     chosen = tuple(x.strip() for x in kinds.split(",") if x.strip())
     if not chosen or set(chosen) - set(KINDS):
         raise typer.BadParameter(f"kinds must be among {', '.join(KINDS)}", param_hint="--kinds")
+    if ("hand_notes" in chosen) != (notes_file is not None):
+        raise typer.BadParameter("the hand_notes kind and --notes-file go together", param_hint="--notes-file")
 
     with user_errors(), progress_bars() as bars:
         progress = stage_progress(bars)
@@ -73,6 +79,7 @@ def train_generator_cmd(
             images_per_case=images_per_case,
             writer_config=WriterConfig(k=k, prompt_budget=prompt_budget),
             kinds=chosen,
+            hand_notes_file=notes_file,
             train_config=TrainConfig(
                 drop_side=drop_side,
                 device=device,

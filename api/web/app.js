@@ -214,8 +214,12 @@ function changes(report) {
     nodes.push(element("p", { className: "note", textContent: "no draft was edited" }));
   }
   if (report.removed.length) {
-    nodes.push(element("ul", { className: "removed" }, ...report.removed.map((sentence) =>
-      element("li", {}, element("del", { textContent: sentence }), " ", element("span", { className: "note", textContent: "removed: unsupported" })))));
+    // Each entry is "sentence [why]" (generator.report.removal); an entry without a reason was unsupported.
+    nodes.push(element("ul", { className: "removed" }, ...report.removed.map((entry) => {
+      const match = /^([\s\S]*?)\s*\[([^\[\]]+)\]$/.exec(entry);
+      const [sentence, why] = match ? [match[1], match[2]] : [entry, "unsupported"];
+      return element("li", {}, element("del", { textContent: sentence }), " ", element("span", { className: "note", textContent: `removed: ${why}` }));
+    })));
   }
   return nodes;
 }

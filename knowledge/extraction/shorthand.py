@@ -21,63 +21,13 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
-# fmt: off
-_TABLE = {
-    # lungs, abdomen quadrants, limbs
-    "RUL": "right upper lobe", "RML": "right middle lobe", "RLL": "right lower lobe", "LUL": "left upper lobe",
-    "LLL": "left lower lobe", "ling": "lingula", "RUQ": "right upper quadrant", "RLQ": "right lower quadrant",
-    "LUQ": "left upper quadrant", "LLQ": "left lower quadrant", "RUE": "right upper extremity",
-    "LUE": "left upper extremity", "RLE": "right lower extremity", "LLE": "left lower extremity",
-    # chest
-    "LAD": "lymphadenopathy", "PTX": "pneumothorax", "HTX": "hemothorax", "PE": "pulmonary embolism",
-    "GGO": "ground-glass opacity", "GGOs": "ground-glass opacities", "GGN": "ground-glass nodule",
-    "CHF": "congestive heart failure", "COPD": "chronic obstructive pulmonary disease",
-    "ILD": "interstitial lung disease", "PNA": "pneumonia", "ARDS": "acute respiratory distress syndrome",
-    "TB": "tuberculosis", "NSCLC": "non-small cell lung cancer", "SCLC": "small cell lung cancer",
-    "CAD": "coronary artery disease", "MI": "myocardial infarction", "LVH": "left ventricular hypertrophy",
-    "PFO": "patent foramen ovale", "ASD": "atrial septal defect", "VSD": "ventricular septal defect",
-    "PDA": "patent ductus arteriosus", "LV": "left ventricle", "RV": "right ventricle", "HTN": "hypertension",
-    # neuro
-    "ICH": "intracranial hemorrhage", "SAH": "subarachnoid hemorrhage", "SDH": "subdural hematoma",
-    "EDH": "epidural hematoma", "IVH": "intraventricular hemorrhage", "IPH": "intraparenchymal hemorrhage",
-    "CVA": "cerebrovascular accident", "TIA": "transient ischemic attack", "MS": "multiple sclerosis",
-    "TBI": "traumatic brain injury", "NPH": "normal pressure hydrocephalus", "AVM": "arteriovenous malformation",
-    "MCA": "middle cerebral artery", "ACA": "anterior cerebral artery", "PCA": "posterior cerebral artery",
-    "ICA": "internal carotid artery", "CCA": "common carotid artery", "CSF": "cerebrospinal fluid",
-    "IAC": "internal auditory canal", "CPA": "cerebellopontine angle", "WM": "white matter",
-    # abdomen, pelvis
-    "IVC": "inferior vena cava", "SVC": "superior vena cava", "CBD": "common bile duct", "GB": "gallbladder",
-    "SMA": "superior mesenteric artery", "SMV": "superior mesenteric vein", "IMA": "inferior mesenteric artery",
-    "UPJ": "ureteropelvic junction", "UVJ": "ureterovesical junction", "AAA": "abdominal aortic aneurysm",
-    "SBO": "small bowel obstruction", "LBO": "large bowel obstruction", "HCC": "hepatocellular carcinoma",
-    "RCC": "renal cell carcinoma", "DVT": "deep vein thrombosis", "ao": "aorta", "abd": "abdomen",
-    "pelv": "pelvis", "panc": "pancreas",
-    # musculoskeletal
-    "AVN": "avascular necrosis", "DDD": "degenerative disc disease", "DJD": "degenerative joint disease",
-    "OA": "osteoarthritis", "ACL": "anterior cruciate ligament", "PCL": "posterior cruciate ligament",
-    "MCL": "medial collateral ligament", "LCL": "lateral collateral ligament", "TMJ": "temporomandibular joint",
-    "fx": "fracture", "fxs": "fractures",
-    # devices
-    "ETT": "endotracheal tube", "NGT": "nasogastric tube", "PICC": "peripherally inserted central catheter",
-    "CVC": "central venous catheter",
-    # lymph nodes, metastases
-    "LN": "lymph node", "LNs": "lymph nodes", "mets": "metastases",
-    # position, laterality
-    "R": "right", "L": "left", "rt": "right", "lt": "left", "b/l": "bilateral", "bilat": "bilateral",
-    "ant": "anterior", "post": "posterior", "sup": "superior", "inf": "inferior", "lat": "lateral",
-    "med": "medial", "prox": "proximal", "dist": "distal", "AP": "anteroposterior",
-    # report words
-    "hx": "history", "dx": "diagnosis", "ddx": "differential diagnosis", "tx": "treatment", "bx": "biopsy",
-    "sx": "symptoms", "s/p": "status post", "w/": "with", "w/o": "without", "c/w": "consistent with",
-    "r/o": "rule out", "c/f": "concerning for", "f/u": "follow-up", "nml": "normal", "WNL": "within normal limits",
-    "neg": "negative", "-ve": "negative", "+ve": "positive", "approx": "approximately", "mult": "multiple",
-    "assoc": "associated", "mod": "moderate", "sev": "severe", "incr": "increased", "decr": "decreased",
-}
-# fmt: on
-ABBREVIATIONS: Mapping[str, str] = MappingProxyType(_TABLE)
-"""Abbreviation → expansion, about a hundred that matter in CT/MR reports."""
+from knowledge.extraction.abbreviations import load_lexicon
 
-_AS_WRITTEN = {"LAD", "CAD", "RUE", "TIA", "PDA"}  # also English words or names when lower-cased
+_LEXICON = load_lexicon()
+ABBREVIATIONS: Mapping[str, str] = MappingProxyType(_LEXICON.primary(source="kgreport"))
+"""Our own abbreviation → expansion (its one or default sense), from `data/shorthand.tsv`; the full lexicon, with the
+synonyms table's acronyms and the abbreviations of several senses, is `knowledge.extraction.abbreviations`."""
+
 _NOT_BEFORE = {  # "post contrast", "post-op" are not "posterior"
     "post": r"(?!\s*(?:op|operative|surgical|contrast|treatment|radiation|therapy|traumatic|procedur|partum|ictal))",
 }
@@ -87,10 +37,7 @@ _AFTER = r"(?![\w-])"
 
 
 def _case_sensitive(key: str) -> bool:
-    letters = [c for c in key if c.isalpha()]
-    upper = all(c.isupper() for c in letters)
-    lower = all(c.islower() for c in letters)
-    return not lower and (not upper or len(letters) <= 2 or key in _AS_WRITTEN)
+    return _LEXICON.entries[key].case_sensitive
 
 
 def _alternative(key: str, text: str) -> str:
@@ -106,9 +53,16 @@ def _pattern(pairs: list[tuple[str, str]]) -> re.Pattern[str]:
     return re.compile("|".join(f"(?:{_alternative(key, text)})" for key, text in ordered))
 
 
-_EXPAND = _pattern([(key, key) for key in ABBREVIATIONS])
-_EXACT = {key: value for key, value in ABBREVIATIONS.items() if _case_sensitive(key)}
-_ANY_CASE = {key.lower(): (key, value) for key, value in ABBREVIATIONS.items() if not _case_sensitive(key)}
+# "celiac a.", "renal v", "optic n": a one-letter abbreviation is read only right after one of its cue words.
+_AFTER_CUE = [
+    (re.compile(rf"\b((?:{'|'.join(map(re.escape, entry.senses[0].cues))})\w*)\s+{re.escape(key[:-1])}\.?(?![\w-])",
+                re.IGNORECASE), entry.senses[0].expansion)
+    for key, entry in _LEXICON.entries.items()
+    if len(key) == 2 and key.endswith(".") and len(entry.senses) == 1 and entry.senses[0].cues
+]  # fmt: skip
+_EXPAND = _pattern([(key, key) for key in _LEXICON.entries if not (len(key) == 2 and key.endswith("."))])
+_EXACT = {key: entry for key, entry in _LEXICON.entries.items() if entry.case_sensitive}
+_ANY_CASE = {key.lower(): entry for key, entry in _LEXICON.entries.items() if not entry.case_sensitive}
 _INVERSE: dict[str, list[str]] = {}
 for _key, _value in ABBREVIATIONS.items():
     _INVERSE.setdefault(_value.lower(), []).append(_key)
@@ -123,18 +77,6 @@ _ITEM = re.compile(r"[,;\n]")
 _CUES = ("no ", "not ", "without ", "negative ", "possible ", "probable ", "rule out ", "?")
 _LIST_JOINS = ("or ", "nor ", "and ")
 MAX_LIST_ITEMS = 6  # a negated list in notes is short: "no effusion, consolidation or PTX"
-
-
-def _expansion(match: re.Match[str]) -> str:
-    found = match.group(0)
-    if found in _EXACT:
-        expansion = _EXACT[found]
-    else:
-        key, expansion = _ANY_CASE[found.lower()]
-        if key.islower() and found[:1].isupper():  # "Hx" → "History"; "RUL", "Ptx" → lower-case
-            expansion = expansion[:1].upper() + expansion[1:]
-    following = match.string[match.end() : match.end() + 1]
-    return expansion + " " if found.endswith("/") and following.isalnum() else expansion  # "w/contrast"
 
 
 def _hedge_items(text: str) -> str:
@@ -153,14 +95,37 @@ def _hedge_items(text: str) -> str:
     return "".join(parts)
 
 
-def expand_shorthand(text: str) -> str:
+def expand_shorthand(text: str, modality: str | None = None) -> str:
     """Notes with their shorthand written out: abbreviations, "2cm" → "2 cm", "3x4cm" → "3 x 4 cm",
-    "?X" / "X?" → "possible X". Everything else (punctuation, negations, word order) is kept."""
+    "?X" / "X?" → "possible X". Everything else (punctuation, negations, word order) is kept. An abbreviation
+    of several senses is read from its own item's words and the study's `modality` ("CT", "MR"), and left as
+    typed when they do not settle it."""
     text = _hedge_items(text)
     text = _QUESTION_BEFORE.sub("possible ", text)
     text = _TIMES.sub(" x ", text)
     text = _UNITS.sub(" ", text)
-    return _EXPAND.sub(_expansion, text)
+    for pattern, expansion in _AFTER_CUE:
+        text = pattern.sub(rf"\1 {expansion}", text)
+    parts = _ITEM_PARTS.split(text)  # items at even indexes, their separators between
+    return "".join(part if i % 2 else _expand_item(part, text, modality) for i, part in enumerate(parts))
+
+
+def _expand_item(item: str, notes: str, modality: str | None) -> str:
+    """One item's abbreviations written out: an abbreviation of several senses is settled by its own item
+    first, then by the whole notes, then by its default sense."""
+
+    def expand(match: re.Match[str]) -> str:
+        found = match.group(0)
+        entry = _EXACT[found] if found in _EXACT else _ANY_CASE[found.lower()]
+        expansion = entry.resolve(item, modality, use_default=False) or entry.resolve(notes, modality)
+        if expansion is None:  # an ambiguous abbreviation neither its item nor the notes settle stays as typed
+            return found
+        if entry.key.islower() and found[:1].isupper():  # "Hx" → "History"; "RUL", "Ptx" → lower-case
+            expansion = expansion[:1].upper() + expansion[1:]
+        following = match.string[match.end() : match.end() + 1]
+        return expansion + " " if found.endswith("/") and following.isalnum() else expansion  # "w/contrast"
+
+    return _EXPAND.sub(expand, item)
 
 
 def abbreviate(text: str, rng: random.Random, rate: float = 0.7) -> str:

@@ -53,6 +53,9 @@ def test_findings_agreement_can_outvote_wording() -> None:
     assert jaccard(frozenset(), frozenset()) == 1.0 and jaccard(frozenset({"a"}), frozenset({"b"})) == 0.0
 
 
-def test_draft_text_cuts_each_section() -> None:
-    text = draft_text("one two three four", "five six", findings_words=2, impression_words=5)
-    assert text == "Findings: one two ...\nImpression: five six"
+def test_draft_text_shortens_each_section_in_whole_sentences() -> None:
+    text = draft_text("One two. Three four. Five.", "Six seven.", findings_words=4, impression_words=5)
+    assert text == "Findings: One two. Three four.\nImpression: Six seven."
+    # A first sentence longer than the budget is kept whole: a draft never states a cut sentence.
+    long = "There is a mass in the left lateral ventricle with multiple septations."
+    assert draft_text(long, "", findings_words=3, impression_words=3) == f"Findings: {long}\nImpression: "
