@@ -38,7 +38,9 @@ _DATE = re.compile(
     r"september|october|november|december)\b",
     re.IGNORECASE,
 )
-_SIDE_PHRASE = re.compile(r",?\s*\b(?:on|to|of|at) the (?:right|left)(?: side)?\b", re.IGNORECASE)
+_SIDE_ASIDE = re.compile(r",\s*\b(?:on|to|at) the (?:right|left)(?: side)?\s*,\s*", re.IGNORECASE)  # ", on the left,"
+# "on the right" at a clause end goes whole; in "of the right midbrain" only the side goes
+_SIDE_PHRASE = re.compile(r",?\s*\b(?:on|to|of|at) the (?:right|left)(?: side)?(?=\s*(?:[,.;:)]|$))", re.IGNORECASE)
 _SIDE = re.compile(r"\b(?:right|left|bilateral(?:ly)?)(?:[- ]sided|ward)?\b[ -]?", re.IGNORECASE)
 _DANGLING = frozenset(
     [
@@ -75,7 +77,8 @@ _DANGLING = frozenset(
         "measuring",
     ]
 )
-_EMPTY = re.compile(r"^(?:(?:this|the|a|an|it)\s+)?(?:\w+\s+)?(?:measures|measuring|is|are)?\s*\W*$", re.IGNORECASE)
+# What is left of "This mass measures 2.9 cm." once the size goes: a subject alone states nothing.
+_EMPTY = re.compile(r"^(?:(?:this|the|a|an|it)\s+)?(?:[\w-]+)?\s*(?:measures|measuring|is|are)?\s*\W*$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -98,6 +101,7 @@ def _tidy(text: str) -> str:
     text = re.sub(r"\b([Aa])n (?=[^aeiouAEIOU\W\d])", r"\1 ", text)
     text = re.sub(r"\b([Aa]) (?=[aeiouAEIOU])", r"\1n ", text)
     text = re.sub(r"^[,;:\s]+|(?<=[,;])\s*[,;]", "", text).replace("( )", "").replace("()", "")
+    text = re.sub(r"\b([Aa]n?|[Tt]he)\s*,\s*", r"\1 ", text)  # "a 1.9 x 4.5cm, fat density mass" lost its size
     return text[:1].upper() + text[1:]
 
 
@@ -114,7 +118,7 @@ def clean_sentence(sentence: str) -> Cleaned:
     text = _SIZE.sub("", text)
     if text != sentence:
         changed.append("another patient's measurement taken out")
-    sided = _SIDE.sub("", _SIDE_PHRASE.sub("", text))
+    sided = _SIDE.sub("", _SIDE_PHRASE.sub("", _SIDE_ASIDE.sub(" ", text)))
     if sided != text:
         changed.append("another patient's side taken out")
     text = _tidy(sided)

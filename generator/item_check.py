@@ -19,6 +19,7 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
+from generator.image_draft import complete
 from knowledge.extraction.notes_items import NotesItem, certainty, levels_of, numbers_of, sequences_of, sides_of
 
 # Plain report phrasing a sentence may add to an item without stating anything new.
@@ -139,24 +140,81 @@ LEADING_VERBS = frozenset(
         "causes",
         "replaces",
         "expands",
-    "lies",
-    "arises",
-    "protrudes",
-    "courses",
-    "enters",
-    "exits",
+        "lies",
+        "arises",
+        "protrudes",
+        "courses",
+        "enters",
+        "exits",
         "measures",
         "spans",
         "effaces",
+        "appears",
+        "appear",
+        "seems",
+        "demonstrates",
+        "shows",
     ]
 )
+_LARGEST = re.compile(
+    r"^(?P<head>[^,]+),\s*(?:the\s+)?largest\s+(?:measuring\s+)?(?P<size>[\d.]+(?:\s*x\s*[\d.]+)*\s*(?:mm|cm))$"
+)
+_LARGEST_FIRST = re.compile(
+    r"^(?:the\s+)?largest\b(?P<where>.*?)\s*(?:measuring\s+|measures\s+)?(?P<size>(?:approximately\s+)?"
+    r"[\d.]+(?:\s*x\s*[\d.]+)*\s*(?:mm|cm))$",
+    re.IGNORECASE,
+)
+_PHRASE_ENDS = frozenset(
+    [
+        "with",
+        "w/",
+        "in",
+        "of",
+        "at",
+        "on",
+        "to",
+        "from",
+        "along",
+        "within",
+        "involving",
+        "arising",
+        "extending",
+        "measuring",
+        "causing",
+        "containing",
+        "throughout",
+        "through",
+        "into",
+        "near",
+        "around",
+        "beneath",
+        "across",
+    ]
+)
+_JOINS = re.compile(r"\b(?:with|w/|of|in|on|at|to|from|and|or)\b", re.IGNORECASE)  # not a state's subject
 _STATE = re.compile(
-    r"^(?P<head>[a-z][\w /-]*?[a-z])(?P<adverb>\s+(?:diffusely|mildly|markedly|moderately|severely|slightly|"
-    r"focally|minimally|massively))?\s+(?P<state>normal|unremarkable|intact|patent|preserved|dilated|enlarged|"
+    r"^(?P<head>[a-z][\w /-]*?[a-z](?<!ly))(?P<adverb>\s+(?:otherwise|diffusely|mildly|markedly|moderately|"
+    r"severely|slightly|focally|minimally|massively))?\s+(?P<state>normal|unremarkable|intact|patent|preserved|dilated|enlarged|"
     r"thickened|distended|displaced|effaced|collapsed|narrowed|widened|absent|atrophic|hyperdense|hypodense|"
     r"hyperlucent|prominent|shifted|compressed|opacified|expanded)(?P<rest>\s+.+)?$",
     re.IGNORECASE,
 )
+PLURAL_QUANTIFIERS = frozenset(
+    [
+        "several",
+        "multiple",
+        "numerous",
+        "innumerable",
+        "many",
+        "few",
+        "two",
+        "three",
+        "four",
+        "five",
+    ]
+)
+# Anatomy and findings that end in "s" and are one thing: "the dens is intact", "ascites is seen".
+SINGULAR_S = frozenset(["dens", "pons", "lens", "os", "pes", "ascites", "pectus", "situs", "meatus", "corpus"])
 # Heads that take "a"/"an": a mass, a nodule; "hydrocephalus" and "edema" do not.
 COUNT_NOUNS = frozenset(
     [
@@ -203,7 +261,6 @@ COUNT_NOUNS = frozenset(
         "stenosis",
         "occlusion",
         "enlargement",
-        "thickening",
     ]
 )
 
@@ -238,6 +295,13 @@ def _covered(words: Iterable[str], by: Sequence[str]) -> list[str]:
     return [w for w in words if not any(same_word(w, b) for b in by)]
 
 
+def _repeats(sentence: str, n: int = 4) -> bool:
+    """A run of `n` words said twice: a refiner looping ("T2 hyperintense near insertion • T2 hyperintense ...")."""
+    words = _WORD.findall(sentence.lower())
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return len(grams) != len(set(grams))
+
+
 @dataclass(frozen=True)
 class ItemCheck:
     ok: bool
@@ -247,6 +311,10 @@ class ItemCheck:
 def check_sentence(sentence: str, item: NotesItem, header: str = "", modality: str | None = None) -> ItemCheck:
     """Whether `sentence` writes out `item` faithfully (see the module docstring), and if not, why."""
     reasons = []
+    if not complete(sentence if sentence.rstrip()[-1:] in ".!?" else f"{sentence.rstrip()}."):
+        reasons.append("cut off")
+    if _repeats(sentence):
+        reasons.append("repeats itself")
     numbers, own_numbers = set(numbers_of(sentence)), set(item.numbers)
     if lost := sorted(own_numbers - numbers):
         reasons.append(f"drops {', '.join(lost)}")
@@ -282,7 +350,9 @@ def _article(phrase: str) -> str:
     if not words:
         return ""
     first = words[0].lower()
-    head = re.sub(r"[^a-z-]", "", words[-1].lower())
+    # the head noun ends the first phrase: "mass arising from the fascia", "lesion in the liver"
+    phrase_words = next((words[:i] for i, w in enumerate(words) if i and w.lower() in _PHRASE_ENDS), words)
+    head = re.sub(r"[^a-z-]", "", phrase_words[-1].lower())
     if first[0].isdigit() or head in COUNT_NOUNS:
         letter_name = words[0][:1].isupper() and (len(words[0]) == 1 or not words[0][1:2].islower())  # "L4-5", "MR"
         vowel = words[0][:1].upper() in "AEFHILMNORSX" if letter_name else first[0] in "aeio"
@@ -291,8 +361,19 @@ def _article(phrase: str) -> str:
 
 
 def _plural(phrase: str) -> bool:
-    head = re.sub(r"[^a-z]", "", phrase.split()[-1].lower()) if phrase.split() else ""
+    words = phrase.split()
+    words = next((words[:i] for i, w in enumerate(words) if i and w.lower() in _PHRASE_ENDS), words)
+    head = re.sub(r"[^a-z]", "", words[-1].lower()) if words else ""
+    if head in SINGULAR_S:
+        return False
+    if words and words[0].lower() in PLURAL_QUANTIFIERS:  # "several small foci ... temporal"
+        return True
     return head.endswith(("s", "i", "ae")) and not head.endswith(("ss", "us", "is", "sis", "ous"))
+
+
+def _lower_first(text: str) -> str:
+    """ "Endometrial fluid" → "endometrial fluid" after "There is"; "MCA", "T2" and "L4-5" stay."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
 
 
 def _capital(text: str) -> str:
@@ -300,7 +381,7 @@ def _capital(text: str) -> str:
 
 
 def _sentence(text: str) -> str:
-    text = text.strip().rstrip(".;,")
+    text = text.strip().rstrip(".;,:")
     return _capital(text) + "."
 
 
@@ -308,8 +389,8 @@ def write_item(item: NotesItem) -> str:
     """The item as a plain report sentence: shorthand expanded, its words, numbers, sides and hedge kept."""
     text = " ".join(item.text.replace(" - ", ", ").replace(" + ", " and ").split()).strip(" .;,")
     lowered = text.lower()
-    if item.kind != "finding":  # the exam or the history, as typed (expanded)
-        return _sentence(text)
+    if item.kind != "finding":  # the exam or the history, as typed (expanded): "History of VP shunt."
+        return _sentence(re.sub(r"^history\s+(?!of\b)", "history of ", text, flags=re.IGNORECASE))
     first = lowered.split()[0] if lowered.split() else ""
     if first in LEADING_VERBS:  # "destroys T9 body": the finding of the item before it goes on
         return _sentence(f"It {text[:1].lower()}{text[1:]}")
@@ -325,9 +406,25 @@ def write_item(item: NotesItem) -> str:
         if lowered.startswith("possible "):
             return _sentence(f"There is possible {text[9:]}")
         return _sentence(text)
+    if largest := _LARGEST_FIRST.match(text):  # "largest proximal metaphyseal approx 5.2 cm"
+        where, size = largest.group("where").strip(" ,"), largest.group("size")
+        return _sentence(f"The largest{f', {where},' if where else ''} measures {size}")
+    if largest := _LARGEST.match(text):  # "multiple liver lesions, largest 3 cm"
+        head, size = largest.group("head"), largest.group("size")
+        return _sentence(f"There {'are' if _plural(head) else 'is'} {head}, the largest measuring {size}")
+    if item.sequences and (lowered.startswith(tuple(q.lower() for q in item.sequences)) or first.endswith("ly")):
+        return _sentence(text)  # "T1 low signal in ...", "slightly T1 hypointense": as typed
+    head, comma, rest = text.partition(",")
+    if comma and rest.strip() and item.status == "present" and not _VERB.search(head) and ":" not in text:
+        # "multiple bilateral renal masses, many with macroscopic fat": the head by rule, the rest as typed
+        lead = write_item(replace(item, text=head.strip()))
+        if lead.lower().startswith(("there ", "the ")):
+            return f"{lead[:-1]},{rest.rstrip(' .;,')}."
     if _VERB.search(text) or "," in text or ":" in text or first in {"normal", "unremarkable"}:
         return _sentence(text)
-    if (state := _STATE.match(text)) and item.status == "present" and len(state.group("head").split()) <= 4:
+    state = _STATE.match(text)
+    subject = state.group("head").split() if state else []
+    if state and len(subject) <= 4 and not _JOINS.search(state.group("head")) and subject[0] not in PLURAL_QUANTIFIERS:
         # "left ventricle dilated", "coronaries normal", "liver diffusely enlarged", "prostate enlarged with ..."
         head, adverb, rest = state.group("head"), state.group("adverb") or "", state.group("rest") or ""
         verb = "are" if _plural(head) else "is"
@@ -337,8 +434,11 @@ def write_item(item: NotesItem) -> str:
         text = text[: side.start()]
         where = "bilaterally" if side.group(1).lower() == "bilateral" else f"on the {side.group(1).lower()}"
         return write_item(replace(item, text=text))[:-1] + f" {where}."
+    text = _lower_first(text)
     if match := _TRAILING_NUMBER.match(text):
         head, size = match.group("head"), match.group("size")
+        if head.endswith(" approximately"):  # "lesion approx 5 cm" → "measuring approximately 5 cm"
+            head, size = head.removesuffix(" approximately"), f"approximately {size}"
         return _sentence(
             f"There {'are' if _plural(head) else 'is'} {'' if _plural(head) else _article(head)}{head} measuring {size}"
         )

@@ -7,8 +7,10 @@ expansion (`write_item`). A sentence matched to no item, or failing its item's c
 with the reason. The Findings follow the order of the notes, so no item is lost, moved or flipped.
 
 The Impression names the leading findings (the first items stated present or possible, as the radiologist
-typed them first), then the differential with a hedge that says how strong it is: "most consistent with X"
-only when the similar cases and the graph agree on X, else "differential includes X, Y, Z".
+typed them first; a normal one, "tendons normal", does not lead), then the differential with a hedge that
+says how strong it is: "most consistent with X" only when the similar cases and the graph agree on X, else
+"differential includes X, Y, Z". A diagnosis is named only with support: the graph's differential of a
+stated finding, or at least two similar cases.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from knowledge.extraction.notes_items import NotesItem
 
 MIN_OVERLAP = 0.5  # share of an item's words a sentence must share to be taken as writing it out
 LEADING_ITEMS = 2
+MIN_CASES = 2  # similar cases that must share a diagnosis before the Impression names it without the graph
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def write_findings(
             if key in seen:
                 removed.append(Removal(sentence, f"notes item {item.index + 1}: repeats a sentence"))
             else:
-                tried.append(sentence)
+                tried.append(sentence[:1].upper() + sentence[1:])  # "mediastinum otherwise unremarkable."
                 seen.add(key)
         if item.kind != "finding":  # the exam and the history are written as typed
             removed += [
@@ -102,13 +105,35 @@ def write_findings(
 
 
 def contradicts_negatives(name: str, items: Sequence[NotesItem]) -> bool:
-    """Whether a diagnosis is what an item of the notes denies ("Pulmonary embolism" against "no PE"): every
-    word of its name is a word of one absent item."""
-    words = content_words(name)
+    """Whether a diagnosis is what an item of the notes denies: every word of one denied finding is a word of
+    its name, or one it is named by ("Pulmonary embolism" against "no PE", "Acute ischemic stroke" against "no
+    acute infarct", "Pleural effusion" against "no effusion, consolidation or PTX")."""
+    words = [_SAME_AS.get(w, w) for w in content_words(name)]
     return bool(words) and any(
-        item.status == "absent" and all(any(same_word(w, o) for o in content_words(item.text)) for w in words)
+        denied and all(any(same_word(d, w) for w in words) for d in denied)
         for item in items
+        if item.status == "absent"
+        for denied in _denied_findings(item)
     )
+
+
+# A diagnosis is named by other words than a finding: the finding's word for each.
+_SAME_AS = {"stroke": "infarct", "infarction": "infarct", "hematoma": "hemorrhage", "bleed": "hemorrhage"}
+_LIST_SPLIT = re.compile(r",\s*|\s+(?:or|nor|and)\s+")
+
+
+def _denied_findings(item: NotesItem) -> list[list[str]]:
+    """The content words of each finding an absent item denies ("no effusion, consolidation or PTX": three)."""
+    body = re.sub(r"^(?:no|without|negative for|neg for|free of|absence of)\s+", "", item.text, flags=re.IGNORECASE)
+    return [[_SAME_AS.get(w, w) for w in words] for part in _LIST_SPLIT.split(body) if (words := content_words(part))]
+
+
+_NORMAL = re.compile(r"^(?:normal|unremarkable|negative)\b|\b(?:normal|unremarkable|intact|patent|preserved|clear)$")
+
+
+def _abnormal(item: NotesItem) -> bool:
+    """A finding stated present or possible that is not a normal one ("normal study", "tendons normal")."""
+    return item.status in ("present", "uncertain") and not _NORMAL.search(item.text.lower().strip(" ."))
 
 
 def _phrase(sentence: str) -> str:
@@ -125,7 +150,8 @@ def _name(item: DifferentialItem) -> str:
 def impression(written: Sequence[WrittenItem], differential: Sequence[DifferentialItem]) -> tuple[str, tuple[int, ...]]:
     """The Impression and the notes items it cites (1-based, as the Findings number them)."""
     findings = [w for w in written if w.item.kind == "finding"]
-    leading = [w for w in findings if w.item.status in ("present", "uncertain")][:LEADING_ITEMS]
+    # "It destroys T9 body" goes on about the finding before it: not a finding of its own to lead with
+    leading = [w for w in findings if _abnormal(w.item) and not w.sentences[0].startswith("It ")][:LEADING_ITEMS]
     written = findings
     if not leading:
         negatives = "; ".join(_phrase(w.sentences[0]) for w in written[:LEADING_ITEMS])
@@ -138,10 +164,13 @@ def impression(written: Sequence[WrittenItem], differential: Sequence[Differenti
     phrases = [_phrase(w.sentences[0]) for w in leading]
     lead = " and ".join(phrases)
     lead = lead[:1].upper() + lead[1:]
-    names = [_name(d) for d in differential if _name(d)]
+    # Only a diagnosis with support is named: the graph's differential of a stated finding, or several similar
+    # cases (one neighbour's diagnosis alone is a guess); the report's differential lists them all.
+    supported = [d for d in differential if _name(d) and (d.concept_ids or len(d.case_ids) >= MIN_CASES)]
+    names = [_name(d) for d in supported]
     if not names:
         return f"{lead}.", tuple(w.item.index + 1 for w in leading)
-    top = next(d for d in differential if _name(d))
+    top = supported[0]
     if top.case_ids and top.concept_ids:  # the similar cases and the graph agree on it
         rest = f"; differential includes {', '.join(names[1:4])}" if len(names) > 1 else ""
         text = f"{lead}, most consistent with {names[0]}{rest}."

@@ -119,11 +119,13 @@ class ReportWriter:
         """Image only: no measurement, date, age, sex or side of the similar case's patient, no cut sentence,
         and an Impression that names the similar cases rather than stating their diagnosis
         (`generator.image_draft`)."""
-        kept = []
+        kept: list[ReportSentence] = []
         for s in report.findings:
             cleaned = clean_sentence(s.sentence)
             if cleaned.sentence is None:
                 report.removed.append(removal(s.sentence, cleaned.reason or "removed"))
+            elif any(k.sentence.lower() == cleaned.sentence.lower() for k in kept):
+                report.removed.append(removal(s.sentence, "repeats a sentence"))
             else:
                 kept.append(replace(s, sentence=cleaned.sentence))
                 if cleaned.reason:
@@ -188,7 +190,8 @@ class ReportWriter:
         # Each sentence was checked against its notes item: the notes support it, whatever the cases say.
         findings = [
             replace(c[0], sentence=text, supported=True, unsupported_concept_ids=(), notes_item=number)
-            if c else ReportSentence(text, "none", (), (), True, (), number)
+            if c
+            else ReportSentence(text, "none", (), (), True, (), number)
             for (number, text), c in zip(sentences, cited, strict=True)
         ]
         # A diagnosis the notes deny is not offered ("no PE" leaves pulmonary embolism out of the differential).

@@ -59,7 +59,9 @@ def print_report(image: Path, report: Report) -> None:
         for entry in report.removed:
             sentence, why = split_removal(entry)
             out.print(f"  [strike dim]{escape(sentence)}[/strike dim]  [red](removed: {escape(why)})[/red]")
-        out.print(f"[bold]Impression[/bold]\n  {escape(report.impression)}")
+        items = ", ".join(map(str, report.impression_items))
+        cited = f"  [dim](notes items {items})[/dim]" if items else ""
+        out.print(f"[bold]Impression[/bold]\n  {escape(report.impression)}{cited}")
     for n, d in enumerate(report.differential, 1):
         sources = ", ".join([*d["case_ids"], *d["concept_ids"]]) or "-"
         out.print(f"  {n}. {escape(d['name'])}  [dim]{escape('[' + sources + ']')}[/dim]")

@@ -147,7 +147,8 @@ function showReport(report) {
   $("written").hidden = report.abstained;
   $("findings").replaceChildren(...(report.abstained ? [] : report.findings.map(findingItem)));
   $("no-findings").hidden = report.abstained || report.findings.length > 0;
-  $("impression").textContent = report.abstained ? "" : report.impression;
+  const cited = report.impression_items && report.impression_items.length ? ` (notes items ${report.impression_items.join(", ")})` : "";
+  $("impression").textContent = report.abstained ? "" : report.impression + cited;
   $("differential").replaceChildren(...report.differential.map(differentialItem));
   $("limitations").replaceChildren(...report.limitations.map((l) => element("li", { textContent: l })));
   $("candidates").replaceChildren(...topCandidates(report.candidates, 3).map(candidateItem));
@@ -160,6 +161,8 @@ function findingItem(s) {
     ...s.cited_case_ids.map((id) => caseLink(id, "cite-case")),
     ...s.concept_ids.map((id) => conceptLink(id, "cite-concept")));
   const item = element("li", {}, element("span", { className: `status ${s.status}`, textContent: s.status }), s.sentence, " ", cites);
+  // Notes mode: the notes item the sentence writes out.
+  if (s.notes_item != null) item.append(element("span", { className: "note", textContent: ` (notes item ${s.notes_item})` }));
   if (!s.supported) item.append(element("div", { className: "unsupported", textContent: `unsupported by the evidence: ${s.unsupported_concept_ids.join(", ")}` }));
   return item;
 }

@@ -56,11 +56,19 @@ _SIGNAL = re.compile(
 )
 _CONTINUES = re.compile(
     r"^(?:measuring|measures|approx\w*|up to|with|w/|and|which|extending|involving|abutting|causing|"
-    r"containing|compressing|displacing|at|in|of|from|to|along)\b",
+    r"containing|compressing|displacing|at|in|into|onto|of|from|to|along|through|thru|across|beneath|near|"
+    r"around|separate|(?:the\s+)?largest|biggest|dominant|many|most|some|several|few|one|two|all|\w+\s+to|"
+    r"encasing|invading|eroding|obstructing|narrowing|effacing|"
+    # a place that goes on from the one before: "b/l posterior temporal, parietal and occipital lobes"
+    r"both|(?:frontal|parietal|temporal|occipital|medial|lateral|anterior|posterior|superior|inferior|upper|"
+    r"lower|proximal|distal)\s+(?:and|or|&)\b|"
+    # a description of the finding before: "RUL mass, approx 4cm, lobulated w/ spiculated margins"
+    r"lobulated|spiculated|circumscribed|well[- ]\w+|ill[- ]\w+|heterog\w*|homog\w*|irregular|smooth|exophytic)\b",
     re.IGNORECASE,
 )
+_TIMING = re.compile(r"^(?:\d+\s*)?(?:hours?|hrs?|days?|weeks?|wks?|months?|years?|yrs?)\s+(?:after|post|since)\b")
 _ONLY_NUMBERS = re.compile(r"^[\d.\sx×cmlHU%-]*$")
-_BREAKS = re.compile(r"\n|;|(?<=[A-Za-z0-9)\]])\.\s+(?=\S)")
+_BREAKS = re.compile(r"\n|;|(?<=[A-Za-z0-9)\]])(?<!\b[A-Za-z])\.\s+(?=\S)")  # not after "a." (artery)
 _LIST_JOINS = ("or ", "nor ", "and ")
 MAX_LIST_ITEMS = 6
 # Words of an exam's name: an item made only of these describes the study, not a finding.
@@ -157,6 +165,8 @@ TECHNIQUE_WORDS = frozenset(
         "neck",
         "chest",
         "abdomen",
+        "nc",
+        "scout",
         "abd",
         "pelvis",
         "pelvic",
@@ -229,7 +239,7 @@ class NotesItem:
 
 def certainty(text: str) -> str:
     """absent, uncertain or present, by the cues of one item (a hedged negation, "no X?", is uncertain)."""
-    stripped = text.strip()
+    stripped = re.sub(r"\([^)]*\)", " ", text).strip()  # "replaces (not displaces) cord": an aside
     if UNCERTAINTY.search(stripped):
         return "uncertain"
     if NEGATION.search(stripped):
@@ -291,8 +301,13 @@ def item_kind(text: str) -> str:
     lowered = text.lower().strip()
     if lowered.startswith(("history", "status post", "known ", "prior ", "clinical", "indication", "presenting")):
         return "history"
+    if _TIMING.match(lowered):  # "hrs after presentation", "2 days post op"
+        return "history"
     words = re.findall(r"[a-z0-9]+", lowered)
-    return "technique" if words and all(w in TECHNIQUE_WORDS or w.isdigit() for w in words) else "finding"
+    if words and all(w in TECHNIQUE_WORDS or w.isdigit() for w in words):
+        return "technique"
+    # "CTA chest, PE protocol": the exam and what it was protocolled for, not a finding
+    return "technique" if words and words[0] in TECHNIQUE_WORDS and "protocol" in words else "finding"
 
 
 def _commas(chunk: str) -> list[str]:
@@ -318,10 +333,12 @@ def _continues(part: str, previous: str) -> bool:
 
 
 def _header_split(chunk: str) -> list[str]:
-    """"CT neck w/ contrast: left ICA courses medially" → the exam, then the finding."""
-    head, colon, rest = chunk.partition(":")
-    if colon and rest.strip() and item_kind(expand_shorthand(head)) == "technique":
-        return [head, rest]
+    """ "CT neck w/ contrast: left ICA courses medially", "NC CT abd - multiple liver masses" → the exam,
+    then the finding."""
+    for mark in (":", " - "):
+        head, found, rest = chunk.partition(mark)
+        if found and rest.strip() and item_kind(expand_shorthand(head)) == "technique":
+            return [head, rest]
     return [chunk]
 
 
@@ -366,7 +383,7 @@ def split_items(notes: str, modality: str | None = None) -> list[NotesItem]:
     for typed in _pieces(notes):
         if not any(c.isalnum() for c in typed):
             continue
-        text = " ".join(expand_shorthand(typed, modality).split())
+        text = " ".join(expand_shorthand(typed, modality, context=notes).split())
         items.append(
             NotesItem(
                 index=len(items),

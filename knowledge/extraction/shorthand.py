@@ -29,7 +29,8 @@ ABBREVIATIONS: Mapping[str, str] = MappingProxyType(_LEXICON.primary(source="kgr
 synonyms table's acronyms and the abbreviations of several senses, is `knowledge.extraction.abbreviations`."""
 
 _NOT_BEFORE = {  # "post contrast", "post-op" are not "posterior"
-    "post": r"(?!\s*(?:op|operative|surgical|contrast|treatment|radiation|therapy|traumatic|procedur|partum|ictal))",
+    "post": r"(?!\s*(?:op|operative|surgical|contrast|gad|gd\b|gadolinium|treatment|radiation|therapy|traumatic|"
+    r"procedur|partum|ictal))",
 }
 _NOT_AFTER_NUMBER = {"R", "L"}  # "2 L" is litres
 _BEFORE = r"(?<![\w-])"
@@ -95,11 +96,12 @@ def _hedge_items(text: str) -> str:
     return "".join(parts)
 
 
-def expand_shorthand(text: str, modality: str | None = None) -> str:
+def expand_shorthand(text: str, modality: str | None = None, context: str | None = None) -> str:
     """Notes with their shorthand written out: abbreviations, "2cm" → "2 cm", "3x4cm" → "3 x 4 cm",
     "?X" / "X?" → "possible X". Everything else (punctuation, negations, word order) is kept. An abbreviation
-    of several senses is read from its own item's words and the study's `modality` ("CT", "MR"), and left as
-    typed when they do not settle it."""
+    of several senses is read from its own item's words, then from `context` (the whole notes, where `text`
+    is one item of them: "no hydro" under "NCCT head") or `text`, and the study's `modality` ("CT", "MR"),
+    and left as typed when they do not settle it."""
     text = _hedge_items(text)
     text = _QUESTION_BEFORE.sub("possible ", text)
     text = _TIMES.sub(" x ", text)
@@ -107,17 +109,23 @@ def expand_shorthand(text: str, modality: str | None = None) -> str:
     for pattern, expansion in _AFTER_CUE:
         text = pattern.sub(rf"\1 {expansion}", text)
     parts = _ITEM_PARTS.split(text)  # items at even indexes, their separators between
-    return "".join(part if i % 2 else _expand_item(part, text, modality) for i, part in enumerate(parts))
+    notes = text if context is None else f"{text} {context}"
+    return "".join(part if i % 2 else _expand_item(part, notes, modality) for i, part in enumerate(parts))
 
 
 def _expand_item(item: str, notes: str, modality: str | None) -> str:
     """One item's abbreviations written out: an abbreviation of several senses is settled by its own item
-    first, then by the whole notes, then by its default sense."""
+    first, then by its default sense, or where it has none by the whole notes."""
 
     def expand(match: re.Match[str]) -> str:
         found = match.group(0)
         entry = _EXACT[found] if found in _EXACT else _ANY_CASE[found.lower()]
-        expansion = entry.resolve(item, modality, use_default=False) or entry.resolve(notes, modality)
+        # the notes settle only an abbreviation without a default: "peripheral enh" is "enhancement" even in
+        # notes that name a mass elsewhere
+        has_default = any(sense.default for sense in entry.senses)
+        expansion = entry.resolve(item, modality, use_default=False) or entry.resolve(
+            item if has_default else notes, modality
+        )
         if expansion is None:  # an ambiguous abbreviation neither its item nor the notes settle stays as typed
             return found
         if entry.key.islower() and found[:1].isupper():  # "Hx" → "History"; "RUL", "Ptx" → lower-case

@@ -182,8 +182,8 @@ def test_examples_training_and_report_writing(
         writer.write(query, "   ")
     # Without the LLM (notes_with_llm off) the expanded notes are the findings, checked: the fast path.
     unrefined = replace(writer, config=replace(writer.config, notes_with_llm=False)).write(query, "RLL consolidation")
-    assert unrefined.model["written"] == "draft unedited" and not any("parse" in x for x in unrefined.limitations)
-    assert [s.sentence for s in unrefined.findings] == ["Right lower lobe consolidation."]
+    assert unrefined.model["written"] == "notes expanded" and not any("parse" in x for x in unrefined.limitations)
+    assert [s.sentence for s in unrefined.findings] == ["There is right lower lobe consolidation."]
 
     # int8 decoding: every linear layer of the LLM quantised, the fusion (and so the gate) untouched
     quantized = ReportGenerator.load(tmp_path / "trained", tmp_path / "cache", quantize=True)
