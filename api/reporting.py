@@ -289,13 +289,17 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
         device=services.device,
     )
     card = _card(folder)
+    config = WriterConfig.load(folder, card)
+    if services.settings.notes_with_llm is not None:
+        config = replace(config, notes_with_llm=services.settings.notes_with_llm)
     info = {
         "writer": str(folder),
         "llm": generator.config.llm or "SmolLM2-135M-Instruct",
         "trained_steps": card.get("result", {}).get("steps"),
         "int8": services.settings.report_int8,
+        "notes_with_llm": config.notes_with_llm,
     }
-    return LoadedWriter(generator, card, info, WriterConfig.load(folder, card), Calibration.load(folder))
+    return LoadedWriter(generator, card, info, config, Calibration.load(folder))
 
 
 def _check_encoders(folder: Path, services: Services) -> None:

@@ -82,6 +82,12 @@ class Settings(BaseSettings):
         description="run the report writer's LLM with int8 linear layers: about 2x faster decoding on CPU, but "
         "it loses much of what the LoRA adapters learned (see benchmarks/results/report_speed.json)",
     )
+    notes_with_llm: bool | None = Field(
+        default=None,
+        description="notes mode: let the LLM refine the notes (true) or write each notes item out by rule (false); "
+        "unset = the writer's writer.json (the bundled writer: false, as its LLM added 9 s a report and no recall "
+        "on hand-written notes, see benchmarks/results/notes_quality.json)",
+    )
     api_keys: str = Field(
         default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"
     )

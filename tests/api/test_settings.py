@@ -25,3 +25,16 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KGREPORT_HYBRID_IMAGE_WEIGHT", "1.5")
     with pytest.raises(ValueError, match="hybrid_image_weight"):
         Settings()
+
+
+def test_notes_with_llm_is_the_writers_choice_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    from generator.config import WriterConfig
+
+    assert Settings().notes_with_llm is None
+    # The bundled writer leaves its LLM out of notes mode (benchmarks/results/notes_quality.json).
+    assert WriterConfig.load(Settings().report_generator_dir).notes_with_llm is False
+    monkeypatch.setenv("KGREPORT_NOTES_WITH_LLM", "true")
+    assert Settings().notes_with_llm is True
+    monkeypatch.setenv("KGREPORT_NOTES_WITH_LLM", "maybe")
+    with pytest.raises(ValueError, match="notes_with_llm"):
+        Settings()
