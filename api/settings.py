@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     notes_with_llm: bool | None = Field(
         default=None,
         description="notes mode: let the LLM refine the notes (true) or write each notes item out by rule (false); "
-        "unset = the writer's writer.json (the bundled writer: false, as its LLM added 9 s a report and no recall "
+        "unset = the writer's writer.json (the bundled writer: false, as its LLM added 7 s a report and no recall "
         "on hand-written notes, see benchmarks/results/notes_quality.json)",
     )
     api_keys: str = Field(

@@ -10,6 +10,7 @@ Image-only drafts are also scored by RadLex finding F1 (our extractor's, on the 
 copying the nearest case. 95 % intervals come from a bootstrap over cases.
 
 Usage: python -m benchmarks.notes_quality --index medpix-train [--generator DIR] [--limit N] [--label after]
+       python -m benchmarks.notes_quality --rescore   (the stored runs scored again by the current rules)
 """
 
 from __future__ import annotations
@@ -78,6 +79,30 @@ def _sentences(report: Report) -> tuple[list[str], str, list[str]]:
     return [s.sentence for s in report.findings], report.impression, [str(d["name"]) for d in report.differential]
 
 
+def rescore(path: Path, notes: Path) -> None:
+    """Score every stored run's notes-mode reports again with the current rules (a run measured before a
+    scoring rule changed stays comparable without writing its reports again); timings are kept."""
+    rows = {r["case_id"]: r for r in load_notes(notes)}
+    runs = json.loads(path.read_text())["runs"]
+    for label, run in runs.items():
+        scores = []
+        for example in run["examples"]:
+            row = rows[example["case_id"]]
+            score = score_case(
+                facts=[Fact.from_json(f) for f in row["facts"]],
+                notes=row["notes"],
+                findings=example["findings"],
+                impression=example["impression"],
+                differential=example["differential"],
+                diagnosis_names=row["diagnosis_names"],
+            )
+            example.update(missed=score.missed, flipped=score.flipped, truncated=score.truncated_sentences)
+            scores.append(score)
+        run["notes_mode"] = with_intervals(scores)
+        print(label, json.dumps({k: v for k, v in run["notes_mode"].items() if not k.endswith("_ci")}))
+    write_result(path, {"runs": runs})
+
+
 def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and write)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--index", default="medpix-train", help="index built from the train split")
@@ -89,7 +114,11 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
     parser.add_argument("--no-llm", action="store_true", help="notes mode without the refiner (items written out)")
     parser.add_argument("--skip-image", action="store_true", help="notes mode only")
     parser.add_argument("--out", type=Path, default=RESULTS / "notes_quality.json")
+    parser.add_argument("--rescore", action="store_true", help="score the stored runs again; run nothing")
     args = parser.parse_args()
+    if args.rescore:
+        rescore(args.out, args.notes)
+        return
 
     services = Services(Settings())
     writer = open_report_writer(services, args.index, args.generator)

@@ -4,7 +4,9 @@ The facts come with the hand-written notes in `data/notes/` (`data/notes/README.
 made): each is a term (with synonyms), a status (present / absent / uncertain), a side and the numbers its
 notes item states. The report's sentences (Findings and Impression) are searched for the term as whole
 words (a plural "s"/"es" allowed), and a mention is negated when a negation cue ("no", "without", "not",
-"negative for", "free of", ...) stands before it in the same clause, or "is not seen" / "absent" follows it.
+"negative for", "free of", ...) stands before it in the same clause, or "is not seen" / "absent" / "is
+normal" / "is intact" follows it ("The coronaries are normal" states no coronary abnormality). A mention
+followed by "protocol" ("PE protocol") names what the exam looked for and is not a mention.
 None of this uses the project's extractor, lexicon or models: an evaluation must not be scored by the
 system it evaluates.
 
@@ -38,9 +40,12 @@ NEGATION_BEFORE = re.compile(
 )
 NEGATION_AFTER = re.compile(
     r"^[^.;]{0,40}?\b(?:(?:is|are|was|were|has|have been)\s+(?:not|no longer)\b|not\s+(?:seen|identified|present|"
-    r"visuali[sz]ed|demonstrated|evident|appreciated|detected)|absent\b|(?:is|are)\s+excluded|ruled out)",
+    r"visuali[sz]ed|demonstrated|evident|appreciated|detected)|absent\b|(?:is|are)\s+excluded|ruled out|"
+    r"(?:is|are|appears?|remains?)\s+(?:otherwise\s+)?(?:normal|unremarkable|intact|preserved))"
+    r"|^\s+(?:otherwise\s+)?(?:normal|unremarkable|intact)\b",
     re.IGNORECASE,
 )
+PROTOCOL = re.compile(r"\s+(?:protocol|study|exam)\b", re.IGNORECASE)
 CLAUSE_BREAK = re.compile(
     r"[;:]|\b(?:but|however|although|though|while|whereas|with|which|and there is)\b", re.IGNORECASE
 )
@@ -52,7 +57,9 @@ UNCERTAIN = re.compile(
 SIDES = {
     "right": re.compile(r"\bright\b|\brt\b", re.IGNORECASE),
     "left": re.compile(r"\bleft\b|\blt\b", re.IGNORECASE),
-    "bilateral": re.compile(r"\bbilateral(?:ly)?\b|\bboth\b|\bb/l\b", re.IGNORECASE),
+    "bilateral": re.compile(
+        r"\bbilateral(?:ly)?\b|\bboth\b|\bb/l\b|\bright and left\b|\bleft and right\b", re.IGNORECASE
+    ),
 }
 DANGLING = frozenset(
     [
@@ -159,7 +166,8 @@ def _negated(sentence: str, start: int, end: int) -> bool:
     clause = CLAUSE_BREAK.split(before)[-1]
     if NEGATION_BEFORE.search(clause):
         return True
-    return bool(NEGATION_AFTER.search(sentence[end:]))
+    # "the tendons are normal" may be the fact's own phrase: the cue is read from the mention's start too
+    return bool(NEGATION_AFTER.search(sentence[end:]) or NEGATION_AFTER.search(sentence[start:]))
 
 
 def mentions(fact: Fact, sentences: Sequence[str]) -> list[tuple[str, bool]]:
@@ -167,7 +175,8 @@ def mentions(fact: Fact, sentences: Sequence[str]) -> list[tuple[str, bool]]:
     patterns = [_pattern(p) for p in (fact.term, *fact.synonyms) if p.strip()]
     out = []
     for sentence in sentences:
-        spans = [m.span() for p in patterns for m in p.finditer(sentence)]
+        # "PE protocol" names what the exam looked for, not a finding
+        spans = [m.span() for p in patterns for m in p.finditer(sentence) if not PROTOCOL.match(sentence, m.end())]
         if spans:
             out.append((sentence, all(_negated(sentence, s, e) for s, e in spans)))
     return out
@@ -191,7 +200,8 @@ def _side_of(sentence: str, sentences: Sequence[str], side: str) -> bool:
             named = [s for s, pattern in SIDES.items() if pattern.search(before)]
             if named:
                 break
-    return side in named
+    # a sentence naming both sides states a bilateral finding ("encases the left ICA, into the right sinus")
+    return side in named or (side == "bilateral" and {"right", "left"} <= set(named))
 
 
 def _normal(name: str) -> str:
@@ -206,6 +216,7 @@ def names_diagnosis(item: str, accepted: Iterable[str]) -> bool:
 
 
 def _number_norm(text: str) -> str:
+    text = re.sub(r"\b([ctls])(\d{1,2})\s*-\s*\1(\d{1,2})\b", r"\1\2-\3", text.lower())  # "C2-C3" is "C2-3"
     return re.sub(r"\s*([x×\-–])\s*", r"\1", " ".join(text.lower().split())).replace("×", "x").replace("–", "-")
 
 

@@ -15,7 +15,10 @@ curve shows what each threshold would keep.
 
 Mode 2, the radiologist's notes (scored on the Findings against the reference's findings): the notes are
 simulated from the extractor's findings of each reference (`generator.notes.simulate_notes`: shorthand,
-reordered, words dropped), never its text. `notes_verbatim` returns the notes as typed; `notes_expanded` the
+reordered, words dropped), never its text. Notes made from the extractor's output and scored by the same
+extractor measure the extractor against itself: this mode checks that the pipeline runs and does not regress,
+and is not evidence of quality (`benchmarks.notes_quality` measures notes mode on notes written by hand).
+`notes_verbatim` returns the notes as typed; `notes_expanded` the
 notes with shorthand expanded (no LLM); `notes_checked` is the notes-mode pipeline without the LLM (the expanded
 notes as the findings, checked and completed, `WriterConfig.notes_with_llm` off); `notes_full` is the refiner. The
 differential's recall of the true
