@@ -200,7 +200,9 @@ class ReportWriter:
         impression, impression_items = notes_impression(written, differential)
         self.stages["post_check"] += time.perf_counter() - started
         limitations = [] if found.evidence.cases else [NO_CASES_LIMITATION]
-        limitations += [f"prompt shortened: {note}" for note in prompt.cut] + list(notes.limitations)
+        used_llm = self.config.notes_with_llm and self.config.refine_with_llm
+        limitations += [f"prompt shortened: {note}" for note in prompt.cut] if used_llm else []  # no prompt read
+        limitations += list(notes.limitations)
         plain = sum(w.how == "expanded" for w in written)
         if refined and plain:
             limitations.append(

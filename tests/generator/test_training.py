@@ -183,6 +183,7 @@ def test_examples_training_and_report_writing(
     # Without the LLM (notes_with_llm off) the expanded notes are the findings, checked: the fast path.
     unrefined = replace(writer, config=replace(writer.config, notes_with_llm=False)).write(query, "RLL consolidation")
     assert unrefined.model["written"] == "notes expanded" and not any("parse" in x for x in unrefined.limitations)
+    assert not any(x.startswith("prompt shortened") for x in unrefined.limitations), "no prompt was read"
     assert [s.sentence for s in unrefined.findings] == ["There is right lower lobe consolidation."]
 
     # int8 decoding: every linear layer of the LLM quantised, the fusion (and so the gate) untouched
