@@ -23,23 +23,26 @@ def kg_load(
     finding_models: Annotated[Path | None, typer.Option(help="finding models JSONL (default: bundled)")] = None,
     backend: Annotated[str | None, typer.Option(help="falkordb or neo4j (default: neo4j if a URI is set)")] = None,
 ) -> None:
-    """Load RadLex and the Open Imaging Finding Models into the graph (idempotent)."""
+    """Load RadLex, the Open Imaging Finding Models and the finding → diagnosis knowledge base
+    (radiology-semantic-dict) into the graph (idempotent)."""
+    from knowledge.ontology.diagnosis_loader import load_diagnosis_kb
     from knowledge.ontology.loader import LOAD_STEPS, load_ontology
 
     with user_errors():
         services = _graph_services(backend)
         folder = services.settings.ontology_dir
         with progress_bars() as progress:
-            task = progress.add_task("loading ontology", total=LOAD_STEPS)
+            task = progress.add_task("loading ontology", total=LOAD_STEPS + 1)
             summary = load_ontology(
                 services.graph,
                 radlex or folder / "radlex.csv.gz",
                 finding_models or folder / "finding_models.jsonl.gz",
                 progress=lambda step, n: progress.advance(task),
             )
-        out.print_json(
-            json.dumps({"backend": services.graph.name, "address": services.graph.address, **summary.as_json()})
-        )
+            diagnoses = load_diagnosis_kb(services.graph)
+            progress.advance(task)
+        where = {"backend": services.graph.name, "address": services.graph.address}
+        out.print_json(json.dumps({**where, **summary.as_json(), "diagnosis_kb": diagnoses.as_json()}))
         services.close()
 
 

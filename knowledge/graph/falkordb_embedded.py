@@ -45,7 +45,13 @@ AOF_DIR, AOF_FILE = "appendonlydir", "graph.aof"
 APPENDFSYNC = ("always", "everysec")
 DEFAULT_APPENDFSYNC = "always"  # see benchmarks/results/graph_durability.json for its cost
 AOF_COMPACT_ABOVE = "4mb"  # redis rewrites the AOF once its log of writes passes this and doubles it
-FALKORDB_INDEXES = (("Concept", "id"), ("Concept", "name"), ("Case", "id"))  # (label, property)
+FALKORDB_INDEXES = (  # (label, property)
+    ("Concept", "id"),
+    ("Concept", "name"),
+    ("Case", "id"),
+    ("KbFinding", "key"),
+    ("Diagnosis", "key"),
+)
 
 
 def _clean(value: Any) -> Any:

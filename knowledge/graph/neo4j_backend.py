@@ -41,6 +41,8 @@ class Neo4jGraph:
         # A case is known by its index and its id together (several indexes share one graph).
         self.run("CREATE CONSTRAINT case_key IF NOT EXISTS FOR (c:Case) REQUIRE (c.index, c.id) IS UNIQUE")
         self.run("CREATE CONSTRAINT meta_key IF NOT EXISTS FOR (m:Meta) REQUIRE m.key IS UNIQUE")
+        self.run("CREATE CONSTRAINT kb_finding_key IF NOT EXISTS FOR (f:KbFinding) REQUIRE f.key IS UNIQUE")
+        self.run("CREATE CONSTRAINT diagnosis_key IF NOT EXISTS FOR (d:Diagnosis) REQUIRE d.key IS UNIQUE")
 
     def persist(self) -> None:
         """Neo4j commits durably on every transaction."""

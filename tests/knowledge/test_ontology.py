@@ -79,6 +79,7 @@ def test_full_ontology_through_the_cli(tmp_path: Path, monkeypatch: pytest.Monke
     summary = json.loads(loaded.stdout)
     assert summary["radlex_concepts"] == 45468 and summary["finding_models"] == 2382
     assert summary["is_a_edges"] > 45000 and summary["located_in_edges"] > 100 and summary["related_to_edges"] > 50
+    assert summary["diagnosis_kb"]["suggests"] > 8000 and summary["diagnosis_kb"]["diagnoses"] > 1500
     info = json.loads(runner.invoke(app, ["kg", "info"]).stdout)
     assert info["concepts"] == 45468 + 2382 and info["backend"] == "falkordb"
     grounded = runner.invoke(app, ["kg", "ground", "RID1301", "RID0", "--json"])

@@ -1,0 +1,85 @@
+"""Load the finding → diagnosis knowledge base (`knowledge.ontology.diagnosis_kb`) into the graph (idempotent).
+
+Graph model, beside the ontology's (`knowledge.ontology.loader`):
+  (:KbFinding {key, name, specificity, negative})   a finding as the knowledge base names it ("Snowstorm
+                                                      appearance"); `:Finding` already labels the OIFM models
+     -[:SUGGESTS {source, modalities, regions, pathognomonic}]->
+  (:Diagnosis {key, name, synonyms})
+One SUGGESTS edge per (finding, diagnosis, source table): rows of one table that differ only in modality or
+region are one edge listing them all. MERGE on keys, so a second load changes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from knowledge.graph.backend import GraphBackend
+from knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, finding_key, read_diagnosis_kb
+
+BATCH = 2000
+
+_FINDINGS = (
+    "UNWIND $rows AS row MERGE (f:KbFinding {key: row.key}) "
+    "SET f.name = row.name, f.specificity = row.specificity, f.negative = row.negative"
+)
+_DIAGNOSES = "UNWIND $rows AS row MERGE (d:Diagnosis {key: row.key}) SET d.name = row.name, d.synonyms = row.synonyms"
+_SUGGESTS = (
+    "UNWIND $rows AS row MATCH (f:KbFinding {key: row.finding}) MATCH (d:Diagnosis {key: row.diagnosis}) "
+    "MERGE (f)-[r:SUGGESTS {source: row.source}]->(d) "
+    "SET r.modalities = row.modalities, r.regions = row.regions, r.pathognomonic = row.pathognomonic"
+)
+_COUNTS = {
+    "kb_findings": "MATCH (f:KbFinding) RETURN count(f) AS n",
+    "diagnoses": "MATCH (d:Diagnosis) RETURN count(d) AS n",
+    "suggests": "MATCH (:KbFinding)-[r:SUGGESTS]->(:Diagnosis) RETURN count(r) AS n",
+}
+
+
+@dataclass
+class DiagnosisLoad:
+    kb_findings: int
+    diagnoses: int
+    suggests: int
+    seconds: float
+
+    def as_json(self) -> dict[str, float | int]:
+        return {"kb_findings": self.kb_findings, "diagnoses": self.diagnoses, "suggests": self.suggests,
+                "seconds": round(self.seconds, 2)}  # fmt: skip
+
+
+def _edges(kb: DiagnosisKB) -> list[dict[str, object]]:
+    merged: dict[tuple[str, str, str], dict[str, object]] = {}
+    for s in kb.suggestions:
+        key = (finding_key(s.finding), diagnosis_key(s.diagnosis), s.source)
+        edge = merged.setdefault(
+            key,
+            {"finding": key[0], "diagnosis": key[1], "source": s.source, "modalities": [], "regions": [],
+             "pathognomonic": False},
+        )  # fmt: skip
+        edge["modalities"] = sorted({*edge["modalities"], *s.modalities})  # type: ignore[misc]
+        edge["regions"] = sorted({*edge["regions"], *([s.region] if s.region else [])})  # type: ignore[misc]
+        edge["pathognomonic"] = bool(edge["pathognomonic"]) or s.pathognomonic
+    return list(merged.values())
+
+
+def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> DiagnosisLoad:
+    """Write the knowledge base's findings, diagnoses and SUGGESTS edges into `graph`; counts as it then holds."""
+    started = time.perf_counter()
+    kb = kb or read_diagnosis_kb()
+    graph.create_indexes()
+    specificity = kb.specificity()
+    findings: dict[str, dict[str, object]] = {}
+    for s in kb.suggestions:
+        key = finding_key(s.finding)
+        findings.setdefault(
+            key, {"key": key, "name": s.finding, "specificity": specificity[key], "negative": s.negative}
+        )
+    graph.run_batched(_FINDINGS, findings.values(), BATCH)
+    graph.run_batched(
+        _DIAGNOSES, ({"key": k, "name": d.name, "synonyms": list(d.synonyms)} for k, d in kb.diagnoses.items()), BATCH
+    )
+    graph.run_batched(_SUGGESTS, _edges(kb), BATCH)
+    graph.persist()
+    counts = {name: int(graph.run(query)[0]["n"]) for name, query in _COUNTS.items()}
+    return DiagnosisLoad(**counts, seconds=time.perf_counter() - started)

@@ -1,0 +1,30 @@
+"""The finding → diagnosis knowledge base in each graph backend: loaded whole, idempotent, with provenance."""
+
+from knowledge.graph.backend import GraphBackend
+from knowledge.ontology.diagnosis_kb import diagnosis_key, finding_key, read_diagnosis_kb
+from knowledge.ontology.diagnosis_loader import load_diagnosis_kb
+
+SUGGESTED = (
+    "MATCH (f:KbFinding {key: $finding})-[r:SUGGESTS]->(d:Diagnosis) "
+    "RETURN d.name AS diagnosis, d.synonyms AS synonyms, r.source AS source, r.modalities AS modalities, "
+    "r.pathognomonic AS pathognomonic, f.specificity AS specificity ORDER BY d.key, r.source"
+)
+
+
+def test_the_whole_knowledge_base_loads_and_a_second_load_changes_nothing(empty_graph: GraphBackend) -> None:
+    kb = read_diagnosis_kb()
+    first = load_diagnosis_kb(empty_graph)
+    assert first.kb_findings == len({finding_key(s.finding) for s in kb.suggestions})
+    assert first.diagnoses == len(kb.diagnoses)
+    assert first.suggests == len(
+        {(finding_key(s.finding), diagnosis_key(s.diagnosis), s.source) for s in kb.suggestions}
+    )
+    again = load_diagnosis_kb(empty_graph)
+    assert (again.kb_findings, again.diagnoses, again.suggests) == (first.kb_findings, first.diagnoses, first.suggests)
+
+    rows = empty_graph.run(SUGGESTED, {"finding": "apple core constricting lesion"})
+    crc = [r for r in rows if r["diagnosis"].lower().startswith("colorectal cancer")]
+    assert crc and crc[0]["synonyms"] == ["CRC"] and "CT" in crc[0]["modalities"]
+    assert crc[0]["source"] == "radiology-semantic-dict:imaging_findings"
+    generic = empty_graph.run(SUGGESTED, {"finding": "restricted diffusion"})
+    assert len({r["diagnosis"] for r in generic}) > 50 and generic[0]["specificity"] < 0.05
