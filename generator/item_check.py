@@ -345,14 +345,17 @@ def check_sentence(sentence: str, item: NotesItem, header: str = "", modality: s
     return ItemCheck(not reasons, tuple(reasons))
 
 
+def _first_phrase(words: list[str]) -> list[str]:
+    """The words up to the first preposition: its last is the head noun ("mass arising from the fascia")."""
+    return next((words[:i] for i, w in enumerate(words) if i and w.lower() in _PHRASE_ENDS), words)
+
+
 def _article(phrase: str) -> str:
     words = phrase.split()
     if not words:
         return ""
     first = words[0].lower()
-    # the head noun ends the first phrase: "mass arising from the fascia", "lesion in the liver"
-    phrase_words = next((words[:i] for i, w in enumerate(words) if i and w.lower() in _PHRASE_ENDS), words)
-    head = re.sub(r"[^a-z-]", "", phrase_words[-1].lower())
+    head = re.sub(r"[^a-z-]", "", _first_phrase(words)[-1].lower())
     if first[0].isdigit() or head in COUNT_NOUNS:
         letter_name = words[0][:1].isupper() and (len(words[0]) == 1 or not words[0][1:2].islower())  # "L4-5", "MR"
         vowel = words[0][:1].upper() in "AEFHILMNORSX" if letter_name else first[0] in "aeio"
@@ -361,8 +364,7 @@ def _article(phrase: str) -> str:
 
 
 def _plural(phrase: str) -> bool:
-    words = phrase.split()
-    words = next((words[:i] for i, w in enumerate(words) if i and w.lower() in _PHRASE_ENDS), words)
+    words = _first_phrase(phrase.split())
     head = re.sub(r"[^a-z]", "", words[-1].lower()) if words else ""
     if head in SINGULAR_S:
         return False

@@ -104,12 +104,12 @@ class DiagnosisKB:
         return {k: 1.0 / len(v) for k, v in by_finding.items()}
 
 
-def finding_key(name: str) -> str:
+def name_key(name: str) -> str:
+    """Lower-case words, punctuation dropped: how a finding or a diagnosis is known ("Apple-core" = "apple core")."""
     return " ".join(_WORD.findall(name.lower()))
 
 
-def diagnosis_key(name: str) -> str:
-    return " ".join(_WORD.findall(name.lower()))
+finding_key = diagnosis_key = name_key
 
 
 def modalities(text: str | Iterable[str] | None) -> tuple[str, ...]:
