@@ -169,7 +169,8 @@ class ReportWriter:
         refined: list[str] = []
         gate: float | None = None
         written_by = "notes expanded"
-        if self.config.notes_with_llm and self.config.refine_with_llm:
+        used_llm = self.config.notes_with_llm and self.config.refine_with_llm
+        if used_llm:
             # The findings restate the notes: a budget in proportion to them (plus the impression) stops rambling.
             notes_tokens = self.generator.count_tokens(notes.expanded)
             budget = min(budget, NOTES_TOKENS_PER_TOKEN * notes_tokens + NOTES_EXTRA_TOKENS)
@@ -200,7 +201,6 @@ class ReportWriter:
         impression, impression_items = notes_impression(written, differential)
         self.stages["post_check"] += time.perf_counter() - started
         limitations = [] if found.evidence.cases else [NO_CASES_LIMITATION]
-        used_llm = self.config.notes_with_llm and self.config.refine_with_llm
         limitations += [f"prompt shortened: {note}" for note in prompt.cut] if used_llm else []  # no prompt read
         limitations += list(notes.limitations)
         plain = sum(w.how == "expanded" for w in written)
