@@ -23,6 +23,7 @@ from generator.fit import Example, TrainConfig, TrainSummary, save_examples, tot
 from generator.hand_notes import read_hand_notes
 from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
+from generator.source_weights import SourceWeights
 from generator.training import DEFAULT_KINDS, build_examples
 from retrieval.records import Case
 
@@ -270,6 +271,7 @@ class LoadedWriter:
     info: dict[str, Any]
     config: WriterConfig
     calibration: Calibration | None
+    source_weights: SourceWeights
 
 
 def load_report_writer(services: Services, folder: Path | None = None) -> LoadedWriter:
@@ -299,7 +301,9 @@ def load_report_writer(services: Services, folder: Path | None = None) -> Loaded
         "int8": services.settings.report_int8,
         "notes_with_llm": config.notes_with_llm,
     }
-    return LoadedWriter(generator, card, info, config, Calibration.load(folder))
+    weights = SourceWeights.for_writer(folder)
+    info["differential_weights"] = weights.fitted_on or "per-case coefficients"
+    return LoadedWriter(generator, card, info, config, Calibration.load(folder), weights)
 
 
 def _check_encoders(folder: Path, services: Services) -> None:
@@ -317,7 +321,13 @@ def writer_for_index(services: Services, index: str, loaded: LoadedWriter) -> Re
     """A report writer over `index` with the settings the model was trained with."""
     builder = evidence_builder(services, index, loaded.generator, loaded.config)
     return ReportWriter(
-        loaded.generator, builder, config=loaded.config, calibration=loaded.calibration, model_info=dict(loaded.info)
+        loaded.generator,
+        builder,
+        config=loaded.config,
+        calibration=loaded.calibration,
+        model_info=dict(loaded.info),
+        source_weights=loaded.source_weights,
+        diagnoses=services.diagnosis_ranker,
     )
 
 

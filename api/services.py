@@ -17,6 +17,8 @@ from indexing.graph_sync import reconcile
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
+from knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb
+from knowledge.ontology.diagnosis_ranking import DiagnosisRanker
 from knowledge.ontology.loader import ensure_ontology
 from retrieval import faiss_gpu
 from retrieval.case_store import IndexNotFoundError
@@ -204,6 +206,11 @@ class Services:
         recorder = FindingRecorder(self.finding_extractor, self.ontology_graph, index, store=store)
         reconcile(store, recorder)
         return recorder
+
+    @cached_property
+    def diagnosis_ranker(self) -> DiagnosisRanker:
+        """The finding → diagnosis knowledge base, read from the graph once (loaded into it first if missing)."""
+        return DiagnosisRanker(ensure_diagnosis_kb(self.ontology_graph))
 
     @cached_property
     def finding_extractor(self) -> FindingExtractor:

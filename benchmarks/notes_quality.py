@@ -129,7 +129,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
 
     notes_scores: list[CaseScore] = []
     image_scores: list[CaseScore] = []
-    seconds: dict[str, list[float]] = {"notes": [], "image": []}
+    seconds: dict[str, list[float]] = {"notes": [], "notes_differential": [], "image": []}
     examples: list[dict[str, Any]] = []
     references, drafts, copies, drafted = [], [], [], 0
     for row in rows:
@@ -139,6 +139,7 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         started = time.perf_counter()
         report = writer.write(image.path, row["notes"])
         seconds["notes"].append(time.perf_counter() - started)
+        seconds["notes_differential"].append(writer.stages.get("differential", 0.0))
         findings, impression, differential = _sentences(report)
         score = score_case(facts=facts, notes=row["notes"], findings=findings, impression=impression,
                            differential=differential, diagnosis_names=row["diagnosis_names"])  # fmt: skip

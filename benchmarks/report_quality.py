@@ -22,8 +22,8 @@ and is not evidence of quality (`benchmarks.notes_quality` measures notes mode o
 notes with shorthand expanded (no LLM); `notes_checked` is the notes-mode pipeline without the LLM (the expanded
 notes as the findings, checked and completed, `WriterConfig.notes_with_llm` off); `notes_full` is the refiner. The
 differential's recall of the true
-diagnosis at 1 and 5 is compared for: the full ranking (cases found by image and notes, plus the graph), the
-retrieval vote alone (cases found by the image alone), and the graph alone.
+diagnosis at 1 and 5 is compared for: the writer's blend and each source alone (image votes, notes-text votes,
+the knowledge base's ranking); `benchmarks.differential_quality` measures it on hand-written notes.
 
 Metrics: BLEU, METEOR, ROUGE-L, CIDEr (pycocoevalcap), RadLex finding F1 (our extractor's), the share of
 findings sentences stating a present finding that the evidence does not support (fewer than `min_votes`
@@ -61,18 +61,27 @@ from benchmarks.report_metrics import (
 from benchmarks.results_io import RESULTS, write_result
 from generator.confidence import USABLE_F1
 from generator.differential import recall_at
-from generator.evidence import CLAIM_STATUSES, ImageEvidence
+from generator.evidence import ImageEvidence
 from generator.notes import prepare_notes, simulate_notes
+from generator.notes_findings import stated_findings
 from generator.pipeline import ReportGenerationError, ReportWriter
 from generator.refine import choose_draft
 from generator.report import cite, split_sections
+from generator.source_weights import FixedWeights, Weigher
 from generator.training import reference_report
 from indexing.archives import open_archive
+from knowledge.extraction.notes_items import split_items
 from retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image", "draft_checked")
-GRAPH_WEIGHTS = (0.5, 1.0, 2.0)  # differential: the graph against the similar cases, chosen on dev
+# The differential: the writer's own weights (None), and each source alone.
+DIFFERENTIAL_RUNS: dict[str, Weigher | None] = {
+    "full": None,
+    "image_vote": FixedWeights({"image": 1.0}),
+    "text_vote": FixedWeights({"text": 1.0}),
+    "knowledge": FixedWeights({"knowledge": 1.0}),
+}
 SELECTIONS = {"copy": "top1", "consensus": "consensus", "image_text": "image_text"}  # drafts without the LLM
 SELECTION_OF = {v: k for k, v in SELECTIONS.items()}
 
@@ -262,17 +271,11 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
         assert prepared is not None
         notes_out["notes_verbatim"].append(typed)
         notes_out["notes_expanded"].append(prepared.expanded)
-        claimed = [f.concept_id for f in extractor.extract_many([prepared.expanded])[0] if f.status in CLAIM_STATUSES]
         hybrid = writer.evidence.for_image(image.path, text=prepared.expanded)
+        kb_stated = stated_findings(split_items(prepared.expanded))
         rankings = {
-            "full": writer.differential(hybrid, claimed),
-            **{
-                f"full_graph_weight_{w}": writer.differential(hybrid, claimed, case_weight=1.0, graph_weight=w)
-                for w in GRAPH_WEIGHTS
-            },
-            "retrieval_vote": writer.differential(found_all[n], [], graph_weight=0.0),
-            "hybrid_retrieval_vote": writer.differential(hybrid, [], graph_weight=0.0),
-            "graph": writer.differential(replace(hybrid, hits=()), claimed, case_weight=0.0),
+            name: writer.differential(image.path, hybrid, kb_stated, notes=prepared.expanded, weigh=weigh)[0]
+            for name, weigh in DIFFERENTIAL_RUNS.items()
         }
         for name, ranking in rankings.items():
             differential_hits.setdefault(name, []).append([recall_at(ranking, truths[n], k) for k in (1, 5)])
@@ -311,7 +314,8 @@ def main() -> None:  # noqa: PLR0915 (one linear script: measure, then print and
             [float(h[1]) for h in differential_hits[b]],
             args.bootstrap,
         )
-        for b in ("retrieval_vote", "hybrid_retrieval_vote", "graph")
+        for b in DIFFERENTIAL_RUNS
+        if b != "full"
     }
 
     # -- print and write ------------------------------------------------------------------------------------------

@@ -16,6 +16,11 @@ WRITER_JSON = "writer.json"
 DRAFT_SELECTIONS = ("consensus", "top1", "image_text")
 
 
+# Settings older writers saved that no longer mean anything: read and ignored. The differential's
+# case_weight / graph_weight gave way to per-case source weights (`generator.source_weights`).
+RETIRED_SETTINGS = frozenset({"case_weight", "graph_weight"})
+
+
 @dataclass(frozen=True)
 class WriterConfig:
     k: int = 5  # retrieved cases: draft candidates, finding votes, the fusion's text side
@@ -34,8 +39,7 @@ class WriterConfig:
     max_notes_chars: int = 2000
     notes_case_support: bool = False  # notes mode: may a finding the similar cases state stand without the notes?
     differential_size: int = 5
-    case_weight: float = 1.0  # differential: similar cases' diagnoses versus the graph's differentials
-    graph_weight: float = 1.0
+    differential_cases: int = 10  # differential: similar cases each retrieval source votes with
     repetition_penalty: float = 1.0  # a refiner copies: penalising repeats would garble the draft
     no_repeat_ngram: int = 0
     lookup_tokens: int = 10  # draft-lookup speculative decoding: tokens proposed per forward (0 = off)
@@ -56,6 +60,7 @@ class WriterConfig:
         if path.is_file():
             data = json.loads(path.read_text())
             known = {f.name for f in fields(cls)}
+            data = {k: v for k, v in data.items() if k not in RETIRED_SETTINGS}
             unknown = sorted(set(data) - known)
             if unknown:
                 raise ValueError(f"{path}: unknown writer settings {unknown}")

@@ -1,15 +1,14 @@
-"""A ranked differential diagnosis for the impression, each item citing where it came from.
+"""A ranked differential diagnosis for the impression, blended from three sources, each item citing them.
 
-Two sources, as a radiologist would weigh them:
+- `image`: the cases the image alone finds; each votes for its own diagnosis with its similarity score;
+- `text`: the cases the notes' text alone finds (notes mode only), voting the same way;
+- `knowledge`: the knowledge base's ranking of diagnoses from all the stated findings together
+  (`knowledge.ontology.diagnosis_ranking`), each with the findings that support it.
 
-- the similar cases: each retrieved case votes for its own diagnosis with its similarity score (a case
-  found by the image and by the notes together is the strongest hint the archive has);
-- the graph: each stated finding's differential (diagnoses the ontology relates to it, and diagnoses of
-  archive cases that state it present), one vote per finding.
-
-Scores are the weighted sum of the two vote shares; an item keeps the ids of the cases and of the finding
-concepts behind it, so the report can cite them. Names from the two sources are merged by a normalised
-key ("Pulmonary Embolism (PE)" and "pulmonary embolism" are one item).
+Each source is a distribution over diagnosis names (its shares sum to 1). The blend is their weighted sum;
+the weights are computed per case from each source's reliability signals (`generator.source_weights`), so
+an item's score says how much each source gave it. Names are merged across sources by a normalised key
+("Pulmonary Embolism (PE)" and "pulmonary embolism" are one item), knowledge-base synonyms included.
 """
 
 from __future__ import annotations
@@ -18,6 +17,8 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
 _PARENTHESES = re.compile(r"\([^)]*\)")
 _WORD = re.compile(r"[a-z0-9]+")
@@ -71,81 +72,111 @@ class CaseDiagnosis:
     diagnosis: str
 
 
+SOURCES = ("image", "text", "knowledge")
+
+
 @dataclass
 class DifferentialItem:
     name: str
     score: float
     case_ids: tuple[str, ...] = ()  # similar cases with this diagnosis
-    concept_ids: tuple[str, ...] = ()  # stated findings whose graph differential names it
+    concept_ids: tuple[str, ...] = ()  # stated findings' concepts (citations in the report)
     diagnosis_id: str | None = None  # the graph's concept id of the diagnosis, where it has one
+    sources: dict[str, float] = field(default_factory=dict)  # source → its weighted share in `score`
+    supports: tuple[Support, ...] = ()  # knowledge: the stated findings that suggest it, and from where
+    unexplained: tuple[str, ...] = ()  # knowledge: stated findings it does not explain
+    synonyms: tuple[str, ...] = ()
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "score": round(self.score, 4),
+            "sources": {k: round(v, 4) for k, v in self.sources.items()},
             "case_ids": list(self.case_ids),
             "concept_ids": list(self.concept_ids),
             "diagnosis_id": self.diagnosis_id,
+            "supports": [s.as_json() for s in self.supports],
+            "unexplained": list(self.unexplained),
         }
 
 
 @dataclass
-class _Votes:
-    name: str
-    cases: dict[str, float] = field(default_factory=dict)
-    findings: list[str] = field(default_factory=list)
-    diagnosis_id: str | None = None
+class SourceVotes:
+    """One source's votes: diagnosis name → share (summing to 1), with what backs each name."""
+
+    source: str
+    shares: dict[str, float] = field(default_factory=dict)
+    case_ids: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    ranked: dict[str, RankedDiagnosis] = field(default_factory=dict)  # knowledge: the ranked item
+    agreement: float = 0.0  # retrieval: share of the cases voting for the top name
+
+    def top(self, n: int) -> list[float]:
+        """The `n` largest shares, padded with 0."""
+        values = sorted(self.shares.values(), reverse=True)[:n]
+        return values + [0.0] * (n - len(values))
 
 
-def rank_differential(
-    cases: Sequence[CaseDiagnosis],
-    graph_differentials: Mapping[str, Sequence[Mapping[str, Any]]],
-    *,
-    case_weight: float = 1.0,
-    graph_weight: float = 1.0,
-    limit: int = 5,
-) -> list[DifferentialItem]:
-    """The `limit` best diagnoses from the cases' votes and the graph's differentials of each finding.
-
-    `graph_differentials` maps a stated finding's concept id to its differential (items with `name` and
-    `id`, as `knowledge.grounding.Grounding.differential_diagnoses` gives them). Ties go to the name seen
-    first (cases first, in rank order)."""
-    votes: dict[str, _Votes] = {}
-
-    def entry(name: str) -> _Votes | None:
-        key = diagnosis_key(name)
-        if not key:
-            return None
-        if key not in votes:
-            match = next((k for k in votes if same_diagnosis(k, key)), None)
-            if match is not None:
-                return votes[match]
-            votes[key] = _Votes(name.strip().rstrip(".;,").strip())
-        return votes[key]
-
+def case_votes(source: str, cases: Sequence[CaseDiagnosis]) -> SourceVotes:
+    """Each case votes for its diagnosis (named as a report would: `short_diagnosis`) with its score."""
+    scores: dict[str, float] = {}
+    ids: dict[str, list[str]] = {}
+    keys: dict[str, str] = {}
     for case in cases:
-        if (item := entry(diagnosis_name(case.diagnosis))) is not None:
-            item.cases.setdefault(case.case_id, max(float(case.score), 0.0))
-    for concept_id, differential in graph_differentials.items():
-        for dx in differential:
-            if (item := entry(str(dx.get("name") or ""))) is not None and concept_id not in item.findings:
-                item.findings.append(concept_id)
-                item.diagnosis_id = item.diagnosis_id or (str(dx["id"]) if dx.get("id") else None)
-    case_total = sum(max(float(c.score), 0.0) for c in cases) or 1.0
-    finding_total = sum(1 for d in graph_differentials.values() if d) or 1
-    ranked = [
-        DifferentialItem(
-            name=v.name,
-            score=case_weight * sum(v.cases.values()) / case_total + graph_weight * len(v.findings) / finding_total,
-            case_ids=tuple(v.cases),
-            concept_ids=tuple(v.findings),
-            diagnosis_id=v.diagnosis_id,
-        )
-        for v in votes.values()
-    ]
-    order = {id(item): n for n, item in enumerate(ranked)}
-    ranked.sort(key=lambda item: (-item.score, order[id(item)]))
-    return ranked[:limit]
+        name = short_diagnosis(diagnosis_name(case.diagnosis))
+        if not name:
+            continue
+        key = next((k for k in keys if same_diagnosis(k, name)), None) or name
+        keys.setdefault(key, key)
+        scores[key] = scores.get(key, 0.0) + max(float(case.score), 0.0)
+        ids.setdefault(key, []).append(case.case_id)
+    total = sum(scores.values())
+    if total <= 0:
+        return SourceVotes(source)
+    top = max(scores, key=lambda k: scores[k])
+    return SourceVotes(
+        source,
+        {k: v / total for k, v in scores.items()},
+        {k: tuple(v) for k, v in ids.items()},
+        agreement=len(ids[top]) / max(len(cases), 1),
+    )
+
+
+def knowledge_votes(ranked: Sequence[RankedDiagnosis]) -> SourceVotes:
+    """The knowledge base's ranking as shares of its scores."""
+    total = sum(d.score for d in ranked)
+    if total <= 0:
+        return SourceVotes("knowledge")
+    return SourceVotes("knowledge", {d.name: d.score / total for d in ranked}, ranked={d.name: d for d in ranked})
+
+
+def fuse(votes: Sequence[SourceVotes], weights: Mapping[str, float], *, limit: int = 5) -> list[DifferentialItem]:
+    """The `limit` best names by the weighted sum of the sources' shares; ties go to the name seen first."""
+    items: list[DifferentialItem] = []
+
+    def item_for(name: str, synonyms: Sequence[str]) -> DifferentialItem:
+        names = [name, *synonyms]
+        for item in items:
+            if any(same_diagnosis(a, b) for a in names for b in (item.name, *item.synonyms)):
+                # One diagnosis by two names: the item answers to both.
+                item.synonyms = tuple(dict.fromkeys([*item.synonyms, *(n for n in names if n != item.name)]))
+                return item
+        items.append(DifferentialItem(name.strip().rstrip(".;,").strip(), 0.0, synonyms=tuple(synonyms)))
+        return items[-1]
+
+    for source in votes:
+        weight = float(weights.get(source.source, 0.0))
+        for name, share in source.shares.items():
+            ranked = source.ranked.get(name)
+            item = item_for(name, ranked.synonyms if ranked else ())
+            item.score += weight * share
+            item.sources[source.source] = item.sources.get(source.source, 0.0) + weight * share
+            item.case_ids = tuple(dict.fromkeys([*item.case_ids, *source.case_ids.get(name, ())]))
+            if ranked:
+                item.supports, item.unexplained = ranked.supports, ranked.unexplained
+                item.synonyms = tuple(dict.fromkeys([*item.synonyms, *ranked.synonyms]))
+    order = {id(item): n for n, item in enumerate(items)}
+    kept = sorted((i for i in items if i.score > 0), key=lambda i: (-i.score, order[id(i)]))
+    return kept[:limit]
 
 
 def recall_at(differential: Sequence[DifferentialItem], truth: str, k: int) -> bool:

@@ -21,10 +21,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from generator.differential import CaseDiagnosis
 from knowledge.grounding import Grounding, ground_concepts
 from retrieval.report_sections import split_report
 from retrieval.search import CaseSearcher, Query
@@ -401,6 +402,7 @@ class ImageEvidence:
     mask: np.ndarray  # (max(k, 1),) True where a retrieved case fills the row
     hits: tuple[Hit, ...]  # retrieved cases with a report (the draft candidates), best first
     evidence: Evidence
+    embedded: Any = None  # `CaseSearcher.embed_image`'s answer, kept so later searches need not decode again
 
 
 @dataclass
@@ -442,7 +444,17 @@ class EvidenceBuilder:
         if hits:
             texts[: len(hits)] = self.searcher.case_text_vectors([h.case_id for h in hits])
             mask[: len(hits)] = True
-        return ImageEvidence(embedded[0], texts, mask, tuple(hits), evidence)
+        return ImageEvidence(embedded[0], texts, mask, tuple(hits), evidence, embedded)
+
+    def similar_diagnoses(
+        self, found: ImageEvidence, path: Path, *, text: str | None = None, k: int = 10
+    ) -> list[CaseDiagnosis]:
+        """The diagnoses of the `k` reported cases most similar to the image (or, with `text`, to that text
+        alone), with their scores: the differential's retrieval votes."""
+        query = Query(text=text) if text else Query(image=path)
+        embedded = None if text else found.embedded
+        result = self.searcher.search(query, k=k, embedded=embedded, reported_only=True)
+        return [CaseDiagnosis(h.case_id, h.score, split_report(h.report).diagnosis) for h in result.hits]
 
     def image_text_scores(self, found: ImageEvidence) -> list[float]:
         """How well each retrieved case's caption describes the query image: the CT encoder's CLIP text tower

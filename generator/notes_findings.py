@@ -23,6 +23,7 @@ from generator.differential import DifferentialItem, short_diagnosis
 from generator.item_check import check_sentence, content_words, same_word, write_item
 from generator.report import removal
 from knowledge.extraction.notes_items import NotesItem
+from knowledge.ontology.diagnosis_ranking import StatedFinding
 
 MIN_OVERLAP = 0.5  # share of an item's words a sentence must share to be taken as writing it out
 LEADING_ITEMS = 2
@@ -107,14 +108,24 @@ def write_findings(
 def contradicts_negatives(name: str, items: Sequence[NotesItem]) -> bool:
     """Whether a diagnosis is what an item of the notes denies: every word of one denied finding is a word of
     its name, or one it is named by ("Pulmonary embolism" against "no PE", "Acute ischemic stroke" against "no
-    acute infarct", "Pleural effusion" against "no effusion, consolidation or PTX")."""
+    acute infarct", "Pleural effusion" against "no effusion, consolidation or PTX"), or a structure the notes call
+    normal is the site of a disease ("Plantaris tendon tear" against "tendons normal")."""
     words = [_SAME_AS.get(w, w) for w in content_words(name)]
     return bool(words) and any(
         denied and all(any(same_word(d, w) for w in words) for d in denied)
         for item in items
-        if item.status == "absent"
-        for denied in _denied_findings(item)
+        for denied in (_denied_findings(item) if item.status == "absent" else _normal_structures(item))
     )
+
+
+def _normal_structures(item: NotesItem) -> list[list[str]]:
+    """The structure a normal item names ("tendons normal", "coronaries nl": the tendons, the coronaries); none
+    for a whole study ("normal study") or an item that is not a normal statement."""
+    text = item.text.lower().strip(" .")
+    if item.kind != "finding" or item.status != "present" or not _NORMAL.search(text):
+        return []
+    subject = [w for w in content_words(_NORMAL_WORDS.sub(" ", text)) if w not in _WHOLE_STUDY]
+    return [subject] if subject else []
 
 
 # A diagnosis is named by other words than a finding: the finding's word for each.
@@ -122,16 +133,71 @@ _SAME_AS = {"stroke": "infarct", "infarction": "infarct", "hematoma": "hemorrhag
 _LIST_SPLIT = re.compile(r",\s*|\s+(?:or|nor|and)\s+")
 
 
+# Qualifiers a denial may carry that do not narrow what it denies: "no acute infarct" denies an infarct,
+# "no intracranial hemorrhage" a hemorrhage; a place ("no odontoid fracture") does narrow it.
+_GENERIC_QUALIFIERS = frozenset(
+    [
+        "acute",
+        "new",
+        "significant",
+        "focal",
+        "definite",
+        "obvious",
+        "gross",
+        "intracranial",
+        "evidence",
+        "sign",
+        "signs",
+        "any",
+        "appreciable",
+        "discrete",
+        "seen",
+        "identified",
+        "demonstrated",
+        "suggest",
+        "mra",
+        "cta",
+        "ct",
+        "mri",
+        "mr",
+    ]
+)
+
+
 def _denied_findings(item: NotesItem) -> list[list[str]]:
-    """The content words of each finding an absent item denies ("no effusion, consolidation or PTX": three)."""
+    """The content words of each finding an absent item denies ("no effusion, consolidation or PTX": three),
+    generic qualifiers dropped."""
     body = re.sub(r"^(?:no|without|negative for|neg for|free of|absence of)\s+", "", item.text, flags=re.IGNORECASE)
-    return [[_SAME_AS.get(w, w) for w in words] for part in _LIST_SPLIT.split(body) if (words := content_words(part))]
+    out = []
+    for part in _LIST_SPLIT.split(body):
+        part = re.sub(r"^(?:no|without)\s+", "", part, flags=re.IGNORECASE)  # "no dissection, no coarctation"
+        words = [_SAME_AS.get(w, w) for w in content_words(part)]
+        narrow = [w for w in words if w not in _GENERIC_QUALIFIERS]
+        if words:
+            out.append(narrow or words)
+    return out
 
 
+_NORMAL_WORDS = re.compile(r"\b(?:normal|unremarkable|negative|intact|patent|preserved|clear|appear|appears|are|is)\b")
+_WHOLE_STUDY = frozenset({"study", "exam", "examination", "scan", "ct", "mri", "mr", "findings", "otherwise"})
 _NORMAL = re.compile(r"^(?:normal|unremarkable|negative)\b|\b(?:normal|unremarkable|intact|patent|preserved|clear)$")
 
 
-def _abnormal(item: NotesItem) -> bool:
+def stated_findings(items: Sequence[NotesItem]) -> list[StatedFinding]:
+    """The notes' findings as the knowledge base ranks them: abnormal ones stated, denials kept as absent;
+    the exam, the history and normal items ("normal study", "tendons normal") say nothing of a disease."""
+    out = []
+    for item in items:
+        if item.kind != "finding":
+            continue
+        if item.status == "absent":
+            out.append(StatedFinding(item.text, "absent"))
+        elif is_abnormal(item):
+            out.append(StatedFinding(item.text, item.status))
+    return out
+
+
+def is_abnormal(item: NotesItem) -> bool:
     """A finding stated present or possible that is not a normal one ("normal study", "tendons normal")."""
     return item.status in ("present", "uncertain") and not _NORMAL.search(item.text.lower().strip(" ."))
 
@@ -151,7 +217,7 @@ def impression(written: Sequence[WrittenItem], differential: Sequence[Differenti
     """The Impression and the notes items it cites (1-based, as the Findings number them)."""
     findings = [w for w in written if w.item.kind == "finding"]
     # "It destroys T9 body" goes on about the finding before it: not a finding of its own to lead with
-    leading = [w for w in findings if _abnormal(w.item) and not w.sentences[0].startswith("It ")][:LEADING_ITEMS]
+    leading = [w for w in findings if is_abnormal(w.item) and not w.sentences[0].startswith("It ")][:LEADING_ITEMS]
     written = findings
     if not leading:
         negatives = "; ".join(_phrase(w.sentences[0]) for w in written[:LEADING_ITEMS])

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,12 +34,12 @@ import torch
 from generator.confidence import Calibration
 from generator.config import WriterConfig
 from generator.decoding import DecodeResult, DecodingConfig
-from generator.differential import CaseDiagnosis, DifferentialItem, diagnosis_name, rank_differential, short_diagnosis
+from generator.differential import DifferentialItem, case_votes, diagnosis_name, fuse, knowledge_votes, short_diagnosis
 from generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, ImageEvidence, Prompt
 from generator.image_draft import clean_sentence, similar_cases_impression
 from generator.model import Batch, ReportGenerator
 from generator.notes import Notes, prepare_notes
-from generator.notes_findings import contradicts_negatives, write_findings
+from generator.notes_findings import contradicts_negatives, stated_findings, write_findings
 from generator.notes_findings import impression as notes_impression
 from generator.refine import DraftChoice, choose_draft
 from generator.report import (
@@ -54,13 +54,19 @@ from generator.report import (
     split_sections,
     split_sentences,
 )
-from knowledge.extraction.notes_items import split_items
-from knowledge.grounding import ground_concepts
+from generator.source_weights import SourceWeights, Weigher
+from knowledge.extraction.notes_items import NotesItem, split_items
+from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 from retrieval.report_sections import split_report
 
 NOTES_TOKENS_PER_TOKEN = 2  # notes mode: the findings restate the notes, in about this many tokens per notes token
 NOTES_EXTRA_TOKENS = 24  # notes mode: headings and a short impression
 ABSTAIN_TEXT = "No confident draft: the similar cases below disagree or are not close enough. Read the image."
+
+
+def _agreed_findings(found: ImageEvidence, min_votes: int) -> list[StatedFinding]:
+    """Image only: the findings at least `min_votes` similar cases state, as the knowledge base ranks them."""
+    return [StatedFinding(f.name, f.status) for f in found.evidence.findings if f.votes >= max(min_votes, 1)]
 
 
 class ReportGenerationError(RuntimeError):
@@ -75,6 +81,8 @@ class ReportWriter:
     calibration: Calibration | None = None
     fixed_gate: float | None = None  # ablation: pin the fusion gate
     model_info: dict[str, Any] = field(default_factory=dict)
+    source_weights: Weigher = field(default_factory=SourceWeights)  # the differential's per-case source weights
+    diagnoses: DiagnosisRanker | None = None  # the finding → diagnosis knowledge base; None: retrieval votes only
     # Seconds the last `write` spent per stage (evidence, generate, post-check), and its decoding statistics.
     stages: dict[str, float] = field(default_factory=dict)
 
@@ -94,24 +102,23 @@ class ReportWriter:
     # -- image only -----------------------------------------------------------------------------------------
     def _from_image(self, image: Path, found: ImageEvidence, budget: int) -> Report:
         if not found.hits:
-            return self._abstain(found, None, None, [NO_CASES_LIMITATION])
+            return self._abstain(image, found, None, None, [NO_CASES_LIMITATION])
         choice = choose_draft(found, self.config, self.evidence.image_text_scores(found))
         confidence = self.calibration.probability(choice.features) if self.calibration else None
         candidates = _candidates_json(choice)
         if confidence is not None and self.config.abstain_below is not None and confidence < self.config.abstain_below:
             note = f"confidence {confidence:.2f} under the threshold {self.config.abstain_below:.2f}"
-            return self._abstain(found, confidence, candidates, [f"no confident draft: {note}"])
+            return self._abstain(image, found, confidence, candidates, [f"no confident draft: {note}"])
         prompt = self.evidence.prompt(found.evidence, choice.source)
         report = self._write(image, found, prompt, choice.source, budget, min_votes=self.config.min_votes)
         self._own_details_only(report, found)
         if not report.findings:  # the post-check took every sentence out: nothing left worth a draft
             why = f"no supported finding: the post-check removed {len(report.removed)} of the draft's sentences"
-            abstention = self._abstain(found, confidence, candidates, [why])
+            abstention = self._abstain(image, found, confidence, candidates, [why])
             abstention.removed, abstention.draft = report.removed, report.draft
             return abstention
-        claimed = [c for s in report.findings for c in s.concept_ids if s.status in CLAIM_STATUSES]
         report.confidence, report.candidates = confidence, candidates
-        report.differential = [d.as_json() for d in self.differential(found, claimed)]
+        self._add_differential(report, image, found, _agreed_findings(found, self.config.min_votes))
         return report
 
     @staticmethod
@@ -135,9 +142,14 @@ class ReportWriter:
         report.impression = similar_cases_impression(list(dict.fromkeys(cases)))
 
     def _abstain(
-        self, found: ImageEvidence, confidence: float | None, candidates: list[dict[str, Any]] | None, why: list[str]
+        self,
+        image: Path,
+        found: ImageEvidence,
+        confidence: float | None,
+        candidates: list[dict[str, Any]] | None,
+        why: list[str],
     ) -> Report:
-        return Report(
+        report = Report(
             findings=[],
             impression=ABSTAIN_TEXT,
             gate=None,
@@ -147,8 +159,9 @@ class ReportWriter:
             abstained=True,
             confidence=confidence,
             candidates=candidates or [],
-            differential=[d.as_json() for d in self.differential(found, [])],
         )
+        self._add_differential(report, image, found, _agreed_findings(found, self.config.min_votes))
+        return report
 
     # -- notes ------------------------------------------------------------------------------------------------
     def _from_notes(self, image: Path, found: ImageEvidence, notes: Notes, budget: int) -> Report:
@@ -195,9 +208,9 @@ class ReportWriter:
             else ReportSentence(text, "none", (), (), True, (), number)
             for (number, text), c in zip(sentences, cited, strict=True)
         ]
-        # A diagnosis the notes deny is not offered ("no PE" leaves pulmonary embolism out of the differential).
-        ranked = self.differential(found, claimed, limit=2 * self.config.differential_size)
-        differential = [d for d in ranked if not contradicts_negatives(d.name, items)][: self.config.differential_size]
+        differential, weights = self.differential(
+            image, found, stated_findings(items), notes=notes.expanded, items=items
+        )
         impression, impression_items = notes_impression(written, differential)
         self.stages["post_check"] += time.perf_counter() - started
         limitations = [] if found.evidence.cases else [NO_CASES_LIMITATION]
@@ -218,6 +231,7 @@ class ReportWriter:
             mode="notes",
             draft={"source": draft.kind, "case_id": draft.case_id, "text": draft.text},
             differential=[d.as_json() for d in differential],
+            differential_weights=weights,
             removed=[r.as_text() for r in removals],
             impression_items=list(impression_items),
         )
@@ -225,25 +239,36 @@ class ReportWriter:
     # -- shared ---------------------------------------------------------------------------------------------
     def differential(
         self,
+        image: Path,
         found: ImageEvidence,
-        claimed: list[str],
+        stated: Sequence[StatedFinding],
         *,
-        case_weight: float | None = None,
-        graph_weight: float | None = None,
-        limit: int | None = None,
-    ) -> list[DifferentialItem]:
-        """The ranked differential for `found`: its cases' diagnoses, and the graph's differentials of `claimed`
-        (weights default to the writer config's)."""
-        cases = [CaseDiagnosis(h.case_id, h.score, split_report(h.report).diagnosis) for h in found.hits]
-        graph = self.evidence.graph
-        groundings = ground_concepts(graph, claimed, index=self.evidence.index, limit=5) if graph and claimed else []
-        return rank_differential(
-            cases,
-            {g.concept_id: g.differential_diagnoses for g in groundings if not g.reason},
-            case_weight=self.config.case_weight if case_weight is None else case_weight,
-            graph_weight=self.config.graph_weight if graph_weight is None else graph_weight,
-            limit=self.config.differential_size if limit is None else limit,
-        )
+        notes: str | None = None,
+        items: Sequence[NotesItem] = (),
+        weigh: Weigher | None = None,
+    ) -> tuple[list[DifferentialItem], dict[str, float]]:
+        """The ranked differential and the weight each source got: the image's similar cases, the notes' own
+        similar cases (with `notes`), and the knowledge base's ranking of the `stated` findings, blended by
+        the per-case weights (`weigh`, default the writer's). A diagnosis the notes deny is not offered
+        ("no PE" leaves pulmonary embolism out)."""
+        started = time.perf_counter()
+        k = self.config.differential_cases
+        votes = [case_votes("image", self.evidence.similar_diagnoses(found, image, k=k))]
+        if notes:
+            votes.append(case_votes("text", self.evidence.similar_diagnoses(found, image, text=notes, k=k)))
+        if self.diagnoses is not None and stated:
+            ev = found.evidence
+            ranked = self.diagnoses.rank(stated, modality=ev.modality, region=ev.body_region)
+            votes.append(knowledge_votes(ranked))
+        weights = (weigh or self.source_weights)(votes)
+        size = self.config.differential_size
+        ranked_items = [d for d in fuse(votes, weights, limit=2 * size) if not contradicts_negatives(d.name, items)]
+        self.stages["differential"] = time.perf_counter() - started
+        return ranked_items[:size], {s: round(w, 4) for s, w in weights.items()}
+
+    def _add_differential(self, report: Report, image: Path, found: ImageEvidence, stated: list[StatedFinding]) -> None:
+        differential, weights = self.differential(image, found, stated)
+        report.differential, report.differential_weights = [d.as_json() for d in differential], weights
 
     def _generate(self, batch: Batch, draft: str, budget: int, prefix: str = "") -> tuple[str, float]:
         started = time.perf_counter()

@@ -78,6 +78,8 @@ class Report:
     differential: list[dict[str, Any]] = field(default_factory=list)  # ranked, each with its case and concept ids
     removed: list[str] = field(default_factory=list)  # sentences taken out, each with why in brackets
     impression_items: list[int] = field(default_factory=list)  # notes mode: the items (1-based) it sums up
+    # The weight each differential source got on this case (image, text, knowledge): the dynamic fusion.
+    differential_weights: dict[str, float] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -87,6 +89,7 @@ class Report:
             "findings": [s.as_json() for s in self.findings],
             "impression": self.impression,
             "differential": copy.deepcopy(self.differential),
+            "differential_weights": dict(self.differential_weights),
             "gate": self.gate,
             "draft": copy.deepcopy(self.draft),
             "candidates": copy.deepcopy(self.candidates),
@@ -115,6 +118,7 @@ class Report:
             differential=copy.deepcopy(list(data.get("differential", []))),
             removed=[str(x) for x in data.get("removed", [])],
             impression_items=[int(x) for x in data.get("impression_items", [])],
+            differential_weights={str(k): float(v) for k, v in data.get("differential_weights", {}).items()},
         )
 
     def as_text(self) -> str:

@@ -62,9 +62,18 @@ def print_report(image: Path, report: Report) -> None:
         items = ", ".join(map(str, report.impression_items))
         cited = f"  [dim](notes items {items})[/dim]" if items else ""
         out.print(f"[bold]Impression[/bold]\n  {escape(report.impression)}{cited}")
+    if report.differential_weights:
+        weights = ", ".join(f"{s} {w:.2f}" for s, w in report.differential_weights.items())
+        out.print(f"[bold]Differential[/bold]  [dim](weights on this case: {weights})[/dim]")
     for n, d in enumerate(report.differential, 1):
         sources = ", ".join([*d["case_ids"], *d["concept_ids"]]) or "-"
         out.print(f"  {n}. {escape(d['name'])}  [dim]{escape('[' + sources + ']')}[/dim]")
+        for s in d.get("supports", []):
+            out.print(
+                f"       [dim]explains {escape(s['stated'])} → {escape(s['kb_finding'])} ({escape(s['source'])})[/dim]"
+            )
+        if d.get("unexplained"):
+            out.print(f"       [dim]does not explain: {escape('; '.join(d['unexplained']))}[/dim]")
     for line in report.limitations:
         out.print(f"  [yellow]limitation:[/yellow] {escape(line)}")
 

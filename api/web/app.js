@@ -150,6 +150,10 @@ function showReport(report) {
   const cited = report.impression_items && report.impression_items.length ? ` (notes items ${report.impression_items.join(", ")})` : "";
   $("impression").textContent = report.abstained ? "" : report.impression + cited;
   $("differential").replaceChildren(...report.differential.map(differentialItem));
+  const weights = Object.entries(report.differential_weights || {});
+  $("differential-weights").textContent = weights.length
+    ? `differential weights on this case: ${weights.map(([s, w]) => `${s} ${w.toFixed(2)}`).join(" · ")}`
+    : "";
   $("limitations").replaceChildren(...report.limitations.map((l) => element("li", { textContent: l })));
   $("candidates").replaceChildren(...topCandidates(report.candidates, 3).map(candidateItem));
   $("candidates-block").hidden = report.candidates.length === 0;  // none in notes mode
@@ -175,8 +179,13 @@ function differentialItem(d) {
   const sources = element("span", { className: "cite" },
     ...d.case_ids.map((id) => caseLink(id, "differential-case")),
     ...d.concept_ids.map((id) => conceptLink(id, "differential-concept")));
-  return element("li", {}, name, " ", element("span", { className: "score", textContent: d.score.toFixed(2) }),
+  const item = element("li", {}, name, " ", element("span", { className: "score", textContent: d.score.toFixed(2) }),
     d.case_ids.length || d.concept_ids.length ? " · from " : "", sources);
+  // Why the knowledge base offers it: each stated finding and the knowledge-base finding it matched.
+  const supports = (d.supports || []).map((s) => `${s.stated} → ${s.kb_finding}${s.pathognomonic ? " (pathognomonic)" : ""}`);
+  if (supports.length) item.append(element("div", { className: "note support", textContent: `explains: ${supports.join("; ")}` }));
+  if ((d.unexplained || []).length) item.append(element("div", { className: "note", textContent: `does not explain: ${d.unexplained.join("; ")}` }));
+  return item;
 }
 
 // The best `n` by score; the selected draft is always among them.

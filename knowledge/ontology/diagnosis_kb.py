@@ -111,6 +111,57 @@ def name_key(name: str) -> str:
 
 finding_key = diagnosis_key = name_key
 
+# "Diagnoses" in the tables that are a finding, a material or a symptom, not a disease a report would offer:
+# they would match any report that mentions fat or a cyst. Dropped and counted.
+NOT_DIAGNOSES = frozenset(
+    name_key(n)
+    for n in (
+        "Blood",
+        "Bilateral",
+        "Calcification",
+        "Calculi",
+        "Cavitation",
+        "Complex",
+        "Compression",
+        "Cyst",
+        "Cysts",
+        "Devascularization",
+        "Edema",
+        "Epilation",
+        "Erosion",
+        "Extravasation",
+        "Fat",
+        "Ferromagnetism",
+        "Hypervascularity",
+        "Inflammation",
+        "Inflammation/Infection",
+        "Infection",
+        "Malignancy",
+        "Masses",
+        "Melanin",
+        "Neoplasm",
+        "Pus",
+        "Recurrence",
+        "Scarring",
+        "Seizures",
+        "Stones",
+        "Trauma",
+        "Tumor",
+        "Tumors",
+        "Margins",
+        "Hypertension",
+        "Hypoglycemia",
+        "Migraine",
+        "Epilepsy",
+        "Complex Cyst",
+        "Lesion",
+        "Lesions",
+        "Nodule",
+        "Nodules",
+        "Mass",
+    )
+)
+
 
 def modalities(text: str | Iterable[str] | None) -> tuple[str, ...]:
     """Archive modality codes named in a table's modality field ("CT/MRI" → ("CT", "MR")); () for none."""
@@ -138,7 +189,9 @@ def _table(name: str) -> Any:
     return json.loads(source.read_text(encoding="utf-8"))
 
 
-def _add(kb: DiagnosisKB, finding: str, diagnosis: str, **edge: Any) -> None:
+def _add(kb: DiagnosisKB, finding: str, diagnosis: Any, **edge: Any) -> None:
+    if isinstance(diagnosis, dict):  # some differential groups list {"name": ..., "likelihood": ...}
+        diagnosis = diagnosis.get("name")
     finding, diagnosis = " ".join(str(finding or "").split()), " ".join(str(diagnosis or "").split())
     if not finding or not diagnosis:
         kb.dropped["no finding or no diagnosis"] += 1
@@ -150,6 +203,9 @@ def _add(kb: DiagnosisKB, finding: str, diagnosis: str, **edge: Any) -> None:
             kb.dropped[reason] += 1
             return
     named = split_diagnosis(diagnosis)
+    if named.key in NOT_DIAGNOSES:
+        kb.dropped["not a diagnosis (a finding, material or symptom)"] += 1
+        return
     if key == named.key:  # "Osteoporosis" suggests osteoporosis: says nothing
         kb.dropped["the diagnosis restated"] += 1
         return

@@ -15,7 +15,14 @@ import time
 from dataclasses import dataclass
 
 from knowledge.graph.backend import GraphBackend
-from knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, finding_key, read_diagnosis_kb
+from knowledge.ontology.diagnosis_kb import (
+    Diagnosis,
+    DiagnosisKB,
+    Suggestion,
+    diagnosis_key,
+    finding_key,
+    read_diagnosis_kb,
+)
 
 BATCH = 2000
 
@@ -83,3 +90,40 @@ def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> Dia
     graph.persist()
     counts = {name: int(graph.run(query)[0]["n"]) for name, query in _COUNTS.items()}
     return DiagnosisLoad(**counts, seconds=time.perf_counter() - started)
+
+
+_READ = (
+    "MATCH (f:KbFinding)-[r:SUGGESTS]->(d:Diagnosis) RETURN f.name AS finding, f.negative AS negative, "
+    "r.source AS source, r.modalities AS modalities, r.regions AS regions, r.pathognomonic AS pathognomonic, "
+    "d.name AS diagnosis, d.synonyms AS synonyms"
+)
+
+
+def read_diagnosis_kb_from_graph(graph: GraphBackend) -> DiagnosisKB:
+    """The knowledge base as the graph holds it (what `load_diagnosis_kb` wrote, or a site's own edits):
+    one `Suggestion` per SUGGESTS edge, its regions joined. Empty where nothing was loaded."""
+    kb = DiagnosisKB([], {})
+    for row in graph.run(_READ):
+        name = str(row["diagnosis"])
+        kb.diagnoses.setdefault(diagnosis_key(name), Diagnosis(name, tuple(row.get("synonyms") or ())))
+        kb.suggestions.append(
+            Suggestion(
+                finding=str(row["finding"]),
+                diagnosis=name,
+                source=str(row["source"]),
+                modalities=tuple(row.get("modalities") or ()),
+                region=" ".join(row.get("regions") or ()) or None,
+                pathognomonic=bool(row.get("pathognomonic")),
+                negative=bool(row.get("negative")),
+            )
+        )
+    return kb
+
+
+def ensure_diagnosis_kb(graph: GraphBackend) -> DiagnosisKB:
+    """The graph's knowledge base, loaded into it first if it holds none (as `kgreport kg load` does)."""
+    kb = read_diagnosis_kb_from_graph(graph)
+    if kb.suggestions:
+        return kb
+    load_diagnosis_kb(graph)
+    return read_diagnosis_kb_from_graph(graph)

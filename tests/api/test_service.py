@@ -355,6 +355,12 @@ def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
     assert "right upper lobe" in report["draft"]["text"] and "lymphadenopathy" in report["draft"]["text"]
     stated = {s["status"] for s in report["findings"]}
     assert {"present", "absent"} <= stated, "the notes' finding and their negation both reach the report"
+    # The differential blends three sources, with this case's weights, and says why the knowledge base offers each.
+    weights = report["differential_weights"]
+    assert set(weights) == {"image", "text", "knowledge"} and sum(weights.values()) == pytest.approx(1.0, abs=1e-3)
+    explained = [s for item in report["differential"] for s in item["supports"]]
+    assert explained and all(s["source"].startswith("radiology-semantic-dict") and s["kb_finding"] for s in explained)
+    assert all(set(item["sources"]) <= set(weights) for item in report["differential"])
     long_notes = "No pleural effusion. " * 5000  # 100 kB: cut to the limit, and the report says so
     response = client.post(
         "/v1/reports", files={"image": (QUERY.name, QUERY.read_bytes())}, data={"index": "demo", "notes": long_notes}

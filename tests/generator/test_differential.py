@@ -6,12 +6,15 @@ import pytest
 
 from generator.differential import (
     CaseDiagnosis,
+    case_votes,
     diagnosis_key,
     diagnosis_name,
-    rank_differential,
+    fuse,
+    knowledge_votes,
     recall_at,
     same_diagnosis,
 )
+from knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
 
 def test_diagnosis_names_match_by_content_words() -> None:
@@ -21,33 +24,43 @@ def test_diagnosis_names_match_by_content_words() -> None:
     assert not same_diagnosis("", "anything") and not same_diagnosis("(x)", "x")
 
 
-def test_cases_and_graph_vote_and_each_item_cites_its_sources() -> None:
+def test_each_source_votes_and_the_blend_cites_them_all() -> None:
     cases = [
         CaseDiagnosis("C1", 0.9, "Sarcoidosis."),
         CaseDiagnosis("C2", 0.8, "Lymphoma"),
         CaseDiagnosis("C3", 0.7, "sarcoidosis (stage II)"),
     ]
-    graph = {
-        "RID_LAD": [{"id": "RID_SARC", "name": "sarcoidosis"}, {"id": "RID_TB", "name": "tuberculosis"}],
-        "RID_NODULE": [{"id": "RID_TB", "name": "Tuberculosis"}],
-    }
-    ranked = rank_differential(cases, graph)
-    assert [d.name for d in ranked] == ["Sarcoidosis", "tuberculosis", "Lymphoma"]  # as first seen
-    top = ranked[0]
-    assert top.case_ids == ("C1", "C3") and top.concept_ids == ("RID_LAD",) and top.diagnosis_id == "RID_SARC"
-    assert top.score == pytest.approx((0.9 + 0.7) / 2.4 + 1 / 2)
-    assert ranked[1].concept_ids == ("RID_LAD", "RID_NODULE") and ranked[1].case_ids == ()
-    only_cases = rank_differential(cases, graph, graph_weight=0.0, limit=1)
-    assert [d.name for d in only_cases] == ["Sarcoidosis"]
-    only_graph = rank_differential([], graph, case_weight=0.0)
-    assert only_graph[0].name.lower() == "tuberculosis"
-    assert recall_at(ranked, "Pulmonary sarcoidosis", 1) and not recall_at(ranked, "Lymphoma", 2)
-    assert recall_at(ranked, "Lymphoma", 3)
+    image = case_votes("image", cases)
+    assert image.shares == pytest.approx({"Sarcoidosis": 1.6 / 2.4, "Lymphoma": 0.8 / 2.4})
+    assert image.case_ids["Sarcoidosis"] == ("C1", "C3") and image.agreement == pytest.approx(2 / 3)
+    support = Support("bilateral hilar lymphadenopathy", "Bilateral hilar lymphadenopathy", "kb", 3.0)
+    knowledge = knowledge_votes(
+        [
+            RankedDiagnosis("Tuberculosis", 3.0, ("TB",), (support,)),
+            RankedDiagnosis("Sarcoidosis", 1.0, (), (support,), ("renal cyst",)),
+        ]
+    )
+    assert knowledge.shares == pytest.approx({"Tuberculosis": 0.75, "Sarcoidosis": 0.25})
+
+    even = fuse([image, knowledge], {"image": 0.5, "knowledge": 0.5})
+    assert [d.name for d in even] == ["Sarcoidosis", "Tuberculosis", "Lymphoma"]
+    top = even[0]
+    assert top.case_ids == ("C1", "C3") and top.supports == (support,) and top.unexplained == ("renal cyst",)
+    assert top.sources == pytest.approx({"image": 0.5 * 1.6 / 2.4, "knowledge": 0.5 * 0.25})
+    assert top.score == pytest.approx(sum(top.sources.values()))
+    # The weights change the answer: trusting the knowledge base puts tuberculosis first.
+    assert fuse([image, knowledge], {"image": 0.1, "knowledge": 0.9})[0].name == "Tuberculosis"
+    assert [d.name for d in fuse([image, knowledge], {"image": 1.0}, limit=1)] == ["Sarcoidosis"]
+    assert recall_at(even, "Pulmonary sarcoidosis", 1) and not recall_at(even, "Lymphoma", 2)
+    assert recall_at(even, "Lymphoma", 3)
+    as_json = top.as_json()
+    assert as_json["supports"][0]["kb_finding"] == "Bilateral hilar lymphadenopathy" and "image" in as_json["sources"]
 
 
 def test_nothing_to_rank() -> None:
-    assert rank_differential([], {}) == []
-    assert rank_differential([CaseDiagnosis("C1", 0.5, "")], {"X": []}) == []
+    assert fuse([], {}) == []
+    assert case_votes("image", [CaseDiagnosis("C1", 0.5, "")]).shares == {}
+    assert fuse([knowledge_votes([])], {"knowledge": 1.0}) == []
 
 
 def test_a_long_diagnosis_is_named_by_its_first_words() -> None:

@@ -1,7 +1,7 @@
 """Notes mode's Findings (the refiner's checked sentences, else each item written out) and its Impression."""
 
 from generator.differential import DifferentialItem
-from generator.notes_findings import contradicts_negatives, impression, write_findings
+from generator.notes_findings import contradicts_negatives, impression, stated_findings, write_findings
 from knowledge.extraction.notes_items import split_items
 
 NOTES = "R frontal mass 3.2 x 2.8cm; no MLS; T2 hyperint edema ?"
@@ -83,3 +83,17 @@ def test_a_diagnosis_the_notes_deny_is_recognised() -> None:
     assert not contradicts_negatives("Pneumonia", split_items("no PE; RLL consolidation"))
     assert not contradicts_negatives("Jefferson fracture", split_items("no odontoid fracture"))
     assert not contradicts_negatives("Brain mass", split_items("no mass effect"))
+
+
+def test_a_denial_with_generic_qualifiers_or_a_normal_structure_contradicts_a_diagnosis() -> None:
+    assert contradicts_negatives("Hypertensive intracerebral hemorrhage", split_items("no ICH"))
+    assert contradicts_negatives("Coarctation of the aorta", split_items("No dissection, no coarctation on MRA."))
+    assert contradicts_negatives("Plantaris tendon tear", split_items("L foot\ntendons nl"))
+    assert contradicts_negatives("Liver metastases", split_items("liver unremarkable"))
+    assert not contradicts_negatives("Brain mass", split_items("Nl study."))
+    assert not contradicts_negatives("Calcaneal stress fracture", split_items("no calcaneal dislocation"))
+
+
+def test_stated_findings_keep_abnormal_items_and_denials_only() -> None:
+    stated = stated_findings(split_items("NCCT head\nhx VP shunt\nR frontal mass\nno MLS\nventricles nl"))
+    assert [(s.text, s.status) for s in stated] == [("right frontal mass", "present"), ("no midline shift", "absent")]

@@ -178,6 +178,7 @@ def test_examples_training_and_report_writing(
     assert from_notes.mode == "notes" and "right lower lobe" in sentences and "consolidation" in sentences
     assert any(s.status == "absent" and "pneumothorax" in s.sentence.lower() for s in from_notes.findings)
     assert not any(s.status == "present" and "pneumothorax" in s.sentence.lower() for s in from_notes.findings)
+    assert set(from_notes.differential_weights) == {"image", "text"}, "no knowledge base given: retrieval votes only"
     with pytest.raises(NotesError, match="empty"):
         writer.write(query, "   ")
     # Without the LLM (notes_with_llm off) the expanded notes are the findings, checked: the fast path.

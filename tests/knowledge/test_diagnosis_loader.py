@@ -2,7 +2,8 @@
 
 from knowledge.graph.backend import GraphBackend
 from knowledge.ontology.diagnosis_kb import diagnosis_key, finding_key, read_diagnosis_kb
-from knowledge.ontology.diagnosis_loader import load_diagnosis_kb
+from knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb, load_diagnosis_kb, read_diagnosis_kb_from_graph
+from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 
 SUGGESTED = (
     "MATCH (f:KbFinding {key: $finding})-[r:SUGGESTS]->(d:Diagnosis) "
@@ -28,3 +29,17 @@ def test_the_whole_knowledge_base_loads_and_a_second_load_changes_nothing(empty_
     assert crc[0]["source"] == "radiology-semantic-dict:imaging_findings"
     generic = empty_graph.run(SUGGESTED, {"finding": "restricted diffusion"})
     assert len({r["diagnosis"] for r in generic}) > 50 and generic[0]["specificity"] < 0.05
+
+
+def test_the_ranker_reads_the_knowledge_base_back_from_the_graph(empty_graph: GraphBackend) -> None:
+    assert not read_diagnosis_kb_from_graph(empty_graph).suggestions  # nothing loaded: nothing read
+    kb = ensure_diagnosis_kb(empty_graph)  # loads it first
+    tables = read_diagnosis_kb()
+    assert len(kb.diagnoses) == len(tables.diagnoses)
+    assert len(kb.suggestions) == len(
+        {(finding_key(s.finding), diagnosis_key(s.diagnosis), s.source) for s in tables.suggestions}
+    )
+    stated = [StatedFinding("apple-core constricting lesion of the sigmoid colon")]
+    from_graph = DiagnosisRanker(kb).rank(stated, modality="CT")
+    from_tables = DiagnosisRanker(tables).rank(stated, modality="CT")
+    assert from_graph[0].name == from_tables[0].name and from_graph[0].name.lower().startswith("colorectal cancer")
