@@ -76,7 +76,9 @@ def _pooled(scores: Sequence[CaseScore], key: str) -> float | None:
 
 
 def _sentences(report: Report) -> tuple[list[str], str, list[str]]:
-    return [s.sentence for s in report.findings], report.impression, [str(d["name"]) for d in report.differential]
+    # A differential item is known by its name and its synonyms (strict matching: `names_diagnosis`).
+    names = [" / ".join([str(d["name"]), *map(str, d.get("synonyms", []))]) for d in report.differential]
+    return [s.sentence for s in report.findings], report.impression, names
 
 
 def rescore(path: Path, notes: Path) -> None:

@@ -95,6 +95,7 @@ class DifferentialItem:
             "case_ids": list(self.case_ids),
             "concept_ids": list(self.concept_ids),
             "diagnosis_id": self.diagnosis_id,
+            "synonyms": list(self.synonyms),  # other names it answers to (knowledge base, merged names)
             "supports": [s.as_json() for s in self.supports],
             "unexplained": list(self.unexplained),
         }
@@ -173,6 +174,7 @@ def fuse(votes: Sequence[SourceVotes], weights: Mapping[str, float], *, limit: i
             item.case_ids = tuple(dict.fromkeys([*item.case_ids, *source.case_ids.get(name, ())]))
             if ranked:
                 item.supports, item.unexplained = ranked.supports, ranked.unexplained
+                item.diagnosis_id = item.diagnosis_id or ranked.concept_id
                 item.synonyms = tuple(dict.fromkeys([*item.synonyms, *ranked.synonyms]))
     order = {id(item): n for n, item in enumerate(items)}
     kept = sorted((i for i in items if i.score > 0), key=lambda i: (-i.score, order[id(i)]))

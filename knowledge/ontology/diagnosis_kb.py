@@ -71,6 +71,7 @@ _NEGATIVE = re.compile(r"^(?:no|without|lack of)\b")
 class Diagnosis:
     name: str  # "Hepatocellular Carcinoma"
     synonyms: tuple[str, ...] = ()  # "HCC"
+    concept_id: str | None = None  # the ontology concept it is the same as, where the graph links one
 
     @property
     def key(self) -> str:

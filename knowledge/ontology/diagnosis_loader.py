@@ -5,6 +5,8 @@ Graph model, beside the ontology's (`knowledge.ontology.loader`):
                                                       appearance"); `:Finding` already labels the OIFM models
      -[:SUGGESTS {source, modalities, regions, pathognomonic}]->
   (:Diagnosis {key, name, synonyms})
+     -[:SAME_AS {method}]->  (:Concept)   the RadLex or OIFM concept of the same name ("name") or one of
+                                          its synonyms ("synonym"), where the ontology has one
 One SUGGESTS edge per (finding, diagnosis, source table): rows of one table that differ only in modality or
 region are one edge listing them all. MERGE on keys, so a second load changes nothing.
 """
@@ -36,10 +38,16 @@ _SUGGESTS = (
     "MERGE (f)-[r:SUGGESTS {source: row.source}]->(d) "
     "SET r.modalities = row.modalities, r.regions = row.regions, r.pathognomonic = row.pathognomonic"
 )
+_SAME_AS = (
+    "UNWIND $rows AS row MATCH (d:Diagnosis {key: row.diagnosis}) MATCH (c:Concept {id: row.concept}) "
+    "MERGE (d)-[r:SAME_AS]->(c) SET r.method = row.method"
+)
+_CONCEPTS = "MATCH (c:Concept) RETURN c.id AS id, c.name AS name, c.synonyms AS synonyms"
 _COUNTS = {
     "kb_findings": "MATCH (f:KbFinding) RETURN count(f) AS n",
     "diagnoses": "MATCH (d:Diagnosis) RETURN count(d) AS n",
     "suggests": "MATCH (:KbFinding)-[r:SUGGESTS]->(:Diagnosis) RETURN count(r) AS n",
+    "same_as": "MATCH (:Diagnosis)-[r:SAME_AS]->(:Concept) RETURN count(r) AS n",
 }
 
 
@@ -48,11 +56,12 @@ class DiagnosisLoad:
     kb_findings: int
     diagnoses: int
     suggests: int
+    same_as: int
     seconds: float
 
     def as_json(self) -> dict[str, float | int]:
         return {"kb_findings": self.kb_findings, "diagnoses": self.diagnoses, "suggests": self.suggests,
-                "seconds": round(self.seconds, 2)}  # fmt: skip
+                "same_as": self.same_as, "seconds": round(self.seconds, 2)}  # fmt: skip
 
 
 def _edges(kb: DiagnosisKB) -> list[dict[str, object]]:
@@ -68,6 +77,26 @@ def _edges(kb: DiagnosisKB) -> list[dict[str, object]]:
         edge["regions"] = sorted({*edge["regions"], *([s.region] if s.region else [])})  # type: ignore[misc]
         edge["pathognomonic"] = bool(edge["pathognomonic"]) or s.pathognomonic
     return list(merged.values())
+
+
+def _same_as(graph: GraphBackend, kb: DiagnosisKB) -> list[dict[str, str]]:
+    """Each diagnosis linked to the ontology concept of its name, else of one of its synonyms (exact after
+    `diagnosis_key`: "Pulmonary Embolism" is RadLex's "pulmonary embolism"; no partial match)."""
+    by_name: dict[str, str] = {}
+    by_synonym: dict[str, str] = {}
+    for row in graph.run(_CONCEPTS):
+        by_name.setdefault(diagnosis_key(str(row["name"] or "")), str(row["id"]))
+        for synonym in row.get("synonyms") or ():
+            by_synonym.setdefault(diagnosis_key(str(synonym)), str(row["id"]))
+    rows = []
+    for key, diagnosis in kb.diagnoses.items():
+        names = [key, *(diagnosis_key(s) for s in diagnosis.synonyms)]
+        for table, method in ((by_name, "name"), (by_synonym, "synonym")):
+            concept = next((table[n] for n in names if n and n in table), None)
+            if concept:
+                rows.append({"diagnosis": key, "concept": concept, "method": method})
+                break
+    return rows
 
 
 def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> DiagnosisLoad:
@@ -87,6 +116,7 @@ def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> Dia
         _DIAGNOSES, ({"key": k, "name": d.name, "synonyms": list(d.synonyms)} for k, d in kb.diagnoses.items()), BATCH
     )
     graph.run_batched(_SUGGESTS, _edges(kb), BATCH)
+    graph.run_batched(_SAME_AS, _same_as(graph, kb), BATCH)
     graph.persist()
     counts = {name: int(graph.run(query)[0]["n"]) for name, query in _COUNTS.items()}
     return DiagnosisLoad(**counts, seconds=time.perf_counter() - started)
@@ -97,15 +127,18 @@ _READ = (
     "r.source AS source, r.modalities AS modalities, r.regions AS regions, r.pathognomonic AS pathognomonic, "
     "d.name AS diagnosis, d.synonyms AS synonyms"
 )
+_READ_SAME_AS = "MATCH (d:Diagnosis)-[:SAME_AS]->(c:Concept) RETURN d.key AS diagnosis, c.id AS concept"
 
 
 def read_diagnosis_kb_from_graph(graph: GraphBackend) -> DiagnosisKB:
     """The knowledge base as the graph holds it (what `load_diagnosis_kb` wrote, or a site's own edits):
     one `Suggestion` per SUGGESTS edge, its regions joined. Empty where nothing was loaded."""
     kb = DiagnosisKB([], {})
+    concepts = {str(r["diagnosis"]): str(r["concept"]) for r in graph.run(_READ_SAME_AS)}
     for row in graph.run(_READ):
         name = str(row["diagnosis"])
-        kb.diagnoses.setdefault(diagnosis_key(name), Diagnosis(name, tuple(row.get("synonyms") or ())))
+        key = diagnosis_key(name)
+        kb.diagnoses.setdefault(key, Diagnosis(name, tuple(row.get("synonyms") or ()), concepts.get(key)))
         kb.suggestions.append(
             Suggestion(
                 finding=str(row["finding"]),

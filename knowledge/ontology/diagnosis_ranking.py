@@ -134,6 +134,7 @@ class RankedDiagnosis:
     synonyms: tuple[str, ...] = ()
     supports: tuple[Support, ...] = ()
     unexplained: tuple[str, ...] = ()  # stated present findings this diagnosis does not explain
+    concept_id: str | None = None  # the ontology concept of the diagnosis (SAME_AS), where there is one
 
 
 @dataclass(frozen=True)
@@ -271,6 +272,7 @@ class DiagnosisRanker:
                     synonyms=diagnosis.synonyms,
                     supports=tuple(supports[n] for n in sorted(supports)),
                     unexplained=tuple(f.text for n, f in present if n not in supports),
+                    concept_id=diagnosis.concept_id,
                 )
             )
         ranked.sort(key=lambda d: (-d.score, d.name))

@@ -33,7 +33,13 @@ def test_the_whole_knowledge_base_loads_and_a_second_load_changes_nothing(empty_
 
 def test_the_ranker_reads_the_knowledge_base_back_from_the_graph(empty_graph: GraphBackend) -> None:
     assert not read_diagnosis_kb_from_graph(empty_graph).suggestions  # nothing loaded: nothing read
+    empty_graph.run("CREATE (:Concept {id: 'RID_ACH', name: 'achalasia', source: 'radlex'})")
+    empty_graph.run("CREATE (:Concept {id: 'OIFM_X', name: 'Other', synonyms: ['Pulmonary Embolism']})")
     kb = ensure_diagnosis_kb(empty_graph)  # loads it first
+    links = empty_graph.run("MATCH (d:Diagnosis)-[r:SAME_AS]->(c:Concept) RETURN d.key AS d, c.id AS c, r.method AS m")
+    assert {(r["d"], r["c"], r["m"]) for r in links} >= {("achalasia", "RID_ACH", "name")}
+    assert any(r["c"] == "OIFM_X" and r["m"] == "synonym" for r in links)
+    assert kb.diagnoses["achalasia"].concept_id == "RID_ACH"
     tables = read_diagnosis_kb()
     assert len(kb.diagnoses) == len(tables.diagnoses)
     assert len(kb.suggestions) == len(
@@ -43,3 +49,5 @@ def test_the_ranker_reads_the_knowledge_base_back_from_the_graph(empty_graph: Gr
     from_graph = DiagnosisRanker(kb).rank(stated, modality="CT")
     from_tables = DiagnosisRanker(tables).rank(stated, modality="CT")
     assert from_graph[0].name == from_tables[0].name and from_graph[0].name.lower().startswith("colorectal cancer")
+    achalasia = DiagnosisRanker(kb).rank([StatedFinding("dilated esophagus"), StatedFinding("bird's beak sign")])
+    assert achalasia[0].name == "Achalasia" and achalasia[0].concept_id == "RID_ACH"
