@@ -89,9 +89,7 @@ def truth_shares(votes: Sequence[SourceVotes], truth: Sequence[str]) -> dict[str
 
 def _contradicting(item: DifferentialItem, facts: Sequence[Mapping[str, Any]]) -> bool:
     """The name shown (not the synonyms it was merged under) contains a denied fact's term or synonym."""
-    return any(
-        f["status"] == "absent" and right(item.name, (), [f["term"], *f.get("synonyms", [])]) for f in facts
-    )
+    return any(f["status"] == "absent" and right(item.name, (), [f["term"], *f.get("synonyms", [])]) for f in facts)
 
 
 def evaluate(rows: Sequence[Mapping[str, Any]], sources: Sequence[list[SourceVotes]], weigh: Weigher,
@@ -134,6 +132,20 @@ def _grid(names: Sequence[str]) -> list[dict[str, float]]:
     for combo in itertools.product(GRID, repeat=len(names) - 1):
         if sum(combo) <= 1.0 + 1e-9:
             out.append(dict(zip(names, (*combo, round(1.0 - sum(combo), 2)), strict=True)))
+    return out
+
+
+def _log(w: float) -> float:
+    return round(math.log(w), 4) if w > 0 else ZERO_WEIGHT_BIAS
+
+
+def _mode_blends(image_only: Mapping[str, float], notes: Mapping[str, float]) -> dict[str, dict[str, float]]:
+    """Coefficients giving `image_only`'s weights without notes and `notes`'s with them (softmax of the bias,
+    plus the `notes` signal's coefficient when notes are given)."""
+    out = {}
+    for source in notes:
+        bias = _log(image_only.get(source, 0.0)) if source in image_only else 0.0
+        out[source] = {"bias": bias, "notes": round(_log(notes[source]) - bias, 4)}
     return out
 
 
@@ -194,12 +206,10 @@ def main() -> None:  # noqa: PLR0915 (one linear script: fit, ablate, print and 
     result["per_case_coefficients"] = per_case.coefficients
     if all(ships for ships, _ in shipped.values()):
         chosen = per_case
-    else:  # the best fixed blend of notes mode (all three sources), as biases: the same weights on every case
-        best = shipped["notes"][1]
-        chosen = SourceWeights(
-            {s: {"bias": round(math.log(w), 4) if w > 0 else ZERO_WEIGHT_BIAS} for s, w in best.items()},
-            fitted_on=f"fixed blend {json.dumps(best)}, best on dev; the per-case blend did not beat it",
-        )
+    else:  # the best fixed blend of each mode, as biases and a notes signal: fixed weights per mode
+        chosen = SourceWeights(_mode_blends(shipped["image"][1], shipped["notes"][1]), fitted_on=(
+            f"fixed blends best on dev: image only {json.dumps(shipped['image'][1])}, notes "
+            f"{json.dumps(shipped['notes'][1])}; the per-case blend did not beat them"))  # fmt: skip
     result["shipped"] = {
         "coefficients": chosen.coefficients,
         "fitted_on": chosen.fitted_on,

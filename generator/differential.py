@@ -40,12 +40,18 @@ _CLAUSE = re.compile(
     r"\s*(?:[,;:(\[]|\s-\s|\s(?:with|encompassing|secondary to|due to|involving|and we|patient)\s)", re.IGNORECASE
 )
 SHORT_NAME_WORDS = 8
+_PATIENT = re.compile(
+    r"\b\d+[\s-]*(?:y\.?\s?o\.?|years?|yrs?|months?|mos?)\b|\b(?:male|female|man|woman|boy|girl)\b", re.IGNORECASE
+)
 
 
 def short_diagnosis(name: str) -> str:
     """A diagnosis as a report names it: its first clause ("Cerebral infarction encompassing the left MCA ..."
     → "Cerebral infarction"); "" for a description too long to be a name."""
     short = _CLAUSE.split(name.removesuffix(" ...").strip(), maxsplit=1)[0].strip().rstrip(".,;:")
+    patient = _PATIENT.search(short)  # "64 y.o. female", "Melanoma in a 45-year-old man": who, not what
+    if patient:
+        short = re.sub(r"\s+(?:in|of)(?:\s+(?:an?|the))?\s*$", "", short[: patient.start()].rstrip(" ,;:-")).strip()
     return short if 0 < len(short.split()) <= SHORT_NAME_WORDS else ""
 
 

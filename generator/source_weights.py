@@ -9,7 +9,8 @@ Each source's weight is a softmax over the sources that voted, of a linear score
 - retrieval (`image`, `text`): the top name's share, its margin over the second, and the share of the
   cases that agree on it (five similar cases all naming one diagnosis are worth more than five names);
 - `knowledge`: the top diagnosis's share and margin, how many stated findings it explains, and how many
-  findings were stated at all.
+  findings were stated at all;
+- all: whether the radiologist's notes were given (notes mode).
 
 The coefficients are fitted on train (maximum likelihood of the true diagnosis under the blend, with an
 L2 penalty) and saved as JSON; `FixedWeights` is the same blend with one weight per source for every case.
@@ -29,10 +30,11 @@ SOURCE_WEIGHTS_JSON = "source_weights.json"
 Weigher = Callable[[Sequence[SourceVotes]], dict[str, float]]  # a case's votes → each voting source's weight
 
 
-def signals(votes: SourceVotes) -> dict[str, float]:
-    """The reliability signals of one source's votes on one case (see the module docstring)."""
+def signals(votes: SourceVotes, case: Sequence[SourceVotes] = ()) -> dict[str, float]:
+    """The reliability signals of one source's votes on one case (see the module docstring); `case` is all
+    the case's votes, for what the case itself says (whether notes were given: a text source is there)."""
     first, second = votes.top(2)
-    out = {"top": first, "margin": first - second}
+    out = {"top": first, "margin": first - second, "notes": float(any(v.source == "text" for v in case))}
     if votes.source == "knowledge":
         best = max(votes.ranked.values(), key=lambda d: d.score, default=None)
         explained = len(best.supports) if best else 0
@@ -68,7 +70,7 @@ class SourceWeights:
             if not v.shares:
                 continue
             coef = self.coefficients.get(v.source, {})
-            logits[v.source] = coef.get("bias", 0.0) + sum(coef.get(k, 0.0) * x for k, x in signals(v).items())
+            logits[v.source] = coef.get("bias", 0.0) + sum(coef.get(k, 0.0) * x for k, x in signals(v, votes).items())
         if not logits:
             return {}
         top = max(logits.values())
@@ -109,12 +111,15 @@ def fit_source_weights(
     import torch
 
     useful = [(votes, truth) for votes, truth in cases if any(truth.get(v.source, 0.0) > 0 for v in votes)]
-    names = {s: sorted({k for votes, _ in useful for v in votes if v.source == s for k in signals(v)}) for s in SOURCES}
+    names = {
+        s: sorted({k for votes, _ in useful for v in votes if v.source == s for k in signals(v, votes)})
+        for s in SOURCES
+    }
     params = {s: torch.zeros(len(names[s]) + 1, requires_grad=True) for s in SOURCES}
     rows = []
     for votes, truth in useful:
         voting = [v for v in votes if v.shares]
-        x = [torch.tensor([1.0, *[signals(v).get(k, 0.0) for k in names[v.source]]]) for v in voting]
+        x = [torch.tensor([1.0, *[signals(v, votes).get(k, 0.0) for k in names[v.source]]]) for v in voting]
         p = torch.tensor([truth.get(v.source, 0.0) for v in voting])
         rows.append(([v.source for v in voting], x, p))
     optimiser = torch.optim.Adam(list(params.values()), lr=0.05)

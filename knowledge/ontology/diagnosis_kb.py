@@ -64,6 +64,12 @@ _METRIC = re.compile(
 )
 _TASK = re.compile(r"\bdetection$|^detection of\b|^(?:direct\s+)?visuali[sz]ation$")
 _NORMAL = re.compile(r"^normal(?:\s+(?:ct|mri|mr|us|study|exam|examination|findings|appearance))?$")
+# A place and a generic finding ("Liver lesions", "Pulmonary nodules", "Other liver lesions") is a finding, not a
+# diagnosis: it would match any report that mentions a lesion.
+_GENERIC_NAME = re.compile(
+    r"^(?:\w+ ){0,2}(?:lesion|lesions|mass|masses|nodule|nodules|opacity|opacities|abnormality|abnormalities|"
+    r"finding|findings|collection|collections)$"
+)
 _NEGATIVE = re.compile(r"^(?:no|without|lack of)\b")
 
 
@@ -204,7 +210,7 @@ def _add(kb: DiagnosisKB, finding: str, diagnosis: Any, **edge: Any) -> None:
             kb.dropped[reason] += 1
             return
     named = split_diagnosis(diagnosis)
-    if named.key in NOT_DIAGNOSES:
+    if named.key in NOT_DIAGNOSES or _GENERIC_NAME.match(named.key):
         kb.dropped["not a diagnosis (a finding, material or symptom)"] += 1
         return
     if key == named.key:  # "Osteoporosis" suggests osteoporosis: says nothing

@@ -7,17 +7,22 @@ Graph model, beside the ontology's (`knowledge.ontology.loader`):
   (:Diagnosis {key, name, synonyms})
      -[:SAME_AS {method}]->  (:Concept)   the RadLex or OIFM concept of the same name ("name") or one of
                                           its synonyms ("synonym"), where the ontology has one
+A (:KbSource {name, fingerprint}) node records which tables were loaded: a load of other tables (a new
+package version, a changed reader) first removes the old findings and diagnoses, so nothing stale stays.
 One SUGGESTS edge per (finding, diagnosis, source table): rows of one table that differ only in modality or
 region are one edge listing them all. MERGE on keys, so a second load changes nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from dataclasses import dataclass
 
 from knowledge.graph.backend import GraphBackend
 from knowledge.ontology.diagnosis_kb import (
+    SOURCE,
     Diagnosis,
     DiagnosisKB,
     Suggestion,
@@ -42,6 +47,9 @@ _SAME_AS = (
     "UNWIND $rows AS row MATCH (d:Diagnosis {key: row.diagnosis}) MATCH (c:Concept {id: row.concept}) "
     "MERGE (d)-[r:SAME_AS]->(c) SET r.method = row.method"
 )
+_FINGERPRINT = "MATCH (s:KbSource {name: $name}) RETURN s.fingerprint AS fingerprint"
+_SET_FINGERPRINT = "MERGE (s:KbSource {name: $name}) SET s.fingerprint = $fingerprint"
+_CLEAR = "MATCH (n) WHERE n:KbFinding OR n:Diagnosis DETACH DELETE n"
 _CONCEPTS = "MATCH (c:Concept) RETURN c.id AS id, c.name AS name, c.synonyms AS synonyms"
 _COUNTS = {
     "kb_findings": "MATCH (f:KbFinding) RETURN count(f) AS n",
@@ -99,11 +107,28 @@ def _same_as(graph: GraphBackend, kb: DiagnosisKB) -> list[dict[str, str]]:
     return rows
 
 
+def fingerprint(kb: DiagnosisKB) -> str:
+    """A digest of the knowledge base's findings, diagnoses and edges: what a graph's copy must match."""
+    rows = sorted(
+        json.dumps([s.finding, s.diagnosis, s.source, s.modalities, s.region, s.pathognomonic]) for s in kb.suggestions
+    )
+    rows += sorted(json.dumps([k, d.name, d.synonyms]) for k, d in kb.diagnoses.items())
+    return hashlib.sha256("\n".join(rows).encode()).hexdigest()[:16]
+
+
+def loaded_fingerprint(graph: GraphBackend) -> str | None:
+    rows = graph.run(_FINGERPRINT, {"name": SOURCE})
+    return str(rows[0]["fingerprint"]) if rows and rows[0]["fingerprint"] else None
+
+
 def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> DiagnosisLoad:
     """Write the knowledge base's findings, diagnoses and SUGGESTS edges into `graph`; counts as it then holds."""
     started = time.perf_counter()
     kb = kb or read_diagnosis_kb()
     graph.create_indexes()
+    digest = fingerprint(kb)
+    if loaded_fingerprint(graph) not in (None, digest):  # other tables were loaded: start again
+        graph.run(_CLEAR)
     specificity = kb.specificity()
     findings: dict[str, dict[str, object]] = {}
     for s in kb.suggestions:
@@ -117,6 +142,7 @@ def load_diagnosis_kb(graph: GraphBackend, kb: DiagnosisKB | None = None) -> Dia
     )
     graph.run_batched(_SUGGESTS, _edges(kb), BATCH)
     graph.run_batched(_SAME_AS, _same_as(graph, kb), BATCH)
+    graph.run(_SET_FINGERPRINT, {"name": SOURCE, "fingerprint": digest})
     graph.persist()
     counts = {name: int(graph.run(query)[0]["n"]) for name, query in _COUNTS.items()}
     return DiagnosisLoad(**counts, seconds=time.perf_counter() - started)
@@ -154,9 +180,8 @@ def read_diagnosis_kb_from_graph(graph: GraphBackend) -> DiagnosisKB:
 
 
 def ensure_diagnosis_kb(graph: GraphBackend) -> DiagnosisKB:
-    """The graph's knowledge base, loaded into it first if it holds none (as `kgreport kg load` does)."""
-    kb = read_diagnosis_kb_from_graph(graph)
-    if kb.suggestions:
-        return kb
-    load_diagnosis_kb(graph)
+    """The graph's knowledge base, loaded into it first if it holds none or other tables' (as `kgreport kg load`
+    does)."""
+    if loaded_fingerprint(graph) != fingerprint(read_diagnosis_kb()):
+        load_diagnosis_kb(graph)
     return read_diagnosis_kb_from_graph(graph)

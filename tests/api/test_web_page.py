@@ -159,6 +159,8 @@ def test_upload_search_report_edit_export(server: str) -> None:
             assert exported["draft"]["source"] == "notes"
             differential = page.get_by_test_id("differential").locator("li")
             assert differential.count() == len(exported["differential"])
+            if exported["differential_weights"]:  # the weight each source got on this case, as the answer says
+                expect(page.get_by_test_id("differential-weights")).to_contain_text("differential weights on this case")
             if differential.count():
                 expect(differential.first).to_contain_text(exported["differential"][0]["name"])
             concept = page.get_by_test_id("differential").get_by_test_id("differential-concept")

@@ -13,6 +13,7 @@ from generator.differential import (
     knowledge_votes,
     recall_at,
     same_diagnosis,
+    short_diagnosis,
 )
 from knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
@@ -67,3 +68,9 @@ def test_a_long_diagnosis_is_named_by_its_first_words() -> None:
     text = "Diagnosis:  64 y.o. female with recurrent breast cancer with metastasis to lymph nodes and lungs.  More."
     assert diagnosis_name(text) == "64 y.o. female with recurrent breast cancer with metastasis to lymph nodes ..."
     assert diagnosis_name("Sarcoidosis\nstage II") == "Sarcoidosis" and diagnosis_name("") == ""
+
+
+def test_a_diagnosis_field_describing_the_patient_names_no_diagnosis() -> None:
+    assert short_diagnosis("64 y.o. female with recurrent breast cancer") == ""
+    assert short_diagnosis("Malignant melanoma in a 45-year-old man") == "Malignant melanoma"
+    assert case_votes("image", [CaseDiagnosis("C1", 0.9, "64 y.o. female")]).shares == {}

@@ -22,7 +22,8 @@ def _knowledge() -> SourceVotes:
 def test_signals_say_how_much_a_source_agrees_with_itself() -> None:
     assert signals(_image(5))["agreement"] == 1.0 and signals(_image(1))["agreement"] == pytest.approx(0.2)
     assert signals(_image(5))["margin"] == 1.0
-    assert set(signals(_knowledge())) == {"top", "margin", "explained", "stated"}
+    assert set(signals(_knowledge())) == {"top", "margin", "explained", "stated", "notes"}
+    assert signals(_knowledge(), [_knowledge(), SourceVotes("text")])["notes"] == 1.0
 
 
 def test_weights_cover_only_the_sources_that_voted() -> None:

@@ -40,3 +40,12 @@ def test_modalities_and_names_are_normalised() -> None:
     assert modalities(["Radiography", "CT"]) == ("XR", "CT") and modalities("") == () and modalities(None) == ()
     assert split_diagnosis("Hepatocellular Carcinoma (HCC)").synonyms == ("HCC",)
     assert split_diagnosis("Bacterial Pneumonia (secondary to FBA)").name == "Bacterial Pneumonia (secondary to FBA)"
+
+
+def test_a_place_and_a_generic_finding_is_not_a_diagnosis() -> None:
+    kb = read_diagnosis_kb()
+    assert (
+        "liver lesions" not in kb.diagnoses and "pulmonary nodules" not in kb.diagnoses and "masses" not in kb.diagnoses
+    )
+    assert "abdominal aortic aneurysm" in kb.diagnoses and "achalasia" in kb.diagnoses
+    assert kb.dropped["not a diagnosis (a finding, material or symptom)"] > 100

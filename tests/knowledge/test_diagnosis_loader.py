@@ -1,8 +1,14 @@
 """The finding → diagnosis knowledge base in each graph backend: loaded whole, idempotent, with provenance."""
 
 from knowledge.graph.backend import GraphBackend
-from knowledge.ontology.diagnosis_kb import diagnosis_key, finding_key, read_diagnosis_kb
-from knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb, load_diagnosis_kb, read_diagnosis_kb_from_graph
+from knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, finding_key, read_diagnosis_kb
+from knowledge.ontology.diagnosis_loader import (
+    ensure_diagnosis_kb,
+    fingerprint,
+    load_diagnosis_kb,
+    loaded_fingerprint,
+    read_diagnosis_kb_from_graph,
+)
 from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 
 SUGGESTED = (
@@ -51,3 +57,29 @@ def test_the_ranker_reads_the_knowledge_base_back_from_the_graph(empty_graph: Gr
     assert from_graph[0].name == from_tables[0].name and from_graph[0].name.lower().startswith("colorectal cancer")
     achalasia = DiagnosisRanker(kb).rank([StatedFinding("dilated esophagus"), StatedFinding("bird's beak sign")])
     assert achalasia[0].name == "Achalasia" and achalasia[0].concept_id == "RID_ACH"
+
+
+def test_a_load_of_other_tables_leaves_nothing_of_the_old_ones(empty_graph: GraphBackend) -> None:
+    tables = read_diagnosis_kb()
+    old = DiagnosisKB(
+        tables.suggestions[:50],
+        {diagnosis_key(s.diagnosis): tables.diagnoses[diagnosis_key(s.diagnosis)] for s in tables.suggestions[:50]},
+    )
+    load_diagnosis_kb(empty_graph, old)
+    assert loaded_fingerprint(empty_graph) == fingerprint(old)
+    kept = read_diagnosis_kb_from_graph(empty_graph)
+    assert len(kept.diagnoses) == len(old.diagnoses)
+    ensure_diagnosis_kb(empty_graph)  # the package's tables differ: the old copy is replaced, not added to
+    assert loaded_fingerprint(empty_graph) == fingerprint(tables)
+    again = read_diagnosis_kb_from_graph(empty_graph)
+    assert len(again.diagnoses) == len(tables.diagnoses)
+    small = DiagnosisKB(
+        tables.suggestions[:1],
+        {
+            diagnosis_key(tables.suggestions[0].diagnosis): tables.diagnoses[
+                diagnosis_key(tables.suggestions[0].diagnosis)
+            ]
+        },
+    )
+    load_diagnosis_kb(empty_graph, small)
+    assert len(read_diagnosis_kb_from_graph(empty_graph).suggestions) == 1
