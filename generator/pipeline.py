@@ -11,8 +11,9 @@ The LLM edits the draft against the voted, grounded findings; draft-lookup specu
 draft's own tokens, so copying costs a fraction of the forwards. Every sentence is then checked against the
 evidence: a finding stated present that the evidence does not support (in image mode, fewer than
 `min_votes` of the retrieved cases state it; in notes mode, neither the notes nor a case) is removed when
-`drop_unsupported` is on, and listed in `removed`. The impression ends with a ranked differential from the
-similar cases' diagnoses and the graph's differentials of the stated findings, each item citing both.
+`drop_unsupported` is on, and listed in `removed`. The report ends with a ranked differential blended from
+the image's similar cases, the notes' own similar cases and the knowledge base's ranking of the stated findings,
+with the weight each source got on this case (`generator.differential`, `generator.source_weights`).
 
 Output the model writes that does not parse into Findings / Impression is written again with the answer
 forced to start with "Findings:" (and "Impression:" after the findings when still missing); if that fails
