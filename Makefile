@@ -62,6 +62,10 @@ bench: setup
 	$(BIN)/kgreport index build ../shared/data/medpix2 --name medpix-train --split train
 	$(BIN)/python -m benchmarks.report_quality --index medpix-train  # all 67 dev cases, both modes: about 25 min
 	$(BIN)/python -m benchmarks.report_speed --index medpix-train --images 8
+	$(BIN)/python -m benchmarks.differential_sources --index medpix-train --split train
+	$(BIN)/python -m benchmarks.differential_sources --index medpix-train --split dev
+	$(BIN)/python -m benchmarks.differential_quality  # add --save to write the writer's source weights
+	$(BIN)/python -m benchmarks.notes_quality --index medpix-train --no-llm --skip-image
 	$(BIN)/python -m benchmarks.service_load
 	$(BIN)/python -m benchmarks.upload_memory
 	$(BIN)/python -m benchmarks.graph_durability
