@@ -28,6 +28,7 @@ import random
 import statistics
 import time
 from collections.abc import Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -53,12 +54,9 @@ def _cases(hits: Sequence[Sequence[Any]]) -> list[CaseDiagnosis]:
     return [CaseDiagnosis(str(c), float(s), str(d)) for c, s, d in hits[:CASES_PER_SOURCE]]
 
 
-def _names(item: DifferentialItem | str, synonyms: Sequence[str] = ()) -> list[str]:
-    return [item, *synonyms] if isinstance(item, str) else [item.name, *item.synonyms]
-
-
 def right(name: str, synonyms: Sequence[str], truth: Sequence[str]) -> bool:
-    return any(names_diagnosis(n, truth) for n in _names(name, synonyms))
+    """Strictly the true diagnosis: the name or a synonym names an accepted name (`names_diagnosis`)."""
+    return any(names_diagnosis(n, truth) for n in (name, *synonyms))
 
 
 def case_sources(
@@ -97,12 +95,10 @@ def evaluate(rows: Sequence[Mapping[str, Any]], sources: Sequence[list[SourceVot
     top1, top5, contradicting, weights = [], [], [], []
     for row, votes in zip(rows, sources, strict=True):
         w = weigh(votes)
-        ranked = fuse(votes, w, limit=10)
         note = notes.get(row["case_id"])
-        if mode == "notes" and note:  # as the writer does: a diagnosis the notes deny is not offered
-            items = split_items(note["notes"], note["modality"])
-            ranked = [d for d in ranked if not contradicts_negatives(d.name, items)]
-        ranked = ranked[:5]
+        items = split_items(note["notes"], note["modality"]) if mode == "notes" and note else []
+        # As the writer does: a diagnosis the notes deny is not offered.
+        ranked = fuse(votes, w, limit=5, denied=partial(contradicts_negatives, items=items))
         hits = [right(d.name, d.synonyms, row["truth"]) for d in ranked]
         top1.append(any(hits[:1]))
         top5.append(any(hits))

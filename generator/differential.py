@@ -14,7 +14,7 @@ an item's score says how much each source gave it. Names are merged across sourc
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,8 +156,15 @@ def knowledge_votes(ranked: Sequence[RankedDiagnosis]) -> SourceVotes:
     return SourceVotes("knowledge", {d.name: d.score / total for d in ranked}, ranked={d.name: d for d in ranked})
 
 
-def fuse(votes: Sequence[SourceVotes], weights: Mapping[str, float], *, limit: int = 5) -> list[DifferentialItem]:
-    """The `limit` best names by the weighted sum of the sources' shares; ties go to the name seen first."""
+def fuse(
+    votes: Sequence[SourceVotes],
+    weights: Mapping[str, float],
+    *,
+    limit: int = 5,
+    denied: Callable[[str], bool] | None = None,
+) -> list[DifferentialItem]:
+    """The `limit` best names by the weighted sum of the sources' shares, leaving out a name `denied` says the
+    notes deny; ties go to the name seen first."""
     items: list[DifferentialItem] = []
 
     def item_for(name: str, synonyms: Sequence[str]) -> DifferentialItem:
@@ -183,7 +190,9 @@ def fuse(votes: Sequence[SourceVotes], weights: Mapping[str, float], *, limit: i
                 item.diagnosis_id = item.diagnosis_id or ranked.concept_id
                 item.synonyms = tuple(dict.fromkeys([*item.synonyms, *ranked.synonyms]))
     order = {id(item): n for n, item in enumerate(items)}
-    kept = sorted((i for i in items if i.score > 0), key=lambda i: (-i.score, order[id(i)]))
+    kept = sorted(
+        (i for i in items if i.score > 0 and not (denied and denied(i.name))), key=lambda i: (-i.score, order[id(i)])
+    )
     return kept[:limit]
 
 

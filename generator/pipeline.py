@@ -26,6 +26,7 @@ import re
 import time
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -213,7 +214,7 @@ class ReportWriter:
             image, found, stated_findings(items), notes=notes.expanded, items=items
         )
         impression, impression_items = notes_impression(written, differential)
-        self.stages["post_check"] += time.perf_counter() - started
+        self.stages["post_check"] += time.perf_counter() - started - self.stages["differential"]
         limitations = [] if found.evidence.cases else [NO_CASES_LIMITATION]
         limitations += [f"prompt shortened: {note}" for note in prompt.cut] if used_llm else []  # no prompt read
         limitations += list(notes.limitations)
@@ -262,10 +263,11 @@ class ReportWriter:
             ranked = self.diagnoses.rank(stated, modality=ev.modality, region=ev.body_region)
             votes.append(knowledge_votes(ranked))
         weights = (weigh or self.source_weights)(votes)
-        size = self.config.differential_size
-        ranked_items = [d for d in fuse(votes, weights, limit=2 * size) if not contradicts_negatives(d.name, items)]
+        offered = fuse(
+            votes, weights, limit=self.config.differential_size, denied=partial(contradicts_negatives, items=items)
+        )
         self.stages["differential"] = time.perf_counter() - started
-        return ranked_items[:size], {s: round(w, 4) for s, w in weights.items()}
+        return offered, {s: round(w, 4) for s, w in weights.items()}
 
     def _add_differential(self, report: Report, image: Path, found: ImageEvidence, stated: list[StatedFinding]) -> None:
         differential, weights = self.differential(image, found, stated)

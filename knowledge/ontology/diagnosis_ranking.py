@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import re
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from knowledge.ontology.diagnosis_kb import DiagnosisKB, Suggestion, diagnosis_key, finding_key
@@ -84,6 +84,12 @@ def systems(region: str | None) -> frozenset[str]:
     """The body systems a region names; empty for none or a region that is not one ("Nuclear Medicine")."""
     words = _WORD.findall((region or "").lower())
     return frozenset(system for system, starts in _SYSTEM_WORDS.items() if any(w.startswith(starts) for w in words))
+
+
+def _shown_only_on(text: str) -> frozenset[str]:
+    """The kinds of study whose own words `text` uses ("T2 hyperintense": MR); empty for words any can show."""
+    words = " ".join(_WORD.findall(text.lower()))
+    return frozenset(m for m, starts in _MODALITY_ONLY.items() if any(re.search(rf"\b{w}", words) for w in starts))
 
 
 def stem(word: str) -> str:
@@ -144,6 +150,7 @@ class _Term:
     text: str
     words: frozenset[str]
     total: float  # sum of its words' weights
+    modalities: frozenset[str] = frozenset()  # the only kinds of study that can show it (`_MODALITY_ONLY`); empty: any
 
 
 @dataclass
@@ -183,7 +190,7 @@ class DiagnosisRanker:
         for text, words in zip(texts, word_sets, strict=True):
             if words and finding_key(text) not in index:
                 index[finding_key(text)] = len(self.terms)
-                self.terms.append(_Term(text, words, sum(self.idf[w] for w in words)))
+                self.terms.append(_Term(text, words, sum(self.idf[w] for w in words), _shown_only_on(text)))
         specificity = self.kb.specificity()
         for s in self.kb.suggestions:
             if finding_key(s.finding) in index and not s.negative:
@@ -206,11 +213,8 @@ class DiagnosisRanker:
 
     def applies(self, term: int, modality: str | None) -> bool:
         """Whether a KB finding can be seen on a study of `modality` (see `_MODALITY_ONLY`)."""
-        if not modality or modality not in ("CT", "MR", "XR", "US"):
-            return True
-        text = " ".join(_WORD.findall(self.terms[term].text.lower()))
-        needs = {m for m, words in _MODALITY_ONLY.items() if any(re.search(rf"\b{w}", text) for w in words)}
-        return not needs or modality in needs
+        needs = self.terms[term].modalities
+        return not needs or not modality or modality not in ("CT", "MR", "XR", "US") or modality in needs
 
     def _region_factor(self, edge: _Edge, study: frozenset[str]) -> float:
         return 1.0 if not edge.systems or not study or edge.systems & study else self.region_mismatch
@@ -277,8 +281,3 @@ class DiagnosisRanker:
             )
         ranked.sort(key=lambda d: (-d.score, d.name))
         return ranked[:limit]
-
-
-def stated_findings(items: Iterable[tuple[str, str]]) -> list[StatedFinding]:
-    """(text, status) pairs as stated findings, empty texts dropped."""
-    return [StatedFinding(text.strip(), status) for text, status in items if text.strip()]
