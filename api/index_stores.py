@@ -23,9 +23,9 @@ from api.settings import STAGING_SUFFIX, Settings
 from api.write_lease import lease_busy, write_lease
 from knowledge.graph import GraphBackend
 from retrieval.case_store import CaseStore
+from retrieval.config import IndexParams
 from retrieval.milvus_connection import MilvusConnection, MilvusSettings
 from retrieval.milvus_store import MilvusCaseStore
-from retrieval.vector_index import IndexParams
 from retrieval.write_lock import index_busy, index_write_lock
 
 AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.store_interface.CaseStoreInterface`

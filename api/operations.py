@@ -22,7 +22,7 @@ from retrieval.write_lock import IndexBusyError as IndexBusyError  # re-exported
 
 if TYPE_CHECKING:
     from indexing.archives import Archive
-    from indexing.pipeline import IngestOptions
+    from indexing.options import IngestOptions
 
 Progress = Callable[[int], None]  # advance by n cases
 
@@ -38,15 +38,13 @@ class CaseExistsError(OperationError):
 def ingest_options(services: Services, *, replace: bool = False, image_only: bool = False) -> IngestOptions:
     """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
     alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
-    from indexing.pipeline import IngestOptions
+    from indexing.options import IngestOptions
 
     settings = services.settings
     return IngestOptions(
         batch_cases=settings.ingest_batch_cases,
         replace=replace,
-        volume_slices=settings.volume_slices,
-        window=settings.ct_window,
-        max_pixels=settings.max_image_pixels,
+        imaging=settings.imaging_config(),
         image_only=image_only,
     )
 

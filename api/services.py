@@ -22,17 +22,15 @@ from knowledge.ontology.diagnosis_ranking import DiagnosisRanker
 from knowledge.ontology.loader import ensure_ontology
 from retrieval import faiss_gpu
 from retrieval.case_store import IndexNotFoundError
+from retrieval.config import IndexParams
 from retrieval.device import describe, resolve_device
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.query_cache import QueryCache
 from retrieval.search import CaseSearcher
-from retrieval.vector_index import IndexParams
 
 log = logging.getLogger(__name__)
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 class EncoderMismatchError(ValueError):
@@ -43,6 +41,10 @@ class Services:
     """Lazy, cached access to encoders and open indexes."""
 
     def __init__(self, settings: Settings) -> None:
+        # No model hub at run time: every load is local (`local_files_only`), and these keep any library
+        # call we do not see from trying the network. Set when services are made, not when a module is imported.
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.settings = settings
         self._stores: dict[str, AnyStore] = {}
         self._stores_lock = threading.RLock()  # the service opens stores from many request threads
@@ -75,11 +77,7 @@ class Services:
 
     @property
     def index_params(self) -> IndexParams:
-        return IndexParams(
-            exact_threshold=self.settings.exact_search_threshold,
-            nprobe=self.settings.ivf_nprobe,
-            device=self.settings.device,
-        )
+        return self.settings.index_params()
 
     @cached_property
     def stores(self) -> IndexStores:
@@ -149,21 +147,14 @@ class Services:
             )
 
     def searcher(self, name: str) -> CaseSearcher:
+        config = self.settings.search_config()
         return CaseSearcher(
             self.open_store(name),
             self.image_encoder,
             self.text_encoder,
-            image_weight=self.settings.hybrid_image_weight,
-            leakage_guard=self.settings.leakage_guard,
-            volume_slices=self.settings.volume_slices,
-            window=self.settings.ct_window,
+            config,
             cache=self.query_cache,
-            coalescers=self.query_coalescers if self.settings.coalesce_queries else None,
-            query_expansion=self.settings.query_expansion,
-            vote_by=self.settings.vote_by,
-            head_weight=self.settings.head_weight,
-            case_pooling=self.settings.case_pooling,
-            max_pixels=self.settings.max_image_pixels,
+            coalescers=self.query_coalescers if config.coalesce else None,
         )
 
     @cached_property

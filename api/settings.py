@@ -11,6 +11,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from indexing.options import IngestOptions
+from retrieval.config import ImagingConfig, IndexParams, SearchConfig
 from retrieval.ids import check_id, is_valid_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -34,31 +36,52 @@ class Settings(BaseSettings):
         default="", description="CT encoder folder or open_clip checkpoint folder; empty = the bundled trained encoder"
     )
     text_encoder: str = Field(default="", description="sentence-transformers folder; empty = packaged MiniLM")
-    exact_search_threshold: int = Field(default=20_000, ge=1, description="below: exact search; above: IVF")
-    ivf_nprobe: int = Field(default=64, ge=1)
-    volume_slices: int = Field(default=8, ge=1, le=64, description="axial slices sampled per 3D volume")
+    exact_search_threshold: int = Field(
+        default=IndexParams.exact_threshold, ge=1, description="below: exact search; above: IVF"
+    )
+    ivf_nprobe: int = Field(default=IndexParams.nprobe, ge=1)
+    volume_slices: int = Field(
+        default=ImagingConfig.volume_slices, ge=1, le=64, description="axial slices sampled per 3D volume"
+    )
     ct_window: str | None = Field(default=None, description="window preset for CT volumes (lung, bone, ...)")
     hybrid_image_weight: float = Field(
-        default=0.5, ge=0.0, le=1.0, description="weight of image similarity in hybrid image+text queries"
+        default=SearchConfig.image_weight,
+        ge=0.0,
+        le=1.0,
+        description="weight of image similarity in hybrid image+text queries",
     )
     query_expansion: int = Field(
-        default=0, ge=0, le=50, description="rescore image-query candidates with the query plus its M best neighbours"
+        default=SearchConfig.query_expansion,
+        ge=0,
+        le=50,
+        description="rescore image-query candidates with the query plus its M best neighbours",
     )
     case_pooling: bool = Field(
-        default=False, description="rank cases by their pooled images rather than their best image (image queries)"
+        default=SearchConfig.case_pooling,
+        description="rank cases by their pooled images rather than their best image (image queries)",
     )
-    vote_by: str = Field(default="image", pattern="^(image|case)$", description="label vote per image or per case")
+    vote_by: str = Field(
+        default=SearchConfig.vote_by, pattern="^(image|case)$", description="label vote per image or per case"
+    )
     head_weight: float = Field(
-        default=0.0, ge=0.0, le=1.0, description="weight of the encoder's heads in the predicted modality and region"
+        default=SearchConfig.head_weight,
+        ge=0.0,
+        le=1.0,
+        description="weight of the encoder's heads in the predicted modality and region",
     )
     query_cache_size: int = Field(
-        default=256, ge=0, description="query embeddings kept in memory (repeated uploads and texts); 0 = off"
+        default=SearchConfig.cache_size,
+        ge=0,
+        description="query embeddings kept in memory (repeated uploads and texts); 0 = off",
     )
     coalesce_queries: bool = Field(
-        default=True, description="embed concurrent queries together on one model thread per encoder (a service)"
+        default=SearchConfig.coalesce,
+        description="embed concurrent queries together on one model thread per encoder (a service)",
     )
-    leakage_guard: bool = Field(default=True, description="never return the query's own case or patient")
-    ingest_batch_cases: int = Field(default=16, ge=1)
+    leakage_guard: bool = Field(
+        default=SearchConfig.leakage_guard, description="never return the query's own case or patient"
+    )
+    ingest_batch_cases: int = Field(default=IngestOptions.batch_cases, ge=1)
     index_findings: bool = Field(
         default=True, description="at index time, write each report's findings into the ontology graph"
     )
@@ -93,7 +116,9 @@ class Settings(BaseSettings):
     )
     max_upload_mb: float = Field(default=64.0, gt=0, description="largest accepted upload, in MB")
     max_image_megapixels: float = Field(
-        default=40.0, gt=0, description="largest 2D picture (PNG, JPEG, ...) decoded, in megapixels; larger: 422"
+        default=ImagingConfig.max_pixels / 1e6,
+        gt=0,
+        description="largest 2D picture (PNG, JPEG, ...) decoded, in megapixels; larger: 422",
     )
     workers: int = Field(
         default=1,
@@ -194,6 +219,28 @@ class Settings(BaseSettings):
     @property
     def max_image_pixels(self) -> int:
         return int(self.max_image_megapixels * 1e6)
+
+    def imaging_config(self) -> ImagingConfig:
+        """How query and archive images are decoded and embedded."""
+        return ImagingConfig(volume_slices=self.volume_slices, window=self.ct_window, max_pixels=self.max_image_pixels)
+
+    def search_config(self) -> SearchConfig:
+        """How every index's searcher answers (`retrieval.search.CaseSearcher`)."""
+        return SearchConfig(
+            image_weight=self.hybrid_image_weight,
+            leakage_guard=self.leakage_guard,
+            query_expansion=self.query_expansion,
+            vote_by=self.vote_by,
+            head_weight=self.head_weight,
+            case_pooling=self.case_pooling,
+            cache_size=self.query_cache_size,
+            coalesce=self.coalesce_queries,
+            imaging=self.imaging_config(),
+        )
+
+    def index_params(self) -> IndexParams:
+        """The vector indexes' search structure (exact below a size, IVF above)."""
+        return IndexParams(exact_threshold=self.exact_search_threshold, nprobe=self.ivf_nprobe, device=self.device)
 
     @property
     def api_key_set(self) -> frozenset[str]:

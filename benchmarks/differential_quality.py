@@ -36,6 +36,7 @@ from benchmarks.differential_sources import NOTES
 from benchmarks.notes_quality import load_notes
 from benchmarks.notes_scoring import names_diagnosis
 from benchmarks.results_io import RESULTS, write_result
+from generator.config import WriterConfig
 from generator.differential import CaseDiagnosis, DifferentialItem, SourceVotes, case_votes, fuse, knowledge_votes
 from generator.notes_findings import contradicts_negatives, stated_findings
 from generator.source_weights import FixedWeights, SourceWeights, Weigher, fit_source_weights
@@ -98,7 +99,8 @@ def evaluate(rows: Sequence[Mapping[str, Any]], sources: Sequence[list[SourceVot
         note = notes.get(row["case_id"])
         items = split_items(note["notes"], note["modality"]) if mode == "notes" and note else []
         # As the writer does: a diagnosis the notes deny is not offered.
-        ranked = fuse(votes, w, limit=5, denied=partial(contradicts_negatives, items=items))
+        denied = partial(contradicts_negatives, items=items)
+        ranked = fuse(votes, w, limit=WriterConfig.differential_size, denied=denied)
         hits = [right(d.name, d.synonyms, row["truth"]) for d in ranked]
         top1.append(any(hits[:1]))
         top5.append(any(hits))

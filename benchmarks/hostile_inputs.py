@@ -31,7 +31,7 @@ from pydicom.data import get_testdata_file
 
 from benchmarks.results_io import RESULTS, write_result
 from benchmarks.server_process import DEMO, REPO, build_demo_index, running_server
-from tests.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
+from testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
 
 KEY = "hostile-test-key"
 QUERY = DEMO / "queries" / "MPX1075_synpic20513.jpg"

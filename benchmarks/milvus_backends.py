@@ -39,11 +39,11 @@ from benchmarks.search_speed import clustered_vectors, recall_at_k
 from benchmarks.server_process import DEMO, build_demo_index, running_server
 from benchmarks.service_load import run_phase
 from retrieval.case_store import CaseStore
+from retrieval.config import IndexParams
 from retrieval.milvus_connection import MilvusConnection, MilvusSettings
 from retrieval.milvus_store import MilvusCaseStore
 from retrieval.records import Case, CaseImage, ReportSections
-from retrieval.vector_index import IndexParams
-from tests.milvus_server import TIME_TICK_MS, running_milvus
+from testkit.milvus_server import TIME_TICK_MS, running_milvus
 
 DIM = 256
 BATCH = 2000
@@ -141,7 +141,7 @@ def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
 
 
 def bench_service(milvus_url: str, folder: Path, clients: int, seconds: float) -> dict[str, Any]:
-    from tests.graph_server import running_falkordb_server
+    from testkit.graph_server import running_falkordb_server
 
     with running_falkordb_server(folder / "graph") as graph:
         env = {

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.results_io import RESULTS, write_result
-from tests.pacs import make_ct_study, running_orthanc
+from testkit.pacs import make_ct_study, running_orthanc
 
 
 def _timed(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:

@@ -53,6 +53,7 @@ from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import Ingestor
 from indexing.training.pairs import acr_pathology, pair_text
 from retrieval.case_store import CaseStore
+from retrieval.config import SearchConfig
 from retrieval.encoders.image_encoder import ImageEncoder, load_image_encoder
 from retrieval.encoders.test_time import FlipAveragedEncoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -206,10 +207,12 @@ def run_variant(
         store,
         query_encoder,
         text_encoder,
-        query_expansion=variant.query_expansion,
-        vote_by=variant.vote_by,
-        head_weight=variant.head_weight,
-        case_pooling=variant.case_pooling,
+        SearchConfig(
+            query_expansion=variant.query_expansion,
+            vote_by=variant.vote_by,
+            head_weight=variant.head_weight,
+            case_pooling=variant.case_pooling,
+        ),
     )
     outcomes = QueryOutcomes()
     references, copies, consensus, latencies = [], [], [], []

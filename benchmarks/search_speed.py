@@ -24,7 +24,8 @@ import numpy as np
 
 from benchmarks.results_io import RESULTS, write_result
 from retrieval import faiss_gpu
-from retrieval.vector_index import IndexParams, VectorIndex
+from retrieval.config import IndexParams
+from retrieval.vector_index import VectorIndex
 
 DIM = 256
 

@@ -6,7 +6,7 @@ loads the encoder and embeds a small warm-up picture first, then reads its peak 
 and after the upload: the difference is what the upload added. Target: at most 1 GB each, whether the
 file is refused (pixel budget) or read cheaply (a volume read in part).
 
-Files, generated on the fly in a temporary folder (tests/bombs.py):
+Files, generated on the fly in a temporary folder (testkit/bombs.py):
 - bomb.png: 13000 x 13000 RGB zeros, about 490 KB (issue: peak RSS 1.6 → 8.7 GB)
 - bomb.jpg: a 16 x 16 JPEG whose header claims 13000 x 13000 (issue: +1.9 GB)
 - bomb.nii.gz: 1024 x 1024 x 512 uint8 zeros, about 520 KB (issue: +4.7 GB)
@@ -33,7 +33,7 @@ import numpy as np
 from PIL import Image
 
 from benchmarks.results_io import RESULTS, write_result
-from tests.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
+from testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MB = 1000.0
@@ -75,6 +75,7 @@ def _peak_mb() -> float:
 def child(path: Path, encoder_dir: Path, volume_slices: int, max_megapixels: float) -> dict[str, Any]:
     """In a fresh process: the peak RSS `embed_image(path)` adds to a searcher that is ready to answer."""
     from retrieval.case_store import CaseStore
+    from retrieval.config import ImagingConfig, SearchConfig
     from retrieval.encoders.image_encoder import load_image_encoder
     from retrieval.encoders.text_encoder import TextEncoder
     from retrieval.search import CaseSearcher, QueryError
@@ -85,8 +86,7 @@ def child(path: Path, encoder_dir: Path, volume_slices: int, max_megapixels: flo
         cast(CaseStore, None),
         encoder,
         cast(TextEncoder, None),
-        volume_slices=volume_slices,
-        max_pixels=int(max_megapixels * 1e6),
+        SearchConfig(imaging=ImagingConfig(volume_slices=volume_slices, max_pixels=int(max_megapixels * 1e6))),
     )
     with tempfile.TemporaryDirectory() as tmp:
         searcher.embed_image(control_picture(Path(tmp) / "warmup.png", side=64))

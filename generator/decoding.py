@@ -29,14 +29,18 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
+from generator.config import WriterConfig
+
 
 @dataclass(frozen=True)
 class DecodingConfig:
-    max_new_tokens: int = 160
-    repetition_penalty: float = 1.0  # HF (CTRL) semantics over the generated ids only: logit>0 → /p, <0 → *p
-    no_repeat_ngram: int = 0  # HF semantics: ban a token that would repeat an n-gram of the generated ids; 0 = off
+    max_new_tokens: int = WriterConfig.max_new_tokens
+    # HF (CTRL) semantics over the generated ids only: logit>0 → /p, <0 → *p
+    repetition_penalty: float = WriterConfig.repetition_penalty
+    # HF semantics: ban a token that would repeat an n-gram of the generated ids; 0 = off
+    no_repeat_ngram: int = WriterConfig.no_repeat_ngram
     lookup_ngram: int = 3  # longest suffix of the generated ids looked up in the draft (then n-1, ..., 1)
-    lookup_tokens: int = 8  # most draft tokens proposed per forward; 0 = plain greedy
+    lookup_tokens: int = WriterConfig.lookup_tokens  # most draft tokens proposed per forward; 0 = plain greedy
 
 
 @dataclass

@@ -160,7 +160,7 @@ def fuse(
     votes: Sequence[SourceVotes],
     weights: Mapping[str, float],
     *,
-    limit: int = 5,
+    limit: int,
     denied: Callable[[str], bool] | None = None,
 ) -> list[DifferentialItem]:
     """The `limit` best names by the weighted sum of the sources' shares, leaving out a name `denied` says the

@@ -13,6 +13,8 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from generator.config import WriterConfig
+
 TOKEN = re.compile(r"[a-z0-9]+")
 
 
@@ -83,7 +85,10 @@ def jaccard(a: frozenset[str], b: frozenset[str]) -> float:
 
 
 def select_draft(
-    candidates: Sequence[Candidate], scores: Sequence[float] | None = None, *, lexical_weight: float = 0.5
+    candidates: Sequence[Candidate],
+    scores: Sequence[float] | None = None,
+    *,
+    lexical_weight: float = WriterConfig.lexical_weight,
 ) -> Selection:
     """The candidate that agrees most with the others, each other weighted by its retrieval score.
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from generator.config import WriterConfig
 from generator.differential import CaseDiagnosis
 from knowledge.grounding import Grounding, ground_concepts
 from retrieval.report_sections import split_report
@@ -414,9 +415,9 @@ class EvidenceBuilder:
     graph: GraphBackend | None
     index: str | None
     count_tokens: Callable[[str], int]
-    k: int = 3
-    prompt_budget: int = 384
-    case_words: int = 32
+    k: int = WriterConfig.k  # the writer's config passes its own (`api.reporting.evidence_builder`)
+    prompt_budget: int = WriterConfig.prompt_budget
+    case_words: int = WriterConfig.case_words
 
     def for_image(self, path: Path, *, text: str | None = None) -> ImageEvidence:
         """The evidence for the image at `path`; `text` (the radiologist's notes) joins the search, so the

@@ -96,10 +96,13 @@ class ReportWriter:
         started = time.perf_counter()
         found = self.evidence.for_image(image, text=prepared.expanded if prepared else None)
         self.stages = {"evidence": time.perf_counter() - started, "generate": 0.0, "post_check": 0.0}
-        budget = max_new_tokens or self.config.max_new_tokens
+        budget = max_new_tokens or self.config.max_new_tokens  # the writer's config unless the caller says
         if prepared is not None:
-            return self._from_notes(image, found, prepared, budget)
-        return self._from_image(image, found, budget)
+            report = self._from_notes(image, found, prepared, budget)
+        else:
+            report = self._from_image(image, found, budget)
+        report.model["max_new_tokens"] = budget  # what bounded the decoding, said in every front end alike
+        return report
 
     # -- image only -----------------------------------------------------------------------------------------
     def _from_image(self, image: Path, found: ImageEvidence, budget: int) -> Report:

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from indexing.case_findings import FindingRecorder
+from indexing.options import IngestOptions
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded
+from retrieval.encoders.volume_embedding import embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
-from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.records import Case, CaseImage, SkippedItem
 from retrieval.store_interface import CaseStoreInterface
 
@@ -71,24 +71,14 @@ class BuildSummary:
         }
 
 
-@dataclass
-class IngestOptions:
-    batch_cases: int = 16
-    flush_every_batches: int = 8
-    volume_slices: int = DEFAULT_VOLUME_SLICES
-    window: str | None = None
-    replace: bool = False  # re-embed cases already in the store instead of skipping them
-    max_pixels: int = DEFAULT_MAX_PIXELS  # a larger 2D picture is skipped unread
-    image_only: bool = False  # index a case without a report by its images alone, instead of skipping it
-
-
 def _decode(case: Case, skipped: list[SkippedItem], options: IngestOptions) -> list[tuple[CaseImage, DecodedImage]]:
     """The case's images decoded; a large volume is read only as far as its `volume_slices` need."""
     decoded = []
+    imaging = options.imaging  # a larger 2D picture than max_pixels is skipped unread
     for image in case.images:
         try:
             decoded.append(
-                (image, load_case_image(image, max_pixels=options.max_pixels, volume_slices=options.volume_slices))
+                (image, load_case_image(image, max_pixels=imaging.max_pixels, volume_slices=imaging.volume_slices))
             )
         except (ImageDecodeError, OSError, ValueError) as err:
             log.warning("%s: skipping image %s: %s", case.case_id, image.path, err)
@@ -135,7 +125,8 @@ class Ingestor:
         if not items:
             return []
         flat = [d for _, decoded in items for _, d in decoded]
-        vectors = embed_decoded(self.image_encoder, flat, k=self.options.volume_slices, window=self.options.window)
+        imaging = self.options.imaging
+        vectors = embed_decoded(self.image_encoder, flat, k=imaging.volume_slices, window=imaging.window)
         texts = self._report_vectors([case for case, _ in items])
         out, row = [], 0
         for (case, decoded), text_vector in zip(items, texts, strict=True):

@@ -35,12 +35,13 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.config import IndexParams
 from retrieval.records import Case, Hit
 from retrieval.store_db import CaseRows, DuplicateCaseError, case_from_stored, prepare_batch
 from retrieval.store_faiss import CHANGE_LOG_GENERATIONS, FaissMirror
 from retrieval.store_queries import StoreQueries
 from retrieval.store_rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem, write_json_atomic
-from retrieval.vector_index import IndexParams, VectorIndex
+from retrieval.vector_index import VectorIndex
 
 __all__ = [
     "CHANGE_LOG_GENERATIONS",

@@ -28,9 +28,10 @@ from typing import Any
 import numpy as np
 
 from retrieval.case_store import FORMAT_VERSION, MANIFEST_KEYS, CaseStore, IndexNotFoundError, IndexUnreadableError
+from retrieval.config import IndexParams
 from retrieval.store_faiss import SPACES
 from retrieval.store_rows import from_blob, sqlite_file_problem, write_json_atomic
-from retrieval.vector_index import IndexParams, VectorIndex
+from retrieval.vector_index import VectorIndex
 from retrieval.write_lock import index_write_lock
 
 TABLES = ("cases", "images", "meta", "changes")

@@ -25,6 +25,7 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from retrieval.case_store import IndexNotFoundError
+from retrieval.config import IndexParams
 from retrieval.milvus_connection import (
     LEGACY_REGISTRY,
     REGISTRY,
@@ -35,7 +36,6 @@ from retrieval.milvus_connection import (
 )
 from retrieval.milvus_filters import id_list, text_list
 from retrieval.milvus_schema import case_schema, image_schema, registry_schema, vector_index
-from retrieval.vector_index import IndexParams
 
 log = logging.getLogger(__name__)
 ROW_FIELDS = ["pk", "name", "manifest", "generation"]

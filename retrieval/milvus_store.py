@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.case_store import FORMAT_VERSION, IndexNotFoundError, IndexUnreadableError
+from retrieval.config import IndexParams
 from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection
 from retrieval.milvus_filters import filter_expression, id_list, text_list
 from retrieval.milvus_reads import MilvusReads, none_if_empty
@@ -41,7 +42,6 @@ from retrieval.milvus_registry import (
 from retrieval.milvus_schema import case_row, image_row, vector_index
 from retrieval.records import Case, Hit
 from retrieval.store_db import DuplicateCaseError, case_from_stored, prepare_batch
-from retrieval.vector_index import IndexParams
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted

@@ -35,7 +35,7 @@ def file_digest(path: Path) -> str | None:
 class QueryCache:
     """A thread-safe LRU map from a content key to an embedding result (treated as read-only)."""
 
-    def __init__(self, max_entries: int = 256) -> None:
+    def __init__(self, max_entries: int) -> None:
         self.max_entries = max_entries
         self._entries: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()

@@ -38,12 +38,12 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from retrieval.config import SearchConfig
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import ImageEncoder
 from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import DEFAULT_VOLUME_SLICES, embed_decoded, pool_slices
+from retrieval.encoders.volume_embedding import embed_decoded, pool_slices
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
-from retrieval.imaging.loader import DEFAULT_MAX_PIXELS
 from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
 from retrieval.store_interface import CaseStoreInterface
@@ -52,7 +52,6 @@ from retrieval.voting import blend, vote_shares, winner
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
 VOTE_K = 10
 EXPANSION_POWER = 3.0  # alpha of alpha query expansion: close neighbours count far more than far ones
-VOTE_BY = ("image", "case")
 
 
 class QueryError(ValueError):
@@ -95,48 +94,25 @@ class CaseSearcher:
         store: CaseStoreInterface,
         image_encoder: ImageEncoder,
         text_encoder: TextEncoder,
+        config: SearchConfig | None = None,
         *,
-        image_weight: float = 0.5,
-        text_clip_weight: float = 0.5,
-        leakage_guard: bool = True,
-        volume_slices: int = DEFAULT_VOLUME_SLICES,
-        window: str | None = None,
         cache: QueryCache | None = None,
         coalescers: QueryCoalescers | None = None,
-        query_expansion: int = 0,
-        vote_by: str = "image",
-        head_weight: float = 0.0,
-        case_pooling: bool = False,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
     ) -> None:
-        if vote_by not in VOTE_BY:
-            raise ValueError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {vote_by!r}")
-        if query_expansion < 0:
-            raise ValueError(f"query_expansion must be 0 or more, not {query_expansion}")
-        if not 0.0 <= head_weight <= 1.0:
-            raise ValueError(f"head_weight must be within [0, 1], not {head_weight}")
-        self.query_expansion = query_expansion
-        self.vote_by = vote_by
-        self.head_weight = head_weight
-        self.case_pooling = case_pooling
+        self.config = config or SearchConfig()
         self.store = store
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
-        self.image_weight = image_weight
-        self.text_clip_weight = text_clip_weight
-        self.leakage_guard = leakage_guard
-        self.volume_slices = volume_slices
-        self.window = window
         self.cache = cache if cache is not None else QueryCache(0)  # shared by the caller; off by default
         self.coalescers = coalescers  # shared by the caller: one model thread per encoder (a service)
-        self.max_pixels = max_pixels
 
     # -- query encoding -------------------------------------------------------------------------
     def _decode(self, path: Path) -> DecodedImage:
         if not Path(path).exists():
             raise QueryError(f"{path}: query image not found")
         try:
-            decoded = load_image(path, max_pixels=self.max_pixels, volume_slices=self.volume_slices)
+            imaging = self.config.imaging
+            decoded = load_image(path, max_pixels=imaging.max_pixels, volume_slices=imaging.volume_slices)
         except ImageDecodeError as err:
             raise QueryError(f"{path}: not a readable image ({err})") from err
         return _guess_hu(decoded)
@@ -144,15 +120,16 @@ class CaseSearcher:
     def embed_image(self, path: Path) -> tuple[np.ndarray, DecodedImage]:
         """The query image's vector and decoded pixels (from the cache when these bytes were seen)."""
         digest = file_digest(path) if self.cache.max_entries > 0 else None
-        key = ("image", digest, self.volume_slices, self.window)
+        slices, window = self.config.imaging.volume_slices, self.config.imaging.window
+        key = ("image", digest, slices, window)
         cached = self.cache.get(key) if digest else None
         if cached is not None:
             return cached
         decoded = self._decode(path)
         if self.coalescers is not None:
-            vector = self.coalescers.images(self.volume_slices, self.window)([decoded])[0]
+            vector = self.coalescers.images(slices, window)([decoded])[0]
         else:
-            vector = embed_decoded(self.image_encoder, [decoded], k=self.volume_slices, window=self.window)[0]
+            vector = embed_decoded(self.image_encoder, [decoded], k=slices, window=window)[0]
         vector.setflags(write=False)
         if digest:
             self.cache.put(key, (vector, decoded), nbytes=decoded.pixels.nbytes)
@@ -220,7 +197,7 @@ class CaseSearcher:
     def search(
         self,
         query: Query,
-        k: int = 5,
+        k: int | None = None,
         *,
         filters: Mapping[str, str] | None = None,
         exclude_case_ids: set[str] | None = None,
@@ -233,12 +210,14 @@ class CaseSearcher:
         """Top-k hits (one per case unless `per_image`) and the kNN-voted modality and body region.
 
         `embedded` is `embed_image(query.image)` when the caller already has it (no second decode).
-        `reported_only`: only cases with a report (always so for a query with text)."""
+        `k`: the config's when not given. `reported_only`: only cases with a report (always so for a query
+        with text)."""
+        k = self.config.k if k is None else k
         if query.image is None and not (query.text and query.text.strip()):
             raise QueryError("a query needs an image or a non-empty text")
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
-        guard = self.leakage_guard if leakage_guard is None else leakage_guard
+        guard = self.config.leakage_guard if leakage_guard is None else leakage_guard
         image_vec, decoded = (embedded or self.embed_image(query.image)) if query.image is not None else (None, None)
         text = query.text.strip() if query.text else ""
         report_vec = self.embed_report_text(text) if text else None
@@ -249,7 +228,7 @@ class CaseSearcher:
             else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ()))
         )
         visual_vec = image_vec if image_vec is not None else clip_text_vec
-        visual_weight = self.image_weight if image_vec is not None else self.text_clip_weight
+        visual_weight = self.config.image_weight if image_vec is not None else self.config.text_clip_weight
         if report_vec is None:
             visual_weight = 1.0
         pool = max(4 * k, 50)
@@ -269,10 +248,10 @@ class CaseSearcher:
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
         ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
         per_case = _best_per_case(ranked)
-        if self.case_pooling and image_vec is not None and report_vec is None:
+        if self.config.case_pooling and image_vec is not None and report_vec is None:
             per_case = self._pooled(per_case, image_vec)
         kept = (ranked if per_image else per_case)[:k]
-        voters = (ranked if self.vote_by == "image" else per_case)[:VOTE_K]
+        voters = (ranked if self.config.vote_by == "image" else per_case)[:VOTE_K]
         # The vote's neighbours and the results overlap: one read for both. Each keeps its own score (a
         # pooled case's differs from its best image's).
         read = list(dict.fromkeys(r.image_row for r in voters + kept))
@@ -305,11 +284,11 @@ class CaseSearcher:
             "location": vote_shares([h.location for h in neighbours], scores),
         }
         classify = getattr(self.image_encoder, "classify", None)
-        if self.head_weight > 0 and image_vec is not None and classify is not None:
+        if self.config.head_weight > 0 and image_vec is not None and classify is not None:
             heads = classify(image_vec[None, :])
             for name in shares:
                 if name in heads:
-                    shares[name] = blend(shares[name], heads[name][0], self.head_weight)
+                    shares[name] = blend(shares[name], heads[name][0], self.config.head_weight)
         return Prediction(*winner(shares["modality"]), *winner(shares["body_region"]), *winner(shares["location"]))
 
     def _fuse(
@@ -327,9 +306,10 @@ class CaseSearcher:
         fuse_text = report_vec is not None and visual_weight < 1.0
         case_ids, image_vecs, text_vecs = self.store.rescoring_rows(image_ids, text=fuse_text)
         scores = image_vecs @ visual_vec
-        if expand and self.query_expansion:
+        if expand and self.config.query_expansion:
             known = np.asarray([bool(c) for c in case_ids])
-            scores = image_vecs @ expand_query(visual_vec, image_vecs[known], scores[known], self.query_expansion)
+            expansion = self.config.query_expansion
+            scores = image_vecs @ expand_query(visual_vec, image_vecs[known], scores[known], expansion)
         if fuse_text:
             assert text_vecs is not None and report_vec is not None
             scores = visual_weight * scores + (1 - visual_weight) * (text_vecs @ report_vec)

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
+from retrieval.config import IndexParams
 from retrieval.store_db import CaseRows, RowVectors
 from retrieval.store_rows import IN_LIST, from_blob, json_list, write_json_atomic
-from retrieval.vector_index import IndexParams, VectorIndex, VectorIndexError
+from retrieval.vector_index import VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
 

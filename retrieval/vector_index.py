@@ -21,26 +21,14 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import faiss
 import numpy as np
 
+from retrieval.config import IndexParams
 from retrieval.faiss_gpu import MAX_GPU_K, GpuMirror, train_ivf, use_gpu
-
-
-@dataclass
-class IndexParams:
-    """Search-structure choices; every one can be overridden through the settings."""
-
-    exact_threshold: int = 20_000  # below: exact IndexFlatIP; at/above: IVF-Flat
-    nlist: int | None = None  # IVF lists; None: ≈ 4·√n, clamped to [16, 65536]
-    nprobe: int = 64  # IVF lists probed per query (see the module docstring)
-    train_sample: int = 100_000  # vectors the IVF k-means is trained on, at most
-    device: str = "cpu"  # auto, cpu or cuda (KGREPORT_DEVICE): FAISS uses a GPU only with faiss-gpu installed
-
 
 EXACT_SUBSET_MAX = 4096  # allowed-id sets up to this size are searched exactly (brute force)
 MIN_POINTS_PER_LIST = 39  # FAISS k-means wants ≥ 39 training points per centroid

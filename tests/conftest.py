@@ -12,8 +12,8 @@ import pytest
 if TYPE_CHECKING:
     from knowledge.extraction.extractor import FindingExtractor
     from knowledge.graph import GraphBackend
-    from tests.graph_server import FalkorDBServerProcess
-    from tests.milvus_server import MilvusUnderTest
+    from testkit.graph_server import FalkorDBServerProcess
+    from testkit.milvus_server import MilvusUnderTest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -105,7 +105,7 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest]:
     """One real Milvus server for the session: two embedded servers cannot run side by side (their
     etcd takes port 2380), and a start takes several seconds. Tests that stop it start it again."""
-    from tests.milvus_server import running_milvus
+    from testkit.milvus_server import running_milvus
 
     with running_milvus(tmp_path_factory.mktemp("milvus")) as server:
         yield server
@@ -114,7 +114,7 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest
 @pytest.fixture(scope="session")
 def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBServerProcess]:
     """A FalkorDB server on a loopback port, shared by the session (graph tests empty it first)."""
-    from tests.graph_server import running_falkordb_server
+    from testkit.graph_server import running_falkordb_server
 
     with running_falkordb_server(tmp_path_factory.mktemp("falkordb-server")) as server:
         yield server

@@ -12,11 +12,12 @@ from api.cli.printers import print_grounding, print_report, print_result
 from api.cli.support import console, ingest_with_progress, out, user_errors
 from api.services import Services
 from api.settings import Settings, get_settings
+from retrieval.config import SearchConfig
 from retrieval.records import Hit, SearchResult
 
 
 def demo(
-    k: Annotated[int, typer.Option("-k", min=1)] = 3,
+    k: Annotated[int, typer.Option("-k", min=1, help="similar cases shown")] = SearchConfig.k,
 ) -> None:
     """The main job on embedded defaults: index the bundled demo archive, search its held-out images, ground
     the nearest case's findings and write a grounded draft report for the first one."""

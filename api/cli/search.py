@@ -11,6 +11,7 @@ import typer
 
 from api.cli.printers import print_result
 from api.cli.support import CliError, load_services, user_errors
+from retrieval.config import SearchConfig
 
 
 def search(
@@ -20,7 +21,7 @@ def search(
     text: Annotated[list[str] | None, typer.Option("--text", "-t", help="a text query (repeatable)")] = None,
     with_text: Annotated[str | None, typer.Option(help="text fused with every image query (hybrid search)")] = None,
     index: Annotated[str, typer.Option("--index", "-i", help="index name")] = "demo",
-    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="hits per query")] = 5,
+    k: Annotated[int, typer.Option("-k", min=1, max=1000, help="hits per query")] = SearchConfig.k,
     filter: Annotated[list[str] | None, typer.Option("--filter", "-f", help="KEY=VALUE metadata filter")] = None,
     per_image: Annotated[bool, typer.Option(help="list every matching image, not one hit per case")] = False,
     no_leakage_guard: Annotated[bool, typer.Option(help="allow hits from the query's own case/patient")] = False,

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from api.cli.support import CliError, console, load_services, out, progress_bars, stage_progress, user_errors
+from generator.config import WriterConfig
 
 
 def train_generator_cmd(
@@ -21,8 +22,10 @@ def train_generator_cmd(
     limit: Annotated[int | None, typer.Option(help="use only the first N training cases")] = None,
     dev_limit: Annotated[int | None, typer.Option(help="use only the first N dev cases")] = None,
     images_per_case: Annotated[int | None, typer.Option(min=1, help="use only the first N images of a case")] = None,
-    k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = 5,
-    prompt_budget: Annotated[int, typer.Option(min=64, help="tokens of evidence, draft and instruction")] = 320,
+    k: Annotated[int, typer.Option("-k", min=1, max=10, help="retrieved cases per image")] = WriterConfig.k,
+    prompt_budget: Annotated[int, typer.Option(min=64, help="tokens of evidence, draft and instruction")] = (
+        WriterConfig.prompt_budget
+    ),
     kinds: Annotated[
         str, typer.Option(help="example kinds, comma-separated: edit, repair, notes, hand_notes")
     ] = "edit,repair,notes",

@@ -21,7 +21,7 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
-from api.service import indexes, queries
+from api.service import indexes, queries, responses
 from api.service.body_limit import BodyLimit
 from api.service.errors import ApiError, install_error_handlers
 from api.service.state import ServiceState, service_state
@@ -71,11 +71,22 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(indexes.router, dependencies=keyed)
     app.include_router(queries.router, dependencies=keyed)
 
-    @app.get("/healthz", tags=["health"], summary="The process is up (and which worker process answered)")
+    @app.get(
+        "/healthz",
+        tags=["health"],
+        response_model=responses.Health,
+        summary="The process is up (and which worker process answered)",
+    )
     async def healthz() -> dict[str, str | int]:
         return {"status": "ok", "worker_pid": os.getpid()}
 
-    @app.get("/readyz", tags=["health"], summary="Models, graph and data dir are usable", responses={503: {}})
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        response_model=responses.Readiness,
+        summary="Models, graph and data dir are usable",
+        responses={503: {"model": responses.Readiness}},
+    )
     def readyz(request: Request) -> JSONResponse:
         return _readiness(service_state(request))
 

@@ -17,6 +17,7 @@ from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from api import operations
 from api.operations import OperationError
+from api.service import responses
 from api.service.bundles import save_bundle
 from api.service.errors import ApiError
 from api.service.forms import body_kind, form_bool, form_file, json_body
@@ -89,6 +90,7 @@ MAX_BUNDLE_FILES = 10_000
 @router.post(
     "/indexes",
     status_code=202,
+    response_model=responses.JobAccepted,
     summary="Build an index (a job): from an archive on the server (JSON) or an uploaded manifest and its images",
     openapi_extra={"requestBody": BUILD_BODY},
 )
@@ -134,7 +136,12 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     return _submit_reserved(state, body.name, body.model_dump(), work)
 
 
-@router.post("/indexes/{name}/sync", status_code=202, summary="Add the PACS studies new since the last sync (a job)")
+@router.post(
+    "/indexes/{name}/sync",
+    status_code=202,
+    response_model=responses.JobAccepted,
+    summary="Add the PACS studies new since the last sync (a job)",
+)
 def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
     from api.pacs import read_source, sync_index
 
@@ -201,7 +208,7 @@ def _submit_build(
     return _submit_reserved(state, name, params, work)
 
 
-@router.get("/jobs/{job_id}", summary="A job's state, progress, result and error")
+@router.get("/jobs/{job_id}", response_model=responses.Job, summary="A job's state, progress, result and error")
 def get_job(job_id: str, state: State) -> dict[str, Any]:
     job = state.jobs.get(job_id)
     if job is None:
@@ -209,7 +216,7 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
     return dict(client_json(job.as_json(), state.settings))  # a failed build's error, skipped files
 
 
-@router.get("/indexes", summary="The indexes under the data dir")
+@router.get("/indexes", response_model=responses.IndexList, summary="The indexes under the data dir")
 def list_indexes(state: State) -> dict[str, Any]:
     indexes = []
     for name in state.services.stores.names():
@@ -223,7 +230,12 @@ def list_indexes(state: State) -> dict[str, Any]:
     return dict(client_json({"indexes": indexes}, state.settings))
 
 
-@router.post("/indexes/{name}/cases", status_code=201, summary="Add one case: its images and report")
+@router.post(
+    "/indexes/{name}/cases",
+    status_code=201,
+    response_model=responses.CaseAdded,
+    summary="Add one case: its images and report",
+)
 async def add_case(
     name: str,
     state: State,
@@ -263,7 +275,11 @@ async def add_case(
     return result
 
 
-@router.delete("/indexes/{name}/cases/{case_id}", summary="Delete one case (and its findings in the graph)")
+@router.delete(
+    "/indexes/{name}/cases/{case_id}",
+    response_model=responses.CasesDeleted,
+    summary="Delete one case (and its findings in the graph)",
+)
 def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
     check_id(case_id, "case id")
     result = operations.delete_cases(state.services, name, [case_id])
@@ -280,7 +296,11 @@ def _stored_case(state: ServiceState, index: str, case_id: str) -> dict[str, Any
     return case
 
 
-@router.get("/cases/{case_id}", summary="A stored case: report, metadata, images (with thumbnail links)")
+@router.get(
+    "/cases/{case_id}",
+    response_model=responses.StoredCase,
+    summary="A stored case: report, metadata, images (with thumbnail links)",
+)
 def get_case(case_id: str, state: State, index: Annotated[str, Query()] = "demo") -> dict[str, Any]:
     case = _stored_case(state, index, case_id)
     for image in case["images"]:

@@ -19,11 +19,13 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
+from api.service import responses
 from api.service.errors import ApiError
 from api.service.forms import body_kind, form_file, form_int, json_body, parse_filters
 from api.service.indexes import png_preview
 from api.service.state import ServiceState, get_state
 from api.service.uploads import write_upload
+from retrieval.config import SearchConfig
 from retrieval.imaging import ImageDecodeError
 from retrieval.records import SearchResult
 from retrieval.search import Query, QueryError
@@ -35,7 +37,7 @@ State = Annotated[ServiceState, Depends(get_state)]
 class TextSearch(BaseModel):
     text: str = Field(min_length=1, max_length=20_000, examples=["axial CT of the chest with a lung mass"])
     index: str = "demo"
-    k: int = Field(default=5, ge=1, le=100)
+    k: int = Field(default=SearchConfig.k, ge=1, le=100)
     filters: dict[str, str] = Field(default_factory=dict, examples=[{"modality": "CT"}])
 
 
@@ -100,6 +102,7 @@ def _search_upload(
 
 @router.post(
     "/search",
+    response_model=responses.SearchAnswer,
     summary="Similar prior cases for an image (multipart) or a text (JSON)",
     openapi_extra={"requestBody": SEARCH_BODY},
 )
@@ -111,14 +114,18 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     form = await request.form(max_files=1)
     image = form_file(form, "image", "a file is required (or send JSON with a text)")
     index = str(form.get("index") or "demo")
-    k = form_int(form.get("k"), "k", 1, 100, 5) or 5
+    k = form_int(form.get("k"), "k", 1, 100, SearchConfig.k) or SearchConfig.k
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
     result = await run_in_threadpool(_search_upload, state, index, image, text, k, filters)
     return _with_thumbnails({**result.as_json(), "query": image.filename or "upload"}, index)  # not our temp path
 
 
-@router.post("/reports", summary="A grounded draft report for an image: findings with citations, gate, evidence")
+@router.post(
+    "/reports",
+    response_model=responses.ReportAnswer,
+    summary="A grounded draft report for an image: findings with citations, gate, evidence",
+)
 async def write_report(
     state: State,
     image: Annotated[UploadFile, File(description="PNG, JPEG, DICOM or NIfTI")],
@@ -127,7 +134,9 @@ async def write_report(
         str | None,
         Form(description="the radiologist's findings, shorthand allowed: the report is written from them (notes mode)"),
     ] = None,
-    max_new_tokens: Annotated[int, Form(ge=8, le=256)] = 140,
+    max_new_tokens: Annotated[
+        int | None, Form(ge=8, le=512, description="default: the writer's config (as the CLI's --max-new-tokens)")
+    ] = None,
 ) -> dict[str, Any]:
     def write() -> dict[str, Any]:
         state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
@@ -141,7 +150,11 @@ async def write_report(
     return await run_in_threadpool(write)
 
 
-@router.get("/concepts/{concept_id}", summary="An ontology concept, grounded: ancestors, locations, archive statistics")
+@router.get(
+    "/concepts/{concept_id}",
+    response_model=responses.ConceptAnswer,
+    summary="An ontology concept, grounded: ancestors, locations, archive statistics",
+)
 def get_concept(concept_id: str, state: State, index: str | None = None) -> dict[str, Any]:
     from knowledge.grounding import ground_concept
 

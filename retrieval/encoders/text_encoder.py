@@ -6,7 +6,6 @@ can point `model_path` at any local sentence-transformers folder instead.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +24,6 @@ class TextEncoder:
     """Sentence embeddings of report text, L2-normalised float32."""
 
     def __init__(self, model_path: str | Path | None = None, *, batch_size: int = 32, device: str = "cpu") -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a hub at run time
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
@@ -37,7 +35,7 @@ class TextEncoder:
         from retrieval.device import resolve_device
 
         self.device = resolve_device(device)
-        self.model = SentenceTransformer(str(path), device=str(self.device))
+        self.model = SentenceTransformer(str(path), device=str(self.device), local_files_only=True)
         self.name = DEFAULT_TEXT_MODEL if model_path is None else path.name
         self.dim = int(
             self.model.get_embedding_dimension()  # type: ignore[arg-type]

@@ -11,9 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from retrieval.encoders.image_encoder import ImageEncoder
-from retrieval.imaging import DecodedImage, to_slices
-
-DEFAULT_VOLUME_SLICES = 8
+from retrieval.imaging import DEFAULT_SLICES, DecodedImage, to_slices
 
 
 def pool_slices(vectors: np.ndarray) -> np.ndarray:
@@ -24,7 +22,7 @@ def pool_slices(vectors: np.ndarray) -> np.ndarray:
 
 
 def embed_decoded(
-    encoder: ImageEncoder, images: list[DecodedImage], *, k: int = DEFAULT_VOLUME_SLICES, window: str | None = None
+    encoder: ImageEncoder, images: list[DecodedImage], *, k: int = DEFAULT_SLICES, window: str | None = None
 ) -> np.ndarray:
     """(n, dim) vectors for decoded images/volumes, slices of all of them encoded in one batch."""
     slices: list[np.ndarray] = []

@@ -11,13 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from retrieval.config import ImagingConfig
 from retrieval.imaging.decoded import VolumeSample
 from retrieval.imaging.errors import ImageDecodeError
 from retrieval.imaging.slices import slice_indices
 
 # A 2D picture or volume slice larger than this is refused before its pixels are decoded. Medical
 # pictures rarely pass 40 MP (settings: KGREPORT_MAX_IMAGE_MEGAPIXELS).
-DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_PIXELS = ImagingConfig.max_pixels
 # A volume whose float32 pixels fit here is read whole, as it always was (512 × 512 × 256 slices).
 MAX_VOLUME_BYTES = 256 << 20
 # A larger one is read as the slices to embed plus this many evenly spread ones (statistics, previews,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from retrieval.config import ImagingConfig
 from retrieval.imaging.decoded import DecodedImage
 from retrieval.imaging.windows import apply_window, normalize_percentile
 
 DEFAULT_CT_WINDOW = "abdomen"
-DEFAULT_SLICES = 8  # slices embedded per volume unless told (the service's `volume_slices` default)
+DEFAULT_SLICES = ImagingConfig.volume_slices  # slices embedded per volume unless told
 
 
 def slice_indices(depth: int, k: int) -> list[int]:

@@ -16,6 +16,7 @@ import torch
 from typer.testing import CliRunner
 
 from api.cli import app
+from generator.config import WriterConfig
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -288,6 +289,12 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
         report = _json_lines(written.stdout)[0]
         assert {"findings", "impression", "gate", "evidence", "model", "limitations", "draft"} <= set(report)
         assert report["evidence"]["cases"] and (report["abstained"] or 0 <= report["gate"] <= 1)
+        assert report["model"]["max_new_tokens"] == 12
+        default = runner.invoke(app, ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer")]
+                                + ["--json"])  # fmt: skip
+        assert default.exit_code == 0, default.output
+        budget = WriterConfig.load(tmp_path / "writer").max_new_tokens
+        assert _json_lines(default.stdout)[0]["model"]["max_new_tokens"] == budget, "as the REST answer: the config's"
         from_notes = runner.invoke(
             app,
             ["report", str(query), "--index", "demo", "--generator", str(tmp_path / "writer"), "--json"]

@@ -23,7 +23,7 @@ from pydicom import dcmread
 from typer.testing import CliRunner
 
 from api.cli import app
-from tests.pacs import make_ct_study, make_text_sr, running_orthanc
+from testkit.pacs import make_ct_study, make_text_sr, running_orthanc
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "kgreport", "Pacs-Secret-77"

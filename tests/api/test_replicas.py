@@ -25,10 +25,10 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.api.servers import free_port
+from testkit.graph_server import FalkorDBServerProcess
+from testkit.milvus_server import MilvusUnderTest
+from testkit.servers import free_port
 from tests.conftest import DEMO_ARCHIVE
-from tests.graph_server import FalkorDBServerProcess
-from tests.milvus_server import MilvusUnderTest
 
 pytestmark = [pytest.mark.milvus, pytest.mark.slow]
 

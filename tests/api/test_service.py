@@ -23,8 +23,9 @@ from pydicom.data import get_testdata_file
 from api import operations
 from api.service.app import create_app
 from api.settings import Settings
+from generator.config import WriterConfig
 from retrieval.write_lock import index_write_lock
-from tests.bombs import bomb_jpeg, bomb_png
+from testkit.bombs import bomb_jpeg, bomb_png
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -345,6 +346,14 @@ def test_report_with_citations_gate_and_evidence(client: TestClient) -> None:
         assert item["name"] and all(client.get(f"/v1/cases/{c}", params={"index": "demo"}).status_code == 200
                                     for c in item["case_ids"])  # fmt: skip
     assert body["text"].startswith("Findings:") and body["seconds"] > 0
+    writer_budget = WriterConfig.load(Settings().report_generator_dir).max_new_tokens
+    assert report["model"]["max_new_tokens"] == writer_budget, "unless the request says, the writer's config decides"
+    asked = client.post(
+        "/v1/reports",
+        files={"image": (QUERY.name, QUERY.read_bytes())},
+        data={"index": "demo", "max_new_tokens": "24"},
+    )
+    assert asked.status_code == 200 and asked.json()["report"]["model"]["max_new_tokens"] == 24
 
     notes = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
     response = client.post(

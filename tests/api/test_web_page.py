@@ -26,7 +26,7 @@ from api.service.app import create_app
 from api.services import Services
 from api.settings import Settings
 from generator.pipeline import ABSTAIN_TEXT
-from tests.api.servers import free_port
+from testkit.servers import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

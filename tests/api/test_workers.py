@@ -22,7 +22,7 @@ import pytest
 from api.operations import ingest_archive
 from api.services import Services
 from api.settings import Settings
-from tests.api.servers import free_port
+from testkit.servers import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

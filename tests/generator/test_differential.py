@@ -43,14 +43,14 @@ def test_each_source_votes_and_the_blend_cites_them_all() -> None:
     )
     assert knowledge.shares == pytest.approx({"Tuberculosis": 0.75, "Sarcoidosis": 0.25})
 
-    even = fuse([image, knowledge], {"image": 0.5, "knowledge": 0.5})
+    even = fuse([image, knowledge], {"image": 0.5, "knowledge": 0.5}, limit=5)
     assert [d.name for d in even] == ["Sarcoidosis", "Tuberculosis", "Lymphoma"]
     top = even[0]
     assert top.case_ids == ("C1", "C3") and top.supports == (support,) and top.unexplained == ("renal cyst",)
     assert top.sources == pytest.approx({"image": 0.5 * 1.6 / 2.4, "knowledge": 0.5 * 0.25})
     assert top.score == pytest.approx(sum(top.sources.values()))
     # The weights change the answer: trusting the knowledge base puts tuberculosis first.
-    assert fuse([image, knowledge], {"image": 0.1, "knowledge": 0.9})[0].name == "Tuberculosis"
+    assert fuse([image, knowledge], {"image": 0.1, "knowledge": 0.9}, limit=5)[0].name == "Tuberculosis"
     assert [d.name for d in fuse([image, knowledge], {"image": 1.0}, limit=1)] == ["Sarcoidosis"]
     assert recall_at(even, "Pulmonary sarcoidosis", 1) and not recall_at(even, "Lymphoma", 2)
     assert recall_at(even, "Lymphoma", 3)
@@ -59,9 +59,9 @@ def test_each_source_votes_and_the_blend_cites_them_all() -> None:
 
 
 def test_nothing_to_rank() -> None:
-    assert fuse([], {}) == []
+    assert fuse([], {}, limit=5) == []
     assert case_votes("image", [CaseDiagnosis("C1", 0.5, "")]).shares == {}
-    assert fuse([knowledge_votes([])], {"knowledge": 1.0}) == []
+    assert fuse([knowledge_votes([])], {"knowledge": 1.0}, limit=5) == []
 
 
 def test_a_long_diagnosis_is_named_by_its_first_words() -> None:

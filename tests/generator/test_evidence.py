@@ -67,6 +67,7 @@ def test_the_builder_drafts_and_cites_only_cases_with_a_report(tmp_path: Path, e
     """With image-only cases in the index, the writer's k cases (hits, report vectors, votes) all have a
     report, though plain image search finds the others too."""
     from retrieval.case_store import CaseStore
+    from retrieval.config import SearchConfig
     from retrieval.encoders.image_encoder import load_image_encoder
     from retrieval.encoders.text_encoder import TextEncoder
     from retrieval.encoders.volume_embedding import embed_decoded
@@ -92,7 +93,7 @@ def test_the_builder_drafts_and_cites_only_cases_with_a_report(tmp_path: Path, e
             for c in cases
         ]
     )
-    searcher = CaseSearcher(store, image_encoder, text_encoder, leakage_guard=False)
+    searcher = CaseSearcher(store, image_encoder, text_encoder, SearchConfig(leakage_guard=False))
     assert len(searcher.search(Query(image=query), k=len(cases)).hits) == len(cases)
     reported = {c.case_id for c in cases if c.report.text()}
     builder = EvidenceBuilder(searcher, extractor, None, None, lambda text: len(text.split()), k=len(cases))

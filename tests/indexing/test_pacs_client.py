@@ -36,7 +36,7 @@ from indexing.pacs.client import (
     parse_pacs_url,
     redacted,
 )
-from tests.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
+from testkit.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
 
 USER, PASSWORD = "kgreport", "Correct-Horse-Battery-9"
 GOOD = PacsCredentials(username=USER, password=PASSWORD, timeout=10)

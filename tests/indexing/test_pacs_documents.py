@@ -9,7 +9,7 @@ from pydicom.sequence import Sequence
 from indexing.pacs.deidentify import REMOVED, deidentify
 from indexing.pacs.structured_report import MAX_DEPTH, MalformedReportError, report_text
 from retrieval.ids import hashed_patient_id, is_valid_id
-from tests.pacs import make_ct_study, make_text_sr
+from testkit.pacs import make_ct_study, make_text_sr
 
 
 def test_the_text_of_a_basic_text_sr_reads_as_a_report() -> None:

@@ -11,8 +11,10 @@ import numpy as np
 import pytest
 
 from indexing.archives.medpix import MedPixArchive
-from indexing.pipeline import IngestOptions, Ingestor
+from indexing.options import IngestOptions
+from indexing.pipeline import Ingestor
 from retrieval.case_store import CaseStore
+from retrieval.config import SearchConfig
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
@@ -184,7 +186,7 @@ def test_a_case_without_a_report_is_indexed_image_only_when_asked(tmp_path: Path
     check = check_index(store.root)
     assert check.ok and check.facts["text_vectors"] == 4, check.problems
 
-    searcher = CaseSearcher(store, *encoders, leakage_guard=False)
+    searcher = CaseSearcher(store, *encoders, SearchConfig(leakage_guard=False))
     own_image = unreported.images[0].path
     by_image = searcher.search(Query(image=own_image), k=4)
     assert by_image.hits[0].case_id == unreported.case_id and by_image.hits[0].report == ""

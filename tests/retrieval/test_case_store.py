@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.config import IndexParams
 from retrieval.index_check import check_index
 from retrieval.records import Case, CaseImage, Hit, ReportSections
-from retrieval.vector_index import IndexParams
 
 DIM, TEXT_DIM = 16, 8
 Item = tuple[Case, dict[str, np.ndarray], np.ndarray]

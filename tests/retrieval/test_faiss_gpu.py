@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from retrieval import faiss_gpu
+from retrieval.config import IndexParams
 from retrieval.faiss_gpu import _first_k, gpu_support, use_gpu
-from retrieval.vector_index import IndexParams, VectorIndex
+from retrieval.vector_index import VectorIndex
 from tests.retrieval.test_vector_index import DIM, brute_force, clustered, recall
 
 needs_gpu_faiss = pytest.mark.skipif(not gpu_support(), reason="needs faiss-gpu and a CUDA GPU")

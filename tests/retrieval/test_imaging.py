@@ -29,7 +29,7 @@ from retrieval.imaging import (
 )
 from retrieval.imaging.slices import slice_indices
 from retrieval.records import CaseImage
-from tests.bombs import bomb_jpeg, bomb_png
+from testkit.bombs import bomb_jpeg, bomb_png
 
 PYDICOM_TESTS = Path(pydicom.__file__).parent / "data" / "test_files"
 STUDY = PYDICOM_TESTS / "dicomdirtests" / "77654033"  # one CT series (CT2) and three CR films

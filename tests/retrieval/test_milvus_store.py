@@ -15,6 +15,7 @@ import pytest
 
 from retrieval import milvus_registry, milvus_store
 from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.config import IndexParams
 from retrieval.milvus_connection import (
     LEGACY_REGISTRY,
     REGISTRY,
@@ -26,8 +27,7 @@ from retrieval.milvus_connection import (
 from retrieval.milvus_filters import UnknownFilterFieldError
 from retrieval.milvus_store import MilvusCaseStore
 from retrieval.records import Hit, ReportSections
-from retrieval.vector_index import IndexParams
-from tests.milvus_server import MilvusUnderTest
+from testkit.milvus_server import MilvusUnderTest
 from tests.retrieval.test_case_store import DIM, TEXT_DIM, create, make_cases
 
 pytestmark = pytest.mark.milvus

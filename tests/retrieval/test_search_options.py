@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from retrieval.case_store import CaseStore
+from retrieval.config import SearchConfig
 from retrieval.imaging import DecodedImage
 from retrieval.records import Case, CaseImage, ReportSections, SearchResult
 from retrieval.search import CaseSearcher, Query, expand_query
@@ -52,7 +53,8 @@ def _store(tmp_path: Path, layout: dict[str, tuple[str, list[np.ndarray]]]) -> C
 
 
 def _result(store: CaseStore, query: np.ndarray, reported_only: bool = False, **options: object) -> SearchResult:
-    searcher = CaseSearcher(store, HeadsOnly(), None, leakage_guard=False, **options)  # type: ignore[arg-type]
+    config = SearchConfig(leakage_guard=False, **options)  # type: ignore[arg-type]
+    searcher = CaseSearcher(store, HeadsOnly(), None, config)  # type: ignore[arg-type]
     decoded = DecodedImage(pixels=np.zeros((4, 4), np.float32), kind="image", source="q.png")
     return searcher.search(Query(image=Path("q.png")), k=3, embedded=(query, decoded), reported_only=reported_only)
 
@@ -154,8 +156,6 @@ def test_reported_only_leaves_image_only_cases_out_of_the_ranking_and_the_vote(t
 
 
 @pytest.mark.parametrize(("option", "value"), [("vote_by", "patient"), ("query_expansion", -1), ("head_weight", 1.5)])
-def test_bad_option_values_are_refused(tmp_path: Path, option: str, value: object) -> None:
-    store = _store(tmp_path, {"a": ("Head", [_unit(1, 0, 0, 0)])})
+def test_bad_option_values_are_refused(option: str, value: object) -> None:
     with pytest.raises(ValueError, match=option):
-        CaseSearcher(store, HeadsOnly(), None, **{option: value})  # type: ignore[arg-type]
-    store.close()
+        SearchConfig(**{option: value})  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ import retrieval.imaging.nifti as nifti
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image, load_series, read_nifti, to_slices
 from retrieval.imaging.budget import slices_to_read
 from retrieval.imaging.slices import slice_indices
-from tests.bombs import bomb_nifti
+from testkit.bombs import bomb_nifti
 
 T = TypeVar("T")
 CT_SERIES = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CT2"
