@@ -100,7 +100,7 @@ def ingest(
         if on_total:
             on_total(len(archive))
         summary = ingestor.ingest(archive, progress=progress)
-        return {"index": name, **summary.as_json(), "info": store.info()}, list(summary.skipped)
+        return {"index": name, **summary.as_json(), "info": store.info().as_json()}, list(summary.skipped)
 
 
 def add_case(
@@ -156,7 +156,7 @@ def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str
 
     store = services.open_store(name)
     with services.stores.write_lock(name):
-        images = {c: [i["path"] for i in stored["images"]] for c in case_ids if (stored := store.get_case(c))}
+        images = {c: [i.path for i in stored.images] for c in case_ids if (stored := store.get_case(c))}
         deleted = [c for c in case_ids if store.delete_case(c)]
         store.flush()
         delete_case_findings(services.graph, name, deleted)

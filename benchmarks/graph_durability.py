@@ -31,7 +31,7 @@ from benchmarks.results_io import RESULTS, write_result
 from indexing.case_findings import FindingRecorder
 from knowledge.extraction.extractor import Finding
 from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
-from retrieval.records import Case, CaseImage, ReportSections
+from retrieval.records import Case, CaseImage, ReportSections, StoredCase
 
 MODES: dict[str, str | None] = {"rdb_only": None, "aof_everysec": "everysec", "aof_always": "always"}
 
@@ -67,8 +67,8 @@ class _MemoryStore:
     def case_ids(self) -> set[str]:
         return set(self.ids)
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None:
-        return {"case_id": case_id} if case_id in self.ids else None
+    def get_case(self, case_id: str) -> StoredCase | None:
+        return StoredCase(case_id, None, None, None, {}, "", {}, ()) if case_id in self.ids else None
 
     def commit(self, cases: Sequence[Case]) -> None:
         self.ids.update(c.case_id for c in cases)

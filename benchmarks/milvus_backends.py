@@ -93,7 +93,7 @@ def bench_search(connection: MilvusConnection, folder: Path, n: int, n_queries: 
             latencies[backend].append(time.perf_counter() - started)
             rows = store.image_rows_for(ids)
             found[backend].append([int(row["image_id"][1:]) for row in rows])
-    row: dict[str, Any] = {"n": n, "index_kind": milvus_store.info()["image_index"]}
+    row: dict[str, Any] = {"n": n, "index_kind": milvus_store.info().image_index}
     for backend in stores:
         row[backend] = {
             "p50_ms": _percentile_ms(latencies[backend], 50),

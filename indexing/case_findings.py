@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from knowledge.archive import CaseFindings, delete_cases, write_cases
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph.backend import GraphBackend
-from retrieval.records import Case
+from retrieval.records import Case, StoredCase
 
 _KNOWN_CASES = "MATCH (k:Case {index: $index}) RETURN k.id AS id"
 _READ_STATE = (
@@ -55,7 +55,7 @@ class StoreView(Protocol):
 
     def case_ids(self) -> set[str]: ...
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None: ...
+    def get_case(self, case_id: str) -> StoredCase | None: ...
 
 
 def store_identity(store: StoreView) -> str:

@@ -27,11 +27,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from indexing.case_findings import FindingRecorder, GraphState, StoreView, store_identity, uncertain_cases
-from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections
+from retrieval.records import Case
 
 log = logging.getLogger(__name__)
 RECORD_BATCH = 64  # cases per record() while catching up
@@ -112,23 +111,7 @@ def _stored_cases(store: StoreView, case_ids: Iterable[str]) -> Iterator[Case]:
     for case_id in case_ids:
         stored = store.get_case(case_id)
         if stored is not None:  # deleted meanwhile
-            yield case_from_stored(stored)
-
-
-def case_from_stored(stored: dict[str, Any]) -> Case:
-    """A `Case` from `CaseStore.get_case`'s dict (images by their stored paths)."""
-    return Case(
-        case_id=stored["case_id"],
-        patient_id=stored.get("patient_id"),
-        modality=stored.get("modality"),
-        body_region=stored.get("body_region"),
-        report=ReportSections(**{k: v for k, v in stored["report"].items() if k in REPORT_SECTIONS}),
-        metadata=stored.get("metadata") or {},
-        images=tuple(
-            CaseImage(image_id=img["image_id"], path=Path(img["path"]), caption=img.get("caption") or "")
-            for img in stored.get("images", ())
-        ),
-    )
+            yield stored.to_case()
 
 
 def _batches(items: Iterable[Case], size: int) -> Iterator[Sequence[Case]]:

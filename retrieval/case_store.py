@@ -36,8 +36,8 @@ from typing import Any
 import numpy as np
 
 from retrieval.config import IndexParams
-from retrieval.records import Case, Hit
-from retrieval.store_db import CaseRows, DuplicateCaseError, case_from_stored, prepare_batch
+from retrieval.records import Case, Hit, IndexInfo, StoredCase
+from retrieval.store_db import CaseRows, DuplicateCaseError, prepare_batch
 from retrieval.store_faiss import CHANGE_LOG_GENERATIONS, FaissMirror
 from retrieval.store_queries import StoreQueries
 from retrieval.store_rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem, write_json_atomic
@@ -297,7 +297,7 @@ class CaseStore:
         with self._lock:
             return self.rows.case_ids_for_path(path)
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None:
+    def get_case(self, case_id: str) -> StoredCase | None:
         """The stored case: its fields, report sections, metadata and images (without vectors)."""
         with self._lock:
             return self.rows.get_case(case_id)
@@ -308,7 +308,7 @@ class CaseStore:
         for case_id in self.case_ids_in_order():
             stored = self.get_case(case_id)
             if stored is not None:  # else deleted meanwhile
-                yield case_from_stored(stored)
+                yield stored.to_case()
 
     def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Stored image rows for these FAISS image ids, in the given order (unknown ids are skipped)."""
@@ -318,34 +318,35 @@ class CaseStore:
         with self._lock:
             return self.rows.image_rows_for(wanted)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> IndexInfo:
         """Counts (cases, of which with a report and image-only, and images), dimensions, encoders, index
         kinds, sizes on disk and generations."""
         with self._lock, self.rows.snapshot():
             cases, images, generation = self.rows.count("cases"), self.rows.count("images"), self.rows.generation()
             image_only = self.rows.count_image_only()
         files = {f.name: f.stat().st_size for f in sorted(self.root.iterdir()) if f.is_file()}
-        return {
-            "name": self.root.name,
-            "path": str(self.root),
-            "cases": cases,
-            "cases_with_report": cases - image_only,
-            "cases_image_only": image_only,
-            "images": images,
-            "image_dim": self.manifest["image_dim"],
-            "text_dim": self.manifest["text_dim"],
-            "image_encoder": self.manifest["image_encoder"],
-            "image_encoder_fingerprint": self.manifest.get("image_encoder_fingerprint"),
-            "text_encoder": self.manifest["text_encoder"],
-            "image_index": self.image_index.kind,
-            "text_index": self.text_index.kind,
-            "generation": generation,
-            "flushed_generation": self.manifest.get("faiss_generation"),
-            "bytes_on_disk": sum(files.values()),
-            "files": files,
-            "memory_bytes": self.image_index.memory_bytes() + self.text_index.memory_bytes(),
-            "created": self.manifest.get("created"),
-        }
+        return IndexInfo(
+            name=self.root.name,
+            path=str(self.root),
+            backend="local",
+            cases=cases,
+            cases_with_report=cases - image_only,
+            cases_image_only=image_only,
+            images=images,
+            image_dim=self.manifest["image_dim"],
+            image_encoder=self.manifest["image_encoder"],
+            image_encoder_fingerprint=self.manifest.get("image_encoder_fingerprint"),
+            text_dim=self.manifest["text_dim"],
+            text_encoder=self.manifest["text_encoder"],
+            image_index=self.image_index.kind,
+            text_index=self.text_index.kind,
+            generation=generation,
+            flushed_generation=self.manifest.get("faiss_generation"),
+            bytes_on_disk=sum(files.values()),
+            files=files,
+            memory_bytes=self.image_index.memory_bytes() + self.text_index.memory_bytes(),
+            created=self.manifest.get("created"),
+        )
 
     # -- search ------------------------------------------------------------------------------------------------
     def search_ids(

@@ -40,8 +40,8 @@ from retrieval.milvus_registry import (
     write_registry,
 )
 from retrieval.milvus_schema import case_row, image_row, vector_index
-from retrieval.records import Case, Hit
-from retrieval.store_db import DuplicateCaseError, case_from_stored, prepare_batch
+from retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
+from retrieval.store_db import DuplicateCaseError, prepare_batch
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
@@ -309,7 +309,7 @@ class MilvusCaseStore:
         rows = self.connection.query(self.images, text_list("path", [str(path)]), ["case_id"])
         return {str(r["case_id"]) for r in rows} & self._reads.stored({str(r["case_id"]) for r in rows})
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None:
+    def get_case(self, case_id: str) -> StoredCase | None:
         """The stored case, as `CaseStore.get_case` gives it: fields, report, metadata, images."""
         fields = ["case_id", "patient_id", "modality", "body_region", "report", "report_text", "metadata"]
         rows = self.connection.query(self.cases, text_list("case_id", [case_id]), fields, limit=1)
@@ -319,25 +319,33 @@ class MilvusCaseStore:
         images = sorted(
             self.connection.query(self.images, text_list("case_id", [case_id]), IMAGE_FIELDS), key=lambda r: r["pk"]
         )
-        keys = ("image_id", "path", "caption", "modality", "body_region", "plane")
-        return {
-            "case_id": row["case_id"],
-            "patient_id": none_if_empty(row["patient_id"]),
-            "modality": none_if_empty(row["modality"]),
-            "body_region": none_if_empty(row["body_region"]),
-            "report": dict(row["report"]),
-            "report_text": row["report_text"],
-            "metadata": dict(row["metadata"]),
-            "images": [
-                {**{k: none_if_empty(img[k]) for k in keys}, "metadata": dict(img["metadata"])} for img in images
-            ],
-        }
+        return StoredCase(
+            case_id=row["case_id"],
+            patient_id=none_if_empty(row["patient_id"]),
+            modality=none_if_empty(row["modality"]),
+            body_region=none_if_empty(row["body_region"]),
+            report=dict(row["report"]),
+            report_text=row["report_text"],
+            metadata=dict(row["metadata"]),
+            images=tuple(
+                StoredImage(
+                    image_id=img["image_id"],
+                    path=img["path"],
+                    caption=none_if_empty(img["caption"]),
+                    modality=none_if_empty(img["modality"]),
+                    body_region=none_if_empty(img["body_region"]),
+                    plane=none_if_empty(img["plane"]),
+                    metadata=dict(img["metadata"]),
+                )
+                for img in images
+            ),
+        )
 
     def stored_cases(self) -> Iterator[Case]:
         for case_id in self.case_ids_in_order():
             stored = self.get_case(case_id)
             if stored is not None:
-                yield case_from_stored(stored)
+                yield stored.to_case()
 
     def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
         """Stored image rows for these image ids, in the given order (unknown ids and orphans skipped)."""
@@ -358,32 +366,32 @@ class MilvusCaseStore:
                 )
         return out
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> IndexInfo:
         """Counts, dimensions, encoders, index kinds and the generation, as `CaseStore.info`."""
         cases = self.connection.count(self.cases)
         image_only = self.connection.count(self.cases, "reported == false")
-        return {
-            "name": self.name,
-            "path": self.location,
-            "backend": "milvus",
-            "cases": cases,
-            "cases_with_report": cases - image_only,
-            "cases_image_only": image_only,
-            "images": self.connection.count(self.images),
-            "image_dim": self.manifest["image_dim"],
-            "text_dim": self.manifest["text_dim"],
-            "image_encoder": self.manifest["image_encoder"],
-            "image_encoder_fingerprint": self.manifest.get("image_encoder_fingerprint"),
-            "text_encoder": self.manifest["text_encoder"],
-            "image_index": self.manifest.get("image_index", "flat"),
-            "text_index": self.manifest.get("text_index", "flat"),
-            "generation": self.generation(),
-            "flushed_generation": None,
-            "bytes_on_disk": None,
-            "files": {},
-            "memory_bytes": None,
-            "created": self.manifest.get("created"),
-        }
+        return IndexInfo(
+            name=self.name,
+            path=self.location,
+            backend="milvus",
+            cases=cases,
+            cases_with_report=cases - image_only,
+            cases_image_only=image_only,
+            images=self.connection.count(self.images),
+            image_dim=self.manifest["image_dim"],
+            image_encoder=self.manifest["image_encoder"],
+            image_encoder_fingerprint=self.manifest.get("image_encoder_fingerprint"),
+            text_dim=self.manifest["text_dim"],
+            text_encoder=self.manifest["text_encoder"],
+            image_index=self.manifest.get("image_index", "flat"),
+            text_index=self.manifest.get("text_index", "flat"),
+            generation=self.generation(),
+            flushed_generation=None,
+            bytes_on_disk=None,
+            files={},
+            memory_bytes=None,
+            created=self.manifest.get("created"),
+        )
 
     # -- search ---------------------------------------------------------------------------------------
     def search_ids(

@@ -5,7 +5,7 @@ All are frozen dataclasses so they can be hashed, compared in tests and passed b
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +76,59 @@ class Case:
 
 
 @dataclass(frozen=True)
+class StoredImage:
+    """An image as a case store keeps it (no vectors): `path` is where the store reads it from."""
+
+    image_id: str
+    path: str
+    caption: str | None = None
+    modality: str | None = None
+    body_region: str | None = None
+    plane: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoredCase:
+    """A case as a case store keeps it (`get_case`): the same record from either backend."""
+
+    case_id: str
+    patient_id: str | None
+    modality: str | None
+    body_region: str | None
+    report: dict[str, str]  # section → text (findings, impression, diagnosis, ...)
+    report_text: str
+    metadata: dict[str, Any]
+    images: tuple[StoredImage, ...]
+
+    def to_case(self) -> Case:
+        """The `Case` it was ingested from, images at their stored paths: what re-embedding it needs."""
+        return Case(
+            case_id=self.case_id,
+            patient_id=self.patient_id,
+            modality=self.modality,
+            body_region=self.body_region,
+            report=ReportSections(**{k: v for k, v in self.report.items() if k in REPORT_SECTIONS}),
+            metadata=dict(self.metadata),
+            images=tuple(
+                CaseImage(
+                    image_id=img.image_id,
+                    path=Path(img.path),
+                    caption=img.caption or "",
+                    modality=img.modality,
+                    body_region=img.body_region,
+                    plane=img.plane,
+                    metadata=dict(img.metadata),
+                )
+                for img in self.images
+            ),
+        )
+
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class SkippedItem:
     """Something an archive reader or the ingest pipeline could not use, and why."""
 
@@ -141,3 +194,33 @@ class SearchResult:
 
     def as_json(self) -> dict[str, Any]:
         return {"query": self.query, "hits": [h.as_json() for h in self.hits], "predicted": self.predicted.as_json()}
+
+
+@dataclass(frozen=True)
+class IndexInfo:
+    """What a case store says of itself (`info()`): counts, dimensions, encoders, index kinds, sizes and
+    generations. The same record from either backend; what one backend cannot know is None."""
+
+    name: str
+    path: str  # where the server keeps it: a folder, or milvus://…; never shown to a REST client
+    backend: str  # "local" (SQLite + FAISS folders) or "milvus"
+    cases: int
+    cases_with_report: int
+    cases_image_only: int
+    images: int
+    image_dim: int
+    text_dim: int
+    image_encoder: str
+    image_encoder_fingerprint: str | None
+    text_encoder: str
+    image_index: str  # "flat" (exact) or "ivf"
+    text_index: str
+    generation: int  # bumped by every committed write
+    flushed_generation: int | None  # local: the generation the FAISS files on disk hold
+    bytes_on_disk: int | None
+    files: dict[str, int]  # local: file name → bytes
+    memory_bytes: int | None
+    created: str | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {f: getattr(self, f) for f in self.__dataclass_fields__}

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections
+from retrieval.records import Case, CaseImage, StoredCase, StoredImage
 from retrieval.store_rows import IN_LIST, SCHEMA, to_blob, unit_vector
 
 PreparedCase = tuple[Case, list[tuple[CaseImage, np.ndarray]], np.ndarray]  # case, (image, unit vector), report
@@ -60,31 +60,6 @@ def prepare_batch(
         text = unit_vector(text_vector, text_dim, f"case {case.case_id}: report")
         out.append((case, images, np.zeros_like(text) if case.report.is_empty() else text))
     return out
-
-
-def case_from_stored(stored: Mapping[str, Any]) -> Case:
-    """The `Case` a stored case (as `CaseRows.get_case` returns it) was ingested from, images at their
-    stored paths: what re-embedding it with another encoder needs."""
-    return Case(
-        case_id=stored["case_id"],
-        patient_id=stored["patient_id"],
-        modality=stored["modality"],
-        body_region=stored["body_region"],
-        report=ReportSections(**{k: v for k, v in stored["report"].items() if k in REPORT_SECTIONS}),
-        metadata=stored["metadata"],
-        images=tuple(
-            CaseImage(
-                image_id=img["image_id"],
-                path=Path(img["path"]),
-                caption=img["caption"] or "",
-                modality=img["modality"],
-                body_region=img["body_region"],
-                plane=img["plane"],
-                metadata=img["metadata"],
-            )
-            for img in stored["images"]
-        ),
-    )
 
 
 class CaseRows:
@@ -235,7 +210,7 @@ class CaseRows:
         ).fetchall()
         return {r["case_id"] for r in rows}
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None:
+    def get_case(self, case_id: str) -> StoredCase | None:
         """The stored case: its fields, report sections, metadata and images (without vectors)."""
         row = self.db.execute("SELECT * FROM cases WHERE case_id=?", (case_id,)).fetchone()
         if row is None:
@@ -245,17 +220,27 @@ class CaseRows:
             "FROM images WHERE case_pk=? ORDER BY id",
             (row["id"],),
         ).fetchall()
-        fields = ("image_id", "path", "caption", "modality", "body_region", "plane")
-        return {
-            "case_id": row["case_id"],
-            "patient_id": row["patient_id"],
-            "modality": row["modality"],
-            "body_region": row["body_region"],
-            "report": json.loads(row["report_json"]),
-            "report_text": row["report_text"],
-            "metadata": json.loads(row["metadata_json"]),
-            "images": [{**{k: img[k] for k in fields}, "metadata": json.loads(img["metadata_json"])} for img in images],
-        }
+        return StoredCase(
+            case_id=row["case_id"],
+            patient_id=row["patient_id"],
+            modality=row["modality"],
+            body_region=row["body_region"],
+            report=json.loads(row["report_json"]),
+            report_text=row["report_text"],
+            metadata=json.loads(row["metadata_json"]),
+            images=tuple(
+                StoredImage(
+                    image_id=img["image_id"],
+                    path=img["path"],
+                    caption=img["caption"],
+                    modality=img["modality"],
+                    body_region=img["body_region"],
+                    plane=img["plane"],
+                    metadata=json.loads(img["metadata_json"]),
+                )
+                for img in images
+            ),
+        )
 
     def image_rows_for(self, wanted: list[int]) -> list[dict[str, Any]]:
         """Stored image rows for these image row ids (= FAISS image ids), in the given order; unknown ids

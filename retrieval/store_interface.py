@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from retrieval.records import Case, Hit
+from retrieval.records import Case, Hit, IndexInfo, StoredCase
 
 
 class CaseStoreInterface(Protocol):
@@ -48,13 +48,13 @@ class CaseStoreInterface(Protocol):
 
     def case_ids_for_path(self, path: Path) -> set[str]: ...
 
-    def get_case(self, case_id: str) -> dict[str, Any] | None: ...
+    def get_case(self, case_id: str) -> StoredCase | None: ...
 
     def stored_cases(self) -> Iterator[Case]: ...
 
     def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]: ...
 
-    def info(self) -> dict[str, Any]: ...
+    def info(self) -> IndexInfo: ...
 
     def search_ids(
         self,

@@ -199,7 +199,7 @@ def index_info(
         if not services.stores.exists(name):
             raise IndexNotFoundError(f"index {name!r} not found")
         with services.stores.open(name, services.index_params) as store:
-            info = {"name": name, **store.info()}
+            info = store.info().as_json()
         if (source := read_source(services, name)) is not None:
             info["pacs"] = source
     if as_json:

@@ -29,6 +29,7 @@ from indexing.archives.dicomweb import is_pacs_url
 from retrieval.case_store import IndexUnreadableError
 from retrieval.ids import ID_RULE, check_id
 from retrieval.imaging import ImageDecodeError
+from retrieval.records import StoredCase
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["indexes"])
@@ -221,7 +222,7 @@ def list_indexes(state: State) -> dict[str, Any]:
     indexes = []
     for name in state.services.stores.names():
         try:
-            info = state.services.open_store(name).info()
+            info = state.services.open_store(name).info().as_json()
             info.pop("path", None)  # where the server keeps it is not the client's business
             indexes.append({"name": name, "status": "ok", **info})
         except (ValueError, OSError, IndexUnreadableError) as err:  # one broken index never hides the others
@@ -288,7 +289,7 @@ def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
     return result
 
 
-def _stored_case(state: ServiceState, index: str, case_id: str) -> dict[str, Any]:
+def _stored_case(state: ServiceState, index: str, case_id: str) -> StoredCase:
     check_id(case_id, "case id")  # an id no case can have is a 422, not a search
     case = state.services.open_store(index).get_case(case_id)
     if case is None:
@@ -302,7 +303,7 @@ def _stored_case(state: ServiceState, index: str, case_id: str) -> dict[str, Any
     summary="A stored case: report, metadata, images (with thumbnail links)",
 )
 def get_case(case_id: str, state: State, index: Annotated[str, Query()] = "demo") -> dict[str, Any]:
-    case = _stored_case(state, index, case_id)
+    case = _stored_case(state, index, case_id).as_json()
     for image in case["images"]:
         image.pop("path", None)  # server paths are not the client's business
         image["thumbnail_url"] = f"/v1/cases/{case_id}/thumbnail?index={index}&image_id={image['image_id']}"
@@ -325,10 +326,10 @@ def get_thumbnail(
     from retrieval.imaging import load_image
 
     case = _stored_case(state, index, case_id)
-    images = [i for i in case["images"] if image_id is None or i["image_id"] == image_id]
+    images = [i for i in case.images if image_id is None or i.image_id == image_id]
     if not images:
         raise ApiError(404, "image_not_found", f"case {case_id!r} has no image {image_id!r}")
-    decoded = load_image(images[0]["path"], max_pixels=state.settings.max_image_pixels)
+    decoded = load_image(Path(images[0].path), max_pixels=state.settings.max_image_pixels)
     return Response(png_preview(decoded, window, THUMBNAIL_PX), media_type="image/png")
 
 

@@ -109,8 +109,8 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
 
     store = Services(Settings()).open_store("pacs")
     case = store.get_case(pacs.uids["sr"])
-    assert case is not None and "consolidation" in case["report"]["findings"].lower()
-    assert case["patient_id"].startswith("pid-") and "PAT-REAL-1" not in json.dumps(case)
+    assert case is not None and "consolidation" in case.report["findings"].lower()
+    assert (case.patient_id or "").startswith("pid-") and "PAT-REAL-1" not in json.dumps(case.as_json())
     for path in (data_dir / "pacs" / "pacs" / "studies").rglob("*.dcm"):
         ds = dcmread(path)
         assert "PatientName" not in ds and "PatientBirthDate" not in ds and ds.PatientID.startswith("pid-")

@@ -61,7 +61,7 @@ def test_build_indexes_every_case_and_image(built) -> None:
     assert summary.cases_added == len(cases) >= 45
     assert summary.images_added == sum(len(c.images) for c in cases)
     info = store.info()
-    assert info["cases"] == len(cases) and info["images"] == summary.images_added
+    assert info.cases == len(cases) and info.images == summary.images_added
 
 
 def test_image_search_finds_similar_cases_and_votes(built, encoders) -> None:
@@ -88,7 +88,7 @@ def test_filters_text_and_hybrid_queries(built, encoders) -> None:
     thorax = searcher.search(Query(text="CT chest lung mass"), k=5, filters={"body_region": "thorax"})
     assert thorax.hits and all(h.body_region == "Thorax" for h in thorax.hits)
     image = next(iter(store.case_ids()))
-    path = Path(store.get_case(image)["images"][0]["path"])
+    path = Path(store.get_case(image).images[0].path)  # type: ignore[union-attr]
     hybrid = searcher.search(Query(image=path, text="brain tumour"), k=3)
     assert len(hybrid.hits) == 3
 
@@ -179,8 +179,8 @@ def test_a_case_without_a_report_is_indexed_image_only_when_asked(tmp_path: Path
     assert (summary.cases_added, summary.image_only, summary.skipped) == (4, 1, [])
     assert summary.as_json()["image_only"] == 1 and summary.images_added == sum(len(c.images) for c in items)
     info = store.info()
-    assert (info["cases"], info["cases_with_report"], info["cases_image_only"]) == (4, 3, 1)
-    assert store.get_case(unreported.case_id)["report_text"] == ""  # type: ignore[index]
+    assert (info.cases, info.cases_with_report, info.cases_image_only) == (4, 3, 1)
+    assert store.get_case(unreported.case_id).report_text == ""  # type: ignore[union-attr]
     assert not store.case_text_vectors([unreported.case_id]).any()
     store.flush()
     check = check_index(store.root)
@@ -212,11 +212,11 @@ def test_build_killed_midway_is_finished_by_rerunning(tmp_path: Path, encoders, 
         Ingestor(store, *encoders, IngestOptions(batch_cases=8, flush_every_batches=100)).ingest(crashing())
     store.close()  # nothing flushed: FAISS files lag behind SQLite, as after a real kill
     reopened = CaseStore.open(tmp_path / "idx")
-    partial = reopened.info()["cases"]
+    partial = reopened.info().cases
     assert 0 < partial < total
     summary = Ingestor(reopened, *encoders).ingest(archive)
     assert summary.cases_already_present == partial
-    assert reopened.info()["cases"] == total
+    assert reopened.info().cases == total
     searcher = CaseSearcher(reopened, *encoders)
     hits = searcher.search(Query(text="brain"), k=total, per_image=True).hits
     keys = [(h.case_id, h.image_id) for h in hits]

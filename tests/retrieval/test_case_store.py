@@ -67,7 +67,7 @@ def create(root: Path, params: IndexParams | None = None) -> CaseStore:
 def image_ids_of(store: CaseStore, case_id: str) -> list[str]:
     case = store.get_case(case_id)
     assert case is not None
-    return [img["image_id"] for img in case["images"]]
+    return [img.image_id for img in case.images]
 
 
 def keys(hits: list[Hit]) -> list[tuple[str, str, float]]:
@@ -89,7 +89,7 @@ def test_add_search_get_delete(tmp_path: Path) -> None:
     with create(tmp_path / "s") as store:
         assert store.add_cases(items) == 10
         info = store.info()
-        assert (info["cases"], info["images"], info["image_index"], info["generation"]) == (10, 20, "flat", 1)
+        assert (info.cases, info.images, info.image_index, info.generation) == (10, 20, "flat", 1)
         query = items[3][1]["c3/img1"]
         hit = store.search_images(query[None, :], 1)[0][0]
         assert (hit.case_id, hit.image_id, hit.modality, hit.body_region, hit.patient_id) == (
@@ -104,8 +104,8 @@ def test_add_search_get_delete(tmp_path: Path) -> None:
         text_hit = store.search_texts(items[4][2][None, :], 1)[0][0]
         assert text_hit.case_id == "c4" and text_hit.image_id == "c4/img0"
         case = store.get_case("c3")
-        assert case is not None and case["report"]["findings"] == "finding number 3"
-        assert case["metadata"] == {"site": "North"} and case["images"][0]["metadata"] == {"source": "/archive"}
+        assert case is not None and case.report["findings"] == "finding number 3"
+        assert case.metadata == {"site": "North"} and case.images[0].metadata == {"source": "/archive"}
         assert store.get_case("nope") is None and store.has_case("c3") and not store.has_case("nope")
         assert store.case_ids() == {f"c{i}" for i in range(10)}
         assert store.case_ids_for_path(Path("/archive/c3_1.jpg")) == {"c3"}
@@ -113,7 +113,7 @@ def test_add_search_get_delete(tmp_path: Path) -> None:
         assert store.delete_case("c3") and not store.delete_case("c3")
         assert "c3" not in {h.case_id for h in store.search_images(query[None, :], 20)[0]}
         assert "c3" not in {h.case_id for h in store.search_texts(items[3][2][None, :], 20)[0]}
-        assert (len(store.image_index), len(store.text_index), store.info()["generation"]) == (18, 9, 2)
+        assert (len(store.image_index), len(store.text_index), store.info().generation) == (18, 9, 2)
 
 
 def test_duplicates_replace_and_atomic_batches(tmp_path: Path) -> None:
@@ -128,10 +128,10 @@ def test_duplicates_replace_and_atomic_batches(tmp_path: Path) -> None:
             store.add_cases([items[5], items[5]])
         with pytest.raises(ValueError, match="expected \\(16,\\)"):
             store.add_cases([(items[5][0], {"c5/img0": np.ones(3)}, items[5][2])])
-        assert store.info()["cases"] == 4 and store.generation() == generation
+        assert store.info().cases == 4 and store.generation() == generation
         replacement = (items[2][0], {"c2/img0": items[2][1]["c2/img0"]}, items[2][2])  # one vector this time
         store.add_cases([replacement], replace=True)
-        assert store.info()["cases"] == 4 and len(store.image_index) == 7 and len(store.text_index) == 4
+        assert store.info().cases == 4 and len(store.image_index) == 7 and len(store.text_index) == 4
         assert image_ids_of(store, "c2") == ["c2/img0"]
         assert store.search_images(items[2][1]["c2/img1"][None, :], 1)[0][0].image_id != "c2/img1"
         # Ids are never reused: c2's old image rows were 5 and 6, the replacement's is 9 (after c3's 7, 8).
@@ -187,10 +187,10 @@ def test_image_only_cases_are_found_by_image_never_by_text(tmp_path: Path) -> No
     root = tmp_path / "s"
     with create(root) as store:
         store.add_cases(items)
-        assert store.get_case("c1")["report_text"] == ""  # type: ignore[index]
+        assert store.get_case("c1").report_text == ""  # type: ignore[union-attr]
         assert not store.case_text_vectors(["c1"]).any(), "an image-only case has a zero report vector"
         info = store.info()
-        assert (info["cases"], info["cases_with_report"], info["cases_image_only"]) == (6, 5, 1)
+        assert (info.cases, info.cases_with_report, info.cases_image_only) == (6, 5, 1)
         store.flush()
     assert check_index(root).ok, check_index(root).problems
     with CaseStore.open(root) as store:
@@ -239,7 +239,7 @@ def test_flush_and_reopen_loads_without_rebuilding(tmp_path: Path, caplog: pytes
     with caplog.at_level(logging.WARNING), CaseStore.open(root) as reopened:
         assert results(reopened, items) == before
         info = reopened.info()
-        assert info["flushed_generation"] == info["generation"] == 1 and info["files"]["image.faiss"] > 0
+        assert info.flushed_generation == info.generation == 1 and info.files["image.faiss"] > 0
     assert "rebuilding" not in caplog.text
 
 
@@ -328,7 +328,7 @@ def test_ivf_store_recovers_as_ivf(tmp_path: Path) -> None:
     assert store.image_index.kind == "ivf" and store.text_index.kind == "ivf"
     store.close()
     with CaseStore.open(root, params) as reopened:
-        assert reopened.info()["image_index"] == "ivf" and len(reopened.image_index) == 120
+        assert reopened.info().image_index == "ivf" and len(reopened.image_index) == 120
         image_q = np.stack([vectors[f"c{i}/img0"] for i, (_, vectors, _) in enumerate(items)])
         top = [hits[0].image_id for hits in reopened.search_images(image_q, 1)]
         assert top == [f"c{i}/img0" for i in range(60)]
@@ -445,4 +445,4 @@ def test_concurrent_searches_and_writes(tmp_path: Path) -> None:
             store.add_cases(items[start : start + 5])
         for t in threads:
             t.join()
-        assert not errors and store.info()["cases"] == 40 and len(store.image_index) == 80
+        assert not errors and store.info().cases == 40 and len(store.image_index) == 80

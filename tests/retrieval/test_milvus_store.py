@@ -113,7 +113,7 @@ def test_reads_match_the_embedded_store(parity: tuple[CaseStore, MilvusCaseStore
     assert [c.case_id for c in milvus_store.stored_cases()] == [c.case_id for c in faiss_store.stored_cases()]
     info, expected = milvus_store.info(), faiss_store.info()
     for key in ("cases", "cases_with_report", "cases_image_only", "images", "image_dim", "text_dim", "image_index"):
-        assert info[key] == expected[key], key
+        assert getattr(info, key) == getattr(expected, key), key
     # Rescoring reads: stored vectors by image id, in order, zeros for unknown ids.
     ids, _ = milvus_store.search_ids("image", make_cases(12)[2][1]["c2/img0"][None, :], 4)[0]
     case_ids, images, texts = milvus_store.rescoring_rows([*ids, 999], text=True)
@@ -141,7 +141,7 @@ def test_writes_delete_replace_and_image_only(tmp_path: Path, connection: Milvus
         assert store.delete_case("c1") and not store.delete_case("c1")
     assert milvus_store.generation() == before + 3
     assert milvus_store.get_case("c2") == faiss_store.get_case("c2")
-    assert milvus_store.info()["cases_image_only"] == 1
+    assert milvus_store.info().cases_image_only == 1
     image_queries = np.stack([next(iter(unreported[1].values())), next(iter(vectors.values()))])
     for search in ({}, {"reported_only": True}):
         got = milvus_store.search_images(image_queries, 10, **search)
@@ -162,16 +162,16 @@ def test_a_write_cut_short_is_never_read_and_is_cleaned_by_the_next(connection: 
     assert all(h.case_id != "c7" for h in store.search_images(query, 10)[0])
     assert not store.has_case("c7") and store.case_ids_for_path(case.images[0].path) == set()
     store.add_cases([(case, vectors, text)])  # the resumed write
-    assert store.info()["images"] == 6 and store.search_images(query, 1)[0][0].case_id == "c7"
+    assert store.info().images == 6 and store.search_images(query, 1)[0][0].case_id == "c7"
 
 
 def test_switches_to_ivf_at_the_threshold(connection: MilvusConnection) -> None:
     store = create_milvus(connection, "ivf", IndexParams(exact_threshold=30, nprobe=64))
     items = make_cases(20)
     store.add_cases(items[:10])
-    assert store.info()["image_index"] == "flat"
+    assert store.info().image_index == "flat"
     store.add_cases(items[10:])
-    assert store.info()["image_index"] == "ivf" and store.info()["text_index"] == "flat"
+    assert store.info().image_index == "ivf" and store.info().text_index == "flat"
     query = items[13][1]["c13/img1"][None, :]
     assert store.search_images(query, 1)[0][0].image_id == "c13/img1"
 
@@ -228,9 +228,9 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     assert old.replaced_on_disk() is False
     current = milvus_registry.swap_in(connection, "swap.rebuild~", "swap")
     assert old.replaced_on_disk() is True  # every replica's open handle sees it must open the index anew
-    assert old.info()["cases"] == 2  # and, until it does, still reads the copy it opened
+    assert old.info().cases == 2  # and, until it does, still reads the copy it opened
     swapped = MilvusCaseStore.open(connection, "swap")
-    assert swapped.info()["cases"] == 3 and swapped.manifest["created"] == staging.manifest["created"]
+    assert swapped.info().cases == 3 and swapped.manifest["created"] == staging.manifest["created"]
     assert (swapped.images, swapped.cases) == current
     assert not MilvusCaseStore.exists(connection, "swap.rebuild~") and "swap.rebuild~" not in MilvusCaseStore.names(
         connection
@@ -252,7 +252,7 @@ def test_long_names_and_a_create_cut_short(connection: MilvusConnection) -> None
     long_name = "a." * 64  # 128 characters, spelled out as 256: past Milvus's limit, so hashed
     store = create_milvus(connection, long_name)
     store.add_cases(make_cases(2))
-    assert MilvusCaseStore.open(connection, long_name).info()["cases"] == 2
+    assert MilvusCaseStore.open(connection, long_name).info().cases == 2
     assert collection_base(long_name).startswith("kgreport__") and collection_base(long_name[:-1]).startswith(
         "kgreport__"
     )
@@ -313,13 +313,13 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
         assert "moved" in MilvusCaseStore.names(later)
         assert not later.client.has_collection(LEGACY_REGISTRY)
         reopened = MilvusCaseStore.open(later, "moved")
-        assert reopened.generation() == 7 and reopened.info()["cases"] == 2 and reopened.manifest == manifest
+        assert reopened.generation() == 7 and reopened.info().cases == 2 and reopened.manifest == manifest
         # A rebuild swapped in replaces the untagged collections with tagged ones.
         monkeypatch.setattr(milvus_store, "RETIRE_AFTER_S", 0.0)
         create_milvus(later, "moved.rebuild~").add_cases(make_cases(3))
         MilvusCaseStore.swap_in(later, "moved.rebuild~", "moved")
         swapped = MilvusCaseStore.open(later, "moved")
-        assert swapped.info()["cases"] == 3 and own_collections(later, "moved") == sorted(
+        assert swapped.info().cases == 3 and own_collections(later, "moved") == sorted(
             [swapped.images, swapped.cases]
         )
         assert swapped.generation() == 8 and not MilvusCaseStore.exists(later, "moved.rebuild~")
