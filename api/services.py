@@ -124,13 +124,13 @@ class Services:
         encoder whose weights differ from the ones the index was built with (same size, other space)."""
         manifest = store.manifest
         rebuild = f"`kgreport index rebuild {name} --encoder DIR`, or set KGREPORT_IMAGE_ENCODER to its encoder"
-        if manifest["image_dim"] != self.image_encoder.dim or manifest["text_dim"] != self.text_encoder.dim:
+        if manifest.image_dim != self.image_encoder.dim or manifest.text_dim != self.text_encoder.dim:
             raise EncoderMismatchError(
-                f"index {name!r} ({store.location}) holds {manifest['image_dim']}-d image / {manifest['text_dim']}-d "
+                f"index {name!r} ({store.location}) holds {manifest.image_dim}-d image / {manifest.text_dim}-d "
                 f"text vectors but the loaded encoders give {self.image_encoder.dim}-d ({self.image_encoder.name}) "
                 f"/ {self.text_encoder.dim}-d ({self.text_encoder.name}); {rebuild}"
             )
-        built_with = manifest.get("image_encoder_fingerprint")
+        built_with = manifest.image_encoder_fingerprint
         loaded = getattr(self.image_encoder, "fingerprint", None)
         if not built_with and loaded:
             log.warning(
@@ -141,7 +141,7 @@ class Services:
             )
         if built_with and loaded and built_with != loaded:
             raise EncoderMismatchError(
-                f"index {name!r} ({store.location}) was built with image encoder {manifest['image_encoder']!r} "
+                f"index {name!r} ({store.location}) was built with image encoder {manifest.image_encoder!r} "
                 f"(weights {built_with}); the loaded one is {self.image_encoder.name!r} (weights {loaded}): same "
                 f"{self.image_encoder.dim}-d size, another space; {rebuild}"
             )

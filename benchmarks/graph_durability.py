@@ -31,6 +31,7 @@ from benchmarks.results_io import RESULTS, write_result
 from indexing.case_findings import FindingRecorder
 from knowledge.extraction.extractor import Finding
 from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+from retrieval.manifest import IndexManifest
 from retrieval.records import Case, CaseImage, ReportSections, StoredCase
 
 MODES: dict[str, str | None] = {"rdb_only": None, "aof_everysec": "everysec", "aof_always": "always"}
@@ -59,7 +60,7 @@ class _MemoryStore:
     def __init__(self) -> None:
         self.ids: set[str] = set()
         self._generation = 0
-        self.manifest = {"created": "benchmark"}
+        self.manifest = IndexManifest(1, 1, "none", "none", created="benchmark")
 
     def generation(self) -> int:
         return self._generation

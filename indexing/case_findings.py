@@ -28,13 +28,14 @@ node's later states with them and never claims more than it holds.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from knowledge.archive import CaseFindings, delete_cases, write_cases
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph.backend import GraphBackend
+from retrieval.manifest import IndexManifest
 from retrieval.records import Case, StoredCase
 
 _KNOWN_CASES = "MATCH (k:Case {index: $index}) RETURN k.id AS id"
@@ -62,7 +63,7 @@ def store_identity(store: StoreView) -> str:
     """Which store this is: its creation time, so a rebuilt or deleted-and-recreated index (whose
     generation counts from 0 again) never passes for the one the graph last reflected."""
     manifest = getattr(store, "manifest", None)
-    return str(manifest.get("created", "")) if isinstance(manifest, Mapping) else ""
+    return str(manifest.created or "") if isinstance(manifest, IndexManifest) else ""
 
 
 @dataclass(frozen=True)

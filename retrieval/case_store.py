@@ -25,22 +25,28 @@ across processes by the index's writer lock (`retrieval.write_lock`), which the 
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import threading
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from retrieval.config import IndexParams
+from retrieval.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_FILE,
+    MANIFEST_KEYS,
+    IndexManifest,
+    IndexNotFoundError,
+    IndexUnreadableError,
+)
 from retrieval.records import Case, Hit, IndexInfo, StoredCase
 from retrieval.store_db import CaseRows, DuplicateCaseError, prepare_batch
 from retrieval.store_faiss import CHANGE_LOG_GENERATIONS, FaissMirror
 from retrieval.store_queries import StoreQueries
-from retrieval.store_rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem, write_json_atomic
+from retrieval.store_rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
 from retrieval.vector_index import VectorIndex
 
 __all__ = [
@@ -54,35 +60,10 @@ __all__ = [
     "read_manifest",
 ]
 
-FORMAT_VERSION = 1
-MANIFEST_KEYS = ("image_dim", "text_dim", "image_encoder", "text_encoder")  # besides format_version
 
-
-class IndexNotFoundError(FileNotFoundError):
-    """No index at the given path (or its manifest is unreadable)."""
-
-
-class IndexUnreadableError(RuntimeError):
-    """An index whose files are there but cannot be read: a garbage manifest, a corrupt, emptied or
-    zero-length database. The message names the file; other indexes are not affected."""
-
-
-def read_manifest(path: Path) -> dict[str, Any]:
-    """The manifest at `path`, checked: IndexUnreadableError if it is not a JSON object, ValueError if it
-    is another format version or lacks a key the store needs."""
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise IndexUnreadableError(f"{path}: not a readable manifest ({err})") from err
-    if not isinstance(manifest, dict):
-        raise IndexUnreadableError(f"{path}: not a readable manifest (a JSON object is expected)")
-    if manifest.get("format_version") != FORMAT_VERSION:
-        found = manifest.get("format_version")
-        raise ValueError(f"{path}: index format {found}, this kgreport reads {FORMAT_VERSION}")
-    missing = set(MANIFEST_KEYS) - manifest.keys()
-    if missing:
-        raise ValueError(f"{path}: missing {', '.join(sorted(missing))}")
-    return manifest
+def read_manifest(path: Path) -> IndexManifest:
+    """The manifest at `path`, checked (`IndexManifest.load`)."""
+    return IndexManifest.load(path)
 
 
 class CaseStore:
@@ -92,7 +73,7 @@ class CaseStore:
     one lock serialises database access and FAISS updates.
     """
 
-    def __init__(self, root: Path, manifest: dict[str, Any], params: IndexParams | None) -> None:
+    def __init__(self, root: Path, manifest: IndexManifest, params: IndexParams | None) -> None:
         self.root = root
         self.manifest = manifest
         self.params = params or IndexParams()
@@ -101,7 +82,7 @@ class CaseStore:
         self.rows = CaseRows(root / "store.sqlite")
         try:
             self.file_id = file_id(root / "store.sqlite")
-            self._queries = StoreQueries(self.rows.db, manifest["image_dim"], manifest["text_dim"])
+            self._queries = StoreQueries(self.rows.db, manifest.image_dim, manifest.text_dim)
             self._faiss = FaissMirror(self.rows, root, manifest, self.params)
             self._refuse_emptied_database()
             self._faiss.load()
@@ -111,10 +92,10 @@ class CaseStore:
 
     def _refuse_emptied_database(self) -> None:
         """IndexUnreadableError if SQLite holds nothing although FAISS files were once saved from it."""
-        if self.rows.generation() == 0 and self.manifest.get("faiss_generation"):
+        if self.rows.generation() == 0 and self.manifest.faiss_generation:
             raise IndexUnreadableError(
                 f"{self.root / 'store.sqlite'}: no cases, but the index was saved with some (generation "
-                f"{self.manifest['faiss_generation']}): the database was emptied or replaced; restore it or "
+                f"{self.manifest.faiss_generation}): the database was emptied or replaced; restore it or "
                 "rebuild the index"
             )
 
@@ -159,18 +140,16 @@ class CaseStore:
         if cls.exists(root):
             raise FileExistsError(f"{root}: an index already exists here")
         root.mkdir(parents=True, exist_ok=True)
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "image_dim": int(image_dim),
-            "text_dim": int(text_dim),
-            "image_encoder": image_encoder,
-            "text_encoder": text_encoder,
-            **({"image_encoder_fingerprint": image_encoder_fingerprint} if image_encoder_fingerprint else {}),
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "faiss_generation": 0,
-        }
+        manifest = IndexManifest.new(
+            image_dim=image_dim,
+            text_dim=text_dim,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            image_encoder_fingerprint=image_encoder_fingerprint,
+            faiss_generation=0,
+        )
         store = cls(root, manifest, params)  # creates the SQLite schema first ...
-        write_json_atomic(root / "manifest.json", manifest)  # ... so a manifest always has a database
+        manifest.save(root / MANIFEST_FILE)  # ... so a manifest always has a database
         return store
 
     @classmethod
@@ -253,7 +232,7 @@ class CaseStore:
         An existing case_id raises DuplicateCaseError (and nothing of the batch is stored) unless
         `replace`, which swaps the old case for the new one.
         """
-        prepared = prepare_batch(items, self.manifest["image_dim"], self.manifest["text_dim"])
+        prepared = prepare_batch(items, self.manifest.image_dim, self.manifest.text_dim)
         if not prepared:
             return 0
         with self._lock:  # held through the FAISS update so no other write slips in between
@@ -333,19 +312,19 @@ class CaseStore:
             cases_with_report=cases - image_only,
             cases_image_only=image_only,
             images=images,
-            image_dim=self.manifest["image_dim"],
-            image_encoder=self.manifest["image_encoder"],
-            image_encoder_fingerprint=self.manifest.get("image_encoder_fingerprint"),
-            text_dim=self.manifest["text_dim"],
-            text_encoder=self.manifest["text_encoder"],
+            image_dim=self.manifest.image_dim,
+            image_encoder=self.manifest.image_encoder,
+            image_encoder_fingerprint=self.manifest.image_encoder_fingerprint,
+            text_dim=self.manifest.text_dim,
+            text_encoder=self.manifest.text_encoder,
             image_index=self.image_index.kind,
             text_index=self.text_index.kind,
             generation=generation,
-            flushed_generation=self.manifest.get("faiss_generation"),
+            flushed_generation=self.manifest.faiss_generation,
             bytes_on_disk=sum(files.values()),
             files=files,
             memory_bytes=self.image_index.memory_bytes() + self.text_index.memory_bytes(),
-            created=self.manifest.get("created"),
+            created=self.manifest.created,
         )
 
     # -- search ------------------------------------------------------------------------------------------------

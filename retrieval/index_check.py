@@ -27,10 +27,11 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.case_store import FORMAT_VERSION, MANIFEST_KEYS, CaseStore, IndexNotFoundError, IndexUnreadableError
+from retrieval.case_store import CaseStore
 from retrieval.config import IndexParams
+from retrieval.manifest import FORMAT_VERSION, MANIFEST_KEYS, IndexManifest, IndexNotFoundError, IndexUnreadableError
 from retrieval.store_faiss import SPACES
-from retrieval.store_rows import from_blob, sqlite_file_problem, write_json_atomic
+from retrieval.store_rows import from_blob, sqlite_file_problem
 from retrieval.vector_index import VectorIndex
 from retrieval.write_lock import index_write_lock
 
@@ -487,7 +488,7 @@ def _rewrite_manifest(root: Path, state: _State, image_encoder: Any, text_encode
     if path.is_file():
         shutil.copyfile(path, root / "manifest.json.broken")
         kept = "; the old file was kept as manifest.json.broken"
-    write_json_atomic(path, manifest)
+    IndexManifest.from_json(manifest, str(path)).save(path)  # checked as every manifest is read
     source = f"{' and '.join(named)} named by the caller" if named else "from the old file"
     repair.actions.append(
         f"manifest.json: rewritten with {manifest['image_dim']}-d image and {manifest['text_dim']}-d text vectors "

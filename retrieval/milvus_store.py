@@ -18,14 +18,13 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from retrieval.case_store import FORMAT_VERSION, IndexNotFoundError, IndexUnreadableError
 from retrieval.config import IndexParams
+from retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
 from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection
 from retrieval.milvus_filters import filter_expression, id_list, text_list
 from retrieval.milvus_reads import MilvusReads, none_if_empty
@@ -63,13 +62,13 @@ IMAGE_FIELDS = [
 class MilvusCaseStore:
     """One named index in Milvus; use `create`, `open`, `exists` and `drop`, not the constructor."""
 
-    def __init__(self, connection: MilvusConnection, name: str, manifest: dict[str, Any], params: IndexParams | None):
+    def __init__(self, connection: MilvusConnection, name: str, manifest: IndexManifest, params: IndexParams | None):
         self.connection = connection
         self._name = name
         self.manifest = manifest
         self.params = params or IndexParams()
-        self.images, self.cases = collections_of(name, manifest)
-        self._reads = MilvusReads(connection, self.images, self.cases, manifest["image_dim"], manifest["text_dim"])
+        self.images, self.cases = collections_of(name, manifest.to_json())
+        self._reads = MilvusReads(connection, self.images, self.cases, manifest.image_dim, manifest.text_dim)
         self._lock = threading.RLock()
         self._replaced_checked_at = time.monotonic()
         self._check_dimensions()
@@ -112,21 +111,19 @@ class MilvusCaseStore:
         if cls.exists(connection, name):
             raise FileExistsError(f"index {name!r} already exists on {connection.url}")
         collections = create_collections(connection, name, image_dim, text_dim, params or IndexParams())
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "backend": "milvus",
-            "image_dim": int(image_dim),
-            "text_dim": int(text_dim),
-            "image_encoder": image_encoder,
-            "text_encoder": text_encoder,
-            **({"image_encoder_fingerprint": image_encoder_fingerprint} if image_encoder_fingerprint else {}),
-            "created": datetime.now(UTC).isoformat(timespec="microseconds"),
-            "image_index": "flat",
-            "text_index": "flat",
-            "metadata_keys": [],
-            "collections": collections,
-        }
-        write_registry(connection, name, manifest, 0)  # last: an index exists once it is registered
+        manifest = IndexManifest.new(
+            image_dim=image_dim,
+            text_dim=text_dim,
+            image_encoder=image_encoder,
+            text_encoder=text_encoder,
+            image_encoder_fingerprint=image_encoder_fingerprint,
+            backend="milvus",
+            image_index="flat",
+            text_index="flat",
+            metadata_keys=[],
+            collections=collections,
+        )
+        write_registry(connection, name, manifest.to_json(), 0)  # last: an index exists once it is registered
         return cls(connection, name, manifest, params)
 
     @classmethod
@@ -155,7 +152,7 @@ class MilvusCaseStore:
         row = registry_row(connection, name)
         if row is None:
             raise IndexNotFoundError(f"index {name!r} not found on {connection.url}")
-        return cls(connection, name, dict(row["manifest"]), params)
+        return cls(connection, name, _manifest(row, connection), params)
 
     @classmethod
     def drop(cls, connection: MilvusConnection, name: str) -> bool:
@@ -172,15 +169,15 @@ class MilvusCaseStore:
 
     def _check_dimensions(self) -> None:
         """IndexUnreadableError naming both sizes when a collection's vectors are not the manifest's."""
-        for collection, key in ((self.images, "image_dim"), (self.cases, "text_dim")):
+        for collection, dim in ((self.images, self.manifest.image_dim), (self.cases, self.manifest.text_dim)):
             described = self.connection.call(
                 f"describing {collection}", self.connection.client.describe_collection, collection
             )
             dims = [f.get("params", {}).get("dim") for f in described["fields"] if f["name"] == "vector"]
-            if not dims or int(dims[0]) != int(self.manifest[key]):
+            if not dims or int(dims[0]) != dim:
                 raise IndexUnreadableError(
                     f"index {self.name!r}: collection {collection} holds {dims[0] if dims else 'no'}-d vectors, "
-                    f"its manifest and encoder say {self.manifest[key]}-d"
+                    f"its manifest and encoder say {dim}-d"
                 )
 
     def replaced_on_disk(self) -> bool:
@@ -193,7 +190,7 @@ class MilvusCaseStore:
             return False
         row = registry_row(self.connection, self.name)
         self._replaced_checked_at = now
-        return row is None or row["manifest"].get("created") != self.manifest.get("created")
+        return row is None or row["manifest"].get("created") != self.manifest.created
 
     def close(self) -> None:
         """Nothing to release: the connection is shared by every store on the server."""
@@ -223,11 +220,11 @@ class MilvusCaseStore:
         row = registry_row(self.connection, self.name)
         if row is None:
             raise IndexNotFoundError(f"index {self.name!r} was deleted during a write")
-        manifest = dict(row["manifest"])
-        manifest["metadata_keys"] = sorted(set(manifest.get("metadata_keys", [])) | set(metadata_keys))
-        for collection, key in ((self.images, "image_index"), (self.cases, "text_index")):
-            manifest[key] = self._index_kind_for(collection, manifest.get(key, "flat"))
-        write_registry(self.connection, self.name, manifest, int(row["generation"]) + 1)
+        manifest = _manifest(row, self.connection)
+        manifest.metadata_keys = sorted(set(manifest.metadata_keys or []) | set(metadata_keys))
+        manifest.image_index = self._index_kind_for(self.images, manifest.image_index or "flat")
+        manifest.text_index = self._index_kind_for(self.cases, manifest.text_index or "flat")
+        write_registry(self.connection, self.name, manifest.to_json(), int(row["generation"]) + 1)
         self.manifest = manifest
 
     def _index_kind_for(self, collection: str, kind: str) -> str:
@@ -252,7 +249,7 @@ class MilvusCaseStore:
         self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *, replace: bool = False
     ) -> int:
         """Store (case, {image_id: vector}, report vector) items; DuplicateCaseError unless `replace`."""
-        prepared = prepare_batch(items, self.manifest["image_dim"], self.manifest["text_dim"])
+        prepared = prepare_batch(items, self.manifest.image_dim, self.manifest.text_dim)
         if not prepared:
             return 0
         ids = [case.case_id for case, _, _ in prepared]
@@ -378,19 +375,19 @@ class MilvusCaseStore:
             cases_with_report=cases - image_only,
             cases_image_only=image_only,
             images=self.connection.count(self.images),
-            image_dim=self.manifest["image_dim"],
-            image_encoder=self.manifest["image_encoder"],
-            image_encoder_fingerprint=self.manifest.get("image_encoder_fingerprint"),
-            text_dim=self.manifest["text_dim"],
-            text_encoder=self.manifest["text_encoder"],
-            image_index=self.manifest.get("image_index", "flat"),
-            text_index=self.manifest.get("text_index", "flat"),
+            image_dim=self.manifest.image_dim,
+            image_encoder=self.manifest.image_encoder,
+            image_encoder_fingerprint=self.manifest.image_encoder_fingerprint,
+            text_dim=self.manifest.text_dim,
+            text_encoder=self.manifest.text_encoder,
+            image_index=self.manifest.image_index or "flat",
+            text_index=self.manifest.text_index or "flat",
             generation=self.generation(),
             flushed_generation=None,
             bytes_on_disk=None,
             files={},
             memory_bytes=None,
-            created=self.manifest.get("created"),
+            created=self.manifest.created,
         )
 
     # -- search ---------------------------------------------------------------------------------------
@@ -412,7 +409,7 @@ class MilvusCaseStore:
         expression = filter_expression(
             space,
             filters,
-            self.manifest.get("metadata_keys", []),
+            self.manifest.metadata_keys or [],
             exclude_case_ids=exclude_case_ids,
             exclude_patient_ids=exclude_patient_ids,
             reported_only=reported_only,
@@ -420,7 +417,7 @@ class MilvusCaseStore:
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms > 0, norms, 1)
         collection = self.images if space == "image" else self.cases
-        kind = self.manifest.get("image_index" if space == "image" else "text_index", "flat")
+        kind = (self.manifest.image_index if space == "image" else self.manifest.text_index) or "flat"
         search_params: dict[str, Any] = {
             "metric_type": "IP",
             "params": {"nprobe": self.params.nprobe} if kind == "ivf" else {},
@@ -497,3 +494,8 @@ class MilvusCaseStore:
 
 
 __all__ = ["CaseStoreUnavailableError", "MilvusCaseStore"]
+
+
+def _manifest(row: Mapping[str, Any], connection: MilvusConnection) -> IndexManifest:
+    """The manifest of a registry row, checked as a local one is (`IndexManifest.from_json`)."""
+    return IndexManifest.from_json(dict(row["manifest"]), f"index {row['name']!r} on {connection.url}")

@@ -138,7 +138,7 @@ class CaseSearcher:
     @property
     def text_dim(self) -> int:
         """Dimension of the stored report vectors (the text encoder's)."""
-        return int(self.store.manifest["text_dim"])
+        return self.store.manifest.text_dim
 
     def case_text_vectors(self, case_ids: Sequence[str]) -> np.ndarray:
         """The stored report vectors of these cases, in order (zeros for unknown ids): what a report

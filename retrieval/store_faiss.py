@@ -19,13 +19,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from retrieval.config import IndexParams
+from retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexUnreadableError
 from retrieval.store_db import CaseRows, RowVectors
-from retrieval.store_rows import IN_LIST, from_blob, json_list, write_json_atomic
+from retrieval.store_rows import IN_LIST, from_blob, json_list
 from retrieval.vector_index import VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
@@ -40,13 +40,13 @@ SPACES = (("image", "images", "vector"), ("text", "cases", "text_vector"))
 class FaissMirror:
     """The in-memory FAISS indexes of one store and the SQLite generation they reflect."""
 
-    def __init__(self, rows: CaseRows, root: Path, manifest: dict[str, Any], params: IndexParams) -> None:
+    def __init__(self, rows: CaseRows, root: Path, manifest: IndexManifest, params: IndexParams) -> None:
         self.rows = rows
         self.root = root
-        self.manifest = manifest  # the store's own dict: `save` records the flushed generation in it
+        self.manifest = manifest  # the store's own record: `save` records the flushed generation in it
         self.params = params
-        self.image_index = VectorIndex(manifest["image_dim"], params)
-        self.text_index = VectorIndex(manifest["text_dim"], params)
+        self.image_index = VectorIndex(manifest.image_dim, params)
+        self.text_index = VectorIndex(manifest.text_dim, params)
         self.generation = 0  # the SQLite generation the in-memory indexes reflect
 
     def _indexes(self) -> tuple[VectorIndex, VectorIndex]:
@@ -59,11 +59,11 @@ class FaissMirror:
             generation = self.rows.generation()
             n_images, n_cases = self.rows.count("images"), self.rows.count("cases")
         if generation == 0:
-            self.image_index = VectorIndex(self.manifest["image_dim"], self.params)
-            self.text_index = VectorIndex(self.manifest["text_dim"], self.params)
+            self.image_index = VectorIndex(self.manifest.image_dim, self.params)
+            self.text_index = VectorIndex(self.manifest.text_dim, self.params)
             self.generation = 0
             return  # nothing was ever written: empty indexes
-        recorded = self.manifest.get("faiss_generation")
+        recorded = self.manifest.faiss_generation
         problem = None
         if recorded != generation:
             problem = f"FAISS files reflect generation {recorded}, SQLite is at {generation} (crash before flush?)"
@@ -71,7 +71,7 @@ class FaissMirror:
             try:
                 image = VectorIndex.load(self.root / "image.faiss", self.params)
                 text = VectorIndex.load(self.root / "text.faiss", self.params)
-                if (image.dim, text.dim) != (self.manifest["image_dim"], self.manifest["text_dim"]):
+                if (image.dim, text.dim) != (self.manifest.image_dim, self.manifest.text_dim):
                     problem = f"FAISS dimensions {image.dim}/{text.dim} differ from the manifest's"
                 elif (len(image), len(text)) != (n_images, n_cases):
                     problem = f"FAISS holds {len(image)}/{len(text)} vectors, SQLite {n_images}/{n_cases}"
@@ -88,8 +88,8 @@ class FaissMirror:
         """Fresh FAISS indexes from the vectors in SQLite (one consistent snapshot)."""
         with self.rows.snapshot():
             generation = self.rows.generation()
-            image = self._index_from_table("images", "vector", self.manifest["image_dim"])
-            text = self._index_from_table("cases", "text_vector", self.manifest["text_dim"])
+            image = self._index_from_table("images", "vector", self.manifest.image_dim)
+            text = self._index_from_table("cases", "text_vector", self.manifest.text_dim)
         self.image_index, self.text_index = image, text
         self.generation = generation
 
@@ -122,8 +122,8 @@ class FaissMirror:
         self.image_index.save(self.root / "image.faiss")
         self.text_index.save(self.root / "text.faiss")
         # Recorded last: a crash before this line leaves the old generation, so load() rebuilds.
-        self.manifest["faiss_generation"] = self.generation
-        write_json_atomic(self.root / "manifest.json", self.manifest)
+        self.manifest.faiss_generation = self.generation
+        self.manifest.save(self.root / MANIFEST_FILE)
 
     # -- keeping up with writes ------------------------------------------------------------------------------
     def log_changes(
@@ -169,10 +169,10 @@ class FaissMirror:
         if applied:
             return
         try:
-            recorded = json.loads((self.root / "manifest.json").read_text(encoding="utf-8")).get("faiss_generation")
-        except (OSError, ValueError, AttributeError):
+            recorded = IndexManifest.load(self.root / MANIFEST_FILE).faiss_generation
+        except (OSError, ValueError, IndexUnreadableError):
             recorded = None  # mid-replace or unreadable: rebuild from SQLite
-        self.manifest["faiss_generation"] = recorded
+        self.manifest.faiss_generation = recorded
         log.info("%s: another process wrote to this index; reloading its FAISS indexes", self.root)
         self.load()
 

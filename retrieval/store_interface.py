@@ -14,11 +14,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from retrieval.manifest import IndexManifest
 from retrieval.records import Case, Hit, IndexInfo, StoredCase
 
 
 class CaseStoreInterface(Protocol):
-    manifest: dict[str, Any]
+    manifest: IndexManifest
 
     @property
     def name(self) -> str: ...

@@ -92,7 +92,7 @@ def test_the_scan_finds_a_restated_default(tmp_path: Path) -> None:
     """The patterns catch each way a default is written (or the scan above could pass by seeing nothing)."""
     written = [
         "    k: int = 5\n",
-        '    k: int = Field(default=5, ge=1)\n',
+        "    k: int = Field(default=5, ge=1)\n",
         '    k: Annotated[int, typer.Option("-k", min=1)] = 5,\n',
         "    searcher.search(query, k=5)\n",
         "def f(x, *, exact_threshold: int = 20_000) -> None:\n",

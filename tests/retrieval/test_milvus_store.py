@@ -230,7 +230,7 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     assert old.replaced_on_disk() is True  # every replica's open handle sees it must open the index anew
     assert old.info().cases == 2  # and, until it does, still reads the copy it opened
     swapped = MilvusCaseStore.open(connection, "swap")
-    assert swapped.info().cases == 3 and swapped.manifest["created"] == staging.manifest["created"]
+    assert swapped.info().cases == 3 and swapped.manifest.created == staging.manifest.created
     assert (swapped.images, swapped.cases) == current
     assert not MilvusCaseStore.exists(connection, "swap.rebuild~") and "swap.rebuild~" not in MilvusCaseStore.names(
         connection
@@ -275,7 +275,8 @@ def test_the_registry_only_inserts_and_reads_the_newest_row(connection: MilvusCo
         store.add_cases(make_cases(1, seed=seed, start=seed))
     assert [int(r["generation"]) for r in registry_rows(connection, "reg")] == [3]  # older rows deleted
     # What a writer killed between its insert and its delete leaves: an older row beside the newest.
-    stale = {"name": "reg", "manifest": {**store.manifest, "created": "stale"}, "generation": 1, "unused": [0.0, 0.0]}
+    stale_manifest = {**store.manifest.to_json(), "created": "stale"}
+    stale = {"name": "reg", "manifest": stale_manifest, "generation": 1, "unused": [0.0, 0.0]}
     connection.client.insert(REGISTRY, [stale])
     assert store.generation() == 3 and MilvusCaseStore.open(connection, "reg").manifest == store.manifest
     assert MilvusCaseStore.names(connection).count("reg") == 1
@@ -301,10 +302,11 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
     client = first.client
     index = vector_index(client, "flat", 0, IndexParams(), field="unused")
     client.create_collection(LEGACY_REGISTRY, schema=schema, index_params=index)
-    manifest = {k: v for k, v in store.manifest.items() if k != "collections"}
+    manifest = replace(store.manifest, collections=None)
     for collection, kind in ((store.images, "images"), (store.cases, "cases")):  # the first layout's names
         client.rename_collection(collection, f"{collection_base('moved')}_{kind}")
-    client.upsert(LEGACY_REGISTRY, [{"name": "moved", "manifest": manifest, "generation": 7, "unused": [0.0, 0.0]}])
+    legacy_row = {"name": "moved", "manifest": manifest.to_json(), "generation": 7, "unused": [0.0, 0.0]}
+    client.upsert(LEGACY_REGISTRY, [legacy_row])
     client.delete(REGISTRY, filter='name == "moved"')  # as if it had only ever been in the first registry
     first.close()
 
@@ -319,9 +321,7 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
         create_milvus(later, "moved.rebuild~").add_cases(make_cases(3))
         MilvusCaseStore.swap_in(later, "moved.rebuild~", "moved")
         swapped = MilvusCaseStore.open(later, "moved")
-        assert swapped.info().cases == 3 and own_collections(later, "moved") == sorted(
-            [swapped.images, swapped.cases]
-        )
+        assert swapped.info().cases == 3 and own_collections(later, "moved") == sorted([swapped.images, swapped.cases])
         assert swapped.generation() == 8 and not MilvusCaseStore.exists(later, "moved.rebuild~")
     finally:
         MilvusCaseStore.drop(later, "moved")
