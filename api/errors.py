@@ -38,13 +38,13 @@ def known_errors() -> tuple[KnownError, ...]:
     from indexing.archives import ArchiveError
     from indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
     from knowledge.graph import GraphUnavailableError
-    from retrieval.case_store import IndexNotFoundError, IndexUnreadableError
     from retrieval.encoders.image_encoder import EncoderLoadError
     from retrieval.ids import InvalidIdError
     from retrieval.imaging import ImageDecodeError
-    from retrieval.milvus_connection import CaseStoreUnavailableError
-    from retrieval.milvus_filters import UnknownFilterFieldError
     from retrieval.search import QueryError
+    from retrieval.stores.local.store import IndexNotFoundError, IndexUnreadableError
+    from retrieval.stores.milvus.connection import CaseStoreUnavailableError
+    from retrieval.stores.milvus.filters import UnknownFilterFieldError
 
     rows: list[tuple[type[Exception], int, str]] = [
         (IndexNotFoundError, 404, "index_not_found"),

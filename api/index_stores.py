@@ -5,8 +5,8 @@
 - `MilvusIndexStores` (`milvus://HOST:PORT`): each index a pair of Milvus collections, shared by every
   replica; writers excluded across machines by a lease in the shared graph (`api.write_lease`).
 
-Both hand out stores with the same methods (`retrieval.case_store.CaseStore`,
-`retrieval.milvus_store.MilvusCaseStore`), so ingest, search, the service and the report writer never
+Both hand out stores with the same methods (`retrieval.stores.local.store.CaseStore`,
+`retrieval.stores.milvus.store.MilvusCaseStore`), so ingest, search, the service and the report writer never
 ask which one they have.
 """
 
@@ -22,13 +22,13 @@ from typing import Any, Protocol
 from api.settings import STAGING_SUFFIX, Settings
 from api.write_lease import lease_busy, write_lease
 from knowledge.graph import GraphBackend
-from retrieval.case_store import CaseStore
 from retrieval.config import IndexParams
-from retrieval.milvus_connection import MilvusConnection, MilvusSettings
-from retrieval.milvus_store import MilvusCaseStore
-from retrieval.write_lock import index_busy, index_write_lock
+from retrieval.stores.local.store import CaseStore
+from retrieval.stores.local.write_lock import index_busy, index_write_lock
+from retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
+from retrieval.stores.milvus.store import MilvusCaseStore
 
-AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.store_interface.CaseStoreInterface`
+AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.stores.interface.CaseStoreInterface`
 
 
 class IndexStores(Protocol):

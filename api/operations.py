@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.services import Services
-from retrieval.case_store import IndexNotFoundError
 from retrieval.records import Case, CaseImage, SkippedItem
-from retrieval.write_lock import IndexBusyError as IndexBusyError  # re-exported: callers import it from here
+from retrieval.stores.local.store import IndexNotFoundError
+from retrieval.stores.local.write_lock import (
+    IndexBusyError as IndexBusyError,  # re-exported: callers import it from here
+)
 
 if TYPE_CHECKING:
     from indexing.archives import Archive

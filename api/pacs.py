@@ -21,9 +21,9 @@ from api.operations import Progress, ingest
 from api.services import Services
 from indexing.archives.dicomweb import DicomWebArchive, PacsQuery
 from indexing.pacs.client import PacsCredentials
-from retrieval.case_store import IndexNotFoundError
 from retrieval.records import SkippedItem
-from retrieval.store_rows import write_json_atomic
+from retrieval.stores.local.rows import write_json_atomic
+from retrieval.stores.local.store import IndexNotFoundError
 
 SOURCE_FILE = "source.json"
 

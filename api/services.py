@@ -21,7 +21,6 @@ from knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb
 from knowledge.ontology.diagnosis_ranking import DiagnosisRanker
 from knowledge.ontology.loader import ensure_ontology
 from retrieval import faiss_gpu
-from retrieval.case_store import IndexNotFoundError
 from retrieval.config import IndexParams
 from retrieval.device import describe, resolve_device
 from retrieval.encoders.coalescing import QueryCoalescers
@@ -29,6 +28,7 @@ from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_im
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.query_cache import QueryCache
 from retrieval.search import CaseSearcher
+from retrieval.stores.local.store import IndexNotFoundError
 
 log = logging.getLogger(__name__)
 

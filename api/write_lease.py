@@ -1,6 +1,6 @@
 """A write lease on one index, kept in the graph that every replica shares: one writer across machines.
 
-On one machine, writers of an index exclude each other with a file lock (`retrieval.write_lock`). With
+On one machine, writers of an index exclude each other with a file lock (`retrieval.stores.local.write_lock`). With
 the case store on Milvus, replicas on several machines write the same index, so the lock lives where
 they all look: a `(:WriteLease {index})` node in the shared graph (a FalkorDB server, or Neo4j). Taking
 it is one Cypher statement that compares and sets, which the graph server runs atomically: the lease is
@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from functools import cache
 
 from knowledge.graph import GraphBackend
-from retrieval.write_lock import IndexBusyError
+from retrieval.stores.local.write_lock import IndexBusyError
 
 log = logging.getLogger(__name__)
 

@@ -18,12 +18,12 @@ from pathlib import Path
 from benchmarks.results_io import RESULTS, write_result
 from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import Ingestor, report_text_for_embedding
-from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import embed_decoded
 from retrieval.imaging import load_case_image
 from retrieval.records import Case
+from retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[1]
 

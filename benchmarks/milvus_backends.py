@@ -38,11 +38,11 @@ from benchmarks.results_io import RESULTS, write_result
 from benchmarks.search_speed import clustered_vectors, recall_at_k
 from benchmarks.server_process import DEMO, build_demo_index, running_server
 from benchmarks.service_load import run_phase
-from retrieval.case_store import CaseStore
 from retrieval.config import IndexParams
-from retrieval.milvus_connection import MilvusConnection, MilvusSettings
-from retrieval.milvus_store import MilvusCaseStore
 from retrieval.records import Case, CaseImage, ReportSections
+from retrieval.stores.local.store import CaseStore
+from retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
+from retrieval.stores.milvus.store import MilvusCaseStore
 from testkit.milvus_server import TIME_TICK_MS, running_milvus
 
 DIM = 256

@@ -52,7 +52,6 @@ from generator.training import reference_report
 from indexing.archives.medpix import MedPixArchive
 from indexing.pipeline import Ingestor
 from indexing.training.pairs import acr_pathology, pair_text
-from retrieval.case_store import CaseStore
 from retrieval.config import SearchConfig
 from retrieval.encoders.image_encoder import ImageEncoder, load_image_encoder
 from retrieval.encoders.test_time import FlipAveragedEncoder
@@ -61,6 +60,7 @@ from retrieval.encoders.volume_embedding import embed_decoded
 from retrieval.imaging import load_case_image
 from retrieval.records import Case, CaseImage, Hit, SearchResult
 from retrieval.search import CaseSearcher, Query
+from retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = ("baseline", "vote=case", "heads=0.5", "qe=5", "tta")

@@ -74,11 +74,11 @@ def _peak_mb() -> float:
 
 def child(path: Path, encoder_dir: Path, volume_slices: int, max_megapixels: float) -> dict[str, Any]:
     """In a fresh process: the peak RSS `embed_image(path)` adds to a searcher that is ready to answer."""
-    from retrieval.case_store import CaseStore
     from retrieval.config import ImagingConfig, SearchConfig
     from retrieval.encoders.image_encoder import load_image_encoder
     from retrieval.encoders.text_encoder import TextEncoder
     from retrieval.search import CaseSearcher, QueryError
+    from retrieval.stores.local.store import CaseStore
 
     encoder = load_image_encoder(encoder_dir)
     # embed_image touches neither the store nor the text encoder: no index is needed to measure it

@@ -50,7 +50,7 @@ _WRITE_STATE = (
 
 
 class StoreView(Protocol):
-    """What the recorder and the reconcile read of a case store (`retrieval.case_store.CaseStore`)."""
+    """What the recorder and the reconcile read of a case store (`retrieval.stores.local.store.CaseStore`)."""
 
     def generation(self) -> int: ...
 

@@ -12,7 +12,7 @@ their findings written when the build or an add runs again over their archive.
 A case without a report (a PACS study nobody reported) is skipped ("empty report"), unless
 `IngestOptions.image_only`: then it is indexed image-only, its images embedded as usual and its report
 stored empty with a zero report vector, so that image search finds it and text search never does (see
-`retrieval.case_store`); the summary counts such cases in `image_only`.
+`retrieval.stores.local.store`); the summary counts such cases in `image_only`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.encoders.volume_embedding import embed_decoded
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
 from retrieval.records import Case, CaseImage, SkippedItem
-from retrieval.store_interface import CaseStoreInterface
+from retrieval.stores.interface import CaseStoreInterface
 
 log = logging.getLogger(__name__)
 

@@ -27,13 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.case_store import CaseStore
 from retrieval.config import IndexParams
 from retrieval.manifest import FORMAT_VERSION, MANIFEST_KEYS, IndexManifest, IndexNotFoundError, IndexUnreadableError
-from retrieval.store_faiss import SPACES
-from retrieval.store_rows import from_blob, sqlite_file_problem
+from retrieval.stores.local.faiss_mirror import SPACES
+from retrieval.stores.local.rows import from_blob, sqlite_file_problem
+from retrieval.stores.local.store import CaseStore
+from retrieval.stores.local.write_lock import index_write_lock
 from retrieval.vector_index import VectorIndex
-from retrieval.write_lock import index_write_lock
 
 TABLES = ("cases", "images", "meta", "changes")
 VECTOR_SAMPLE = 64  # stored vectors compared with their FAISS copies, per space

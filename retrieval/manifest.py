@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from retrieval.store_rows import write_json_atomic
+from retrieval.stores.local.rows import write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_KEYS = ("image_dim", "text_dim", "image_encoder", "text_encoder")  # besides format_version

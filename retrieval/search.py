@@ -34,7 +34,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -46,7 +46,8 @@ from retrieval.encoders.volume_embedding import embed_decoded, pool_slices
 from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
 from retrieval.query_cache import QueryCache, file_digest
 from retrieval.records import Hit, Prediction, SearchResult
-from retrieval.store_interface import CaseStoreInterface
+from retrieval.stores.interface import CaseStoreInterface
+from retrieval.stores.scope import SearchScope
 from retrieval.voting import blend, vote_shares, winner
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
@@ -232,19 +233,19 @@ class CaseSearcher:
         if report_vec is None:
             visual_weight = 1.0
         pool = max(4 * k, 50)
-        guard_args: dict[str, Any] = {
-            "filters": dict(filters or {}),
-            "exclude_case_ids": excl.case_ids,
-            "exclude_patient_ids": excl.patient_ids,
+        scope = SearchScope(
+            filters=dict(filters or {}),
+            exclude_case_ids=frozenset(excl.case_ids),
+            exclude_patient_ids=frozenset(excl.patient_ids),
             # A fused score reads the report vector: a case without a report cannot be ranked by it.
-            "reported_only": reported_only or report_vec is not None,
-        }
+            reported_only=reported_only or report_vec is not None,
+        )
         assert visual_vec is not None
         # Candidates are row ids only: exact rescoring reads their vectors, and only the hits kept are read
         # whole (reports included), which is most of what a search costs in Python.
-        candidates = dict.fromkeys(self.store.search_ids("image", visual_vec[None, :], pool, **guard_args)[0][0])
+        candidates = dict.fromkeys(self.store.search_ids("image", visual_vec[None, :], pool, scope)[0][0])
         if report_vec is not None:
-            text_cases = self.store.search_ids("text", report_vec[None, :], pool, **guard_args)[0][0]
+            text_cases = self.store.search_ids("text", report_vec[None, :], pool, scope)[0][0]
             candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
         ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
         per_case = _best_per_case(ranked)

@@ -2,7 +2,7 @@
 etcd and local storage), started as a process on free loopback ports with a throwaway base folder.
 
 It runs with `proxy.timeTickInterval` at 10 ms instead of 200 ms, so a strong-consistency read waits
-about 10 ms for the time tick instead of up to 200 ms (see `retrieval/milvus_connection.py`); the
+about 10 ms for the time tick instead of up to 200 ms (see `retrieval/stores/milvus/connection.py`); the
 README says production servers should do the same. `start()` waits on Milvus's own health check.
 """
 

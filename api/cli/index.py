@@ -192,7 +192,7 @@ def index_info(
     """Counts (cases, images, with and without reports), dimensions, encoders, index kinds and sizes of an
     index, and for one built from a PACS its source and last sync."""
     from api.pacs import read_source
-    from retrieval.case_store import IndexNotFoundError
+    from retrieval.stores.local.store import IndexNotFoundError
 
     with user_errors():
         services = load_services()

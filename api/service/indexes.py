@@ -26,10 +26,10 @@ from api.service.redact import client_json
 from api.service.state import ServiceState, get_state
 from api.service.uploads import remove_folder, safe_name, save_upload
 from indexing.archives.dicomweb import is_pacs_url
-from retrieval.case_store import IndexUnreadableError
 from retrieval.ids import ID_RULE, check_id
 from retrieval.imaging import ImageDecodeError
 from retrieval.records import StoredCase
+from retrieval.stores.local.store import IndexUnreadableError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["indexes"])

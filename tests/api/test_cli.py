@@ -187,7 +187,7 @@ def test_clear_errors(demo_index: Path, tmp_path: Path) -> None:
 
 def test_dimension_mismatch_names_the_index(demo_index: Path, tmp_path: Path) -> None:
     """An index built with one encoder refuses queries from an encoder of another size."""
-    from retrieval.case_store import CaseStore
+    from retrieval.stores.local.store import CaseStore
 
     CaseStore.create(
         demo_index / "indexes" / "small",

@@ -113,7 +113,7 @@ def test_a_rebuild_that_cannot_finish_keeps_the_old_index(data_dir: Path, archiv
 
 
 def test_a_staging_copy_is_not_listed_as_an_index(data_dir: Path) -> None:
-    from retrieval.case_store import CaseStore
+    from retrieval.stores.local.store import CaseStore
 
     for name in ("real", f"real{STAGING_SUFFIX}"):
         CaseStore.create(

@@ -187,7 +187,7 @@ def test_a_rebuild_through_the_cli_never_interrupts_the_other_replicas_searches(
     assert hits(b, "shared") == before  # the same encoders: the same hits, from the new copy
     from pymilvus import MilvusClient
 
-    from retrieval.milvus_connection import collection_base
+    from retrieval.stores.milvus.connection import collection_base
 
     base = collection_base("shared")
     client = MilvusClient(uri=milvus.url.replace("milvus://", "http://"))
@@ -248,7 +248,7 @@ def test_milvus_stopped_mid_search_is_a_503_that_heals(
     wait_for(lambda: b.post("/v1/search", json=query).status_code == 200, 300, "the replica did not recover")
     assert b.get("/readyz").status_code == 200
     # Every index written before the restart is there after it, at the same generation (the registry
-    # once lost an upserted row across a restart: milvus_registry.py).
+    # once lost an upserted row across a restart: retrieval/stores/milvus/registry.py).
     assert b.get("/v1/indexes").json()["indexes"] == indexes
 
 

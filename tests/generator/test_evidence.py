@@ -66,13 +66,13 @@ def test_a_hit_without_a_report_is_no_evidence() -> None:
 def test_the_builder_drafts_and_cites_only_cases_with_a_report(tmp_path: Path, extractor: FindingExtractor) -> None:
     """With image-only cases in the index, the writer's k cases (hits, report vectors, votes) all have a
     report, though plain image search finds the others too."""
-    from retrieval.case_store import CaseStore
     from retrieval.config import SearchConfig
     from retrieval.encoders.image_encoder import load_image_encoder
     from retrieval.encoders.text_encoder import TextEncoder
     from retrieval.encoders.volume_embedding import embed_decoded
     from retrieval.imaging import load_case_image
     from retrieval.search import CaseSearcher, Query
+    from retrieval.stores.local.store import CaseStore
 
     image_encoder, text_encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder"), TextEncoder()
     query, *paths = sorted((REPO / "data" / "demo" / "images").glob("*.jpg"))[:7]

@@ -24,11 +24,11 @@ from generator.report import NO_CASES_LIMITATION
 from generator.training import build_examples, reference_report
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph import GraphBackend
-from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.records import Case, CaseImage, ReportSections
 from retrieval.search import CaseSearcher
+from retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

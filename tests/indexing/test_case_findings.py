@@ -11,10 +11,10 @@ from indexing.case_findings import FindingRecorder, observed_text
 from indexing.pipeline import Ingestor
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.graph import GraphBackend
-from retrieval.case_store import CaseStore
 from retrieval.encoders.image_encoder import load_image_encoder
 from retrieval.encoders.text_encoder import TextEncoder
 from retrieval.records import Case
+from retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

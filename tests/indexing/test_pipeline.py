@@ -13,7 +13,6 @@ import pytest
 from indexing.archives.medpix import MedPixArchive
 from indexing.options import IngestOptions
 from indexing.pipeline import Ingestor
-from retrieval.case_store import CaseStore
 from retrieval.config import SearchConfig
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
@@ -22,6 +21,7 @@ from retrieval.index_check import check_index
 from retrieval.query_cache import QueryCache
 from retrieval.records import Case, CaseImage, ReportSections, SkippedItem
 from retrieval.search import CaseSearcher, Query, QueryError
+from retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
 from retrieval.config import IndexParams
 from retrieval.index_check import check_index
 from retrieval.records import Case, CaseImage, Hit, ReportSections
+from retrieval.stores.local.store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.stores.scope import SearchScope
 
 DIM, TEXT_DIM = 16, 8
 Item = tuple[Case, dict[str, np.ndarray], np.ndarray]
@@ -152,29 +153,33 @@ def test_filters(tmp_path: Path) -> None:
     with create(tmp_path / "s") as store:
         store.add_cases(items)
         q = items[0][1]["c0/img0"][None, :]
-        mr = store.search_images(q, 24, filters={"modality": "mr"})[0]  # case-insensitive
+        mr = store.search_images(q, 24, SearchScope(filters={"modality": "mr"}))[0]  # case-insensitive
         assert len(mr) == 12 and {h.modality for h in mr} == {"MR"}
-        head_ct = store.search_images(q, 24, filters={"modality": "CT", "body_region": "HEAD"})[0]
+        head_ct = store.search_images(q, 24, SearchScope(filters={"modality": "CT", "body_region": "HEAD"}))[0]
         assert {h.case_id for h in head_ct} == {"c0", "c6"} and len(head_ct) == 4
-        south = store.search_texts(items[0][2][None, :], 12, filters={"site": "south"})[0]  # metadata key
+        south = store.search_texts(items[0][2][None, :], 12, SearchScope(filters={"site": "south"}))[0]  # metadata key
         assert {h.case_id for h in south} == {f"c{i}" for i in range(6, 12)}
-        by_patient = store.search_images(q, 24, filters={"patient_id": "P2"})[0]
+        by_patient = store.search_images(q, 24, SearchScope(filters={"patient_id": "P2"}))[0]
         assert {h.case_id for h in by_patient} == {"c4", "c5"}
-        assert {h.case_id for h in store.search_texts(items[0][2][None, :], 5, filters={"case_id": "c7"})[0]} == {"c7"}
-        image_source = store.search_images(q, 3, filters={"source": "/archive", "modality": "CT"})[0]
+        assert {
+            h.case_id for h in store.search_texts(items[0][2][None, :], 5, SearchScope(filters={"case_id": "c7"}))[0]
+        } == {"c7"}
+        image_source = store.search_images(q, 3, SearchScope(filters={"source": "/archive", "modality": "CT"}))[0]
         assert len(image_source) == 3  # image metadata keys filter too
-        assert store.search_images(q, 3, filters={"modality": "PET"})[0] == []
-        assert store.search_images(q, 3, filters={"site": "x' OR '1'='1"})[0] == []  # values are parameters
+        assert store.search_images(q, 3, SearchScope(filters={"modality": "PET"}))[0] == []
+        assert (
+            store.search_images(q, 3, SearchScope(filters={"site": "x' OR '1'='1"}))[0] == []
+        )  # values are parameters
         for key in ("x') OR 1=1 --", "modality\n"):  # a trailing newline passes a `$`-anchored match
             with pytest.raises(ValueError, match="invalid filter key"):
-                store.search_images(q, 3, filters={key: "1"})
+                store.search_images(q, 3, SearchScope(filters={key: "1"}))
 
 
 def test_text_filter_matches_a_case_without_images(tmp_path: Path) -> None:
     case, _, text = make_cases(1)[0]
     with create(tmp_path / "s") as store:
         store.add_cases([(case, {}, text)])
-        hits = store.search_texts(text[None, :], 3, filters={"modality": "ct"})[0]
+        hits = store.search_texts(text[None, :], 3, SearchScope(filters={"modality": "ct"}))[0]
         assert [(h.case_id, h.image_id) for h in hits] == [("c0", "")]
 
 
@@ -197,19 +202,19 @@ def test_image_only_cases_are_found_by_image_never_by_text(tmp_path: Path) -> No
         for query in (text, *(t for _, _, t in items)):
             hits = store.search_texts(query[None, :], 10)[0]
             assert len(hits) == 5 and "c1" not in {h.case_id for h in hits}, "never found by text, not even last"
-        mr = store.search_texts(text[None, :], 10, filters={"modality": "MR"})[0]
+        mr = store.search_texts(text[None, :], 10, SearchScope(filters={"modality": "MR"}))[0]
         assert {h.case_id for h in mr} == {"c3", "c5"}
-        others = store.search_texts(text[None, :], 10, exclude_case_ids={"c0"})[0]
+        others = store.search_texts(text[None, :], 10, SearchScope(exclude_case_ids={"c0"}))[0]
         assert {h.case_id for h in others} == {"c2", "c3", "c4", "c5"}
         image = vectors["c1/img0"][None, :]
         hit = store.search_images(image, 1)[0][0]
         assert (hit.case_id, hit.image_id, hit.report) == ("c1", "c1/img0", "") and hit.score > 0.999
-        assert len(store.search_images(image, 12, filters={"modality": "MR"})[0]) == 6
-        reported = store.search_images(image, 12, reported_only=True)[0]
+        assert len(store.search_images(image, 12, SearchScope(filters={"modality": "MR"}))[0]) == 6
+        reported = store.search_images(image, 12, SearchScope(reported_only=True))[0]
         assert len(reported) == 10 and "c1" not in {h.case_id for h in reported}
-        reported_mr = store.search_images(image, 12, filters={"modality": "MR"}, reported_only=True)[0]
+        reported_mr = store.search_images(image, 12, SearchScope(filters={"modality": "MR"}, reported_only=True))[0]
         assert {h.case_id for h in reported_mr} == {"c3", "c5"}
-        ids, _ = store.search_ids("image", image, 12, exclude_case_ids={"c3"}, reported_only=True)[0]
+        ids, _ = store.search_ids("image", image, 12, SearchScope(exclude_case_ids={"c3"}, reported_only=True))[0]
         assert {r["case_id"] for r in store.image_rows_for(ids)} == {"c0", "c2", "c4", "c5"}
 
 
@@ -218,14 +223,14 @@ def test_leakage_exclusions(tmp_path: Path) -> None:
     with create(tmp_path / "s") as store:
         store.add_cases(items)
         q = items[0][1]["c0/img0"][None, :]
-        guarded = store.search_images(q, 24, exclude_case_ids={"c0"}, exclude_patient_ids={"p1"})[0]
+        guarded = store.search_images(q, 24, SearchScope(exclude_case_ids={"c0"}, exclude_patient_ids={"p1"}))[0]
         assert {h.case_id for h in guarded}.isdisjoint({"c0", "c2", "c3"}) and len(guarded) == 18
-        texts = store.search_texts(items[0][2][None, :], 12, exclude_patient_ids=["p0", "p5"])[0]
+        texts = store.search_texts(items[0][2][None, :], 12, SearchScope(exclude_patient_ids=["p0", "p5"]))[0]
         assert {h.case_id for h in texts} == {f"c{i}" for i in range(2, 10)}
-        filtered = store.search_images(q, 24, filters={"modality": "CT"}, exclude_case_ids=["c0", "c2"])[0]
+        filtered = store.search_images(q, 24, SearchScope(filters={"modality": "CT"}, exclude_case_ids=["c0", "c2"]))[0]
         assert {h.case_id for h in filtered} == {"c4", "c6", "c8", "c10"}
         many = [f"x{i}" for i in range(50_000)] + ["c1"]  # longer than SQLite's variable limit: one JSON list
-        assert "c1" not in {h.case_id for h in store.search_images(q, 24, exclude_case_ids=many)[0]}
+        assert "c1" not in {h.case_id for h in store.search_images(q, 24, SearchScope(exclude_case_ids=many))[0]}
 
 
 def test_flush_and_reopen_loads_without_rebuilding(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -302,7 +307,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
     crash(tmp_path / "s", items)
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.store_faiss"),
+        caplog.at_level(logging.WARNING, logger="retrieval.stores.local.faiss_mirror"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" in caplog.text
@@ -311,7 +316,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
         store.flush()
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.store_faiss"),
+        caplog.at_level(logging.WARNING, logger="retrieval.stores.local.faiss_mirror"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" not in caplog.text and results(store, items) == expected
@@ -384,7 +389,9 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
             (6, "c2", "c2/img1", 0.5),
             (1, "c0", "c0/img0", 0.3),
         ]
-        ids, scores = store.search_ids("image", items[1][1]["c1/img0"][None, :], 2, exclude_case_ids=["c0"])[0]
+        ids, scores = store.search_ids(
+            "image", items[1][1]["c1/img0"][None, :], 2, SearchScope(exclude_case_ids=["c0"])
+        )[0]
         assert ids[0] == 3 and scores[0] == pytest.approx(1.0, abs=1e-5) and 1 not in ids and 2 not in ids
         rows = store.image_rows_for([6, 999, 1])  # FAISS image ids are the image row ids
         assert [(r["case_id"], r["image_id"]) for r in rows] == [("c2", "c2/img1"), ("c0", "c0/img0")]
@@ -394,7 +401,7 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
 def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two handles on one folder stand for two processes (service workers, or the CLI beside the service)."""
     items = make_cases(8)
-    caplog.set_level(logging.INFO, logger="retrieval.store_faiss")
+    caplog.set_level(logging.INFO, logger="retrieval.stores.local.faiss_mirror")
     with create(tmp_path / "s") as writer:
         writer.add_cases(items[:3])
         writer.flush()

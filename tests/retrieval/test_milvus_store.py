@@ -13,10 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval import milvus_registry, milvus_store
-from retrieval.case_store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
 from retrieval.config import IndexParams
-from retrieval.milvus_connection import (
+from retrieval.records import Hit, ReportSections
+from retrieval.stores.local.store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
+from retrieval.stores.milvus import registry as milvus_registry
+from retrieval.stores.milvus import store as milvus_store
+from retrieval.stores.milvus.connection import (
     LEGACY_REGISTRY,
     REGISTRY,
     CaseStoreUnavailableError,
@@ -24,9 +26,9 @@ from retrieval.milvus_connection import (
     MilvusSettings,
     collection_base,
 )
-from retrieval.milvus_filters import UnknownFilterFieldError
-from retrieval.milvus_store import MilvusCaseStore
-from retrieval.records import Hit, ReportSections
+from retrieval.stores.milvus.filters import UnknownFilterFieldError
+from retrieval.stores.milvus.store import MilvusCaseStore
+from retrieval.stores.scope import SearchScope
 from testkit.milvus_server import MilvusUnderTest
 from tests.retrieval.test_case_store import DIM, TEXT_DIM, create, make_cases
 
@@ -94,12 +96,12 @@ def test_searches_match_the_embedded_store(parity: tuple[CaseStore, MilvusCaseSt
     image_queries = np.stack([next(iter(v.values())) for _, v, _ in items])
     text_queries = np.stack([t for _, _, t in items])
     for k in (1, 5, 30):
-        got = milvus_store.search_images(image_queries, k, **search)
-        assert same_hits(got, faiss_store.search_images(image_queries, k, **search))
-        got = milvus_store.search_texts(text_queries, k, **search)
-        assert same_hits(got, faiss_store.search_texts(text_queries, k, **search))
-    hit = milvus_store.search_images(image_queries[:1], 1, **search)[0]
-    expected = faiss_store.search_images(image_queries[:1], 1, **search)[0]
+        got = milvus_store.search_images(image_queries, k, SearchScope(**search))
+        assert same_hits(got, faiss_store.search_images(image_queries, k, SearchScope(**search)))
+        got = milvus_store.search_texts(text_queries, k, SearchScope(**search))
+        assert same_hits(got, faiss_store.search_texts(text_queries, k, SearchScope(**search)))
+    hit = milvus_store.search_images(image_queries[:1], 1, SearchScope(**search))[0]
+    expected = faiss_store.search_images(image_queries[:1], 1, SearchScope(**search))[0]
     assert [replace(h, score=round(h.score, 4)) for h in hit] == [replace(h, score=round(h.score, 4)) for h in expected]
 
 
@@ -144,8 +146,8 @@ def test_writes_delete_replace_and_image_only(tmp_path: Path, connection: Milvus
     assert milvus_store.info().cases_image_only == 1
     image_queries = np.stack([next(iter(unreported[1].values())), next(iter(vectors.values()))])
     for search in ({}, {"reported_only": True}):
-        got = milvus_store.search_images(image_queries, 10, **search)
-        assert same_hits(got, faiss_store.search_images(image_queries, 10, **search))
+        got = milvus_store.search_images(image_queries, 10, SearchScope(**search))
+        assert same_hits(got, faiss_store.search_images(image_queries, 10, SearchScope(**search)))
     text_queries = np.stack([unreported[2], text])
     assert same_hits(milvus_store.search_texts(text_queries, 10), faiss_store.search_texts(text_queries, 10))
 
@@ -155,7 +157,7 @@ def test_a_write_cut_short_is_never_read_and_is_cleaned_by_the_next(connection: 
     store.add_cases(make_cases(2))
     case, vectors, text = make_cases(1, seed=3, start=7)[0]
     # What a writer killed between its two inserts leaves: image rows, no case row.
-    from retrieval.milvus_schema import image_row
+    from retrieval.stores.milvus.schema import image_row
 
     connection.client.insert(store.images, [image_row(case, img, vectors[img.image_id]) for img in case.images])
     query = vectors[case.images[0].image_id][None, :]
@@ -180,11 +182,16 @@ def test_bad_input(connection: MilvusConnection) -> None:
     store = create_milvus(connection, "bad.name:1")
     store.add_cases(make_cases(2))
     with pytest.raises(UnknownFilterFieldError, match="'nosuch'.*site"):
-        store.search_images(np.ones((1, DIM), np.float32), 3, filters={"nosuch": "x"})
+        store.search_images(np.ones((1, DIM), np.float32), 3, SearchScope(filters={"nosuch": "x"}))
     with pytest.raises(ValueError, match="invalid filter key"):
-        store.search_images(np.ones((1, DIM), np.float32), 3, filters={'site"] == "x" or true or meta_lc["a': "x"})
+        store.search_images(
+            np.ones((1, DIM), np.float32), 3, SearchScope(filters={'site"] == "x" or true or meta_lc["a': "x"})
+        )
     # A value cannot leave its quotes: it is matched as text, and matches nothing.
-    assert store.search_images(np.ones((1, DIM), np.float32), 3, filters={"site": 'north" or true or "'})[0] == []
+    assert (
+        store.search_images(np.ones((1, DIM), np.float32), 3, SearchScope(filters={"site": 'north" or true or "'}))[0]
+        == []
+    )
     with pytest.raises(FileExistsError):
         create_milvus_again = MilvusCaseStore.create  # the same name twice
         create_milvus_again(
@@ -195,7 +202,7 @@ def test_bad_input(connection: MilvusConnection) -> None:
     assert collection_base("bad.name:1") != collection_base("bad_name_1")
     # A collection whose vectors are not the size the index's manifest (and encoder) says.
     connection.client.drop_collection(store.cases)
-    from retrieval.milvus_schema import case_schema, vector_index
+    from retrieval.stores.milvus.schema import case_schema, vector_index
 
     connection.client.create_collection(
         store.cases,
@@ -289,7 +296,7 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
     """Indexes registered by the first layout (one row per index, upserted under its name) stay usable."""
     from pymilvus import DataType, MilvusClient
 
-    from retrieval.milvus_schema import vector_index
+    from retrieval.stores.milvus.schema import vector_index
 
     first = MilvusConnection(MilvusSettings(milvus.url))
     store = create_milvus(first, "moved")

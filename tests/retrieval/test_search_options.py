@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.case_store import CaseStore
 from retrieval.config import SearchConfig
 from retrieval.imaging import DecodedImage
 from retrieval.records import Case, CaseImage, ReportSections, SearchResult
 from retrieval.search import CaseSearcher, Query, expand_query
+from retrieval.stores.local.store import CaseStore
 
 DIM, TEXT_DIM = 4, 3
 

@@ -71,7 +71,7 @@ def case_schema(dim: int) -> Any:
 
 def registry_schema() -> Any:
     """Registry rows: an index's name, manifest and write generation, under an auto id (rows are only
-    inserted and deleted, see `milvus_registry.py`). Milvus needs a vector field: a 2-d zero."""
+    inserted and deleted, see `registry.py`). Milvus needs a vector field: a 2-d zero."""
     from pymilvus import DataType, MilvusClient
 
     schema = MilvusClient.create_schema(auto_id=True, enable_dynamic_field=False)

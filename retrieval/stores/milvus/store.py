@@ -1,13 +1,13 @@
 """A case store on a Milvus server: the same interface as `CaseStore`, shared by every replica.
 
 Selected with `KGREPORT_CASE_STORE=milvus://HOST:PORT`. Everything a replica needs to search and to show
-a case lives in Milvus (`milvus_schema.py`): vectors, case and image fields, report sections, metadata
+a case lives in Milvus (`schema.py`): vectors, case and image fields, report sections, metadata
 and image paths; nothing is kept on local disk, so a write through one replica is seen by the others at
-their next read (strong consistency, see `milvus_connection.py`).
+their next read (strong consistency, see `connection.py`).
 
 Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and IVF_FLAT above it, switched when a
 write crosses the threshold; filters and the leakage exclusions run inside Milvus as boolean
-expressions (`milvus_filters.py`). Writes are serialised across machines by the caller's lease
+expressions (`filters.py`). Writes are serialised across machines by the caller's lease
 (`api.write_lease`); this class serialises its own threads. A write stores a batch's image rows, then
 its case rows, then bumps the index's generation in the registry: a write cut short leaves images
 without a case, which no read shows and the next write of that case removes.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,10 +25,12 @@ import numpy as np
 
 from retrieval.config import IndexParams
 from retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
-from retrieval.milvus_connection import CaseStoreUnavailableError, MilvusConnection
-from retrieval.milvus_filters import filter_expression, id_list, text_list
-from retrieval.milvus_reads import MilvusReads, none_if_empty
-from retrieval.milvus_registry import (
+from retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
+from retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
+from retrieval.stores.milvus.connection import CaseStoreUnavailableError, MilvusConnection
+from retrieval.stores.milvus.filters import filter_expression, id_list, text_list
+from retrieval.stores.milvus.reads import MilvusReads, none_if_empty
+from retrieval.stores.milvus.registry import (
     collections_of,
     create_collections,
     drop_index,
@@ -38,9 +40,8 @@ from retrieval.milvus_registry import (
     swap_in,
     write_registry,
 )
-from retrieval.milvus_schema import case_row, image_row, vector_index
-from retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
-from retrieval.store_db import DuplicateCaseError, prepare_batch
+from retrieval.stores.milvus.schema import case_row, image_row, vector_index
+from retrieval.stores.scope import EVERY_CASE, SearchScope
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
@@ -84,7 +85,7 @@ class MilvusCaseStore:
         """Where the index lives, for messages."""
         return f"{self.connection.url} ({self.images}, {self.cases})"
 
-    # -- registry and lifecycle (`milvus_registry.py`) ------------------------------------------------
+    # -- registry and lifecycle (`registry.py`) ------------------------------------------------
     @classmethod
     def exists(cls, connection: MilvusConnection, name: str) -> bool:
         return registry_row(connection, name) is not None
@@ -396,24 +397,13 @@ class MilvusCaseStore:
         space: str,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[tuple[list[int], list[float]]]:
         """Top-k (row ids, scores) per query in `space`, best first (as `CaseStore.search_ids`)."""
         matrix = np.atleast_2d(np.asarray(queries, dtype=np.float32))
         if k <= 0 or len(matrix) == 0:
             return [([], []) for _ in range(len(matrix))]
-        expression = filter_expression(
-            space,
-            filters,
-            self.manifest.metadata_keys or [],
-            exclude_case_ids=exclude_case_ids,
-            exclude_patient_ids=exclude_patient_ids,
-            reported_only=reported_only,
-        )
+        expression = filter_expression(space, scope, self.manifest.metadata_keys or [])
         norms = np.linalg.norm(matrix, axis=1, keepdims=True)
         matrix = matrix / np.where(norms > 0, norms, 1)
         collection = self.images if space == "image" else self.cases
@@ -438,43 +428,19 @@ class MilvusCaseStore:
         self,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[list[Hit]]:
-        found = self.search_ids(
-            "image",
-            queries,
-            k,
-            filters=filters,
-            exclude_case_ids=exclude_case_ids,
-            exclude_patient_ids=exclude_patient_ids,
-            reported_only=reported_only,
-        )
-        return self._reads.hits("image", found)
+        return self._reads.hits("image", self.search_ids("image", queries, k, scope))
 
     def search_texts(
         self,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
+        scope: SearchScope = EVERY_CASE,
     ) -> list[list[Hit]]:
-        found = self.search_ids(
-            "text",
-            queries,
-            k,
-            filters=filters,
-            exclude_case_ids=exclude_case_ids,
-            exclude_patient_ids=exclude_patient_ids,
-        )
-        return self._reads.hits("text", found)
+        return self._reads.hits("text", self.search_ids("text", queries, k, scope))
 
-    # -- stored rows and vectors (`milvus_reads.py`) -------------------------------------------------
+    # -- stored rows and vectors (`reads.py`) -------------------------------------------------
     def image_hits(self, image_ids: Sequence[int], scores: Sequence[float]) -> dict[int, Hit]:
         return self._reads.image_hits(image_ids, scores)
 

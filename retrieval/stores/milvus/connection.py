@@ -4,7 +4,7 @@ Every case store on one Milvus shares one `MilvusConnection`. An index NAME live
 `kgreport_<NAME>_images_<TAG>` and `kgreport_<NAME>_cases_<TAG>` (index names may hold `.`, `:` and `-`,
 which collection names may not, so those are written as `_xx` hex codes; the tag is new for each copy
 of the index, so a rebuild never renames over the copy being read), and the registry collection
-`kgreport_index_registry` holds its manifest and write generation (`milvus_registry.py`).
+`kgreport_index_registry` holds its manifest and write generation (`registry.py`).
 
 Reads ask for `Strong` consistency by default, so a write through one replica is seen by the next read
 through any other. Milvus answers a strong read once its time tick has passed the read's timestamp, so

@@ -24,8 +24,8 @@ import numpy as np
 
 from retrieval.config import IndexParams
 from retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexUnreadableError
-from retrieval.store_db import CaseRows, RowVectors
-from retrieval.store_rows import IN_LIST, from_blob, json_list
+from retrieval.stores.local.rows import IN_LIST, from_blob, json_list
+from retrieval.stores.local.rows_db import CaseRows, RowVectors
 from retrieval.vector_index import VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)

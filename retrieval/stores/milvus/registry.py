@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from retrieval.case_store import IndexNotFoundError
 from retrieval.config import IndexParams
-from retrieval.milvus_connection import (
+from retrieval.stores.local.store import IndexNotFoundError
+from retrieval.stores.milvus.connection import (
     LEGACY_REGISTRY,
     REGISTRY,
     TAG_LENGTH,
@@ -34,8 +34,8 @@ from retrieval.milvus_connection import (
     MilvusConnection,
     collection_base,
 )
-from retrieval.milvus_filters import id_list, text_list
-from retrieval.milvus_schema import case_schema, image_schema, registry_schema, vector_index
+from retrieval.stores.milvus.filters import id_list, text_list
+from retrieval.stores.milvus.schema import case_schema, image_schema, registry_schema, vector_index
 
 log = logging.getLogger(__name__)
 ROW_FIELDS = ["pk", "name", "manifest", "generation"]

@@ -1,6 +1,6 @@
 """The SQLite side of a case store: one connection, its transactions, and the case and image rows.
 
-`store.sqlite` is the store's source of truth; the FAISS files are derived from it (`store_faiss.py`).
+`store.sqlite` is the store's source of truth; the FAISS files are derived from it (`faiss_mirror.py`).
 Every write runs in one transaction that also bumps a `generation` counter in `meta`, so another handle,
 or the FAISS copy, can tell that something changed and how far it is behind.
 
@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from retrieval.records import Case, CaseImage, StoredCase, StoredImage
-from retrieval.store_rows import IN_LIST, SCHEMA, to_blob, unit_vector
+from retrieval.stores.local.rows import IN_LIST, SCHEMA, to_blob, unit_vector
 
 PreparedCase = tuple[Case, list[tuple[CaseImage, np.ndarray]], np.ndarray]  # case, (image, unit vector), report
 RowVectors = list[tuple[int, np.ndarray]]  # (row id, unit vector) per added row

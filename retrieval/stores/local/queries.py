@@ -6,7 +6,7 @@ around every call. Id lists travel as one JSON-array parameter (`IN_LIST`), so t
 their length.
 
 Image-only cases (stored without a report, with a zero report vector) are left out of every search that
-reads the report side: their ids join the excluded set (`id_sets(..., reported_only=True)`), so they are
+reads the report side: their ids join the excluded set (`SearchScope.reported_only`), so they are
 never found by a text query, whatever the scores, and never rescored by a report vector they do not have.
 """
 
@@ -15,14 +15,15 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from retrieval.records import Hit
-from retrieval.store_db import IMAGE_ONLY
-from retrieval.store_rows import IN_LIST, from_blob, json_list
+from retrieval.stores.local.rows import IN_LIST, from_blob, json_list
+from retrieval.stores.local.rows_db import IMAGE_ONLY
+from retrieval.stores.scope import SearchScope
 
 _FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
 
@@ -79,19 +80,11 @@ class StoreQueries:
         self.text_dim = text_dim
 
     # -- filters and exclusions ------------------------------------------------------------------------------
-    def id_sets(
-        self,
-        space: str,
-        filters: Mapping[str, str | None] | None,
-        exclude_case_ids: Collection[str],
-        exclude_patient_ids: Collection[str],
-        *,
-        reported_only: bool = False,
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def id_sets(self, space: str, scope: SearchScope) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(allowed FAISS ids or None for all, excluded FAISS ids or None) of one search space; with
-        `reported_only` (always in the text space) the rows of image-only cases are excluded too."""
-        allowed, excluded = self._filter_sets(space, filters, exclude_case_ids, exclude_patient_ids)
-        if not (reported_only or space == "text"):
+        `scope.reported_only` (always in the text space) the rows of image-only cases are excluded too."""
+        allowed, excluded = self._filter_sets(space, scope)
+        if not (scope.reported_only or space == "text"):
             return allowed, excluded
         unreported = self.image_only_ids(space)
         if not len(unreported):
@@ -107,22 +100,16 @@ class StoreQueries:
         sql = cases if space == "text" else f"SELECT id FROM images WHERE case_pk IN ({cases})"
         return np.array([r[0] for r in self.db.execute(sql)], dtype=np.int64)
 
-    def _filter_sets(
-        self,
-        space: str,
-        filters: Mapping[str, str | None] | None,
-        exclude_case_ids: Collection[str],
-        exclude_patient_ids: Collection[str],
-    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def _filter_sets(self, space: str, scope: SearchScope) -> tuple[np.ndarray | None, np.ndarray | None]:
         """(allowed, excluded) FAISS ids for the metadata filters and the leakage exclusions alone."""
-        clauses, args, needs_cases = filter_sql(space, filters or {})
+        clauses, args, needs_cases = filter_sql(space, scope.filters)
         exclusion, exclusion_args = [], []
-        if exclude_case_ids:
+        if scope.exclude_case_ids:
             exclusion.append(f"c.case_id IN {IN_LIST}")
-            exclusion_args.append(json_list(exclude_case_ids))
-        if exclude_patient_ids:
+            exclusion_args.append(json_list(scope.exclude_case_ids))
+        if scope.exclude_patient_ids:
             exclusion.append(f"c.patient_id IN {IN_LIST}")
-            exclusion_args.append(json_list(exclude_patient_ids))
+            exclusion_args.append(json_list(scope.exclude_patient_ids))
         if space == "text":
             column, source = "c.id", "cases c"
         else:  # skip the join when no clause reads the case row (it would load each case's vector page)

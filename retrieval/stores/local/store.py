@@ -7,19 +7,19 @@ generation the FAISS files reflect).
 
 `CaseStore` is the one public class; it holds the lock and composes three parts, one per seam:
 
-- `store_db.CaseRows`: the SQLite connection, its transactions (each write bumps a `generation`
+- `rows_db.CaseRows`: the SQLite connection, its transactions (each write bumps a `generation`
   counter) and the case and image rows;
-- `store_faiss.FaissMirror`: the FAISS indexes, kept equal to SQLite through a change log that other
+- `faiss_mirror.FaissMirror`: the FAISS indexes, kept equal to SQLite through a change log that other
   processes catch up with, saved atomically by `flush()` and rebuilt from SQLite when they are stale,
   missing or corrupt (a half-written index is recovered, never served stale);
-- `store_queries.StoreQueries`: metadata filters and exclusions as FAISS id sets, hits read back for
+- `queries.StoreQueries`: metadata filters and exclusions as FAISS id sets, hits read back for
   the ids FAISS found, and stored vectors for exact rescoring.
 
 Vectors are stored L2-normalised, so what SQLite holds is exactly what FAISS searches (cosine).
 A case may be image-only (a study without a report): it is stored with an empty report and a zero report
 vector, found by image search like any other, and never by text search (left out by id, not by score).
 Several processes may share a store (service workers, the CLI beside the service); writes are serialised
-across processes by the index's writer lock (`retrieval.write_lock`), which the caller takes.
+across processes by the index's writer lock (`retrieval.stores.local.write_lock`), which the caller takes.
 `retrieval.index_check` checks a store's files without opening it, and repairs what can be repaired.
 """
 
@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,10 +43,11 @@ from retrieval.manifest import (
     IndexUnreadableError,
 )
 from retrieval.records import Case, Hit, IndexInfo, StoredCase
-from retrieval.store_db import CaseRows, DuplicateCaseError, prepare_batch
-from retrieval.store_faiss import CHANGE_LOG_GENERATIONS, FaissMirror
-from retrieval.store_queries import StoreQueries
-from retrieval.store_rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
+from retrieval.stores.local.faiss_mirror import CHANGE_LOG_GENERATIONS, FaissMirror
+from retrieval.stores.local.queries import StoreQueries
+from retrieval.stores.local.rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
+from retrieval.stores.local.rows_db import CaseRows, DuplicateCaseError, prepare_batch
+from retrieval.stores.scope import EVERY_CASE, SearchScope
 from retrieval.vector_index import VectorIndex
 
 __all__ = [
@@ -333,46 +334,23 @@ class CaseStore:
         space: str,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[tuple[list[int], list[float]]]:
         """Top-k (row ids, scores) per query in `space` ("image": image rows, "text": case rows), best
         first, without reading the rows: the searcher rescores candidates and reads only the few it keeps.
 
-        Image-only cases are never among the "text" results; `reported_only` leaves them out of the
+        Image-only cases are never among the "text" results; `scope.reported_only` leaves them out of the
         "image" results too (for searches whose ranking also reads the report side)."""
         with self._lock:
             self._faiss.catch_up()
             index = self.image_index if space == "image" else self.text_index
-            allowed, excluded = self._queries.id_sets(
-                space, filters, exclude_case_ids, exclude_patient_ids, reported_only=reported_only
-            )
+            allowed, excluded = self._queries.id_sets(space, scope)
             scores, ids = index.search(queries, k, allowed_ids=allowed, excluded_ids=excluded)
         found = ids >= 0
         return [(i[m].tolist(), s[m].tolist()) for s, i, m in zip(scores, ids, found, strict=True)]
 
-    def _search(
-        self,
-        space: str,
-        queries: np.ndarray,
-        k: int,
-        filters: Mapping[str, str | None] | None,
-        exclude_case_ids: Collection[str],
-        exclude_patient_ids: Collection[str],
-        reported_only: bool = False,
-    ) -> list[list[Hit]]:
-        found = self.search_ids(
-            space,
-            queries,
-            k,
-            filters=filters,
-            exclude_case_ids=exclude_case_ids,
-            exclude_patient_ids=exclude_patient_ids,
-            reported_only=reported_only,
-        )
+    def _search(self, space: str, queries: np.ndarray, k: int, scope: SearchScope) -> list[list[Hit]]:
+        found = self.search_ids(space, queries, k, scope)
         sql = IMAGE_HIT_SQL if space == "image" else TEXT_HIT_SQL
         with self._lock:
             return [list(self._queries.hits_by_row(sql, ids, scores).values()) for ids, scores in found]
@@ -381,32 +359,21 @@ class CaseStore:
         self,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[list[Hit]]:
-        """Top-k stored images per query vector (image-space vectors), best first.
-
-        `filters`: case-insensitive equality on modality, body_region, patient_id, case_id or a
-        metadata key, combined with AND. Excluded cases and patients never appear (leakage guard).
-        Images of image-only cases come back (with report ""), unless `reported_only`.
-        """
-        return self._search("image", queries, k, filters, exclude_case_ids, exclude_patient_ids, reported_only)
+        """Top-k stored images per query vector (image-space vectors), best first, within `scope`.
+        Images of image-only cases come back (with report ""), unless `scope.reported_only`."""
+        return self._search("image", queries, k, scope)
 
     def search_texts(
         self,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
+        scope: SearchScope = EVERY_CASE,
     ) -> list[list[Hit]]:
-        """Top-k cases per query vector (report-text-space vectors); image_id is the case's first image.
-        Image-only cases (no report) are never returned."""
-        return self._search("text", queries, k, filters, exclude_case_ids, exclude_patient_ids)
+        """Top-k cases per query vector (report-text-space vectors), within `scope`; image_id is the case's
+        first image. Image-only cases (no report) are never returned."""
+        return self._search("text", queries, k, scope)
 
     # -- stored vectors (for exact rescoring) --------------------------------------------------------------
     def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Collection, Mapping
+from collections.abc import Collection
+
+from retrieval.stores.scope import SearchScope
 
 FILTER_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the embedded store's rule for metadata keys
 FIXED_FIELDS = ("modality", "body_region", "patient_id", "case_id")
@@ -34,26 +36,18 @@ def _literal_list(values: Collection[str]) -> str:
     return "[" + ", ".join(literal(v) for v in sorted(values)) + "]"
 
 
-def filter_expression(
-    space: str,
-    filters: Mapping[str, str | None] | None,
-    metadata_keys: Collection[str],
-    *,
-    exclude_case_ids: Collection[str] = (),
-    exclude_patient_ids: Collection[str] = (),
-    reported_only: bool = False,
-) -> str:
+def filter_expression(space: str, scope: SearchScope, metadata_keys: Collection[str]) -> str:
     """The `filter` of one Milvus search in `space` ("image" or "text"); "" when nothing constrains it."""
     clauses = []
-    for key, value in (filters or {}).items():
+    for key, value in scope.filters.items():
         if value is None:
             continue
         clauses.append(_clause(space, key, str(value).lower(), metadata_keys))
-    if exclude_case_ids:
-        clauses.append(f"case_id not in {_literal_list(exclude_case_ids)}")
-    if exclude_patient_ids:
-        clauses.append(f"patient_id not in {_literal_list(exclude_patient_ids)}")
-    if reported_only or space == "text":
+    if scope.exclude_case_ids:
+        clauses.append(f"case_id not in {_literal_list(scope.exclude_case_ids)}")
+    if scope.exclude_patient_ids:
+        clauses.append(f"patient_id not in {_literal_list(scope.exclude_patient_ids)}")
+    if scope.reported_only or space == "text":
         clauses.append("reported == true")
     return " and ".join(f"({c})" for c in clauses)
 

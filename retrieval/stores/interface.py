@@ -1,14 +1,14 @@
 """What ingest, search and the report writer need of a case store, whichever backend holds it.
 
-`retrieval.case_store.CaseStore` (FAISS + SQLite in a folder) and `retrieval.milvus_store.MilvusCaseStore`
-(collections on a Milvus server) both provide it, with the same results for the same cases
-(`tests/retrieval/test_milvus_store.py` checks them side by side). Row ids are the backend's own: they are
-only ever handed back to the store that gave them.
+`retrieval.stores.local.store.CaseStore` (FAISS + SQLite in a folder) and
+`retrieval.stores.milvus.store.MilvusCaseStore` (collections on a Milvus server) both provide it, with the
+same results for the same cases (`tests/retrieval/test_milvus_store.py` checks them side by side). Row ids
+are the backend's own: they are only ever handed back to the store that gave them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -16,6 +16,7 @@ import numpy as np
 
 from retrieval.manifest import IndexManifest
 from retrieval.records import Case, Hit, IndexInfo, StoredCase
+from retrieval.stores.scope import EVERY_CASE, SearchScope
 
 
 class CaseStoreInterface(Protocol):
@@ -62,22 +63,14 @@ class CaseStoreInterface(Protocol):
         space: str,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[tuple[list[int], list[float]]]: ...
 
     def search_images(
         self,
         queries: np.ndarray,
         k: int,
-        *,
-        filters: Mapping[str, str | None] | None = None,
-        exclude_case_ids: Collection[str] = (),
-        exclude_patient_ids: Collection[str] = (),
-        reported_only: bool = False,
+        scope: SearchScope = EVERY_CASE,
     ) -> list[list[Hit]]: ...
 
     def image_ids_of_cases(self, case_row_ids: Sequence[int]) -> list[int]: ...
