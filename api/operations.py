@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from api.services import Services
+from kgreport.errors import Conflict, InvalidInput
 from retrieval.records import Case, CaseImage, SkippedItem
 from retrieval.stores.local.store import IndexNotFoundError
 from retrieval.stores.local.write_lock import (
@@ -29,12 +30,16 @@ if TYPE_CHECKING:
 Progress = Callable[[int], None]  # advance by n cases
 
 
-class OperationError(ValueError):
+class OperationError(InvalidInput):
     """A request that cannot be carried out as given (the message says why)."""
 
+    code = "bad_request"
 
-class CaseExistsError(OperationError):
+
+class CaseExistsError(Conflict, OperationError):
     """The case is already in the index."""
+
+    code = "case_exists"
 
 
 def ingest_options(services: Services, *, replace: bool = False, image_only: bool = False) -> IngestOptions:

@@ -25,17 +25,22 @@ from generator.model import GeneratorConfig, ReportGenerator
 from generator.pipeline import ReportWriter
 from generator.source_weights import SourceWeights
 from generator.training import DEFAULT_KINDS, build_examples
+from kgreport.errors import Unavailable
 from retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
 
 
-class GeneratorNotFoundError(FileNotFoundError):
+class GeneratorNotFoundError(Unavailable, FileNotFoundError):
     """No trained report writer where one was expected."""
 
+    code = "report_writer_missing"
 
-class WriterMismatchError(ValueError):
+
+class WriterMismatchError(Unavailable, ValueError):
     """A trained writer that fuses vectors of other sizes than the loaded encoders give."""
+
+    code = "report_writer_mismatch"
 
 
 def _cases(archive: Path, fmt: str | None, split: str, limit: int | None) -> list[Case]:

@@ -14,6 +14,7 @@ from api.index_stores import AnyStore, IndexStores, index_stores
 from api.settings import Settings
 from indexing.case_findings import FindingRecorder
 from indexing.graph_sync import reconcile
+from kgreport.errors import Conflict
 from knowledge.extraction.extractor import FindingExtractor
 from knowledge.extraction.lexicon import build_lexicon
 from knowledge.graph import GraphBackend, open_graph
@@ -33,8 +34,10 @@ from retrieval.stores.local.store import IndexNotFoundError
 log = logging.getLogger(__name__)
 
 
-class EncoderMismatchError(ValueError):
+class EncoderMismatchError(Conflict, ValueError):
     """An index whose vectors were made by other encoders than the loaded ones."""
+
+    code = "encoder_mismatch"
 
 
 class Services:

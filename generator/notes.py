@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from kgreport.errors import InvalidInput
 from knowledge.extraction.shorthand import abbreviate, as_sentences, expand_shorthand
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; simulating notes only reads its findings
@@ -35,8 +36,10 @@ FILLER_WORDS = frozenset({"a", "an", "the", "of", "and", "or", "and/or", "in", "
 _BOUNDARIES = (". ", ".\n", "\n", "; ", ", ")
 
 
-class NotesError(ValueError):
+class NotesError(InvalidInput):
     """Notes that cannot be used: empty, or only whitespace and control characters."""
+
+    code = "bad_notes"
 
 
 @dataclass(frozen=True)

@@ -57,6 +57,7 @@ from generator.report import (
     split_sentences,
 )
 from generator.source_weights import SourceWeights, Weigher
+from kgreport.errors import UpstreamFailed
 from knowledge.extraction.notes_items import NotesItem, split_items
 from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 from retrieval.report_sections import split_report
@@ -71,8 +72,10 @@ def _agreed_findings(found: ImageEvidence, min_votes: int) -> list[StatedFinding
     return [StatedFinding(f.name, f.status) for f in found.evidence.findings if f.votes >= max(min_votes, 1)]
 
 
-class ReportGenerationError(RuntimeError):
+class ReportGenerationError(UpstreamFailed, RuntimeError):
     """Neither the refiner's text (constrained retry included) nor the draft itself parses into a report."""
+
+    code = "report_generation_failed"
 
 
 @dataclass

@@ -16,13 +16,17 @@ import hashlib
 import hmac
 import re
 
+from kgreport.errors import InvalidInput
+
 ID_MAX_LENGTH = 128
 ID_PATTERN = re.compile(rf"[A-Za-z0-9._:-]{{1,{ID_MAX_LENGTH}}}")
 ID_RULE = f"1 to {ID_MAX_LENGTH} of letters, digits, '.', '_', ':', '-', and not '.' or '..'"
 
 
-class InvalidIdError(ValueError):
+class InvalidIdError(InvalidInput):
     """An id that breaks the rule; the message names which id ("case id", "index name", ...) and why."""
+
+    code = "invalid_id"
 
     def __init__(self, kind: str, value: object, where: str = "") -> None:
         self.kind = kind

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from kgreport.errors import NotFound, Unavailable
 from retrieval.stores.local.rows import write_json_atomic
 
 FORMAT_VERSION = 1
@@ -22,13 +23,17 @@ MANIFEST_KEYS = ("image_dim", "text_dim", "image_encoder", "text_encoder")  # be
 MANIFEST_FILE = "manifest.json"
 
 
-class IndexNotFoundError(FileNotFoundError):
+class IndexNotFoundError(NotFound, FileNotFoundError):
     """No index at the given path (or its manifest is unreadable)."""
 
+    code = "index_not_found"
 
-class IndexUnreadableError(RuntimeError):
+
+class IndexUnreadableError(Unavailable, RuntimeError):
     """An index whose files are there but cannot be read: a garbage manifest, a corrupt, emptied or
     zero-length database. The message names the file; other indexes are not affected."""
+
+    code = "index_unreadable"
 
 
 @dataclass

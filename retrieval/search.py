@@ -38,6 +38,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from kgreport.errors import InvalidInput
 from retrieval.config import SearchConfig
 from retrieval.encoders.coalescing import QueryCoalescers
 from retrieval.encoders.image_encoder import ImageEncoder
@@ -55,8 +56,10 @@ VOTE_K = 10
 EXPANSION_POWER = 3.0  # alpha of alpha query expansion: close neighbours count far more than far ones
 
 
-class QueryError(ValueError):
+class QueryError(InvalidInput):
     """A query that cannot be answered (no image and no text, unreadable or non-image file)."""
+
+    code = "bad_query"
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ exception is the only thing that can become a 500.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import known_errors
+from api.errors import describe, known_errors
 from api.service.redact import client_text
 
 log = logging.getLogger(__name__)
@@ -64,16 +64,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(_: Request, err: RequestValidationError) -> JSONResponse:
         return error_response(422, "invalid_request", validation_message(err.errors()))
 
-    def domain_handler(status: int, code: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
-        async def handle(request: Request, err: Exception) -> JSONResponse:
-            return error_response(status, code, _for_client(request, status, code, str(err)))
+    async def known(request: Request, err: Exception) -> JSONResponse:
+        status, code = describe(err) or (500, "internal_error")
+        return error_response(status, code, _for_client(request, status, code, str(err)))
 
-        return handle
-
-    # One handler per class (Starlette picks the most specific by MRO). A catch-all `Exception` handler
-    # would run in the server-error middleware, which re-raises after answering.
+    # One handler per kind: Starlette picks a handler by the error's MRO, `describe` then the table's order
+    # (a class of two kinds answers as the first). A catch-all `Exception` handler would run in the
+    # server-error middleware, which re-raises after answering.
     for row in known_errors():
-        app.add_exception_handler(row.kind, domain_handler(row.status, row.code))
+        app.add_exception_handler(row.kind, known)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, err: Exception) -> JSONResponse:

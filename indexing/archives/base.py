@@ -14,13 +14,16 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from kgreport.errors import InvalidInput
 from retrieval.records import Case, SkippedItem
 
 log = logging.getLogger("indexing.archives")
 
 
-class ArchiveError(ValueError):
+class ArchiveError(InvalidInput):
     """The archive as a whole cannot be read (missing root, unreadable manifest, unknown format)."""
+
+    code = "bad_archive"
 
 
 class OutsideRootError(ValueError):

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from kgreport.errors import Unavailable
 from retrieval.device import resolve_device
 from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
 from retrieval.encoders.frozen import frozen_for_inference
@@ -28,8 +29,10 @@ ENCODER_FILE = "kgreport_encoder.json"
 WEIGHTS_FILE = "model.safetensors"
 
 
-class EncoderLoadError(ValueError):
+class EncoderLoadError(Unavailable, ValueError):
     """A checkpoint path that is not a loadable encoder."""
+
+    code = "encoder_unavailable"
 
 
 class ImageEncoder(Protocol):

@@ -16,9 +16,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from kgreport.errors import Conflict
 
-class IndexBusyError(RuntimeError):
+
+class IndexBusyError(Conflict, RuntimeError):
     """Another writer holds the index."""
+
+    code = "index_busy"
 
 
 _held: set[str] = set()  # index folders this process is writing; flock alone does not exclude our own threads

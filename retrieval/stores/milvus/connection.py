@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+from kgreport.errors import Unavailable
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -40,8 +42,10 @@ TAG_LENGTH = 12  # hex digits that tell one copy of an index's collections from 
 MAX_BASE_LENGTH = MAX_NAME_LENGTH - len("_images_") - TAG_LENGTH  # room for a collection's kind and tag
 
 
-class CaseStoreUnavailableError(RuntimeError):
+class CaseStoreUnavailableError(Unavailable, RuntimeError):
     """The case store's server cannot be reached or refused a request."""
+
+    code = "case_store_unavailable"
 
 
 def is_milvus_url(value: str) -> bool:

@@ -1,0 +1,93 @@
+"""Every known failure answers one status and code, decided by its kind in the one table (`api.errors`)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from api.errors import describe
+from api.operations import CaseExistsError, IndexBusyError, OperationError
+from api.reporting import GeneratorNotFoundError, WriterMismatchError
+from api.services import EncoderMismatchError
+from generator.llm import LLMLoadError
+from generator.notes import NotesError
+from generator.pipeline import ReportGenerationError
+from indexing.archives import ArchiveError
+from indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.errors import KgreportError
+from knowledge.graph import GraphUnavailableError
+from retrieval.encoders.image_encoder import EncoderLoadError
+from retrieval.ids import InvalidIdError
+from retrieval.imaging import ImageDecodeError
+from retrieval.manifest import IndexNotFoundError, IndexUnreadableError
+from retrieval.search import QueryError
+from retrieval.stores.milvus.connection import CaseStoreUnavailableError
+from retrieval.stores.milvus.filters import UnknownFilterFieldError
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What each answered before the kinds existed (the table then listed every class): nothing may change.
+ANSWERS: list[tuple[type[Exception], int, str]] = [
+    (IndexNotFoundError, 404, "index_not_found"),
+    (IndexUnreadableError, 503, "index_unreadable"),
+    (CaseExistsError, 409, "case_exists"),
+    (IndexBusyError, 409, "index_busy"),
+    (EncoderMismatchError, 409, "encoder_mismatch"),
+    (ImageDecodeError, 422, "image_unreadable"),
+    (QueryError, 422, "bad_query"),
+    (UnknownFilterFieldError, 422, "unknown_filter_field"),
+    (NotesError, 422, "bad_notes"),
+    (PacsAuthError, 502, "pacs_auth_failed"),
+    (PacsUnavailableError, 502, "pacs_unavailable"),
+    (NotDicomWebError, 502, "not_dicomweb"),
+    (PacsError, 502, "pacs_error"),
+    (ArchiveError, 422, "bad_archive"),
+    (OperationError, 422, "bad_request"),
+    (CaseStoreUnavailableError, 503, "case_store_unavailable"),
+    (EncoderLoadError, 503, "encoder_unavailable"),
+    (GeneratorNotFoundError, 503, "report_writer_missing"),
+    (WriterMismatchError, 503, "report_writer_mismatch"),
+    (LLMLoadError, 503, "llm_unavailable"),
+    (ReportGenerationError, 502, "report_generation_failed"),
+    (FileNotFoundError, 404, "not_found"),
+    (ValueError, 422, "bad_request"),
+]
+
+
+@pytest.mark.parametrize(("kind", "status", "code"), ANSWERS, ids=lambda v: getattr(v, "__name__", str(v)))
+def test_each_failure_answers_as_it_always_did(kind: type[Exception], status: int, code: str) -> None:
+    err = kind.__new__(kind)  # some take several arguments; the answer depends on the class alone
+    assert describe(err) == (status, code)
+
+
+def test_the_ones_that_need_arguments_too() -> None:
+    assert describe(InvalidIdError("case id", "a/b")) == (422, "invalid_id")
+    assert describe(GraphUnavailableError("FalkorDB", "redis://x", "refused")) == (503, "graph_unavailable")
+    assert describe(RuntimeError("a defect")) is None, "anything not in the table is a 500"
+
+
+def test_every_known_failure_has_its_own_code() -> None:
+    """A class of ours deriving from the base names its code (the base's 'error' says nothing)."""
+    missing = []
+    for path in REPO.glob("[a-z]*/**/*.py"):
+        if path.parts[len(REPO.parts)] not in ("api", "generator", "indexing", "knowledge", "retrieval"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                has_code = any(
+                    isinstance(s, ast.Assign) and any(getattr(t, "id", None) == "code" for t in s.targets)
+                    for s in node.body
+                )
+                if not has_code:
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno} {node.name}")
+    known = {cls.__name__ for cls in _subclasses(KgreportError)}
+    assert not [m for m in missing if m.rsplit(" ", 1)[1] in known], missing
+
+
+def _subclasses(cls: type) -> set[type]:
+    out = set()
+    for sub in cls.__subclasses__():
+        out |= {sub, *_subclasses(sub)}
+    return out
