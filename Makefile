@@ -54,25 +54,25 @@ lint: setup
 	$(BIN)/mypy
 
 bench: setup
-	$(BIN)/python -m benchmarks.retrieval_quality --encoder data/models/ct-encoder
-	$(BIN)/python -m benchmarks.build_speed
-	$(BIN)/python -m benchmarks.search_speed
-	$(BIN)/python -m benchmarks.extraction_quality
-	$(BIN)/python -m benchmarks.knowledge_speed
+	$(BIN)/python -m kgreport.benchmarks.retrieval_quality --encoder data/models/ct-encoder
+	$(BIN)/python -m kgreport.benchmarks.build_speed
+	$(BIN)/python -m kgreport.benchmarks.search_speed
+	$(BIN)/python -m kgreport.benchmarks.extraction_quality
+	$(BIN)/python -m kgreport.benchmarks.knowledge_speed
 	$(BIN)/kgreport index build ../shared/data/medpix2 --name medpix-train --split train
-	$(BIN)/python -m benchmarks.report_quality --index medpix-train  # all 67 dev cases, both modes: about 25 min
-	$(BIN)/python -m benchmarks.report_speed --index medpix-train --images 8
-	$(BIN)/python -m benchmarks.differential_sources --index medpix-train --split train
-	$(BIN)/python -m benchmarks.differential_sources --index medpix-train --split dev
-	$(BIN)/python -m benchmarks.differential_quality  # add --save to write the writer's source weights
-	$(BIN)/python -m benchmarks.notes_quality --index medpix-train --no-llm --skip-image
-	$(BIN)/python -m benchmarks.service_load
-	$(BIN)/python -m benchmarks.upload_memory
-	$(BIN)/python -m benchmarks.graph_durability
-	$(BIN)/python -m benchmarks.hostile_inputs
-	$(BIN)/python -m benchmarks.crash_safety
-	$(BIN)/python -m benchmarks.milvus_backends
-	# Not in bench (about an hour): the suite 3 times beside 2 CPU hogs, `python -m benchmarks.suite_under_load`.
+	$(BIN)/python -m kgreport.benchmarks.report_quality --index medpix-train  # all 67 dev cases, both modes: about 25 min
+	$(BIN)/python -m kgreport.benchmarks.report_speed --index medpix-train --images 8
+	$(BIN)/python -m kgreport.benchmarks.differential_sources --index medpix-train --split train
+	$(BIN)/python -m kgreport.benchmarks.differential_sources --index medpix-train --split dev
+	$(BIN)/python -m kgreport.benchmarks.differential_quality  # add --save to write the writer's source weights
+	$(BIN)/python -m kgreport.benchmarks.notes_quality --index medpix-train --no-llm --skip-image
+	$(BIN)/python -m kgreport.benchmarks.service_load
+	$(BIN)/python -m kgreport.benchmarks.upload_memory
+	$(BIN)/python -m kgreport.benchmarks.graph_durability
+	$(BIN)/python -m kgreport.benchmarks.hostile_inputs
+	$(BIN)/python -m kgreport.benchmarks.crash_safety
+	$(BIN)/python -m kgreport.benchmarks.milvus_backends
+	# Not in bench (about an hour): the suite 3 times beside 2 CPU hogs, `python -m kgreport.benchmarks.suite_under_load`.
 
 clean:
 	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache

@@ -19,14 +19,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from api.settings import STAGING_SUFFIX, Settings
-from api.write_lease import lease_busy, write_lease
-from knowledge.graph import GraphBackend
-from retrieval.config import IndexParams
-from retrieval.stores.local.store import CaseStore
-from retrieval.stores.local.write_lock import index_busy, index_write_lock
-from retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
-from retrieval.stores.milvus.store import MilvusCaseStore
+from kgreport.api.settings import STAGING_SUFFIX, Settings
+from kgreport.api.write_lease import lease_busy, write_lease
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.stores.local.store import CaseStore
+from kgreport.retrieval.stores.local.write_lock import index_busy, index_write_lock
+from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
+from kgreport.retrieval.stores.milvus.store import MilvusCaseStore
 
 AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.stores.interface.CaseStoreInterface`
 

@@ -15,17 +15,17 @@ from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from api.services import Services
+from kgreport.api.services import Services
 from kgreport.errors import Conflict, InvalidInput
-from retrieval.records import Case, CaseImage, SkippedItem
-from retrieval.stores.local.store import IndexNotFoundError
-from retrieval.stores.local.write_lock import (
+from kgreport.retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.stores.local.store import IndexNotFoundError
+from kgreport.retrieval.stores.local.write_lock import (
     IndexBusyError as IndexBusyError,  # re-exported: callers import it from here
 )
 
 if TYPE_CHECKING:
-    from indexing.archives import Archive
-    from indexing.options import IngestOptions
+    from kgreport.indexing.archives import Archive
+    from kgreport.indexing.options import IngestOptions
 
 Progress = Callable[[int], None]  # advance by n cases
 
@@ -45,7 +45,7 @@ class CaseExistsError(Conflict, OperationError):
 def ingest_options(services: Services, *, replace: bool = False, image_only: bool = False) -> IngestOptions:
     """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
     alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
-    from indexing.options import IngestOptions
+    from kgreport.indexing.options import IngestOptions
 
     settings = services.settings
     return IngestOptions(
@@ -72,7 +72,7 @@ def ingest_archive(
     locked: bool = False,
 ) -> tuple[dict[str, Any], list[SkippedItem]]:
     """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
-    from indexing.archives import open_archive
+    from kgreport.indexing.archives import open_archive
 
     archive = open_archive(archive_path, fmt, split=split, limit=limit)
     return ingest(services, name, archive, create=create, replace=replace, findings=findings,
@@ -95,7 +95,7 @@ def ingest(
     """Index the cases of an opened `archive` into `name` under its writer lock; (summary, skipped items).
     `image_only`: cases without a report are indexed by their images (a PACS's unreported studies);
     `locked`: the caller holds the writer lock already (a job reserved the index when it was submitted)."""
-    from indexing.pipeline import Ingestor
+    from kgreport.indexing.pipeline import Ingestor
 
     if not create:
         services.open_store(name)  # a missing index is an error before the lock file is made
@@ -123,8 +123,8 @@ def add_case(
     image_ids: list[str] | None = None,
 ) -> dict[str, Any]:
     """Add one case (its report text and image files) to the existing index `name`."""
-    from indexing.pipeline import Ingestor
-    from retrieval.report_sections import split_report
+    from kgreport.indexing.pipeline import Ingestor
+    from kgreport.retrieval.report_sections import split_report
 
     if not case_id.strip():
         raise OperationError("a case needs a non-empty case id")
@@ -159,7 +159,7 @@ def add_case(
 def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str, Any]:
     """Delete cases from `name`, their findings from the graph, and the images they were uploaded with;
     unknown ids are reported, not errors."""
-    from knowledge.archive import delete_cases as delete_case_findings
+    from kgreport.knowledge.archive import delete_cases as delete_case_findings
 
     store = services.open_store(name)
     with services.stores.write_lock(name):
@@ -190,7 +190,7 @@ def _remove_uploads(paths: list[Path], uploads: Path) -> None:
 def delete_index(services: Services, name: str) -> dict[str, Any]:
     """Delete the whole index `name`, the images uploaded for it or fetched for it from a PACS, and its findings in
     the graph."""
-    from knowledge.archive import delete_index as delete_index_findings
+    from kgreport.knowledge.archive import delete_index as delete_index_findings
 
     if not services.stores.exists(name):
         raise IndexNotFoundError(f"index {name!r} not found")
@@ -215,8 +215,8 @@ def rebuild_index(
     store beside it, and swap it in only when complete: until then, and if any case cannot be
     re-embedded (an image moved away), the old index stays as it was. Findings in the graph stay too
     (same cases, same reports)."""
-    from indexing.pipeline import Ingestor
-    from retrieval.encoders.image_encoder import load_image_encoder
+    from kgreport.indexing.pipeline import Ingestor
+    from kgreport.retrieval.encoders.image_encoder import load_image_encoder
 
     stores = services.stores
     if not stores.exists(name):

@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from api.operations import Progress, ingest
-from api.services import Services
-from indexing.archives.dicomweb import DicomWebArchive, PacsQuery
-from indexing.pacs.client import PacsCredentials
-from retrieval.records import SkippedItem
-from retrieval.stores.local.rows import write_json_atomic
-from retrieval.stores.local.store import IndexNotFoundError
+from kgreport.api.operations import Progress, ingest
+from kgreport.api.services import Services
+from kgreport.indexing.archives.dicomweb import DicomWebArchive, PacsQuery
+from kgreport.indexing.pacs.client import PacsCredentials
+from kgreport.retrieval.records import SkippedItem
+from kgreport.retrieval.stores.local.rows import write_json_atomic
+from kgreport.retrieval.stores.local.store import IndexNotFoundError
 
 SOURCE_FILE = "source.json"
 

@@ -15,18 +15,18 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from api.services import Services
-from generator.confidence import Calibration, fit_calibration
-from generator.config import WriterConfig
-from generator.evidence import EvidenceBuilder
-from generator.fit import Example, TrainConfig, TrainSummary, save_examples, total_steps, train
-from generator.hand_notes import read_hand_notes
-from generator.model import GeneratorConfig, ReportGenerator
-from generator.pipeline import ReportWriter
-from generator.source_weights import SourceWeights
-from generator.training import DEFAULT_KINDS, build_examples
+from kgreport.api.services import Services
 from kgreport.errors import Unavailable
-from retrieval.records import Case
+from kgreport.generator.confidence import Calibration, fit_calibration
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.evidence import EvidenceBuilder
+from kgreport.generator.fit import Example, TrainConfig, TrainSummary, save_examples, total_steps, train
+from kgreport.generator.hand_notes import read_hand_notes
+from kgreport.generator.model import GeneratorConfig, ReportGenerator
+from kgreport.generator.pipeline import ReportWriter
+from kgreport.generator.source_weights import SourceWeights
+from kgreport.generator.training import DEFAULT_KINDS, build_examples
+from kgreport.retrieval.records import Case
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
 
@@ -44,7 +44,7 @@ class WriterMismatchError(Unavailable, ValueError):
 
 
 def _cases(archive: Path, fmt: str | None, split: str, limit: int | None) -> list[Case]:
-    from indexing.archives import open_archive
+    from kgreport.indexing.archives import open_archive
 
     return [c for c in open_archive(archive, fmt, split=split, limit=limit) if isinstance(c, Case)]
 

@@ -10,26 +10,26 @@ from pathlib import Path
 
 import torch
 
-from api.index_stores import AnyStore, IndexStores, index_stores
-from api.settings import Settings
-from indexing.case_findings import FindingRecorder
-from indexing.graph_sync import reconcile
+from kgreport.api.index_stores import AnyStore, IndexStores, index_stores
+from kgreport.api.settings import Settings
 from kgreport.errors import Conflict
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.extraction.lexicon import build_lexicon
-from knowledge.graph import GraphBackend, open_graph
-from knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb
-from knowledge.ontology.diagnosis_ranking import DiagnosisRanker
-from knowledge.ontology.loader import ensure_ontology
-from retrieval import faiss_gpu
-from retrieval.config import IndexParams
-from retrieval.device import describe, resolve_device
-from retrieval.encoders.coalescing import QueryCoalescers
-from retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.query_cache import QueryCache
-from retrieval.search import CaseSearcher
-from retrieval.stores.local.store import IndexNotFoundError
+from kgreport.indexing.case_findings import FindingRecorder
+from kgreport.indexing.graph_sync import reconcile
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.extraction.lexicon import build_lexicon
+from kgreport.knowledge.graph import GraphBackend, open_graph
+from kgreport.knowledge.ontology.diagnosis_loader import ensure_diagnosis_kb
+from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker
+from kgreport.knowledge.ontology.loader import ensure_ontology
+from kgreport.retrieval import faiss_gpu
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.device import describe, resolve_device
+from kgreport.retrieval.encoders.coalescing import QueryCoalescers
+from kgreport.retrieval.encoders.image_encoder import CTEncoder, OpenClipEncoder, load_image_encoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.query_cache import QueryCache
+from kgreport.retrieval.search import CaseSearcher
+from kgreport.retrieval.stores.local.store import IndexNotFoundError
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from indexing.options import IngestOptions
-from retrieval.config import ImagingConfig, IndexParams, SearchConfig
-from retrieval.ids import check_id, is_valid_id
+from kgreport.indexing.options import IngestOptions
+from kgreport.retrieval.config import ImagingConfig, IndexParams, SearchConfig
+from kgreport.retrieval.ids import check_id, is_valid_id
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 STAGING_SUFFIX = ".rebuild~"  # outside the id rule (`~`), so a rebuild's staging copy is never an index name

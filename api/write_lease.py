@@ -25,8 +25,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
 
-from knowledge.graph import GraphBackend
-from retrieval.stores.local.write_lock import IndexBusyError
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.retrieval.stores.local.write_lock import IndexBusyError
 
 log = logging.getLogger(__name__)
 

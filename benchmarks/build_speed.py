@@ -4,7 +4,7 @@ Times the whole ingest (decode → CT encoder → MiniLM → SQLite + FAISS) on 
 then the stages alone on the same images, so a slow stage is visible. The first batch warms the
 models up and is not counted.
 
-Usage: python -m benchmarks.build_speed [--medpix ../shared/data/medpix2] [--cases 150]
+Usage: python -m kgreport.benchmarks.build_speed [--medpix ../shared/data/medpix2] [--cases 150]
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.results_io import RESULTS, write_result
-from indexing.archives.medpix import MedPixArchive
-from indexing.pipeline import Ingestor, report_text_for_embedding
-from retrieval.encoders.image_encoder import load_image_encoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import embed_decoded
-from retrieval.imaging import load_case_image
-from retrieval.records import Case
-from retrieval.stores.local.store import CaseStore
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.pipeline import Ingestor, report_text_for_embedding
+from kgreport.retrieval.encoders.image_encoder import load_image_encoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+from kgreport.retrieval.imaging import load_case_image
+from kgreport.retrieval.records import Case
+from kgreport.retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[1]
 

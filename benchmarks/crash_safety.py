@@ -15,7 +15,7 @@ After each: `kgreport index check` (SQLite, FAISS and manifest agree), the store
 acknowledged writes, and the graph's cases of the index against the store's. Target: 0 lost, 0
 duplicated, 0 out of step.
 
-Usage: python -m benchmarks.crash_safety [--out benchmarks/results/crash_safety.json]
+Usage: python -m kgreport.benchmarks.crash_safety [--out benchmarks/results/crash_safety.json]
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from typing import Any
 
 import httpx
 
-from benchmarks.results_io import RESULTS, write_result
-from benchmarks.server_process import DEMO, free_port, wait_ready
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.server_process import DEMO, free_port, wait_ready
 
 IMAGE = DEMO / "queries" / "MPX1075_synpic20513.jpg"
 REPORT = "Findings: Small right pleural effusion. No pneumothorax.\nImpression: Effusion."
@@ -78,7 +78,7 @@ def _kill(pid: int) -> None:
 
 
 def _cli(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "api.cli", *args], env=env, stdout=subprocess.DEVNULL,
+    return subprocess.Popen([sys.executable, "-m", "kgreport.api.cli", *args], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)  # fmt: skip
 
 

@@ -15,7 +15,7 @@ absent, by the hand-written facts, not by the system's own rule) is counted and 
 intervals resample cases. The per-case blend ships (`--save`) only if, on dev, its top 5 is at least the
 best fixed blend's.
 
-    python -m benchmarks.differential_quality [--save]
+    python -m kgreport.benchmarks.differential_quality [--save]
 """
 
 from __future__ import annotations
@@ -32,17 +32,24 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from benchmarks.differential_sources import NOTES
-from benchmarks.notes_quality import load_notes
-from benchmarks.notes_scoring import names_diagnosis
-from benchmarks.results_io import RESULTS, write_result
-from generator.config import WriterConfig
-from generator.differential import CaseDiagnosis, DifferentialItem, SourceVotes, case_votes, fuse, knowledge_votes
-from generator.notes_findings import contradicts_negatives, stated_findings
-from generator.source_weights import FixedWeights, SourceWeights, Weigher, fit_source_weights
-from knowledge.extraction.notes_items import split_items
-from knowledge.ontology.diagnosis_kb import read_diagnosis_kb
-from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
+from kgreport.benchmarks.differential_sources import NOTES
+from kgreport.benchmarks.notes_quality import load_notes
+from kgreport.benchmarks.notes_scoring import names_diagnosis
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.differential import (
+    CaseDiagnosis,
+    DifferentialItem,
+    SourceVotes,
+    case_votes,
+    fuse,
+    knowledge_votes,
+)
+from kgreport.generator.notes_findings import contradicts_negatives, stated_findings
+from kgreport.generator.source_weights import FixedWeights, SourceWeights, Weigher, fit_source_weights
+from kgreport.knowledge.extraction.notes_items import split_items
+from kgreport.knowledge.ontology.diagnosis_kb import read_diagnosis_kb
+from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 
 REPO = Path(__file__).resolve().parents[1]
 WEIGHTS = REPO / "data" / "models" / "report-writer" / "source_weights.json"

@@ -5,7 +5,7 @@ region, the notes items (text and status), the cases the image alone finds, the 
 finds, and the findings the image's similar cases agree on (image-only mode's stated findings). The true
 diagnosis names come with the row (dev: written by hand; train: the case's diagnosis, shortened).
 
-    python -m benchmarks.differential_sources --index medpix-train --split dev
+    python -m kgreport.benchmarks.differential_sources --index medpix-train --split dev
 """
 
 from __future__ import annotations
@@ -14,17 +14,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from api.reporting import open_report_writer
-from api.services import Services
-from api.settings import Settings
-from benchmarks.notes_quality import load_notes
-from benchmarks.results_io import RESULTS, write_result
-from generator.differential import diagnosis_name, short_diagnosis
-from indexing.archives import open_archive
-from knowledge.extraction.notes_items import split_items
-from retrieval.records import Case
-from retrieval.report_sections import split_report
-from retrieval.search import Query
+from kgreport.api.reporting import open_report_writer
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.benchmarks.notes_quality import load_notes
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.differential import diagnosis_name, short_diagnosis
+from kgreport.indexing.archives import open_archive
+from kgreport.knowledge.extraction.notes_items import split_items
+from kgreport.retrieval.records import Case
+from kgreport.retrieval.report_sections import split_report
+from kgreport.retrieval.search import Query
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = {"dev": REPO / "data" / "notes" / "dev.jsonl", "train": REPO / "data" / "notes" / "train.jsonl"}

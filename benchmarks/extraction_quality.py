@@ -28,8 +28,8 @@ never be matched, so it always counts as a miss).
 Targets (issue 3): present F1 >= 0.85, negation accuracy >= 0.95. The better base is the one with the
 higher present F1, then negation accuracy, then throughput.
 
-Usage: python -m benchmarks.extraction_quality [--base en_core_web_sm blank] [--gold ...] [--medpix ...]
-       python -m benchmarks.extraction_quality --select   (print the deterministic sentence selection)
+Usage: python -m kgreport.benchmarks.extraction_quality [--base en_core_web_sm blank] [--gold ...] [--medpix ...]
+       python -m kgreport.benchmarks.extraction_quality --select   (print the deterministic sentence selection)
 """
 
 from __future__ import annotations
@@ -217,7 +217,7 @@ def reachable(gold: list[dict[str, Any]], concept_ids: set[str]) -> dict[str, in
 
 
 def evaluate(base: str, lexicon: list[Any], cache: Path, gold: list[dict[str, Any]], reports: list[str]) -> dict:
-    from knowledge.extraction.extractor import FindingExtractor
+    from kgreport.knowledge.extraction.extractor import FindingExtractor
 
     started = time.perf_counter()
     extractor = FindingExtractor(lexicon, cache, base=base)
@@ -263,8 +263,8 @@ def table(rows: Iterable[dict[str, Any]]) -> str:
 
 
 def main() -> None:
-    from benchmarks.results_io import RESULTS, write_result
-    from knowledge.extraction.lexicon import build_lexicon
+    from kgreport.benchmarks.results_io import RESULTS, write_result
+    from kgreport.knowledge.extraction.lexicon import build_lexicon
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gold", type=Path, default=GOLD)

@@ -6,7 +6,7 @@ every case. Printed: the gate's spread over the dev examples (mean, standard dev
 percentiles, per example kind) and the mean dev loss with the learned gate and with the gate fixed at each of
 `--fixed`, per example kind and overall, on the same examples and the same device.
 
-Usage: python -m benchmarks.gate_ablation --examples runs/examples.npz [--writer DIR] [--device auto]
+Usage: python -m kgreport.benchmarks.gate_ablation --examples runs/examples.npz [--writer DIR] [--device auto]
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.results_io import RESULTS, write_result
-from generator.fit import Example, collate, load_examples
-from generator.model import ReportGenerator
-from retrieval.device import describe, resolve_device
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.fit import Example, collate, load_examples
+from kgreport.generator.model import ReportGenerator
+from kgreport.retrieval.device import describe, resolve_device
 
 WRITER = Path(__file__).resolve().parents[1] / "data" / "models" / "report-writer"
 

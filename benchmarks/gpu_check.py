@@ -14,7 +14,7 @@ Run it on a machine with a CUDA GPU (it exits with a message on one without). Wh
 - **Training step.** Seconds per optimiser step of the refiner (fusion + LoRA, batch `--batch-size`), CPU
   float32 against GPU bf16 autocast, median of 3 steps after one warm-up.
 
-Usage: python -m benchmarks.gpu_check --examples runs/examples.npz [--writer data/models/report-writer]
+Usage: python -m kgreport.benchmarks.gpu_check --examples runs/examples.npz [--writer data/models/report-writer]
        [--llm FILE.gguf] [--out benchmarks/results/gpu_check.json]
 """
 
@@ -33,11 +33,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from benchmarks.results_io import RESULTS, write_result
-from generator.decoding import DecodingConfig
-from generator.fit import Example, collate, load_examples
-from generator.model import ReportGenerator
-from retrieval.encoders.image_encoder import CTEncoder
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.decoding import DecodingConfig
+from kgreport.generator.fit import Example, collate, load_examples
+from kgreport.generator.model import ReportGenerator
+from kgreport.retrieval.encoders.image_encoder import CTEncoder
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -12,7 +12,7 @@ each repeat; medians over `--repeats`.
 Then each server is killed with SIGKILL and restarted: how many acknowledged cases it lost, and how
 long the restart took (an AOF is replayed).
 
-Usage: python -m benchmarks.graph_durability [--cases 1600] [--single 200] [--repeats 5]
+Usage: python -m kgreport.benchmarks.graph_durability [--cases 1600] [--single 200] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
-from indexing.case_findings import FindingRecorder
-from knowledge.extraction.extractor import Finding
-from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
-from retrieval.manifest import IndexManifest
-from retrieval.records import Case, CaseImage, ReportSections, StoredCase
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.indexing.case_findings import FindingRecorder
+from kgreport.knowledge.extraction.extractor import Finding
+from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+from kgreport.retrieval.manifest import IndexManifest
+from kgreport.retrieval.records import Case, CaseImage, ReportSections, StoredCase
 
 MODES: dict[str, str | None] = {"rdb_only": None, "aof_everysec": "everysec", "aof_always": "always"}
 

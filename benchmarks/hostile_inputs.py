@@ -10,7 +10,7 @@ and it counts answers that named a server path.
 
 Target: 0 answers of 5xx, 0 unexpected statuses, 0 path leaks.
 
-Usage: python -m benchmarks.hostile_inputs [--out benchmarks/results/hostile_inputs.json]
+Usage: python -m kgreport.benchmarks.hostile_inputs [--out benchmarks/results/hostile_inputs.json]
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from urllib.parse import quote
 import httpx
 from pydicom.data import get_testdata_file
 
-from benchmarks.results_io import RESULTS, write_result
-from benchmarks.server_process import DEMO, REPO, build_demo_index, running_server
-from testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.server_process import DEMO, REPO, build_demo_index, running_server
+from kgreport.testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
 
 KEY = "hostile-test-key"
 QUERY = DEMO / "queries" / "MPX1075_synpic20513.jpg"

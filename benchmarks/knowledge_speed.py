@@ -9,7 +9,7 @@
   weighs the same; `ground_findings` per report, p50 / p95 over all dev cases, graph statistics over
   the train archive just written. Extraction time is not in this figure (see extraction_quality).
 
-Usage: python -m benchmarks.knowledge_speed [--medpix ../shared/data/medpix2] [--findings 8]
+Usage: python -m kgreport.benchmarks.knowledge_speed [--medpix ../shared/data/medpix2] [--findings 8]
 """
 
 from __future__ import annotations
@@ -21,15 +21,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
-from indexing.archives.medpix import MedPixArchive
-from indexing.case_findings import FindingRecorder, observed_text
-from knowledge.extraction.extractor import Finding, FindingExtractor
-from knowledge.extraction.lexicon import build_lexicon
-from knowledge.graph import open_graph
-from knowledge.grounding import ground_findings
-from knowledge.ontology.loader import load_ontology
-from retrieval.records import Case
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.case_findings import FindingRecorder, observed_text
+from kgreport.knowledge.extraction.extractor import Finding, FindingExtractor
+from kgreport.knowledge.extraction.lexicon import build_lexicon
+from kgreport.knowledge.graph import open_graph
+from kgreport.knowledge.grounding import ground_findings
+from kgreport.knowledge.ontology.loader import load_ontology
+from kgreport.retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
 ONTOLOGY = REPO / "data" / "ontology"

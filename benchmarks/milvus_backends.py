@@ -16,7 +16,7 @@ Milvus is the embedded standalone server of the `milvus` package, run with `prox
 10 ms, with strong-consistency reads (the default). A million vectors (about 1 GB in each backend, and
 a long insert on two cores) is only run when asked with `--sizes ... 1000000`.
 
-Usage: python -m benchmarks.milvus_backends [--sizes 10000 100000] [--queries 200] [--repeats 3]
+Usage: python -m kgreport.benchmarks.milvus_backends [--sizes 10000 100000] [--queries 200] [--repeats 3]
        [--clients 8] [--seconds 15] [--parts search,build,service]
 """
 
@@ -34,16 +34,16 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.results_io import RESULTS, write_result
-from benchmarks.search_speed import clustered_vectors, recall_at_k
-from benchmarks.server_process import DEMO, build_demo_index, running_server
-from benchmarks.service_load import run_phase
-from retrieval.config import IndexParams
-from retrieval.records import Case, CaseImage, ReportSections
-from retrieval.stores.local.store import CaseStore
-from retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
-from retrieval.stores.milvus.store import MilvusCaseStore
-from testkit.milvus_server import TIME_TICK_MS, running_milvus
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.search_speed import clustered_vectors, recall_at_k
+from kgreport.benchmarks.server_process import DEMO, build_demo_index, running_server
+from kgreport.benchmarks.service_load import run_phase
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.records import Case, CaseImage, ReportSections
+from kgreport.retrieval.stores.local.store import CaseStore
+from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
+from kgreport.retrieval.stores.milvus.store import MilvusCaseStore
+from kgreport.testkit.milvus_server import TIME_TICK_MS, running_milvus
 
 DIM = 256
 BATCH = 2000
@@ -108,9 +108,9 @@ def bench_search(connection: MilvusConnection, folder: Path, n: int, n_queries: 
 
 
 def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
-    from api import operations
-    from api.services import Services
-    from api.settings import Settings
+    from kgreport.api import operations
+    from kgreport.api.services import Services
+    from kgreport.api.settings import Settings
 
     seconds: dict[str, list[float]] = {"faiss": [], "milvus": []}
     created: dict[str, list[float]] = {"faiss": [], "milvus": []}
@@ -141,7 +141,7 @@ def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
 
 
 def bench_service(milvus_url: str, folder: Path, clients: int, seconds: float) -> dict[str, Any]:
-    from testkit.graph_server import running_falkordb_server
+    from kgreport.testkit.graph_server import running_falkordb_server
 
     with running_falkordb_server(folder / "graph") as graph:
         env = {

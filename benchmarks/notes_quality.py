@@ -9,8 +9,8 @@ differential, and (image only) sentences stating another patient's measurement, 
 Image-only drafts are also scored by RadLex finding F1 (our extractor's, on the reference report) against
 copying the nearest case. 95 % intervals come from a bootstrap over cases.
 
-Usage: python -m benchmarks.notes_quality --index medpix-train [--generator DIR] [--limit N] [--label after]
-       python -m benchmarks.notes_quality --rescore   (the stored runs scored again by the current rules)
+Usage: python -m kgreport.benchmarks.notes_quality --index medpix-train [--generator DIR] [--limit N] [--label after]
+       python -m kgreport.benchmarks.notes_quality --rescore   (the stored runs scored again by the current rules)
 """
 
 from __future__ import annotations
@@ -26,18 +26,18 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from api.reporting import open_report_writer
-from api.services import Services
-from api.settings import Settings
-from benchmarks.notes_scoring import CaseScore, Fact, score_case, summary
-from benchmarks.report_metrics import finding_f1, plain
-from benchmarks.results_io import RESULTS, write_result
-from generator.pipeline import ReportGenerationError
-from generator.refine import choose_draft
-from generator.report import Report
-from generator.training import reference_report
-from indexing.archives import open_archive
-from retrieval.records import Case
+from kgreport.api.reporting import open_report_writer
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.benchmarks.notes_scoring import CaseScore, Fact, score_case, summary
+from kgreport.benchmarks.report_metrics import finding_f1, plain
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.pipeline import ReportGenerationError
+from kgreport.generator.refine import choose_draft
+from kgreport.generator.report import Report
+from kgreport.generator.training import reference_report
+from kgreport.indexing.archives import open_archive
+from kgreport.retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO / "data" / "notes" / "dev.jsonl"

@@ -7,7 +7,7 @@ fresh Orthanc with its DICOMweb plugin, and the same datasets to a folder. Then,
 WADO-RS, de-identify, cache, embed), `index build FOLDER --format dicom`, and `index sync` with nothing
 new. Printed and written: seconds, studies per minute, and the PACS build's time over the folder's.
 
-Usage: python -m benchmarks.pacs_build [--studies 20] [--slices 20]
+Usage: python -m kgreport.benchmarks.pacs_build [--studies 20] [--slices 20]
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
-from testkit.pacs import make_ct_study, running_orthanc
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.testkit.pacs import make_ct_study, running_orthanc
 
 
 def _timed(args: list[str], env: dict[str, str]) -> tuple[float, dict[str, Any]]:
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "api.cli", *args], env=env, capture_output=True, text=True)
+    done = subprocess.run([sys.executable, "-m", "kgreport.api.cli", *args], env=env, capture_output=True, text=True)
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(args)} failed: {done.stderr[-2000:]}")

@@ -30,7 +30,7 @@ findings sentences stating a present finding that the evidence does not support 
 retrieved cases state it; for the notes, neither notes nor cases), and for `full` that share before the
 post-check removed them. Paired bootstrap 95 % intervals throughout.
 
-Usage: python -m benchmarks.report_quality --index medpix-train [--generator DIR] [--limit N]
+Usage: python -m kgreport.benchmarks.report_quality --index medpix-train [--generator DIR] [--limit N]
 """
 
 from __future__ import annotations
@@ -45,10 +45,10 @@ from typing import Any
 
 import numpy as np
 
-from api.reporting import open_report_writer
-from api.services import Services
-from api.settings import Settings
-from benchmarks.report_metrics import (
+from kgreport.api.reporting import open_report_writer
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.benchmarks.report_metrics import (
     coverage_curve,
     finding_f1,
     language_scores,
@@ -58,20 +58,20 @@ from benchmarks.report_metrics import (
     spearman,
     spread,
 )
-from benchmarks.results_io import RESULTS, write_result
-from generator.confidence import USABLE_F1
-from generator.differential import recall_at
-from generator.evidence import ImageEvidence
-from generator.notes import prepare_notes, simulate_notes
-from generator.notes_findings import stated_findings
-from generator.pipeline import ReportGenerationError, ReportWriter
-from generator.refine import choose_draft
-from generator.report import cite, split_sections
-from generator.source_weights import FixedWeights, Weigher
-from generator.training import reference_report
-from indexing.archives import open_archive
-from knowledge.extraction.notes_items import split_items
-from retrieval.records import Case
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.generator.confidence import USABLE_F1
+from kgreport.generator.differential import recall_at
+from kgreport.generator.evidence import ImageEvidence
+from kgreport.generator.notes import prepare_notes, simulate_notes
+from kgreport.generator.notes_findings import stated_findings
+from kgreport.generator.pipeline import ReportGenerationError, ReportWriter
+from kgreport.generator.refine import choose_draft
+from kgreport.generator.report import cite, split_sections
+from kgreport.generator.source_weights import FixedWeights, Weigher
+from kgreport.generator.training import reference_report
+from kgreport.indexing.archives import open_archive
+from kgreport.knowledge.extraction.notes_items import split_items
+from kgreport.retrieval.records import Case
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image", "draft_checked")

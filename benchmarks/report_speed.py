@@ -13,7 +13,7 @@ the LLM's floors on this machine, for the longest prompt the evidence budget all
 decoding step after it, and one product with every weight matrix (what each decoding step has to read
 from memory, so no decoding step can be faster).
 
-Usage: python -m benchmarks.report_speed [--index medpix-train] [--generator DIR] [--images 12]
+Usage: python -m kgreport.benchmarks.report_speed [--index medpix-train] [--generator DIR] [--images 12]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.results_io import RESULTS, write_result
 
 REPO = Path(__file__).resolve().parents[1]
 SETTINGS = {"speculative": ("0", 10), "plain": ("0", 0), "int8": ("1", 10)}  # (int8, lookup tokens)
@@ -45,12 +45,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import random
     from dataclasses import replace
 
-    from api.reporting import open_report_writer
-    from api.services import Services
-    from api.settings import Settings
-    from generator.notes import simulate_notes
-    from indexing.archives import open_archive
-    from retrieval.records import Case
+    from kgreport.api.reporting import open_report_writer
+    from kgreport.api.services import Services
+    from kgreport.api.settings import Settings
+    from kgreport.generator.notes import simulate_notes
+    from kgreport.indexing.archives import open_archive
+    from kgreport.retrieval.records import Case
 
     cases = [c for c in open_archive(args.archive, None, split="dev") if isinstance(c, Case) and c.images]
     cases = cases[: args.images + 1]
@@ -162,7 +162,15 @@ def main() -> None:
     results: dict[str, Any] = {}
     for name in args.settings.split(","):
         int8, lookup = SETTINGS[name]
-        argv = [sys.executable, "-m", "benchmarks.report_speed", "--child", "--lookup", str(lookup), *sys.argv[1:]]
+        argv = [
+            sys.executable,
+            "-m",
+            "kgreport.benchmarks.report_speed",
+            "--child",
+            "--lookup",
+            str(lookup),
+            *sys.argv[1:],
+        ]
         done = subprocess.run(
             argv, env={**os.environ, "KGREPORT_REPORT_INT8": int8}, capture_output=True, text=True, check=True
         )

@@ -21,7 +21,7 @@ Variants are `+`-joined search options: `baseline`, `qe=M` (query expansion), `v
 `heads=W` (blend the encoder's heads into the predicted labels), `tta` (query and its mirror image),
 `pool` (cases ranked by their pooled images instead of their best image).
 
-Usage: python -m benchmarks.retrieval_quality [--medpix ../shared/data/medpix2] [--encoder DIR ...]
+Usage: python -m kgreport.benchmarks.retrieval_quality [--medpix ../shared/data/medpix2] [--encoder DIR ...]
        [--variants baseline qe=5 vote=case heads=0.5 tta]
 """
 
@@ -38,8 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.results_io import RESULTS, write_result
-from benchmarks.retrieval_metrics import (
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.retrieval_metrics import (
     QueryOutcomes,
     any_match,
     chance_of_any,
@@ -47,20 +47,20 @@ from benchmarks.retrieval_metrics import (
     label_counts,
     norm_label,
 )
-from generator.draft import consensus_index
-from generator.training import reference_report
-from indexing.archives.medpix import MedPixArchive
-from indexing.pipeline import Ingestor
-from indexing.training.pairs import acr_pathology, pair_text
-from retrieval.config import SearchConfig
-from retrieval.encoders.image_encoder import ImageEncoder, load_image_encoder
-from retrieval.encoders.test_time import FlipAveragedEncoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import embed_decoded
-from retrieval.imaging import load_case_image
-from retrieval.records import Case, CaseImage, Hit, SearchResult
-from retrieval.search import CaseSearcher, Query
-from retrieval.stores.local.store import CaseStore
+from kgreport.generator.draft import consensus_index
+from kgreport.generator.training import reference_report
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.pipeline import Ingestor
+from kgreport.indexing.training.pairs import acr_pathology, pair_text
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder, load_image_encoder
+from kgreport.retrieval.encoders.test_time import FlipAveragedEncoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+from kgreport.retrieval.imaging import load_case_image
+from kgreport.retrieval.records import Case, CaseImage, Hit, SearchResult
+from kgreport.retrieval.search import CaseSearcher, Query
+from kgreport.retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VARIANTS = ("baseline", "vote=case", "heads=0.5", "qe=5", "tta")
@@ -129,7 +129,7 @@ def cider_each(references: list[str], hypotheses: list[str]) -> tuple[float, lis
     from pycocoevalcap.cider.cider import Cider
     from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
-    from benchmarks.report_quality import plain
+    from kgreport.benchmarks.report_quality import plain
 
     tokenizer = PTBTokenizer()
     gts = tokenizer.tokenize({i: [{"caption": plain(r)}] for i, r in enumerate(references)})
@@ -334,8 +334,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="case-level bootstrap resamples")
     parser.add_argument("--out", type=Path, default=RESULTS / "retrieval_quality.json")
     args = parser.parse_args()
-    from api.services import Services
-    from api.settings import Settings
+    from kgreport.api.services import Services
+    from kgreport.api.settings import Settings
 
     variants = [Variant.parse(v) for v in args.variants]
     services = Services(Settings())

@@ -1,6 +1,6 @@
 """The retrieval comparison as a Markdown table (README, model card) from `retrieval_quality` JSON files.
 
-Usage: python -m benchmarks.retrieval_table benchmarks/results/retrieval_quality*.json
+Usage: python -m kgreport.benchmarks.retrieval_table benchmarks/results/retrieval_quality*.json
 """
 
 from __future__ import annotations

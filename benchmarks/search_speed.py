@@ -9,7 +9,7 @@ default. Both indexes are measured side by side in one process.
 With `--device cuda` (or auto) and faiss-gpu installed, kgreport's index searches and trains on the GPU
 (`retrieval/faiss_gpu.py`); the plain IndexFlatIP beside it stays on the CPU.
 
-Usage: python -m benchmarks.search_speed [--sizes 10000 100000 1000000] [--queries 300] [--device cpu]
+Usage: python -m kgreport.benchmarks.search_speed [--sizes 10000 100000 1000000] [--queries 300] [--device cpu]
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any
 import faiss
 import numpy as np
 
-from benchmarks.results_io import RESULTS, write_result
-from retrieval import faiss_gpu
-from retrieval.config import IndexParams
-from retrieval.vector_index import VectorIndex
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.retrieval import faiss_gpu
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.vector_index import VectorIndex
 
 DIM = 256
 

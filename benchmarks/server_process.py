@@ -42,7 +42,7 @@ def running_server(env: dict[str, str], workers: int = 1) -> Iterator[tuple[subp
     """A `kgreport serve` process on a free port, answering `/healthz`: (process, port); stopped after."""
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", str(workers)],
+        [sys.executable, "-m", "kgreport.api.cli", "serve", "--port", str(port), "--workers", str(workers)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -59,7 +59,7 @@ def build_demo_index(env: dict[str, str], data_dir: Path, name: str = "demo") ->
     """The bundled demo archive indexed as `name` in `data_dir`, unless it is there already."""
     if not (data_dir / "indexes" / name / "manifest.json").is_file():
         subprocess.run(
-            [sys.executable, "-m", "api.cli", "index", "build", str(DEMO), "--name", name],
+            [sys.executable, "-m", "kgreport.api.cli", "index", "build", str(DEMO), "--name", name],
             env=env,
             check=True,
             capture_output=True,

@@ -20,7 +20,7 @@ Servers, each measured with both search phases (`search_text` JSON, `search_imag
 Then `report` (multipart JPEG → grounded report; one LLM per worker writes one report at a time, so
 latency there is mostly queueing) on the one-worker server.
 
-Usage: python -m benchmarks.service_load [--clients 20] [--seconds 20] [--report-seconds 30]
+Usage: python -m kgreport.benchmarks.service_load [--clients 20] [--seconds 20] [--report-seconds 30]
 """
 
 from __future__ import annotations
@@ -39,8 +39,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
-from benchmarks.server_process import build_demo_index, running_server
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.server_process import build_demo_index, running_server
 
 REPO = Path(__file__).resolve().parents[1]
 QUERIES = sorted((REPO / "data" / "demo" / "queries").glob("*.jpg"))

@@ -5,7 +5,7 @@ one (the embedded graph server's start once did). So this runs `pytest -q` `--ru
 while `--hogs` processes spin at 100 % CPU, and records each run's outcome, counts and duration.
 It counts as green only if every run passes.
 
-Usage: python -m benchmarks.suite_under_load [--runs 3] [--hogs 2] [-- PYTEST ARGS]
+Usage: python -m kgreport.benchmarks.suite_under_load [--runs 3] [--hogs 2] [-- PYTEST ARGS]
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import sys
 import time
 from typing import Any
 
-from benchmarks.results_io import RESULTS, write_result
+from kgreport.benchmarks.results_io import RESULTS, write_result
 
 _SUMMARY = re.compile(r"(\d+) (passed|failed|skipped|errors?|deselected)")
 

@@ -12,7 +12,7 @@ Files, generated on the fly in a temporary folder (testkit/bombs.py):
 - bomb.nii.gz: 1024 x 1024 x 512 uint8 zeros, about 520 KB (issue: +4.7 GB)
 - control.nii.gz: a 512 x 512 x 64 int16 CT-like volume; control.png: a 512 x 512 RGB photograph-like picture
 
-Usage: python -m benchmarks.upload_memory [--encoder data/models/ct-encoder] [--volume-slices 8]
+Usage: python -m kgreport.benchmarks.upload_memory [--encoder data/models/ct-encoder] [--volume-slices 8]
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ import nibabel as nib
 import numpy as np
 from PIL import Image
 
-from benchmarks.results_io import RESULTS, write_result
-from testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
+from kgreport.benchmarks.results_io import RESULTS, write_result
+from kgreport.testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
 
 REPO = Path(__file__).resolve().parents[1]
 TARGET_MB = 1000.0
@@ -74,11 +74,11 @@ def _peak_mb() -> float:
 
 def child(path: Path, encoder_dir: Path, volume_slices: int, max_megapixels: float) -> dict[str, Any]:
     """In a fresh process: the peak RSS `embed_image(path)` adds to a searcher that is ready to answer."""
-    from retrieval.config import ImagingConfig, SearchConfig
-    from retrieval.encoders.image_encoder import load_image_encoder
-    from retrieval.encoders.text_encoder import TextEncoder
-    from retrieval.search import CaseSearcher, QueryError
-    from retrieval.stores.local.store import CaseStore
+    from kgreport.retrieval.config import ImagingConfig, SearchConfig
+    from kgreport.retrieval.encoders.image_encoder import load_image_encoder
+    from kgreport.retrieval.encoders.text_encoder import TextEncoder
+    from kgreport.retrieval.search import CaseSearcher, QueryError
+    from kgreport.retrieval.stores.local.store import CaseStore
 
     encoder = load_image_encoder(encoder_dir)
     # embed_image touches neither the store nor the text encoder: no index is needed to measure it
@@ -109,7 +109,7 @@ def child(path: Path, encoder_dir: Path, volume_slices: int, max_megapixels: flo
 
 def measure(path: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run `child` for one file in a fresh interpreter and return its row."""
-    command = [sys.executable, "-m", "benchmarks.upload_memory", "--child", str(path)]
+    command = [sys.executable, "-m", "kgreport.benchmarks.upload_memory", "--child", str(path)]
     command += ["--encoder", str(args.encoder), "--volume-slices", str(args.volume_slices)]
     command += ["--max-megapixels", str(args.max_megapixels)]
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from generator.refine import FEATURES
+from kgreport.generator.refine import FEATURES
 
 CONFIDENCE_JSON = "confidence.json"
 USABLE_F1 = 0.2  # the event calibrated: the draft's present findings reach this F1 against the reference's

@@ -29,7 +29,7 @@ from typing import Any
 import torch
 from transformers import DynamicCache
 
-from generator.config import WriterConfig
+from kgreport.generator.config import WriterConfig
 
 
 @dataclass(frozen=True)

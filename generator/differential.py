@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
+from kgreport.knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
 _PARENTHESES = re.compile(r"\([^)]*\)")
 _WORD = re.compile(r"[a-z0-9]+")

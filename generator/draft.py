@@ -13,7 +13,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from generator.config import WriterConfig
+from kgreport.generator.config import WriterConfig
 
 TOKEN = re.compile(r"[a-z0-9]+")
 

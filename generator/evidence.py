@@ -25,18 +25,18 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from generator.config import WriterConfig
-from generator.differential import CaseDiagnosis
-from knowledge.grounding import Grounding, ground_concepts
-from retrieval.report_sections import split_report
-from retrieval.search import CaseSearcher, Query
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.differential import CaseDiagnosis
+from kgreport.knowledge.grounding import Grounding, ground_concepts
+from kgreport.retrieval.report_sections import split_report
+from kgreport.retrieval.search import CaseSearcher, Query
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; the records here do not need it
     from pathlib import Path
 
-    from knowledge.extraction.extractor import Finding
-    from knowledge.graph.backend import GraphBackend
-    from retrieval.records import Hit
+    from kgreport.knowledge.extraction.extractor import Finding
+    from kgreport.knowledge.graph.backend import GraphBackend
+    from kgreport.retrieval.records import Hit
 
 STATUSES = ("present", "uncertain", "absent")  # also the tie-break order of a majority vote
 CLAIM_STATUSES = ("present", "uncertain")  # statuses that assert something a reader may act on

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from generator.model import Batch, GeneratorConfig, ReportGenerator
-from retrieval.device import resolve_device
+from kgreport.generator.model import Batch, GeneratorConfig, ReportGenerator
+from kgreport.retrieval.device import resolve_device
 
 EXAMPLES_FORMAT = "kgreport-refiner-examples/1"
 _TEXT_FIELDS = ("case_id", "image_id", "prompt", "target", "cited", "kind", "draft", "features", "usable")

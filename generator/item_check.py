@@ -19,8 +19,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from generator.image_draft import complete
-from knowledge.extraction.notes_items import NotesItem, certainty, levels_of, numbers_of, sequences_of, sides_of
+from kgreport.generator.image_draft import complete
+from kgreport.knowledge.extraction.notes_items import (
+    NotesItem,
+    certainty,
+    levels_of,
+    numbers_of,
+    sequences_of,
+    sides_of,
+)
 
 # Plain report phrasing a sentence may add to an item without stating anything new.
 REPORT_WORDS = frozenset(

@@ -26,10 +26,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from generator.decoding import DecodeResult, DecodingConfig, decode
-from generator.fusion import DynamicFusion, FusionConfig
-from generator.llm import load_llm
-from retrieval.device import resolve_device
+from kgreport.generator.decoding import DecodeResult, DecodingConfig, decode
+from kgreport.generator.fusion import DynamicFusion, FusionConfig
+from kgreport.generator.llm import load_llm
+from kgreport.retrieval.device import resolve_device
 
 SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
 SYSTEM = "You are a radiologist. Draft a concise report for the new image from the evidence given."

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from kgreport.errors import InvalidInput
-from knowledge.extraction.shorthand import abbreviate, as_sentences, expand_shorthand
+from kgreport.knowledge.extraction.shorthand import abbreviate, as_sentences, expand_shorthand
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; simulating notes only reads its findings
-    from knowledge.extraction.extractor import Finding
+    from kgreport.knowledge.extraction.extractor import Finding
 
 MAX_NOTES_CHARS = 2000
 STATUS_ORDER = ("present", "uncertain", "absent")  # which statement of a concept the notes keep

@@ -19,11 +19,11 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from generator.differential import DifferentialItem, short_diagnosis
-from generator.item_check import check_sentence, content_words, same_word, write_item
-from generator.report import removal
-from knowledge.extraction.notes_items import NotesItem
-from knowledge.ontology.diagnosis_ranking import StatedFinding
+from kgreport.generator.differential import DifferentialItem, short_diagnosis
+from kgreport.generator.item_check import check_sentence, content_words, same_word, write_item
+from kgreport.generator.report import removal
+from kgreport.knowledge.extraction.notes_items import NotesItem
+from kgreport.knowledge.ontology.diagnosis_ranking import StatedFinding
 
 MIN_OVERLAP = 0.5  # share of an item's words a sentence must share to be taken as writing it out
 LEADING_ITEMS = 2

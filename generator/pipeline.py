@@ -33,18 +33,26 @@ from typing import Any
 import numpy as np
 import torch
 
-from generator.confidence import Calibration
-from generator.config import WriterConfig
-from generator.decoding import DecodeResult, DecodingConfig
-from generator.differential import DifferentialItem, case_votes, diagnosis_name, fuse, knowledge_votes, short_diagnosis
-from generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, ImageEvidence, Prompt
-from generator.image_draft import clean_sentence, similar_cases_impression
-from generator.model import Batch, ReportGenerator
-from generator.notes import Notes, prepare_notes
-from generator.notes_findings import contradicts_negatives, stated_findings, write_findings
-from generator.notes_findings import impression as notes_impression
-from generator.refine import DraftChoice, choose_draft
-from generator.report import (
+from kgreport.errors import UpstreamFailed
+from kgreport.generator.confidence import Calibration
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.decoding import DecodeResult, DecodingConfig
+from kgreport.generator.differential import (
+    DifferentialItem,
+    case_votes,
+    diagnosis_name,
+    fuse,
+    knowledge_votes,
+    short_diagnosis,
+)
+from kgreport.generator.evidence import CLAIM_STATUSES, DraftSource, EvidenceBuilder, ImageEvidence, Prompt
+from kgreport.generator.image_draft import clean_sentence, similar_cases_impression
+from kgreport.generator.model import Batch, ReportGenerator
+from kgreport.generator.notes import Notes, prepare_notes
+from kgreport.generator.notes_findings import contradicts_negatives, stated_findings, write_findings
+from kgreport.generator.notes_findings import impression as notes_impression
+from kgreport.generator.refine import DraftChoice, choose_draft
+from kgreport.generator.report import (
     NO_CASES_LIMITATION,
     Report,
     ReportParseError,
@@ -56,11 +64,10 @@ from generator.report import (
     split_sections,
     split_sentences,
 )
-from generator.source_weights import SourceWeights, Weigher
-from kgreport.errors import UpstreamFailed
-from knowledge.extraction.notes_items import NotesItem, split_items
-from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
-from retrieval.report_sections import split_report
+from kgreport.generator.source_weights import SourceWeights, Weigher
+from kgreport.knowledge.extraction.notes_items import NotesItem, split_items
+from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
+from kgreport.retrieval.report_sections import split_report
 
 NOTES_TOKENS_PER_TOKEN = 2  # notes mode: the findings restate the notes, in about this many tokens per notes token
 NOTES_EXTRA_TOKENS = 24  # notes mode: headings and a short impression

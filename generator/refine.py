@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from generator.config import WriterConfig
-from generator.draft import Candidate, Selection, draft_text, select_draft
-from generator.evidence import CLAIM_STATUSES, DraftSource, Evidence, ImageEvidence, supported_by
-from retrieval.report_sections import split_report
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.draft import Candidate, Selection, draft_text, select_draft
+from kgreport.generator.evidence import CLAIM_STATUSES, DraftSource, Evidence, ImageEvidence, supported_by
+from kgreport.retrieval.report_sections import split_report
 
 FEATURES = ("top_score", "agreement", "supported_share", "score_gap", "image_text")
 

@@ -15,7 +15,7 @@ import random
 import re
 from collections.abc import Sequence
 
-from generator.report import split_sentences
+from kgreport.generator.report import split_sentences
 
 REPAIRS = ("dropped", "inserted", "negation")
 _NEGATED = re.compile(r"^(?:there is |there are )?no\s+", re.IGNORECASE)

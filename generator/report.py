@@ -17,9 +17,9 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from generator.evidence import CLAIM_STATUSES as CLAIMS
-from generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of, supported_by
-from retrieval.report_sections import SECTION_HEADINGS
+from kgreport.generator.evidence import CLAIM_STATUSES as CLAIMS
+from kgreport.generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of, supported_by
+from kgreport.retrieval.report_sections import SECTION_HEADINGS
 
 NO_CASES_LIMITATION = "no similar prior cases: written from the image and the graph alone"
 

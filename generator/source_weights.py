@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from generator.differential import SOURCES, SourceVotes
+from kgreport.generator.differential import SOURCES, SourceVotes
 
 SOURCE_WEIGHTS_JSON = "source_weights.json"
 Weigher = Callable[[Sequence[SourceVotes]], dict[str, float]]  # a case's votes → each voting source's weight

@@ -24,10 +24,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from generator.confidence import USABLE_F1
-from generator.config import WriterConfig
-from generator.draft import draft_text
-from generator.evidence import (
+from kgreport.generator.confidence import USABLE_F1
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.draft import draft_text
+from kgreport.generator.evidence import (
     CLAIM_STATUSES,
     CaseEvidence,
     DraftSource,
@@ -35,16 +35,16 @@ from generator.evidence import (
     ImageEvidence,
     collect_evidence,
 )
-from generator.fit import Example
-from generator.hand_notes import HandNotes
-from generator.notes import prepare_notes, simulate_notes
-from generator.refine import choose_draft
-from generator.repairs import damage
-from generator.report import split_sentences
-from retrieval.records import Case, CaseImage
+from kgreport.generator.fit import Example
+from kgreport.generator.hand_notes import HandNotes
+from kgreport.generator.notes import prepare_notes, simulate_notes
+from kgreport.generator.refine import choose_draft
+from kgreport.generator.repairs import damage
+from kgreport.generator.report import split_sentences
+from kgreport.retrieval.records import Case, CaseImage
 
 if TYPE_CHECKING:
-    from knowledge.extraction.extractor import Finding
+    from kgreport.knowledge.extraction.extractor import Finding
 
 KINDS = ("edit", "repair", "notes", "hand_notes")
 DEFAULT_KINDS = ("edit", "repair", "notes")

@@ -32,11 +32,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from knowledge.archive import CaseFindings, delete_cases, write_cases
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.graph.backend import GraphBackend
-from retrieval.manifest import IndexManifest
-from retrieval.records import Case, StoredCase
+from kgreport.knowledge.archive import CaseFindings, delete_cases, write_cases
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.retrieval.manifest import IndexManifest
+from kgreport.retrieval.records import Case, StoredCase
 
 _KNOWN_CASES = "MATCH (k:Case {index: $index}) RETURN k.id AS id"
 _READ_STATE = (

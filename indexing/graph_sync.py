@@ -29,8 +29,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from indexing.case_findings import FindingRecorder, GraphState, StoreView, store_identity, uncertain_cases
-from retrieval.records import Case
+from kgreport.indexing.case_findings import FindingRecorder, GraphState, StoreView, store_identity, uncertain_cases
+from kgreport.retrieval.records import Case
 
 log = logging.getLogger(__name__)
 RECORD_BATCH = 64  # cases per record() while catching up

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from retrieval.config import ImagingConfig
+from kgreport.retrieval.config import ImagingConfig
 
 
 @dataclass

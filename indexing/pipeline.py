@@ -26,14 +26,14 @@ from typing import Any
 
 import numpy as np
 
-from indexing.case_findings import FindingRecorder
-from indexing.options import IngestOptions
-from retrieval.encoders.image_encoder import ImageEncoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import embed_decoded
-from retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
-from retrieval.records import Case, CaseImage, SkippedItem
-from retrieval.stores.interface import CaseStoreInterface
+from kgreport.indexing.case_findings import FindingRecorder
+from kgreport.indexing.options import IngestOptions
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+from kgreport.retrieval.imaging import DecodedImage, ImageDecodeError, load_case_image
+from kgreport.retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.stores.interface import CaseStoreInterface
 
 log = logging.getLogger(__name__)
 

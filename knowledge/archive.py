@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.graph.backend import GraphBackend
 
 FINDING_STATUSES = ("present", "absent", "uncertain")
 

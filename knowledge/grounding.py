@@ -19,11 +19,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from knowledge.archive import FINDING_STATUSES
-from knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.archive import FINDING_STATUSES
+from kgreport.knowledge.graph.backend import GraphBackend
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; grounding by concept id does not need it
-    from knowledge.extraction.extractor import Finding
+    from kgreport.knowledge.extraction.extractor import Finding
 
 MAX_ANCESTOR_DEPTH = 15
 FACET_WORKERS = 4

@@ -16,7 +16,7 @@ from langchain_core.documents import Document
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from knowledge.grounding import Grounding, ground_concepts, ground_findings
+from kgreport.knowledge.grounding import Grounding, ground_concepts, ground_findings
 
 CONCEPT_ID_RE = re.compile(r"(RID\d+|OIFM_\w+)")  # fullmatch
 

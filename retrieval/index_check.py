@@ -27,13 +27,19 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.manifest import FORMAT_VERSION, MANIFEST_KEYS, IndexManifest, IndexNotFoundError, IndexUnreadableError
-from retrieval.stores.local.faiss_mirror import SPACES
-from retrieval.stores.local.rows import from_blob, sqlite_file_problem
-from retrieval.stores.local.store import CaseStore
-from retrieval.stores.local.write_lock import index_write_lock
-from retrieval.vector_index import VectorIndex
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_KEYS,
+    IndexManifest,
+    IndexNotFoundError,
+    IndexUnreadableError,
+)
+from kgreport.retrieval.stores.local.faiss_mirror import SPACES
+from kgreport.retrieval.stores.local.rows import from_blob, sqlite_file_problem
+from kgreport.retrieval.stores.local.store import CaseStore
+from kgreport.retrieval.stores.local.write_lock import index_write_lock
+from kgreport.retrieval.vector_index import VectorIndex
 
 TABLES = ("cases", "images", "meta", "changes")
 VECTOR_SAMPLE = 64  # stored vectors compared with their FAISS copies, per space

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kgreport.errors import NotFound, Unavailable
-from retrieval.stores.local.rows import write_json_atomic
+from kgreport.retrieval.stores.local.rows import write_json_atomic
 
 FORMAT_VERSION = 1
 MANIFEST_KEYS = ("image_dim", "text_dim", "image_encoder", "text_encoder")  # besides format_version

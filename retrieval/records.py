@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from retrieval.ids import check_id
+from kgreport.retrieval.ids import check_id
 
 REPORT_SECTIONS: tuple[str, ...] = ("history", "findings", "impression", "diagnosis")
 

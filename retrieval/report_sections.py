@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 
-from retrieval.records import ReportSections
+from kgreport.retrieval.records import ReportSections
 
 SECTION_HEADINGS: dict[str, tuple[str, ...]] = {
     "history": (

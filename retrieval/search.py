@@ -39,17 +39,17 @@ from typing import NamedTuple
 import numpy as np
 
 from kgreport.errors import InvalidInput
-from retrieval.config import SearchConfig
-from retrieval.encoders.coalescing import QueryCoalescers
-from retrieval.encoders.image_encoder import ImageEncoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import embed_decoded, pool_slices
-from retrieval.imaging import DecodedImage, ImageDecodeError, load_image
-from retrieval.query_cache import QueryCache, file_digest
-from retrieval.records import Hit, Prediction, SearchResult
-from retrieval.stores.interface import CaseStoreInterface
-from retrieval.stores.scope import SearchScope
-from retrieval.voting import blend, vote_shares, winner
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.encoders.coalescing import QueryCoalescers
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.encoders.volume_embedding import embed_decoded, pool_slices
+from kgreport.retrieval.imaging import DecodedImage, ImageDecodeError, load_image
+from kgreport.retrieval.query_cache import QueryCache, file_digest
+from kgreport.retrieval.records import Hit, Prediction, SearchResult
+from kgreport.retrieval.stores.interface import CaseStoreInterface
+from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.retrieval.voting import blend, vote_shares, winner
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
 VOTE_K = 10

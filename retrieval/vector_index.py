@@ -27,8 +27,8 @@ from typing import Any
 import faiss
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.faiss_gpu import MAX_GPU_K, GpuMirror, train_ivf, use_gpu
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.faiss_gpu import MAX_GPU_K, GpuMirror, train_ivf, use_gpu
 
 EXACT_SUBSET_MAX = 4096  # allowed-id sets up to this size are searched exactly (brute force)
 MIN_POINTS_PER_LIST = 39  # FAISS k-means wants ≥ 39 training points per centroid

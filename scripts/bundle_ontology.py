@@ -14,7 +14,7 @@ import gzip
 import json
 from pathlib import Path
 
-from knowledge.ontology.sources import compact_finding_model, read_finding_models
+from kgreport.knowledge.ontology.sources import compact_finding_model, read_finding_models
 
 REPO = Path(__file__).resolve().parents[1]
 

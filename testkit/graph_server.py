@@ -22,8 +22,8 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from testkit.pacs import _die_with_parent
-from testkit.servers import free_port, log_tail
+from kgreport.testkit.pacs import _die_with_parent
+from kgreport.testkit.servers import free_port, log_tail
 
 READY_TIMEOUT = 30.0  # seconds for redis-server to answer PING (usually well under 0.1 s)
 STOP_TIMEOUT = 10.0  # seconds between SIGTERM and SIGKILL

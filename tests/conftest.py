@@ -10,10 +10,10 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from knowledge.extraction.extractor import FindingExtractor
-    from knowledge.graph import GraphBackend
-    from testkit.graph_server import FalkorDBServerProcess
-    from testkit.milvus_server import MilvusUnderTest
+    from kgreport.knowledge.extraction.extractor import FindingExtractor
+    from kgreport.knowledge.graph import GraphBackend
+    from kgreport.testkit.graph_server import FalkorDBServerProcess
+    from kgreport.testkit.milvus_server import MilvusUnderTest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -37,7 +37,7 @@ def medpix_root() -> Path:
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty KGREPORT_DATA_DIR for the test, and fresh settings."""
-    from api.settings import get_settings
+    from kgreport.api.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path / "kg"))
     get_settings.cache_clear()
@@ -48,8 +48,8 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 @pytest.fixture(scope="session")
 def extractor(tmp_path_factory: pytest.TempPathFactory) -> FindingExtractor:
     """The real extractor over the bundled ontology, built once per test session."""
-    from knowledge.extraction.extractor import FindingExtractor
-    from knowledge.extraction.lexicon import build_lexicon
+    from kgreport.knowledge.extraction.extractor import FindingExtractor
+    from kgreport.knowledge.extraction.lexicon import build_lexicon
 
     folder = REPO / "data" / "ontology"
     lexicon = build_lexicon(folder / "radlex.csv.gz", folder / "finding_models.jsonl.gz")
@@ -59,8 +59,8 @@ def extractor(tmp_path_factory: pytest.TempPathFactory) -> FindingExtractor:
 @pytest.fixture(scope="session")
 def full_graph(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GraphBackend]:
     """Embedded FalkorDB holding the whole bundled ontology (about 5 s to load), shared by the session."""
-    from knowledge.graph import open_graph
-    from knowledge.ontology.loader import load_ontology
+    from kgreport.knowledge.graph import open_graph
+    from kgreport.knowledge.ontology.loader import load_ontology
 
     folder = REPO / "data" / "ontology"
     backend = open_graph(tmp_path_factory.mktemp("full-graph"))
@@ -76,7 +76,7 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    from generator.llm import smollm2_gguf
+    from kgreport.generator.llm import smollm2_gguf
 
     gguf = smollm2_gguf()
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
@@ -105,7 +105,7 @@ def tiny_llm(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest]:
     """One real Milvus server for the session: two embedded servers cannot run side by side (their
     etcd takes port 2380), and a start takes several seconds. Tests that stop it start it again."""
-    from testkit.milvus_server import running_milvus
+    from kgreport.testkit.milvus_server import running_milvus
 
     with running_milvus(tmp_path_factory.mktemp("milvus")) as server:
         yield server
@@ -114,7 +114,7 @@ def milvus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusUnderTest
 @pytest.fixture(scope="session")
 def falkordb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FalkorDBServerProcess]:
     """A FalkorDB server on a loopback port, shared by the session (graph tests empty it first)."""
-    from testkit.graph_server import running_falkordb_server
+    from kgreport.testkit.graph_server import running_falkordb_server
 
     with running_falkordb_server(tmp_path_factory.mktemp("falkordb-server")) as server:
         yield server

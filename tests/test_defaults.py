@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.config import WriterConfig
-from indexing.options import IngestOptions
-from retrieval.config import ImagingConfig, IndexParams, SearchConfig
+from kgreport.generator.config import WriterConfig
+from kgreport.indexing.options import IngestOptions
+from kgreport.retrieval.config import ImagingConfig, IndexParams, SearchConfig
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "generator", "indexing", "knowledge", "retrieval")

@@ -9,7 +9,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "generator", "indexing", "knowledge", "retrieval")
-MODULES = ["api.services", "api.service.app", "api.cli", "retrieval.encoders.text_encoder", "generator.llm"]
+MODULES = [
+    "kgreport.api.services",
+    "kgreport.api.service.app",
+    "kgreport.api.cli",
+    "kgreport.retrieval.encoders.text_encoder",
+    "kgreport.generator.llm",
+]
 
 
 def test_no_environment_writes_at_import() -> None:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import typer
 
-from api.cli import demo, report, search, serve, train
-from api.cli.index import index_app
-from api.cli.kg import kg_app
+from kgreport.api.cli import demo, report, search, serve, train
+from kgreport.api.cli.index import index_app
+from kgreport.api.cli.kg import kg_app
 
 app = typer.Typer(
     help="Grounded radiology report drafting over your archive of prior cases.",

@@ -1,5 +1,5 @@
-"""`python -m api.cli ...`: the same as the `kgreport` command."""
+"""`python -m kgreport.api.cli ...`: the same as the `kgreport` command."""
 
-from api.cli import main
+from kgreport.api.cli import main
 
 main()

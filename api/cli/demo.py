@@ -8,12 +8,12 @@ from typing import Annotated
 
 import typer
 
-from api.cli.printers import print_grounding, print_report, print_result
-from api.cli.support import console, ingest_with_progress, out, user_errors
-from api.services import Services
-from api.settings import Settings, get_settings
-from retrieval.config import SearchConfig
-from retrieval.records import Hit, SearchResult
+from kgreport.api.cli.printers import print_grounding, print_report, print_result
+from kgreport.api.cli.support import console, ingest_with_progress, out, user_errors
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings, get_settings
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.records import Hit, SearchResult
 
 
 def demo(
@@ -21,7 +21,7 @@ def demo(
 ) -> None:
     """The main job on embedded defaults: index the bundled demo archive, search its held-out images, ground
     the nearest case's findings and write a grounded draft report for the first one."""
-    from retrieval.search import Query
+    from kgreport.retrieval.search import Query
 
     settings: Settings = get_settings()
     with user_errors():
@@ -73,7 +73,7 @@ DEMO_NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 
 def _print_demo_report(services: Services, image: Path) -> None:
     """The bundled report writer's grounded draft for the first held-out image."""
-    from api.reporting import GeneratorNotFoundError, open_report_writer
+    from kgreport.api.reporting import GeneratorNotFoundError, open_report_writer
 
     try:
         writer = open_report_writer(services, "demo")
@@ -88,8 +88,8 @@ def _print_demo_report(services: Services, image: Path) -> None:
 
 def _print_demo_grounding(services: Services, hit: Hit) -> None:
     """The nearest prior case's findings, grounded in the ontology and the demo archive."""
-    from knowledge.grounding import ground_findings
-    from retrieval.report_sections import split_report
+    from kgreport.knowledge.grounding import ground_findings
+    from kgreport.retrieval.report_sections import split_report
 
     findings = services.finding_extractor.extract(split_report(hit.report).findings)
     grounded = ground_findings(services.ontology_graph, findings, index="demo", limit=5)

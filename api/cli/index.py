@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from api.cli.support import (
+from kgreport.api.cli.support import (
     FINDINGS_HELP,
     CliError,
     configure_logging,
@@ -22,10 +22,10 @@ from api.cli.support import (
     user_errors,
     want_findings,
 )
-from api.settings import get_settings
+from kgreport.api.settings import get_settings
 
 if TYPE_CHECKING:
-    from api.services import Services
+    from kgreport.api.services import Services
 
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 
@@ -59,8 +59,8 @@ def index_build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
-    from api.pacs import build_from_pacs, open_pacs
-    from indexing.archives.dicomweb import PacsQuery, is_pacs_url
+    from kgreport.api.pacs import build_from_pacs, open_pacs
+    from kgreport.indexing.archives.dicomweb import PacsQuery, is_pacs_url
 
     configure_logging(verbose)
     with user_errors():
@@ -89,7 +89,7 @@ def index_sync(
 ) -> None:
     """Add the PACS's studies that are new since the last sync (safe from cron; rerun after a crash). Studies
     the PACS no longer lists are reported, not deleted."""
-    from api.pacs import sync_index
+    from kgreport.api.pacs import sync_index
 
     configure_logging(verbose)
     with user_errors():
@@ -118,7 +118,7 @@ def index_add(
     findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
 ) -> None:
     """Add cases to an existing index, from an archive or as one case given on the command line."""
-    from api.operations import add_case
+    from kgreport.api.operations import add_case
 
     with user_errors():
         services = load_services()
@@ -143,7 +143,7 @@ def index_delete(
     yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
 ) -> None:
     """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
-    from api.operations import delete_cases, delete_index
+    from kgreport.api.operations import delete_cases, delete_index
 
     with user_errors():
         services = load_services()
@@ -165,7 +165,7 @@ def index_rebuild(
 ) -> None:
     """Re-embed every case of an index with another image encoder; the old index stays until the new one
     is complete. Search it afterwards with the same encoder (KGREPORT_IMAGE_ENCODER)."""
-    from api.operations import rebuild_index
+    from kgreport.api.operations import rebuild_index
 
     configure_logging(verbose)
     with user_errors(), progress_bars() as progress:
@@ -191,8 +191,8 @@ def index_info(
 ) -> None:
     """Counts (cases, images, with and without reports), dimensions, encoders, index kinds and sizes of an
     index, and for one built from a PACS its source and last sync."""
-    from api.pacs import read_source
-    from retrieval.stores.local.store import IndexNotFoundError
+    from kgreport.api.pacs import read_source
+    from kgreport.retrieval.stores.local.store import IndexNotFoundError
 
     with user_errors():
         services = load_services()
@@ -215,7 +215,7 @@ def index_check(
 ) -> None:
     """Check an index's files against each other: SQLite integrity, FAISS ids and vectors against the rows,
     the manifest. Changes nothing. Exit code 0 when sound, 1 when a problem was found."""
-    from retrieval.index_check import check_index
+    from kgreport.retrieval.index_check import check_index
 
     with user_errors():
         services = load_services()
@@ -238,7 +238,7 @@ def index_repair(
 ) -> None:
     """Rebuild an index's FAISS files from its SQLite rows, and say what cannot be recovered (a lost database:
     FAISS holds vectors only). Exit code 0 when the index is sound afterwards, 1 otherwise."""
-    from retrieval.index_check import repair_index
+    from kgreport.retrieval.index_check import repair_index
 
     with user_errors():
         services = load_services()

@@ -9,10 +9,10 @@ from typing import Annotated
 
 import typer
 
-from api.cli.printers import print_grounding
-from api.cli.support import CliError, load_services, out, progress_bars, user_errors
-from api.services import Services
-from api.settings import get_settings
+from kgreport.api.cli.printers import print_grounding
+from kgreport.api.cli.support import CliError, load_services, out, progress_bars, user_errors
+from kgreport.api.services import Services
+from kgreport.api.settings import get_settings
 
 kg_app = typer.Typer(help="The ontology graph: load it, inspect it.", no_args_is_help=True)
 
@@ -25,8 +25,8 @@ def kg_load(
 ) -> None:
     """Load RadLex, the Open Imaging Finding Models and the finding → diagnosis knowledge base
     (radiology-semantic-dict) into the graph (idempotent)."""
-    from knowledge.ontology.diagnosis_loader import load_diagnosis_kb
-    from knowledge.ontology.loader import LOAD_STEPS, load_ontology
+    from kgreport.knowledge.ontology.diagnosis_loader import load_diagnosis_kb
+    from kgreport.knowledge.ontology.loader import LOAD_STEPS, load_ontology
 
     with user_errors():
         services = _graph_services(backend)
@@ -49,7 +49,7 @@ def kg_load(
 @kg_app.command("info")
 def kg_info(backend: Annotated[str | None, typer.Option(help="falkordb or neo4j")] = None) -> None:
     """Counts of concepts, finding models, edges and cases in the graph."""
-    from knowledge.ontology.loader import ontology_counts
+    from kgreport.knowledge.ontology.loader import ontology_counts
 
     with user_errors():
         services = _graph_services(backend)
@@ -98,7 +98,7 @@ def kg_ground(
     Give concept ids, or report text with --text: its findings are extracted and each is grounded,
     with the conflicts among them (a concept stated both present and absent).
     """
-    from knowledge.grounding import ground_concepts, ground_findings
+    from kgreport.knowledge.grounding import ground_concepts, ground_findings
 
     with user_errors():
         if not concept_ids and not text:

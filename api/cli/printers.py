@@ -7,12 +7,12 @@ from typing import TYPE_CHECKING
 
 from rich.markup import escape
 
-from api.cli.support import out
-from retrieval.records import SearchResult
+from kgreport.api.cli.support import out
+from kgreport.retrieval.records import SearchResult
 
 if TYPE_CHECKING:
-    from generator.report import Report
-    from knowledge.grounding import Grounding
+    from kgreport.generator.report import Report
+    from kgreport.knowledge.grounding import Grounding
 
 
 def print_result(result: SearchResult) -> None:
@@ -54,7 +54,7 @@ def print_report(image: Path, report: Report) -> None:
             item = f"notes item {s.notes_item}; " if s.notes_item is not None else ""
             tags = escape(f"[{item}{s.status}; {cites}; {', '.join(s.concept_ids) or '-'}]")
             out.print(f"  {escape(s.sentence)}  [dim]{tags}[/dim]{flag}")
-        from generator.report import split_removal
+        from kgreport.generator.report import split_removal
 
         for entry in report.removed:
             sentence, why = split_removal(entry)

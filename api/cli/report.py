@@ -9,8 +9,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli.printers import print_report
-from api.cli.support import load_services, user_errors
+from kgreport.api.cli.printers import print_report
+from kgreport.api.cli.support import load_services, user_errors
 
 
 def report_cmd(
@@ -25,7 +25,7 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
     """Write a grounded draft report for each image (from the image alone, or from --notes); models load once."""
-    from api.reporting import open_report_writer
+    from kgreport.api.reporting import open_report_writer
 
     with user_errors():
         writer = open_report_writer(load_services(), index, generator)

@@ -9,9 +9,9 @@ from typing import Annotated
 
 import typer
 
-from api.cli.printers import print_result
-from api.cli.support import CliError, load_services, user_errors
-from retrieval.config import SearchConfig
+from kgreport.api.cli.printers import print_result
+from kgreport.api.cli.support import CliError, load_services, user_errors
+from kgreport.retrieval.config import SearchConfig
 
 
 def search(
@@ -28,7 +28,7 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query per line")] = False,
 ) -> None:
     """Find the most similar prior cases for each query image or text."""
-    from retrieval.search import Query
+    from kgreport.retrieval.search import Query
 
     with user_errors():
         filters = _parse_filters(filter or [])

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli.support import console
-from api.settings import get_settings
+from kgreport.api.cli.support import console
+from kgreport.api.settings import get_settings
 
 
 def serve(
@@ -29,12 +29,12 @@ def serve(
         f"kgreport on http://{host}:{port}/ (API docs: /docs; data dir {settings.data_dir}; {workers} worker(s))"
     )
     if workers == 1:
-        from api.service.app import create_app
+        from kgreport.api.service.app import create_app
 
         uvicorn.run(create_app(settings), host=host, port=port, log_level="info")
     else:  # each worker process builds its app from the same environment (the settings object reads it)
         uvicorn.run(
-            "api.service.app:create_app",
+            "kgreport.api.service.app:create_app",
             factory=True,
             workers=workers,
             host=host,

@@ -19,10 +19,10 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from api.errors import EXIT_KNOWN_FAILURE, known_error_types
-from api.services import Services
-from api.settings import get_settings
-from retrieval.records import SkippedItem
+from kgreport.api.errors import EXIT_KNOWN_FAILURE, known_error_types
+from kgreport.api.services import Services
+from kgreport.api.settings import get_settings
+from kgreport.retrieval.records import SkippedItem
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -101,7 +101,7 @@ def ingest_with_progress(
     findings: bool = True,
 ) -> dict:
     """`operations.ingest_archive` with a progress bar, printing what was skipped."""
-    from api.operations import ingest_archive
+    from kgreport.api.operations import ingest_archive
 
     return run_with_progress(
         f"indexing {archive_path.name}",

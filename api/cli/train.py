@@ -8,8 +8,8 @@ from typing import Annotated
 
 import typer
 
-from api.cli.support import CliError, console, load_services, out, progress_bars, stage_progress, user_errors
-from generator.config import WriterConfig
+from kgreport.api.cli.support import CliError, console, load_services, out, progress_bars, stage_progress, user_errors
+from kgreport.generator.config import WriterConfig
 
 
 def train_generator_cmd(
@@ -54,10 +54,10 @@ def train_generator_cmd(
     examples_only: Annotated[bool, typer.Option(help="build and save the examples, train nothing")] = False,
 ) -> None:
     """Train the refiner (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
-    from api.reporting import train_generator
-    from generator.config import WriterConfig
-    from generator.fit import TrainConfig
-    from generator.training import KINDS
+    from kgreport.api.reporting import train_generator
+    from kgreport.generator.config import WriterConfig
+    from kgreport.generator.fit import TrainConfig
+    from kgreport.generator.training import KINDS
 
     if examples_only and save_examples is None:
         raise typer.BadParameter("--examples-only needs --save-examples FILE", param_hint="--examples-only")
@@ -110,7 +110,7 @@ def calibrate_writer_cmd(
     limit: Annotated[int | None, typer.Option(help="use only the first N cases")] = None,
 ) -> None:
     """Fit the image-only draft's calibrated confidence for a trained refiner (the LLM is not trained)."""
-    from api.reporting import calibrate_writer
+    from kgreport.api.reporting import calibrate_writer
 
     with user_errors(), progress_bars() as bars:
         progress = stage_progress(bars)
@@ -151,8 +151,8 @@ def train_encoder_cmd(
     """Train the CT encoder contrastively on an archive's image–caption pairs (dev picks the epoch).
 
     About 14 minutes for 10 epochs of MedPix train (1,653 images) on 2 CPU cores."""
-    from indexing.training.encoder_training import RICH_HEADS
-    from indexing.training.run import run_training
+    from kgreport.indexing.training.encoder_training import RICH_HEADS
+    from kgreport.indexing.training.run import run_training
 
     head_names = tuple(h.strip() for h in heads.split(",") if h.strip())
     with user_errors():

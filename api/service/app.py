@@ -21,14 +21,14 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
 
-from api.service import indexes, queries, responses
-from api.service.body_limit import BodyLimit
-from api.service.errors import ApiError, install_error_handlers
-from api.service.state import ServiceState, service_state
-from api.services import Services
-from api.settings import Settings
-from retrieval import faiss_gpu
-from retrieval.device import describe
+from kgreport.api.service import indexes, queries, responses
+from kgreport.api.service.body_limit import BodyLimit
+from kgreport.api.service.errors import ApiError, install_error_handlers
+from kgreport.api.service.state import ServiceState, service_state
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.retrieval import faiss_gpu
+from kgreport.retrieval.device import describe
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when KGREPORT_API_KEYS is set")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.service.errors import ApiError, error_response
+from kgreport.api.service.errors import ApiError, error_response
 
 
 class BodyTooLarge(ApiError):

@@ -17,10 +17,10 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from starlette.datastructures import UploadFile
 
-from api.service.errors import ApiError
-from api.service.uploads import remove_folder, save_upload
-from indexing.archives.base import ArchiveError
-from indexing.archives.manifest import ManifestArchive, as_list
+from kgreport.api.service.errors import ApiError
+from kgreport.api.service.uploads import remove_folder, save_upload
+from kgreport.indexing.archives.base import ArchiveError
+from kgreport.indexing.archives.manifest import ManifestArchive, as_list
 
 MANIFEST_SUFFIXES = (".jsonl", ".ndjson", ".csv")
 SHOWN = 5  # names listed in an error

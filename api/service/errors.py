@@ -16,8 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from api.errors import describe, known_errors
-from api.service.redact import client_text
+from kgreport.api.errors import describe, known_errors
+from kgreport.api.service.redact import client_text
 
 log = logging.getLogger(__name__)
 

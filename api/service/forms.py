@@ -14,7 +14,7 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import FormData, UploadFile
 
-from api.service.errors import ApiError, validation_message
+from kgreport.api.service.errors import ApiError, validation_message
 
 Model = TypeVar("Model", bound=BaseModel)
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}

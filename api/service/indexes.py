@@ -15,21 +15,21 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api import operations
-from api.operations import OperationError
-from api.service import responses
-from api.service.bundles import save_bundle
-from api.service.errors import ApiError
-from api.service.forms import body_kind, form_bool, form_file, json_body
-from api.service.jobs import Job, Work
-from api.service.redact import client_json
-from api.service.state import ServiceState, get_state
-from api.service.uploads import remove_folder, safe_name, save_upload
-from indexing.archives.dicomweb import is_pacs_url
-from retrieval.ids import ID_RULE, check_id
-from retrieval.imaging import ImageDecodeError
-from retrieval.records import StoredCase
-from retrieval.stores.local.store import IndexUnreadableError
+from kgreport.api import operations
+from kgreport.api.operations import OperationError
+from kgreport.api.service import responses
+from kgreport.api.service.bundles import save_bundle
+from kgreport.api.service.errors import ApiError
+from kgreport.api.service.forms import body_kind, form_bool, form_file, json_body
+from kgreport.api.service.jobs import Job, Work
+from kgreport.api.service.redact import client_json
+from kgreport.api.service.state import ServiceState, get_state
+from kgreport.api.service.uploads import remove_folder, safe_name, save_upload
+from kgreport.indexing.archives.dicomweb import is_pacs_url
+from kgreport.retrieval.ids import ID_RULE, check_id
+from kgreport.retrieval.imaging import ImageDecodeError
+from kgreport.retrieval.records import StoredCase
+from kgreport.retrieval.stores.local.store import IndexUnreadableError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["indexes"])
@@ -120,8 +120,8 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
 async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str, Any]:
     """The PACS is probed and its studies listed before the job is queued: a wrong URL, wrong credentials
     or a PACS that is down answer 502 now, not in a failed job later."""
-    from api.pacs import build_from_pacs, open_pacs
-    from indexing.archives.dicomweb import PacsQuery
+    from kgreport.api.pacs import build_from_pacs, open_pacs
+    from kgreport.indexing.archives.dicomweb import PacsQuery
 
     _refuse_if_busy(state, body.name)
     query = PacsQuery(body.since, body.until, body.modality, tuple(body.study_filter))
@@ -144,7 +144,7 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     summary="Add the PACS studies new since the last sync (a job)",
 )
 def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
-    from api.pacs import read_source, sync_index
+    from kgreport.api.pacs import read_source, sync_index
 
     state.settings.index_dir(name)
     if read_source(state.services, name) is None:
@@ -323,7 +323,7 @@ def get_thumbnail(
     image_id: Annotated[str | None, Query()] = None,
     window: Annotated[str | None, Query(description="CT window preset for HU data")] = None,
 ) -> Response:
-    from retrieval.imaging import load_image
+    from kgreport.retrieval.imaging import load_image
 
     case = _stored_case(state, index, case_id)
     images = [i for i in case.images if image_id is None or i.image_id == image_id]
@@ -337,8 +337,8 @@ def png_preview(decoded: Any, window: str | None, size: int) -> bytes:
     """A PNG of the image (middle slice of a volume), windowed if CT, at most `size` px on a side."""
     from PIL import Image
 
-    from retrieval.imaging.slices import to_slices
-    from retrieval.imaging.windows import get_window
+    from kgreport.retrieval.imaging.slices import to_slices
+    from kgreport.retrieval.imaging.windows import get_window
 
     if window is not None:
         get_window(window)  # an unknown preset is a 422 naming the known ones, whether or not the image is CT

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from knowledge.processes import process_alive, process_start_time
+from kgreport.knowledge.processes import process_alive, process_start_time
 
 log = logging.getLogger(__name__)
 SAVE_EVERY_S = 1.0  # progress writes at most this often

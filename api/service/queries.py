@@ -19,16 +19,16 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from api.service import responses
-from api.service.errors import ApiError
-from api.service.forms import body_kind, form_file, form_int, json_body, parse_filters
-from api.service.indexes import png_preview
-from api.service.state import ServiceState, get_state
-from api.service.uploads import write_upload
-from retrieval.config import SearchConfig
-from retrieval.imaging import ImageDecodeError
-from retrieval.records import SearchResult
-from retrieval.search import Query, QueryError
+from kgreport.api.service import responses
+from kgreport.api.service.errors import ApiError
+from kgreport.api.service.forms import body_kind, form_file, form_int, json_body, parse_filters
+from kgreport.api.service.indexes import png_preview
+from kgreport.api.service.state import ServiceState, get_state
+from kgreport.api.service.uploads import write_upload
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.imaging import ImageDecodeError
+from kgreport.retrieval.records import SearchResult
+from kgreport.retrieval.search import Query, QueryError
 
 router = APIRouter(prefix="/v1", tags=["queries"])
 State = Annotated[ServiceState, Depends(get_state)]
@@ -156,7 +156,7 @@ async def write_report(
     summary="An ontology concept, grounded: ancestors, locations, archive statistics",
 )
 def get_concept(concept_id: str, state: State, index: str | None = None) -> dict[str, Any]:
-    from knowledge.grounding import ground_concept
+    from kgreport.knowledge.grounding import ground_concept
 
     grounding = ground_concept(state.services.ontology_graph, concept_id, index=index)
     if grounding.reason:
@@ -176,7 +176,7 @@ async def render(
     window: Annotated[str | None, Form(description="lung, mediastinum, bone, brain, abdomen")] = None,
     size: Annotated[int, Form(ge=32, le=2048)] = 512,
 ) -> Response:
-    from retrieval.imaging import load_image
+    from kgreport.retrieval.imaging import load_image
 
     def render_png() -> bytes:
         with query_image(state, image) as path:

@@ -16,7 +16,7 @@ from typing import IO
 from fastapi.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
-from api.service.errors import ApiError
+from kgreport.api.service.errors import ApiError
 
 CHUNK = 1 << 20
 KNOWN_SUFFIXES = (".nii.gz", ".nii", ".dcm", ".dicom", ".png", ".jpg", ".jpeg")

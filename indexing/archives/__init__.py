@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from indexing.archives.base import Archive, ArchiveError
+from kgreport.indexing.archives.base import Archive, ArchiveError
 
 FORMATS = ("medpix", "manifest", "dicom", "nifti")
 
@@ -31,19 +31,19 @@ def open_archive(
     path = Path(path)
     fmt = format or detect_format(path)
     if fmt == "medpix":
-        from indexing.archives.medpix import MedPixArchive
+        from kgreport.indexing.archives.medpix import MedPixArchive
 
         return MedPixArchive(path, split, limit=limit)
     if fmt == "manifest":
-        from indexing.archives.manifest import ManifestArchive
+        from kgreport.indexing.archives.manifest import ManifestArchive
 
         return ManifestArchive(path)
     if fmt == "dicom":
-        from indexing.archives.dicom_folder import DicomFolderArchive
+        from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
 
         return DicomFolderArchive(path)
     if fmt == "nifti":
-        from indexing.archives.nifti_folder import NiftiFolderArchive
+        from kgreport.indexing.archives.nifti_folder import NiftiFolderArchive
 
         return NiftiFolderArchive(path)
     raise ArchiveError(f"unknown archive format {fmt!r}; expected one of {', '.join(FORMATS)}")

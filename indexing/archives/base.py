@@ -15,9 +15,9 @@ from pathlib import Path
 from typing import Protocol
 
 from kgreport.errors import InvalidInput
-from retrieval.records import Case, SkippedItem
+from kgreport.retrieval.records import Case, SkippedItem
 
-log = logging.getLogger("indexing.archives")
+log = logging.getLogger("kgreport.indexing.archives")
 
 
 class ArchiveError(InvalidInput):

@@ -25,8 +25,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
-from indexing.archives.sidecar_reports import (
+from kgreport.indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
+from kgreport.indexing.archives.sidecar_reports import (
     ReportRow,
     read_report_table,
     read_text_report,
@@ -34,9 +34,9 @@ from indexing.archives.sidecar_reports import (
     table_labels,
     table_patient_id,
 )
-from retrieval.ids import InvalidIdError, check_id, header_patient_id
-from retrieval.imaging import DicomSeries, scan_dicom_folder
-from retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.ids import InvalidIdError, check_id, header_patient_id
+from kgreport.retrieval.imaging import DicomSeries, scan_dicom_folder
+from kgreport.retrieval.records import Case, CaseImage, SkippedItem
 
 STUDY_REPORT_FILE = "report.txt"
 

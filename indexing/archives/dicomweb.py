@@ -27,14 +27,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError
-from indexing.archives.dicom_folder import DicomFolderArchive
-from indexing.archives.sidecar_reports import ReportTable, read_report_table
-from indexing.pacs.client import DicomWebSource, PacsCredentials, StudyRef, redacted
-from indexing.pacs.deidentify import deidentify
-from indexing.pacs.structured_report import MalformedReportError, is_text_sr, report_text
-from retrieval.ids import is_valid_id
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives.base import ArchiveError
+from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
+from kgreport.indexing.archives.sidecar_reports import ReportTable, read_report_table
+from kgreport.indexing.pacs.client import DicomWebSource, PacsCredentials, StudyRef, redacted
+from kgreport.indexing.pacs.deidentify import deidentify
+from kgreport.indexing.pacs.structured_report import MalformedReportError, is_text_sr, report_text
+from kgreport.retrieval.ids import is_valid_id
+from kgreport.retrieval.records import Case, SkippedItem
 
 log = logging.getLogger(__name__)
 STUDY_INFO = "study.json"  # what the fetch learnt about the study (report source, problems)

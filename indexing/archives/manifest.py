@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
-from retrieval.ids import InvalidIdError, check_id
-from retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
-from retrieval.report_sections import split_report
+from kgreport.indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from kgreport.retrieval.ids import InvalidIdError, check_id
+from kgreport.retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
+from kgreport.retrieval.report_sections import split_report
 
 _KNOWN_FIELDS = {"case_id", "patient_id", "images", "report", "modality", "body_region", "captions"}
 

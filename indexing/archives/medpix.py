@@ -18,9 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
-from retrieval.ids import InvalidIdError, check_id
-from retrieval.records import Case, CaseImage, ReportSections, SkippedItem
+from kgreport.indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from kgreport.retrieval.ids import InvalidIdError, check_id
+from kgreport.retrieval.records import Case, CaseImage, ReportSections, SkippedItem
 
 SPLITS = ("train", "dev", "test")
 

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 
-from indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
-from indexing.archives.sidecar_reports import (
+from kgreport.indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
+from kgreport.indexing.archives.sidecar_reports import (
     ReportRow,
     read_report_table,
     read_text_report,
@@ -25,10 +25,10 @@ from indexing.archives.sidecar_reports import (
     table_labels,
     table_patient_id,
 )
-from retrieval.ids import InvalidIdError, check_id
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.nifti import is_nifti_path, nifti_stem, open_nifti
-from retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.ids import InvalidIdError, check_id
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.nifti import is_nifti_path, nifti_stem, open_nifti
+from kgreport.retrieval.records import Case, CaseImage, SkippedItem
 
 
 class NiftiFolderArchive:

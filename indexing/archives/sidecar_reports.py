@@ -21,10 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
-from retrieval.ids import InvalidIdError, check_id
-from retrieval.records import REPORT_SECTIONS, ReportSections, SkippedItem
-from retrieval.report_sections import split_report
+from kgreport.indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
+from kgreport.retrieval.ids import InvalidIdError, check_id
+from kgreport.retrieval.records import REPORT_SECTIONS, ReportSections, SkippedItem
+from kgreport.retrieval.report_sections import split_report
 
 REPORT_FILES = ("reports.jsonl", "reports.csv")
 _ID_FIELDS = ("case_id", "patient_id")

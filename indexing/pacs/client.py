@@ -39,10 +39,10 @@ from pydantic import SecretStr
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from indexing.archives.base import ArchiveError
 from kgreport.errors import UpstreamFailed
+from kgreport.indexing.archives.base import ArchiveError
 
-log = logging.getLogger("indexing.pacs")
+log = logging.getLogger("kgreport.indexing.pacs")
 T = TypeVar("T")
 R = TypeVar("R")
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pydicom.dataset import Dataset
 
-from retrieval.ids import hashed_patient_id
+from kgreport.retrieval.ids import hashed_patient_id
 
 REMOVED = (
     "PatientName",

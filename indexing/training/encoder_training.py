@@ -26,12 +26,12 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from indexing.training.pairs import TrainingPair
-from retrieval.device import resolve_device
-from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_model, create_tokenizer, get_config
-from retrieval.encoders.image_encoder import CTEncoder
-from retrieval.encoders.transforms import train_transform
-from retrieval.voting import vote
+from kgreport.indexing.training.pairs import TrainingPair
+from kgreport.retrieval.device import resolve_device
+from kgreport.retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_model, create_tokenizer, get_config
+from kgreport.retrieval.encoders.image_encoder import CTEncoder
+from kgreport.retrieval.encoders.transforms import train_transform
+from kgreport.retrieval.voting import vote
 
 log = logging.getLogger(__name__)
 HEAD_NAMES = ("modality", "body_region")  # the heads every encoder has; the kNN evaluation votes on these

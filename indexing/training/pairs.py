@@ -9,8 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from retrieval.imaging import ImageDecodeError, load_case_image, to_slices
-from retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.imaging import ImageDecodeError, load_case_image, to_slices
+from kgreport.retrieval.records import Case, CaseImage, SkippedItem
 
 log = logging.getLogger(__name__)
 

@@ -12,9 +12,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from indexing.archives import open_archive
-from indexing.training.encoder_training import EpochResult, TrainingConfig, TrainingResult, train_encoder
-from indexing.training.pairs import TrainingPair, load_pairs
+from kgreport.indexing.archives import open_archive
+from kgreport.indexing.training.encoder_training import EpochResult, TrainingConfig, TrainingResult, train_encoder
+from kgreport.indexing.training.pairs import TrainingPair, load_pairs
 
 
 def _load(
@@ -106,7 +106,7 @@ def run_training(
 
     `options` are further `TrainingConfig` fields (heads, label_smoothing, text_target, group_by_region,
     device)."""
-    from retrieval.encoders.ct_clip import get_config
+    from kgreport.retrieval.encoders.ct_clip import get_config
 
     console = console or Console(stderr=True)
     config = TrainingConfig(

@@ -33,9 +33,9 @@ import spacy
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
-from knowledge.extraction.lexicon import LexiconEntry, lexicon_fingerprint
-from knowledge.extraction.linker_index import build_linker_index
-from knowledge.extraction.vocabulary import (
+from kgreport.knowledge.extraction.lexicon import LexiconEntry, lexicon_fingerprint
+from kgreport.knowledge.extraction.linker_index import build_linker_index
+from kgreport.knowledge.extraction.vocabulary import (
     CHUNK_PREFIX_WORDS,
     DERIVED_FORMS,
     EXAM_WORDS,

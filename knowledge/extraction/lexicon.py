@@ -21,7 +21,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from knowledge.ontology.sources import read_finding_models, read_radlex
+from kgreport.knowledge.ontology.sources import read_finding_models, read_radlex
 
 FINDING_ROOTS = ("RID34785", "RID5")
 ANATOMY_ROOTS = ("RID3",)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from knowledge.extraction.shorthand import expand_shorthand
+from kgreport.knowledge.extraction.shorthand import expand_shorthand
 
 NEGATION = re.compile(
     r"^(?:no|not|without|negative for|neg for|free of|absent|absence of|nor)\b|\b(?:is|are|was|were)\s+not\b"

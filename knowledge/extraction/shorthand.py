@@ -21,7 +21,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
-from knowledge.extraction.abbreviations import load_lexicon
+from kgreport.knowledge.extraction.abbreviations import load_lexicon
 
 _LEXICON = load_lexicon()
 ABBREVIATIONS: Mapping[str, str] = MappingProxyType(_LEXICON.primary(source="kgreport"))

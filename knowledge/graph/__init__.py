@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from knowledge.graph.backend import GraphBackend
-from knowledge.graph.errors import GraphUnavailableError
+from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.graph.errors import GraphUnavailableError
 
 
 def open_graph(
@@ -24,14 +24,14 @@ def open_graph(
     if neo4j_uri and falkordb_url:
         raise ValueError("give a Neo4j URI or a FalkorDB server URL, not both: they name two different graphs")
     if neo4j_uri:
-        from knowledge.graph.neo4j_backend import Neo4jGraph
+        from kgreport.knowledge.graph.neo4j_backend import Neo4jGraph
 
         return Neo4jGraph(neo4j_uri, neo4j_user, neo4j_password, neo4j_database)
     if falkordb_url:
-        from knowledge.graph.falkordb_server import FalkorDBServer
+        from kgreport.knowledge.graph.falkordb_server import FalkorDBServer
 
         return FalkorDBServer(falkordb_url, falkordb_password)
-    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+    from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 
     return EmbeddedFalkorDB(Path(data_dir) / "graph")
 

@@ -35,9 +35,9 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from knowledge.graph.backend import run_in_batches
-from knowledge.graph.errors import GraphUnavailableError
-from knowledge.processes import process_alive
+from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.errors import GraphUnavailableError
+from kgreport.knowledge.processes import process_alive
 
 log = logging.getLogger(__name__)
 SOCKET_PATH_MAX = 100  # unix socket paths are limited to ~107 bytes

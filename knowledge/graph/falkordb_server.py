@@ -20,9 +20,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from knowledge.graph.backend import run_in_batches
-from knowledge.graph.errors import GraphUnavailableError
-from knowledge.graph.falkordb_embedded import _clean, create_falkordb_indexes, result_rows
+from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.errors import GraphUnavailableError
+from kgreport.knowledge.graph.falkordb_embedded import _clean, create_falkordb_indexes, result_rows
 
 log = logging.getLogger(__name__)
 SCHEMES = {"redis": False, "rediss": True}  # scheme -> TLS

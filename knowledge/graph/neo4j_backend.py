@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from knowledge.graph.backend import run_in_batches
-from knowledge.graph.errors import GraphUnavailableError
+from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.errors import GraphUnavailableError
 
 
 class Neo4jGraph:

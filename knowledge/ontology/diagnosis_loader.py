@@ -20,8 +20,8 @@ import json
 import time
 from dataclasses import dataclass
 
-from knowledge.graph.backend import GraphBackend
-from knowledge.ontology.diagnosis_kb import (
+from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.ontology.diagnosis_kb import (
     SOURCE,
     Diagnosis,
     DiagnosisKB,

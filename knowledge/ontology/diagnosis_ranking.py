@@ -31,7 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from knowledge.ontology.diagnosis_kb import DiagnosisKB, Suggestion, diagnosis_key, finding_key
+from kgreport.knowledge.ontology.diagnosis_kb import DiagnosisKB, Suggestion, diagnosis_key, finding_key
 
 # The tables map most findings to one pathology, so their 1 / n says little: on train it lowered the top 5
 # (0.153 against 0.173 without it).

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from knowledge.graph.backend import GraphBackend
-from knowledge.ontology.sources import FindingModel, RadLexTerm, read_finding_models, read_radlex
+from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.ontology.sources import FindingModel, RadLexTerm, read_finding_models, read_radlex
 
 BATCH = 5000
 LOAD_STEPS = 4  # progress callbacks per load

@@ -20,10 +20,10 @@ from typing import Generic, TypeVar
 
 import numpy as np
 
-from retrieval.encoders.image_encoder import ImageEncoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.encoders.volume_embedding import embed_decoded
-from retrieval.imaging import DecodedImage
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+from kgreport.retrieval.imaging import DecodedImage
 
 Item = TypeVar("Item")
 MAX_BATCH = 32

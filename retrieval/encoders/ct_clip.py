@@ -60,7 +60,7 @@ class CTClipConfig:
 
 def list_configs() -> list[str]:
     """Names of the bundled architecture configs."""
-    folder = resources.files("retrieval.encoders") / "configs"
+    folder = resources.files("kgreport.retrieval.encoders") / "configs"
     return sorted(p.name.removesuffix(".json") for p in folder.iterdir() if p.name.endswith(".json"))
 
 
@@ -69,7 +69,7 @@ def get_config(name: str) -> CTClipConfig:
     path = Path(name)
     if path.suffix == ".json" and path.is_file():
         return CTClipConfig.from_dict(json.loads(path.read_text()))
-    file = resources.files("retrieval.encoders") / "configs" / f"{name}.json"
+    file = resources.files("kgreport.retrieval.encoders") / "configs" / f"{name}.json"
     if not file.is_file():
         raise ValueError(f"unknown CT encoder config {name!r}; bundled: {', '.join(list_configs())}")
     return CTClipConfig.from_dict(json.loads(file.read_text()))

@@ -19,10 +19,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kgreport.errors import Unavailable
-from retrieval.device import resolve_device
-from retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
-from retrieval.encoders.frozen import frozen_for_inference
-from retrieval.encoders.transforms import eval_transform
+from kgreport.retrieval.device import resolve_device
+from kgreport.retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
+from kgreport.retrieval.encoders.frozen import frozen_for_inference
+from kgreport.retrieval.encoders.transforms import eval_transform
 
 ENCODER_FORMAT = "kgreport-ct-clip/1"
 ENCODER_FILE = "kgreport_encoder.json"
@@ -201,7 +201,7 @@ class OpenClipEncoder:
 
     @torch.inference_mode()
     def embed_pixels(self, slices: list[np.ndarray]) -> np.ndarray:
-        from retrieval.encoders.transforms import to_pil_rgb
+        from kgreport.retrieval.encoders.transforms import to_pil_rgb
 
         out = []
         for start in range(0, len(slices), self.batch_size):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.encoders.image_encoder import ImageEncoder
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder
 
 
 class FlipAveragedEncoder:

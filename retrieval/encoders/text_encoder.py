@@ -32,7 +32,7 @@ class TextEncoder:
         path = Path(model_path) if model_path else packaged_minilm_path()
         if not path.is_dir():
             raise FileNotFoundError(f"{path}: text encoder folder not found")
-        from retrieval.device import resolve_device
+        from kgreport.retrieval.device import resolve_device
 
         self.device = resolve_device(device)
         self.model = SentenceTransformer(str(path), device=str(self.device), local_files_only=True)

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from retrieval.encoders.ct_clip import IMAGENET_MEAN, IMAGENET_STD
+from kgreport.retrieval.encoders.ct_clip import IMAGENET_MEAN, IMAGENET_STD
 
 
 def to_pil_rgb(pixels: np.ndarray) -> Image.Image:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.encoders.image_encoder import ImageEncoder
-from retrieval.imaging import DEFAULT_SLICES, DecodedImage, to_slices
+from kgreport.retrieval.encoders.image_encoder import ImageEncoder
+from kgreport.retrieval.imaging import DEFAULT_SLICES, DecodedImage, to_slices
 
 
 def pool_slices(vectors: np.ndarray) -> np.ndarray:

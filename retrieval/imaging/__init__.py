@@ -1,7 +1,7 @@
 """Decoding of images and volumes: PNG/JPEG, DICOM files and series, NIfTI; CT windowing; slicing."""
 
-from retrieval.imaging.decoded import DecodedImage, VolumeSample
-from retrieval.imaging.dicom import (
+from kgreport.retrieval.imaging.decoded import DecodedImage, VolumeSample
+from kgreport.retrieval.imaging.dicom import (
     DicomScan,
     DicomSeries,
     SliceHeader,
@@ -10,11 +10,11 @@ from retrieval.imaging.dicom import (
     read_dicom_file,
     scan_dicom_folder,
 )
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.loader import load_case_image, load_image
-from retrieval.imaging.nifti import read_nifti
-from retrieval.imaging.slices import DEFAULT_CT_WINDOW, DEFAULT_SLICES, to_slices
-from retrieval.imaging.windows import WINDOW_PRESETS, WindowPreset, apply_window, normalize_percentile
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.loader import load_case_image, load_image
+from kgreport.retrieval.imaging.nifti import read_nifti
+from kgreport.retrieval.imaging.slices import DEFAULT_CT_WINDOW, DEFAULT_SLICES, to_slices
+from kgreport.retrieval.imaging.windows import WINDOW_PRESETS, WindowPreset, apply_window, normalize_percentile
 
 __all__ = [
     "DEFAULT_CT_WINDOW",

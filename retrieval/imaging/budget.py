@@ -11,10 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from retrieval.config import ImagingConfig
-from retrieval.imaging.decoded import VolumeSample
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.slices import slice_indices
+from kgreport.retrieval.config import ImagingConfig
+from kgreport.retrieval.imaging.decoded import VolumeSample
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.slices import slice_indices
 
 # A 2D picture or volume slice larger than this is refused before its pixels are decoded. Medical
 # pictures rarely pass 40 MP (settings: KGREPORT_MAX_IMAGE_MEGAPIXELS).

@@ -17,10 +17,16 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
-from retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane, check_volume, slices_to_read, volume_sample
-from retrieval.imaging.decoded import DecodedImage, finite_float32
-from retrieval.imaging.dicom_decode import PIXEL_TAGS, decode_pixels, is_dicom_file, read_dataset
-from retrieval.imaging.dicom_headers import (
+from kgreport.retrieval.imaging.budget import (
+    DEFAULT_MAX_PIXELS,
+    check_plane,
+    check_volume,
+    slices_to_read,
+    volume_sample,
+)
+from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
+from kgreport.retrieval.imaging.dicom_decode import PIXEL_TAGS, decode_pixels, is_dicom_file, read_dataset
+from kgreport.retrieval.imaging.dicom_headers import (
     floats,
     functional,
     header_info,
@@ -32,8 +38,8 @@ from retrieval.imaging.dicom_headers import (
     volume_spacing,
     z_spacing,
 )
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.slices import DEFAULT_SLICES
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.slices import DEFAULT_SLICES
 
 __all__ = [
     "NON_IMAGE_MODALITIES",

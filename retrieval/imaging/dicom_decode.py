@@ -18,8 +18,8 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
-from retrieval.imaging.dicom_headers import functional
-from retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.dicom_headers import functional
+from kgreport.retrieval.imaging.errors import ImageDecodeError
 
 PIXEL_TAGS: dict[str, str] = {
     "PixelData": "Pixel Data (7FE0,0010)",

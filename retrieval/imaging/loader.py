@@ -7,13 +7,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane
-from retrieval.imaging.decoded import DecodedImage, finite_float32
-from retrieval.imaging.dicom import is_dicom_file, load_series, read_dicom_file, scan_dicom_folder
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.nifti import is_nifti_path, read_nifti
-from retrieval.imaging.slices import DEFAULT_SLICES
-from retrieval.records import CaseImage
+from kgreport.retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane
+from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
+from kgreport.retrieval.imaging.dicom import is_dicom_file, load_series, read_dicom_file, scan_dicom_folder
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.nifti import is_nifti_path, read_nifti
+from kgreport.retrieval.imaging.slices import DEFAULT_SLICES
+from kgreport.retrieval.records import CaseImage
 
 __all__ = ["DEFAULT_MAX_PIXELS", "load_case_image", "load_image", "read_picture"]
 

@@ -22,10 +22,10 @@ from nibabel.arrayproxy import ArrayProxy
 from nibabel.openers import ImageOpener
 from nibabel.orientations import aff2axcodes, io_orientation
 
-from retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_volume, slices_to_read, volume_sample
-from retrieval.imaging.decoded import DecodedImage, finite_float32
-from retrieval.imaging.errors import ImageDecodeError
-from retrieval.imaging.slices import DEFAULT_SLICES
+from kgreport.retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_volume, slices_to_read, volume_sample
+from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
+from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.slices import DEFAULT_SLICES
 
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 _BLOCK_BYTES = 32 << 20  # float32 bytes of file planes read at once when axial slices cut across them

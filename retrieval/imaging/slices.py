@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from retrieval.config import ImagingConfig
-from retrieval.imaging.decoded import DecodedImage
-from retrieval.imaging.windows import apply_window, normalize_percentile
+from kgreport.retrieval.config import ImagingConfig
+from kgreport.retrieval.imaging.decoded import DecodedImage
+from kgreport.retrieval.imaging.windows import apply_window, normalize_percentile
 
 DEFAULT_CT_WINDOW = "abdomen"
 DEFAULT_SLICES = ImagingConfig.volume_slices  # slices embedded per volume unless told

@@ -14,9 +14,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from retrieval.manifest import IndexManifest
-from retrieval.records import Case, Hit, IndexInfo, StoredCase
-from retrieval.stores.scope import EVERY_CASE, SearchScope
+from kgreport.retrieval.manifest import IndexManifest
+from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase
+from kgreport.retrieval.stores.scope import EVERY_CASE, SearchScope
 
 
 class CaseStoreInterface(Protocol):

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from api.service.app import create_app
-from api.settings import Settings
+from kgreport.api.service.app import create_app
+from kgreport.api.settings import Settings
 
 MB = 1_000_000
 

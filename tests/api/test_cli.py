@@ -15,8 +15,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from api.cli import app
-from generator.config import WriterConfig
+from kgreport.api.cli import app
+from kgreport.generator.config import WriterConfig
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -29,7 +29,7 @@ def _json_lines(output: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo index for the module, built through the CLI."""
-    from api.settings import get_settings
+    from kgreport.api.settings import get_settings
 
     data = tmp_path_factory.mktemp("kg")
     old = os.environ.get("KGREPORT_DATA_DIR")
@@ -100,7 +100,7 @@ def test_filters_and_leakage_guard(demo_index: Path) -> None:
 
 def _graph_case_findings(data_dir: Path, index: str, case_id: str) -> set[tuple[str, str]] | None:
     """(concept name, status) of a case in the data dir's graph; None when the graph has no such case."""
-    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+    from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 
     graph = EmbeddedFalkorDB(data_dir / "graph")
     try:
@@ -187,7 +187,7 @@ def test_clear_errors(demo_index: Path, tmp_path: Path) -> None:
 
 def test_dimension_mismatch_names_the_index(demo_index: Path, tmp_path: Path) -> None:
     """An index built with one encoder refuses queries from an encoder of another size."""
-    from retrieval.stores.local.store import CaseStore
+    from kgreport.retrieval.stores.local.store import CaseStore
 
     CaseStore.create(
         demo_index / "indexes" / "small",
@@ -204,7 +204,7 @@ def test_killed_build_process_resumes(tmp_path: Path) -> None:
     """SIGKILL a real `kgreport index build` mid-way; rerunning finishes it without duplicates."""
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     env = {**os.environ, "KGREPORT_DATA_DIR": str(tmp_path), "KGREPORT_INGEST_BATCH_CASES": "4"}
-    cmd = [sys.executable, "-m", "api.cli", "index", "build", str(demo), "--name", "k"]
+    cmd = [sys.executable, "-m", "kgreport.api.cli", "index", "build", str(demo), "--name", "k"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     db = tmp_path / "indexes" / "k" / "store.sqlite"
     deadline = time.time() + 120
@@ -226,7 +226,7 @@ def test_killed_build_process_resumes(tmp_path: Path) -> None:
     summary = json.loads(rerun.stdout)
     assert summary["cases_already_present"] >= 8
     assert summary["info"]["cases"] == 60 and summary["info"]["images"] == 115
-    from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+    from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 
     graph = EmbeddedFalkorDB(tmp_path / "graph")
     assert graph.run("MATCH (k:Case {index: 'k'}) RETURN count(k) AS n") == [{"n": 60}]
@@ -241,7 +241,7 @@ def test_report_needs_a_trained_writer(demo_index: Path, tmp_path: Path) -> None
 
 def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm: Path) -> None:
     """The wiring end to end on the tiny LLM: train two steps against the demo index, then write."""
-    from api.settings import get_settings
+    from kgreport.api.settings import get_settings
 
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     os.environ["KGREPORT_LLM"] = str(tiny_llm)
@@ -332,7 +332,7 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_a_cuda_device_without_a_gpu_is_exit_code_2(demo_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.settings import get_settings
+    from kgreport.api.settings import get_settings
 
     query = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
     monkeypatch.setenv("KGREPORT_DEVICE", "cuda")

@@ -7,24 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from api.errors import describe
-from api.operations import CaseExistsError, IndexBusyError, OperationError
-from api.reporting import GeneratorNotFoundError, WriterMismatchError
-from api.services import EncoderMismatchError
-from generator.llm import LLMLoadError
-from generator.notes import NotesError
-from generator.pipeline import ReportGenerationError
-from indexing.archives import ArchiveError
-from indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.api.errors import describe
+from kgreport.api.operations import CaseExistsError, IndexBusyError, OperationError
+from kgreport.api.reporting import GeneratorNotFoundError, WriterMismatchError
+from kgreport.api.services import EncoderMismatchError
 from kgreport.errors import KgreportError
-from knowledge.graph import GraphUnavailableError
-from retrieval.encoders.image_encoder import EncoderLoadError
-from retrieval.ids import InvalidIdError
-from retrieval.imaging import ImageDecodeError
-from retrieval.manifest import IndexNotFoundError, IndexUnreadableError
-from retrieval.search import QueryError
-from retrieval.stores.milvus.connection import CaseStoreUnavailableError
-from retrieval.stores.milvus.filters import UnknownFilterFieldError
+from kgreport.generator.llm import LLMLoadError
+from kgreport.generator.notes import NotesError
+from kgreport.generator.pipeline import ReportGenerationError
+from kgreport.indexing.archives import ArchiveError
+from kgreport.indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.knowledge.graph import GraphUnavailableError
+from kgreport.retrieval.encoders.image_encoder import EncoderLoadError
+from kgreport.retrieval.ids import InvalidIdError
+from kgreport.retrieval.imaging import ImageDecodeError
+from kgreport.retrieval.manifest import IndexNotFoundError, IndexUnreadableError
+from kgreport.retrieval.search import QueryError
+from kgreport.retrieval.stores.milvus.connection import CaseStoreUnavailableError
+from kgreport.retrieval.stores.milvus.filters import UnknownFilterFieldError
 
 REPO = Path(__file__).resolve().parents[2]
 

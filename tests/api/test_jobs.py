@@ -10,8 +10,8 @@ import threading
 import time
 from pathlib import Path
 
-from api.service.jobs import INTERRUPTED, Job, JobRunner
-from knowledge.processes import process_start_time
+from kgreport.api.service.jobs import INTERRUPTED, Job, JobRunner
+from kgreport.knowledge.processes import process_start_time
 
 
 def _wait(runner: JobRunner, job_id: str, states: tuple[str, ...]) -> Job:

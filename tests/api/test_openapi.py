@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from api.service.app import create_app
-from api.settings import Settings
+from kgreport.api.service.app import create_app
+from kgreport.api.settings import Settings
 
 # A field of each route's answer that a client relies on; the model must name them all.
 NAMED = {

@@ -22,8 +22,8 @@ import pytest
 from pydicom import dcmread
 from typer.testing import CliRunner
 
-from api.cli import app
-from testkit.pacs import make_ct_study, make_text_sr, running_orthanc
+from kgreport.api.cli import app
+from kgreport.testkit.pacs import make_ct_study, make_text_sr, running_orthanc
 
 pytestmark = pytest.mark.slow
 USER, PASSWORD = "kgreport", "Pacs-Secret-77"
@@ -104,8 +104,8 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
     assert "password" not in json.dumps(info).lower() and PASSWORD not in json.dumps(info)
 
     # The SR's text is the report; nothing identifying is kept.
-    from api.services import Services
-    from api.settings import Settings
+    from kgreport.api.services import Services
+    from kgreport.api.settings import Settings
 
     store = Services(Settings()).open_store("pacs")
     case = store.get_case(pacs.uids["sr"])
@@ -143,8 +143,8 @@ def test_a_sync_killed_midway_is_run_again_with_exact_counts(pacs: SimpleNamespa
     for datasets in new:
         pacs.orthanc.upload_all(datasets)
     env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
-    sync = subprocess.Popen([sys.executable, "-m", "api.cli", "index", "sync", "pacs", "--no-findings"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    command = [sys.executable, "-m", "kgreport.api.cli", "index", "sync", "pacs", "--no-findings"]
+    sync = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     studies = data_dir / "pacs" / "pacs" / "studies"
     first_new = studies / new[0][0].StudyInstanceUID
     deadline = time.monotonic() + 300
@@ -161,7 +161,7 @@ def test_a_sync_killed_midway_is_run_again_with_exact_counts(pacs: SimpleNamespa
 
 def test_a_pacs_that_goes_away_mid_build_is_a_clear_error_and_resumable(pacs: SimpleNamespace, data_dir: Path) -> None:
     env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
-    args = [sys.executable, "-m", "api.cli", "index", "build", pacs.orthanc.dicomweb_url, "--name", "pacs",
+    args = [sys.executable, "-m", "kgreport.api.cli", "index", "build", pacs.orthanc.dicomweb_url, "--name", "pacs",
             "--no-findings", "--reports", str(pacs.reports)]  # fmt: skip
     build = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     studies = data_dir / "pacs" / "pacs" / "studies"
@@ -194,8 +194,8 @@ def test_wrong_credentials_and_a_url_that_is_not_dicomweb(
 
     from fastapi.testclient import TestClient
 
-    from api.service.app import create_app
-    from api.settings import Settings
+    from kgreport.api.service.app import create_app
+    from kgreport.api.settings import Settings
 
     monkeypatch.setenv("KGREPORT_DICOMWEB_PASSWORD", "wrong")
     client = TestClient(create_app(Settings()))
@@ -208,8 +208,8 @@ def test_a_rest_build_records_skipped_series_in_its_job(tmp_path: Path, data_dir
     job record; the study keeps its good series."""
     from fastapi.testclient import TestClient
 
-    from api.service.app import create_app
-    from api.settings import Settings
+    from kgreport.api.service.app import create_app
+    from kgreport.api.settings import Settings
 
     good = _study("good", "20240301", "ACC-M")
     mixed = make_ct_study(good[0].StudyInstanceUID, study_date="20240301", accession_number="ACC-M",

@@ -25,9 +25,9 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from testkit.graph_server import FalkorDBServerProcess
-from testkit.milvus_server import MilvusUnderTest
-from testkit.servers import free_port
+from kgreport.testkit.graph_server import FalkorDBServerProcess
+from kgreport.testkit.milvus_server import MilvusUnderTest
+from kgreport.testkit.servers import free_port
 from tests.conftest import DEMO_ARCHIVE
 
 pytestmark = [pytest.mark.milvus, pytest.mark.slow]
@@ -53,7 +53,7 @@ class Replica:
 
     def start(self) -> None:
         log = (self.folder / f"{self.name}.log").open("ab")
-        cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)]
+        cmd = [sys.executable, "-m", "kgreport.api.cli", "serve", "--port", str(self.port)]
         self.process = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         wait_for(lambda: self._healthy(), 180, f"replica {self.name} did not start")
 
@@ -177,7 +177,9 @@ def test_a_rebuild_through_the_cli_never_interrupts_the_other_replicas_searches(
         searching = pool.submit(search_until_rebuilt)
         try:
             rebuild = subprocess.run(
-                [sys.executable, "-m", "api.cli", "index", "rebuild", "shared"], env=cli_env, capture_output=True
+                [sys.executable, "-m", "kgreport.api.cli", "index", "rebuild", "shared"],
+                env=cli_env,
+                capture_output=True,
             )
         finally:
             rebuilt.set()
@@ -187,7 +189,7 @@ def test_a_rebuild_through_the_cli_never_interrupts_the_other_replicas_searches(
     assert hits(b, "shared") == before  # the same encoders: the same hits, from the new copy
     from pymilvus import MilvusClient
 
-    from retrieval.stores.milvus.connection import collection_base
+    from kgreport.retrieval.stores.milvus.connection import collection_base
 
     base = collection_base("shared")
     client = MilvusClient(uri=milvus.url.replace("milvus://", "http://"))
@@ -253,13 +255,15 @@ def test_milvus_stopped_mid_search_is_a_503_that_heals(
 
 
 def test_an_unreachable_milvus_is_a_clear_error(tmp_path: Path) -> None:
-    from api.service.app import create_app
-    from api.settings import Settings
+    from kgreport.api.service.app import create_app
+    from kgreport.api.settings import Settings
 
     unreachable = "milvus://127.0.0.1:1"
     env = {**os.environ, "KGREPORT_DATA_DIR": str(tmp_path / "kg"), "KGREPORT_CASE_STORE": unreachable,
            "KGREPORT_MILVUS_TIMEOUT": "2"}  # fmt: skip
-    cli = subprocess.run([sys.executable, "-m", "api.cli", "index", "info", "demo"], env=env, capture_output=True)
+    cli = subprocess.run(
+        [sys.executable, "-m", "kgreport.api.cli", "index", "info", "demo"], env=env, capture_output=True
+    )
     assert cli.returncode == 2 and unreachable in cli.stderr.decode() + cli.stdout.decode()
     settings = Settings(data_dir=tmp_path / "kg", case_store=unreachable, milvus_timeout=2)
     with TestClient(create_app(settings)) as client:

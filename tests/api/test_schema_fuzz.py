@@ -8,10 +8,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from api.operations import ingest_archive
-from api.service.app import create_app
-from api.services import Services
-from api.settings import Settings
+from kgreport.api.operations import ingest_archive
+from kgreport.api.service.app import create_app
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
 
 pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"

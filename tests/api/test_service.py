@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from api import operations
-from api.service.app import create_app
-from api.settings import Settings
-from generator.config import WriterConfig
-from retrieval.stores.local.write_lock import index_write_lock
-from testkit.bombs import bomb_jpeg, bomb_png
+from kgreport.api import operations
+from kgreport.api.service.app import create_app
+from kgreport.api.settings import Settings
+from kgreport.generator.config import WriterConfig
+from kgreport.retrieval.stores.local.write_lock import index_write_lock
+from kgreport.testkit.bombs import bomb_jpeg, bomb_png
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -153,7 +153,7 @@ def test_bad_input_gets_clear_4xx_errors(client: TestClient, tmp_path: Path) -> 
     assert "unknown window preset 'nope'" in _error(window, 422, "bad_request")
     _error(client.post("/v1/indexes", json={"name": "x", "archive_path": "/etc"}), 403, "archive_not_allowed")
     _error(client.post("/v1/indexes", json={"name": "../x", "archive_path": str(DEMO)}), 422, "invalid_id")
-    from retrieval.stores.local.store import CaseStore
+    from kgreport.retrieval.stores.local.store import CaseStore
 
     settings = client.app.state.kgreport.settings  # type: ignore[attr-defined]
     CaseStore.create(

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from api.settings import Settings
+from kgreport.api.settings import Settings
 
 
 def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -28,7 +28,7 @@ def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_notes_with_llm_is_the_writers_choice_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    from generator.config import WriterConfig
+    from kgreport.generator.config import WriterConfig
 
     assert Settings().notes_with_llm is None
     # The bundled writer leaves its LLM out of notes mode (benchmarks/results/notes_quality.json).

@@ -11,7 +11,7 @@ import numpy as np
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from api.service.uploads import safe_name, sniff_suffix
+from kgreport.api.service.uploads import safe_name, sniff_suffix
 
 
 def _picture(fmt: str) -> bytes:

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from api.operations import ingest_archive
-from api.service.app import create_app
-from api.services import Services
-from api.settings import Settings
-from generator.pipeline import ABSTAIN_TEXT
-from testkit.servers import free_port
+from kgreport.api.operations import ingest_archive
+from kgreport.api.service.app import create_app
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.generator.pipeline import ABSTAIN_TEXT
+from kgreport.testkit.servers import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from api.operations import ingest_archive
-from api.services import Services
-from api.settings import Settings
-from testkit.servers import free_port
+from kgreport.api.operations import ingest_archive
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.testkit.servers import free_port
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -38,7 +38,7 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     services.close()
     port = free_port()
     env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}
-    cmd = [sys.executable, "-m", "api.cli", "serve", "--port", str(port), "--workers", "2"]
+    cmd = [sys.executable, "-m", "kgreport.api.cli", "serve", "--port", str(port), "--workers", "2"]
     log = (data_dir / "serve.log").open("wb")
     server = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"

@@ -3,7 +3,15 @@
 import json
 from pathlib import Path
 
-from benchmarks.notes_scoring import Fact, mentions, names_diagnosis, score_case, split_sentences, summary, truncated
+from kgreport.benchmarks.notes_scoring import (
+    Fact,
+    mentions,
+    names_diagnosis,
+    score_case,
+    split_sentences,
+    summary,
+    truncated,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 EFFUSION = Fact("pleural effusion", ("effusion",), "absent", None, ())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from generator.evidence import CaseEvidence
+from kgreport.generator.evidence import CaseEvidence
 
 PRIOR_CASES = (
     CaseEvidence("MPX1", 0.91, "Large right pleural effusion. No pneumothorax.", modality="CT", body_region="Thorax"),

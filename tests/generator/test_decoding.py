@@ -1,4 +1,4 @@
-"""generator.decoding on real transformers models: plain greedy equals HF `generate`, and draft-lookup
+"""kgreport.generator.decoding on real transformers models: plain greedy equals HF `generate`, and draft-lookup
 speculation returns exactly what plain greedy returns, whatever the draft."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 import torch
 
-from generator.decoding import DecodeResult, DecodingConfig, decode, rows_independent
-from generator.llm import load_llm
-from generator.model import quantize_linear_int8
+from kgreport.generator.decoding import DecodeResult, DecodingConfig, decode, rows_independent
+from kgreport.generator.llm import load_llm
+from kgreport.generator.model import quantize_linear_int8
 
 TEXT = "the the the the"  # on the tiny model, a prompt where both processors change the output
 PROCESSING = [(1.0, 0), (1.2, 3), (0.5, 2)]  # (repetition_penalty, no_repeat_ngram); 0.5 rewards loops that 2 bans

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from generator.differential import (
+from kgreport.generator.differential import (
     CaseDiagnosis,
     case_votes,
     diagnosis_key,
@@ -15,7 +15,7 @@ from generator.differential import (
     same_diagnosis,
     short_diagnosis,
 )
-from knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
+from kgreport.knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
 
 def test_diagnosis_names_match_by_content_words() -> None:

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from generator.draft import Candidate, consensus_index, draft_text, jaccard, lcs_length, rouge_l, select_draft, tokens
+from kgreport.generator.draft import (
+    Candidate,
+    consensus_index,
+    draft_text,
+    jaccard,
+    lcs_length,
+    rouge_l,
+    select_draft,
+    tokens,
+)
 
 
 def test_tokens_and_longest_common_subsequence() -> None:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pytest
 
-from generator.evidence import (
+from kgreport.generator.evidence import (
     FACT_WORDS,
     INSTRUCTION,
     NO_CASES,
@@ -22,13 +22,13 @@ from generator.evidence import (
     evidence_from_hits,
     facts_line,
 )
-from knowledge.grounding import Grounding
-from retrieval.records import Case, CaseImage, Hit, ReportSections
+from kgreport.knowledge.grounding import Grounding
+from kgreport.retrieval.records import Case, CaseImage, Hit, ReportSections
 from tests.generator.cases import PRIOR_CASES
 
 if TYPE_CHECKING:
-    from knowledge.extraction.extractor import FindingExtractor
-    from knowledge.graph import GraphBackend
+    from kgreport.knowledge.extraction.extractor import FindingExtractor
+    from kgreport.knowledge.graph import GraphBackend
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -66,13 +66,13 @@ def test_a_hit_without_a_report_is_no_evidence() -> None:
 def test_the_builder_drafts_and_cites_only_cases_with_a_report(tmp_path: Path, extractor: FindingExtractor) -> None:
     """With image-only cases in the index, the writer's k cases (hits, report vectors, votes) all have a
     report, though plain image search finds the others too."""
-    from retrieval.config import SearchConfig
-    from retrieval.encoders.image_encoder import load_image_encoder
-    from retrieval.encoders.text_encoder import TextEncoder
-    from retrieval.encoders.volume_embedding import embed_decoded
-    from retrieval.imaging import load_case_image
-    from retrieval.search import CaseSearcher, Query
-    from retrieval.stores.local.store import CaseStore
+    from kgreport.retrieval.config import SearchConfig
+    from kgreport.retrieval.encoders.image_encoder import load_image_encoder
+    from kgreport.retrieval.encoders.text_encoder import TextEncoder
+    from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+    from kgreport.retrieval.imaging import load_case_image
+    from kgreport.retrieval.search import CaseSearcher, Query
+    from kgreport.retrieval.stores.local.store import CaseStore
 
     image_encoder, text_encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder"), TextEncoder()
     query, *paths = sorted((REPO / "data" / "demo" / "images").glob("*.jpg"))[:7]

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.fit import EXAMPLES_FORMAT, Example, ExamplesFileError, load_examples, save_examples
+from kgreport.generator.fit import EXAMPLES_FORMAT, Example, ExamplesFileError, load_examples, save_examples
 
 
 def _example(i: int, kind: str = "edit") -> Example:

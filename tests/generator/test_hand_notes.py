@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from generator.hand_notes import HandNotesError, read_hand_notes
+from kgreport.generator.hand_notes import HandNotesError, read_hand_notes
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from generator.image_draft import clean_sentence, complete, similar_cases_impression
+from kgreport.generator.image_draft import clean_sentence, complete, similar_cases_impression
 
 
 @pytest.mark.parametrize(

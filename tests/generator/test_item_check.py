@@ -2,8 +2,8 @@
 
 import pytest
 
-from generator.item_check import check_sentence, write_item
-from knowledge.extraction.notes_items import split_items
+from kgreport.generator.item_check import check_sentence, write_item
+from kgreport.knowledge.extraction.notes_items import split_items
 
 
 def _item(notes: str, modality: str | None = None):  # type: ignore[no-untyped-def]

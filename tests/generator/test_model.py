@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.decoding import DecodingConfig
-from generator.fusion import DynamicFusion, FusionConfig
-from generator.llm import LLMLoadError, load_llm
-from generator.model import Batch, GeneratorConfig, ReportGenerator
+from kgreport.generator.decoding import DecodingConfig
+from kgreport.generator.fusion import DynamicFusion, FusionConfig
+from kgreport.generator.llm import LLMLoadError, load_llm
+from kgreport.generator.model import Batch, GeneratorConfig, ReportGenerator
 
 TARGET = "Findings: Large right pleural effusion.\nImpression: Pleural effusion."
 
@@ -85,7 +85,7 @@ def test_training_steps_fit_a_report_and_save_load_round_trips(tiny_llm: Path, t
 
 @pytest.mark.slow
 def test_packaged_smollm2_is_converted_once_and_cached(tmp_path: Path) -> None:
-    from generator.llm import resolve_llm
+    from kgreport.generator.llm import resolve_llm
 
     model, tokenizer = load_llm(None, tmp_path)
     assert model.config.model_type == "llama" and model.config.hidden_size == 576

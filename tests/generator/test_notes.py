@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from generator.notes import MAX_NOTES_CHARS, Notes, NotesError, prepare_notes, simulate_notes
-from knowledge.extraction.extractor import Finding, FindingExtractor
-from knowledge.extraction.shorthand import expand_shorthand
+from kgreport.generator.notes import MAX_NOTES_CHARS, Notes, NotesError, prepare_notes, simulate_notes
+from kgreport.knowledge.extraction.extractor import Finding, FindingExtractor
+from kgreport.knowledge.extraction.shorthand import expand_shorthand
 
 REPORT = "There is a large right pleural effusion. No pneumothorax. A 2 cm spiculated nodule in the right upper lobe."
 SAMPLE_REPORTS = (

@@ -2,9 +2,9 @@
 
 import pytest
 
-from generator.differential import DifferentialItem
-from generator.notes_findings import contradicts_negatives, impression, stated_findings, write_findings
-from knowledge.extraction.notes_items import split_items
+from kgreport.generator.differential import DifferentialItem
+from kgreport.generator.notes_findings import contradicts_negatives, impression, stated_findings, write_findings
+from kgreport.knowledge.extraction.notes_items import split_items
 
 NOTES = "R frontal mass 3.2 x 2.8cm; no MLS; T2 hyperint edema ?"
 

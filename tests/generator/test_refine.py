@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from generator.confidence import Calibration, fit_calibration
-from generator.config import WriterConfig
-from generator.evidence import CaseEvidence, Evidence, ImageEvidence, Statement
-from generator.refine import FEATURES, choose_draft, supported_concepts
-from retrieval.records import Hit
+from kgreport.generator.confidence import Calibration, fit_calibration
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.evidence import CaseEvidence, Evidence, ImageEvidence, Statement
+from kgreport.generator.refine import FEATURES, choose_draft, supported_concepts
+from kgreport.retrieval.records import Hit
 
 REPORTS = {
     "C1": ("Large left renal mass.", "Renal cell carcinoma", ("RID_MASS",)),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from generator.repairs import damage, flip_negation
-from generator.report import split_sentences
+from kgreport.generator.repairs import damage, flip_negation
+from kgreport.generator.report import split_sentences
 
 REFERENCE = "Large right pleural effusion. No pneumothorax. Mild cardiomegaly."
 

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from generator.evidence import Evidence, Prompt, collect_evidence
-from generator.report import (
+from kgreport.generator.evidence import Evidence, Prompt, collect_evidence
+from kgreport.generator.report import (
     NO_CASES_LIMITATION,
     Report,
     ReportParseError,
@@ -21,7 +21,7 @@ from generator.report import (
 from tests.generator.cases import PRIOR_CASES
 
 if TYPE_CHECKING:
-    from knowledge.extraction.extractor import FindingExtractor
+    from kgreport.knowledge.extraction.extractor import FindingExtractor
 
 
 @pytest.mark.parametrize(

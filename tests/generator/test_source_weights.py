@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from generator.differential import CaseDiagnosis, SourceVotes, case_votes, knowledge_votes
-from generator.source_weights import FixedWeights, SourceWeights, fit_source_weights, signals
-from knowledge.ontology.diagnosis_ranking import RankedDiagnosis
+from kgreport.generator.differential import CaseDiagnosis, SourceVotes, case_votes, knowledge_votes
+from kgreport.generator.source_weights import FixedWeights, SourceWeights, fit_source_weights, signals
+from kgreport.knowledge.ontology.diagnosis_ranking import RankedDiagnosis
 
 
 def _image(agreeing: int) -> SourceVotes:

@@ -11,24 +11,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from generator.config import WriterConfig
-from generator.decoding import DecodingConfig
-from generator.evidence import NO_CASES, EvidenceBuilder
-from generator.fit import TrainConfig, collate, dev_loss, save_examples, train
-from generator.fit import main as fit_main
-from generator.fusion import FusionConfig
-from generator.model import GeneratorConfig, ReportGenerator
-from generator.notes import NotesError
-from generator.pipeline import ReportWriter
-from generator.report import NO_CASES_LIMITATION
-from generator.training import build_examples, reference_report
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.graph import GraphBackend
-from retrieval.encoders.image_encoder import load_image_encoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.records import Case, CaseImage, ReportSections
-from retrieval.search import CaseSearcher
-from retrieval.stores.local.store import CaseStore
+from kgreport.generator.config import WriterConfig
+from kgreport.generator.decoding import DecodingConfig
+from kgreport.generator.evidence import NO_CASES, EvidenceBuilder
+from kgreport.generator.fit import TrainConfig, collate, dev_loss, save_examples, train
+from kgreport.generator.fit import main as fit_main
+from kgreport.generator.fusion import FusionConfig
+from kgreport.generator.model import GeneratorConfig, ReportGenerator
+from kgreport.generator.notes import NotesError
+from kgreport.generator.pipeline import ReportWriter
+from kgreport.generator.report import NO_CASES_LIMITATION
+from kgreport.generator.training import build_examples, reference_report
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.retrieval.encoders.image_encoder import load_image_encoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.records import Case, CaseImage, ReportSections
+from kgreport.retrieval.search import CaseSearcher
+from kgreport.retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -73,8 +73,8 @@ def test_examples_training_and_report_writing(
     image_encoder, text_encoder = load_image_encoder(REPO / "data" / "models" / "ct-encoder"), TextEncoder()
     cases = _demo_cases(10)
     store = CaseStore.create_for(tmp_path / "idx", image_encoder, text_encoder)
-    from retrieval.encoders.volume_embedding import embed_decoded
-    from retrieval.imaging import load_case_image
+    from kgreport.retrieval.encoders.volume_embedding import embed_decoded
+    from kgreport.retrieval.imaging import load_case_image
 
     store.add_cases(
         [

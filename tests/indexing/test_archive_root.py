@@ -14,13 +14,13 @@ import pydicom
 import pytest
 from pydicom.filewriter import dcmwrite
 
-from indexing.archives import ArchiveError
-from indexing.archives.base import inside_root
-from indexing.archives.dicom_folder import DicomFolderArchive
-from indexing.archives.manifest import ManifestArchive
-from indexing.archives.medpix import MedPixArchive
-from indexing.archives.nifti_folder import NiftiFolderArchive
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives import ArchiveError
+from kgreport.indexing.archives.base import inside_root
+from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
+from kgreport.indexing.archives.manifest import ManifestArchive
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.archives.nifti_folder import NiftiFolderArchive
+from kgreport.retrieval.records import Case, SkippedItem
 from tests.indexing.test_dicom_folder_archive import CT_SERIES, _write_reports, _write_series
 
 SECRET = "SECRET report text from outside the archive"
@@ -86,7 +86,7 @@ def test_medpix_tac_escaping_the_root_is_not_indexed(
     shutil.copy(picture, root / "store" / "kept.jpg")
     (root / "images" / "inner.jpg").symlink_to(root / "store" / "kept.jpg")  # a symlink that stays inside
 
-    with caplog.at_level(logging.WARNING, logger="indexing.archives"):
+    with caplog.at_level(logging.WARNING, logger="kgreport.indexing.archives"):
         items = list(MedPixArchive(root, "train"))
     cases, skipped = _split(items)
     assert "outside the archive root" in skipped["MPX-escape"] and "'../../../x'" in skipped["MPX-escape"]
@@ -118,7 +118,7 @@ def test_manifest_images_outside_the_root(tmp_path: Path, demo_archive: Path, ca
     ]
     manifest = root / "cases.jsonl"
     manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    with caplog.at_level(logging.WARNING, logger="indexing.archives"):
+    with caplog.at_level(logging.WARNING, logger="kgreport.indexing.archives"):
         cases, skipped = _split(list(ManifestArchive(manifest)))
     for case_id in ("dots", "absolute", "link"):
         assert "resolve outside the archive root" in skipped[case_id]

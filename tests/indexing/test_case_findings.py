@@ -6,15 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from indexing.archives.medpix import MedPixArchive
-from indexing.case_findings import FindingRecorder, observed_text
-from indexing.pipeline import Ingestor
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.graph import GraphBackend
-from retrieval.encoders.image_encoder import load_image_encoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.records import Case
-from retrieval.stores.local.store import CaseStore
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.case_findings import FindingRecorder, observed_text
+from kgreport.indexing.pipeline import Ingestor
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.retrieval.encoders.image_encoder import load_image_encoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.records import Case
+from kgreport.retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow

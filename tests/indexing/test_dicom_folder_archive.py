@@ -9,11 +9,11 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from indexing.archives import ArchiveError, detect_format, open_archive
-from indexing.archives.dicom_folder import DicomFolderArchive
-from retrieval.ids import ID_RULE, header_patient_id
-from retrieval.imaging import load_case_image
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives import ArchiveError, detect_format, open_archive
+from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
+from kgreport.retrieval.ids import ID_RULE, header_patient_id
+from kgreport.retrieval.imaging import load_case_image
+from kgreport.retrieval.records import Case, SkippedItem
 
 STUDY = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033"
 CT_SERIES = STUDY / "CT2"  # 4 axial 16x16 CT slices of the head

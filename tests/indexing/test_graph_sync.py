@@ -14,16 +14,16 @@ from typing import Any
 
 import pytest
 
-from api import operations
-from api.services import Services
-from api.settings import Settings
-from indexing.archives.medpix import MedPixArchive
-from indexing.case_findings import FindingRecorder, GraphState, observed_text, store_identity
-from indexing.graph_sync import reconcile
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.graph import GraphBackend
-from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
-from retrieval.records import Case
+from kgreport.api import operations
+from kgreport.api.services import Services
+from kgreport.api.settings import Settings
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.case_findings import FindingRecorder, GraphState, observed_text, store_identity
+from kgreport.indexing.graph_sync import reconcile
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+from kgreport.retrieval.records import Case
 
 pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"

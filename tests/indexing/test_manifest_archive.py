@@ -2,10 +2,10 @@ import json
 import shutil
 from pathlib import Path
 
-from indexing.archives import detect_format
-from indexing.archives.manifest import ManifestArchive
-from retrieval.ids import ID_RULE
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives import detect_format
+from kgreport.indexing.archives.manifest import ManifestArchive
+from kgreport.retrieval.ids import ID_RULE
+from kgreport.retrieval.records import Case, SkippedItem
 
 
 def _images(tmp_path: Path, demo_archive: Path, n: int = 2) -> list[str]:

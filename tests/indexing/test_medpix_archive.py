@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from indexing.archives import ArchiveError, detect_format, open_archive
-from indexing.archives.medpix import MedPixArchive
-from retrieval.ids import ID_RULE
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives import ArchiveError, detect_format, open_archive
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.retrieval.ids import ID_RULE
+from kgreport.retrieval.records import Case, SkippedItem
 
 
 def test_reads_cases_with_image_captions_and_regions(medpix_root: Path) -> None:

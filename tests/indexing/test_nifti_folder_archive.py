@@ -9,11 +9,11 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from indexing.archives import ArchiveError, detect_format, open_archive
-from indexing.archives.nifti_folder import NiftiFolderArchive
-from retrieval.ids import ID_RULE
-from retrieval.imaging import load_case_image
-from retrieval.records import Case, SkippedItem
+from kgreport.indexing.archives import ArchiveError, detect_format, open_archive
+from kgreport.indexing.archives.nifti_folder import NiftiFolderArchive
+from kgreport.retrieval.ids import ID_RULE
+from kgreport.retrieval.imaging import load_case_image
+from kgreport.retrieval.records import Case, SkippedItem
 
 AFFINE = np.diag([0.8, 0.8, 2.0, 1.0])
 

@@ -23,8 +23,8 @@ import numpy as np
 import pytest
 from pydantic import SecretStr
 
-from indexing.archives.base import ArchiveError
-from indexing.pacs.client import (
+from kgreport.indexing.archives.base import ArchiveError
+from kgreport.indexing.pacs.client import (
     DicomWebSource,
     NotDicomWebError,
     PacsAuthError,
@@ -36,7 +36,7 @@ from indexing.pacs.client import (
     parse_pacs_url,
     redacted,
 )
-from testkit.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
+from kgreport.testkit.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
 
 USER, PASSWORD = "kgreport", "Correct-Horse-Battery-9"
 GOOD = PacsCredentials(username=USER, password=PASSWORD, timeout=10)

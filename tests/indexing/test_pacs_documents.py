@@ -6,10 +6,10 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from indexing.pacs.deidentify import REMOVED, deidentify
-from indexing.pacs.structured_report import MAX_DEPTH, MalformedReportError, report_text
-from retrieval.ids import hashed_patient_id, is_valid_id
-from testkit.pacs import make_ct_study, make_text_sr
+from kgreport.indexing.pacs.deidentify import REMOVED, deidentify
+from kgreport.indexing.pacs.structured_report import MAX_DEPTH, MalformedReportError, report_text
+from kgreport.retrieval.ids import hashed_patient_id, is_valid_id
+from kgreport.testkit.pacs import make_ct_study, make_text_sr
 
 
 def test_the_text_of_a_basic_text_sr_reads_as_a_report() -> None:
@@ -56,8 +56,8 @@ def test_identifiers_are_removed_and_the_patient_id_hashed() -> None:
 
 
 def test_a_pacs_query_checks_its_dates_and_reads_back_what_it_wrote() -> None:
-    from indexing.archives.base import ArchiveError
-    from indexing.archives.dicomweb import PacsQuery
+    from kgreport.indexing.archives.base import ArchiveError
+    from kgreport.indexing.archives.dicomweb import PacsQuery
 
     with pytest.raises(ArchiveError, match="YYYYMMDD"):
         PacsQuery(since="2024-01-31")

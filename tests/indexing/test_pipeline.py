@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from indexing.archives.medpix import MedPixArchive
-from indexing.options import IngestOptions
-from indexing.pipeline import Ingestor
-from retrieval.config import SearchConfig
-from retrieval.encoders.coalescing import QueryCoalescers
-from retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
-from retrieval.encoders.text_encoder import TextEncoder
-from retrieval.index_check import check_index
-from retrieval.query_cache import QueryCache
-from retrieval.records import Case, CaseImage, ReportSections, SkippedItem
-from retrieval.search import CaseSearcher, Query, QueryError
-from retrieval.stores.local.store import CaseStore
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.options import IngestOptions
+from kgreport.indexing.pipeline import Ingestor
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.encoders.coalescing import QueryCoalescers
+from kgreport.retrieval.encoders.image_encoder import CTEncoder, load_image_encoder
+from kgreport.retrieval.encoders.text_encoder import TextEncoder
+from kgreport.retrieval.index_check import check_index
+from kgreport.retrieval.query_cache import QueryCache
+from kgreport.retrieval.records import Case, CaseImage, ReportSections, SkippedItem
+from kgreport.retrieval.search import CaseSearcher, Query, QueryError
+from kgreport.retrieval.stores.local.store import CaseStore
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -233,7 +233,7 @@ def test_volumes_index_and_query_with_patient_leakage_guard(tmp_path: Path, enco
     import numpy as np
     import pydicom
 
-    from indexing.archives.dicom_folder import DicomFolderArchive
+    from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
 
     series_dir = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CT2"
     archive_dir = tmp_path / "archive"

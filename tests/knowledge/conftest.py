@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.graph import GraphBackend, open_graph
-from knowledge.ontology.loader import load_ontology
+from kgreport.knowledge.graph import GraphBackend, open_graph
+from kgreport.knowledge.ontology.loader import load_ontology
 
 SMALL_RADLEX = (
     "anatomical entity,RID3,RID1\nlung,RID1301,RID3\nright lung,RID1302,RID1301\n"

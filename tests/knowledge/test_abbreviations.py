@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.extraction.abbreviations import LexiconError, load_lexicon, read_shorthand
-from knowledge.extraction.shorthand import expand_shorthand
+from kgreport.knowledge.extraction.abbreviations import LexiconError, load_lexicon, read_shorthand
+from kgreport.knowledge.extraction.shorthand import expand_shorthand
 
 HEADER = "abbreviation\texpansion\tmatch\tcontext\n"
 

@@ -1,6 +1,12 @@
 """radiology-semantic-dict's finding → diagnosis tables, read and checked (the differential's knowledge base)."""
 
-from knowledge.ontology.diagnosis_kb import diagnosis_key, finding_key, modalities, read_diagnosis_kb, split_diagnosis
+from kgreport.knowledge.ontology.diagnosis_kb import (
+    diagnosis_key,
+    finding_key,
+    modalities,
+    read_diagnosis_kb,
+    split_diagnosis,
+)
 
 
 def test_the_three_tables_are_read_with_provenance_and_what_is_wrong_is_counted() -> None:

@@ -1,15 +1,15 @@
 """The finding → diagnosis knowledge base in each graph backend: loaded whole, idempotent, with provenance."""
 
-from knowledge.graph.backend import GraphBackend
-from knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, finding_key, read_diagnosis_kb
-from knowledge.ontology.diagnosis_loader import (
+from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, finding_key, read_diagnosis_kb
+from kgreport.knowledge.ontology.diagnosis_loader import (
     ensure_diagnosis_kb,
     fingerprint,
     load_diagnosis_kb,
     loaded_fingerprint,
     read_diagnosis_kb_from_graph,
 )
-from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
+from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 
 SUGGESTED = (
     "MATCH (f:KbFinding {key: $finding})-[r:SUGGESTS]->(d:Diagnosis) "

@@ -2,8 +2,8 @@
 
 import pytest
 
-from knowledge.ontology.diagnosis_kb import read_diagnosis_kb
-from knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding, stem, systems
+from kgreport.knowledge.ontology.diagnosis_kb import read_diagnosis_kb
+from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding, stem, systems
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.extraction.lexicon import build_lexicon
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.extraction.lexicon import build_lexicon
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -59,8 +59,8 @@ def test_garbage_foreign_and_huge_inputs(extractor: FindingExtractor) -> None:
 
 
 def test_kg_findings_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.cli import app
-    from api.settings import get_settings
+    from kgreport.api.cli import app
+    from kgreport.api.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()
@@ -155,7 +155,7 @@ def test_lexicon_names_beat_synonyms_and_drop_descriptors() -> None:
 
 
 def test_word_helpers() -> None:
-    from knowledge.extraction.extractor import _covers, plurals
+    from kgreport.knowledge.extraction.extractor import _covers, plurals
 
     assert plurals("lesion") == ["lesions"] and plurals("mass") == ["masses"]
     assert plurals("metastasis") == ["metastases"] and plurals("diverticulum")[0] == "diverticula"
@@ -167,7 +167,7 @@ def test_word_helpers() -> None:
 
 def test_gold_set_is_well_formed() -> None:
     """The extraction benchmark's gold set: spans match their text, statuses are known."""
-    from benchmarks.extraction_quality import GOLD, MEDPIX, load_gold, select_sentences
+    from kgreport.benchmarks.extraction_quality import GOLD, MEDPIX, load_gold, select_sentences
 
     gold = load_gold(GOLD)
     assert len(gold) >= 120 and len({g["case_id"] for g in gold}) >= 60

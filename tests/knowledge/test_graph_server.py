@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.graph import GraphUnavailableError, open_graph
-from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
-from knowledge.graph.falkordb_server import FalkorDBServer
-from testkit.graph_server import FalkorDBServerProcess, running_falkordb_server
+from kgreport.knowledge.graph import GraphUnavailableError, open_graph
+from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+from kgreport.knowledge.graph.falkordb_server import FalkorDBServer
+from kgreport.testkit.graph_server import FalkorDBServerProcess, running_falkordb_server
 
 PASSWORD = "s3cret-graph-pw"
 COUNT_CONCEPTS = "MATCH (c:Concept) RETURN count(c) AS n"

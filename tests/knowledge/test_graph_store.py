@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from knowledge.graph import GraphBackend, GraphUnavailableError, open_graph
-from knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
+from kgreport.knowledge.graph import GraphBackend, GraphUnavailableError, open_graph
+from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 
 
 @pytest.fixture
@@ -114,7 +114,7 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
     import sys
     import time
 
-    from knowledge.processes import process_alive
+    from kgreport.knowledge.processes import process_alive
 
     folder = tmp_path / "graph"
     code = (

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from knowledge.archive import CaseFindings, delete_cases, delete_index, write_cases
-from knowledge.extraction.extractor import Finding
-from knowledge.graph import GraphBackend
-from knowledge.grounding import find_conflicts, ground_concept, ground_concepts, ground_findings
+from kgreport.knowledge.archive import CaseFindings, delete_cases, delete_index, write_cases
+from kgreport.knowledge.extraction.extractor import Finding
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.knowledge.grounding import find_conflicts, ground_concept, ground_concepts, ground_findings
 
 
 @pytest.fixture

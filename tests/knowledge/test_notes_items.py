@@ -1,6 +1,6 @@
 """Notes split into items, each with its certainty, sides, numbers, levels and sequences."""
 
-from knowledge.extraction.notes_items import certainty, levels_of, numbers_of, sequences_of, split_items
+from kgreport.knowledge.extraction.notes_items import certainty, levels_of, numbers_of, sequences_of, split_items
 
 
 def test_items_end_at_breaks_and_keep_what_a_report_must_keep() -> None:

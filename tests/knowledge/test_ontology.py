@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from knowledge.graph import open_graph
-from knowledge.ontology.loader import load_ontology, ontology_counts
-from knowledge.ontology.sources import read_finding_models, read_radlex
+from kgreport.knowledge.graph import open_graph
+from kgreport.knowledge.ontology.loader import load_ontology, ontology_counts
+from kgreport.knowledge.ontology.sources import read_finding_models, read_radlex
 
 REPO = Path(__file__).resolve().parents[2]
 BUNDLED = REPO / "data" / "ontology"
@@ -68,8 +68,8 @@ def test_small_ontology_load_is_idempotent(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_full_ontology_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from api.cli import app
-    from api.settings import get_settings
+    from kgreport.api.cli import app
+    from kgreport.api.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()

@@ -7,7 +7,7 @@ import subprocess
 import sys
 import time
 
-from knowledge.processes import process_alive, process_start_time
+from kgreport.knowledge.processes import process_alive, process_start_time
 
 
 def test_live_dead_zombie_and_reused_ids() -> None:

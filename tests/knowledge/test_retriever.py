@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 from langchain_core.retrievers import BaseRetriever
 
-from knowledge.archive import CaseFindings, write_cases
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.graph import GraphBackend
-from knowledge.retriever import GroundingRetriever
+from kgreport.knowledge.archive import CaseFindings, write_cases
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.graph import GraphBackend
+from kgreport.knowledge.retriever import GroundingRetriever
 
 
 def test_concept_ids_become_documents(small_graph: GraphBackend) -> None:

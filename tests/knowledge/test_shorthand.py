@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from knowledge.extraction.extractor import FindingExtractor
-from knowledge.extraction.shorthand import ABBREVIATIONS, abbreviate, as_sentences, expand_shorthand
+from kgreport.knowledge.extraction.extractor import FindingExtractor
+from kgreport.knowledge.extraction.shorthand import ABBREVIATIONS, abbreviate, as_sentences, expand_shorthand
 
 EXAMPLE = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 EXPANDED = "right upper lobe 2 cm spiculated nodule, no effusion, mediastinal lymphadenopathy"

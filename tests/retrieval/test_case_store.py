@@ -10,11 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.config import IndexParams
-from retrieval.index_check import check_index
-from retrieval.records import Case, CaseImage, Hit, ReportSections
-from retrieval.stores.local.store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
-from retrieval.stores.scope import SearchScope
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.index_check import check_index
+from kgreport.retrieval.records import Case, CaseImage, Hit, ReportSections
+from kgreport.retrieval.stores.local.store import (
+    CaseStore,
+    DuplicateCaseError,
+    IndexNotFoundError,
+    IndexUnreadableError,
+)
+from kgreport.retrieval.stores.scope import SearchScope
 
 DIM, TEXT_DIM = 16, 8
 Item = tuple[Case, dict[str, np.ndarray], np.ndarray]
@@ -307,7 +312,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
     crash(tmp_path / "s", items)
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.stores.local.faiss_mirror"),
+        caplog.at_level(logging.WARNING, logger="kgreport.retrieval.stores.local.faiss_mirror"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" in caplog.text
@@ -316,7 +321,7 @@ def test_reopen_after_crash_equals_a_fresh_build(tmp_path: Path, crash, caplog: 
         store.flush()
     caplog.clear()
     with (
-        caplog.at_level(logging.WARNING, logger="retrieval.stores.local.faiss_mirror"),
+        caplog.at_level(logging.WARNING, logger="kgreport.retrieval.stores.local.faiss_mirror"),
         CaseStore.open(tmp_path / "s") as store,
     ):
         assert "rebuilding" not in caplog.text and results(store, items) == expected
@@ -401,7 +406,7 @@ def test_stored_vectors_and_rows(tmp_path: Path) -> None:
 def test_a_reader_catches_up_with_another_process_writes(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """Two handles on one folder stand for two processes (service workers, or the CLI beside the service)."""
     items = make_cases(8)
-    caplog.set_level(logging.INFO, logger="retrieval.stores.local.faiss_mirror")
+    caplog.set_level(logging.INFO, logger="kgreport.retrieval.stores.local.faiss_mirror")
     with create(tmp_path / "s") as writer:
         writer.add_cases(items[:3])
         writer.flush()

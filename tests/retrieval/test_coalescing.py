@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from retrieval.encoders.coalescing import Coalescer
+from kgreport.retrieval.encoders.coalescing import Coalescer
 
 
 def _lengths(batches: list[int]):  # type: ignore[no-untyped-def]

@@ -10,15 +10,15 @@ import pytest
 import torch
 from open_clip.loss import ClipLoss
 
-from retrieval.encoders.ct_clip import (
+from kgreport.retrieval.encoders.ct_clip import (
     create_model,
     create_tokenizer,
     get_config,
     imagenet_mobilenet_v2_weights,
     list_configs,
 )
-from retrieval.encoders.frozen import frozen_for_inference
-from retrieval.encoders.image_encoder import CTEncoder, EncoderLoadError, OpenClipEncoder, load_image_encoder
+from kgreport.retrieval.encoders.frozen import frozen_for_inference
+from kgreport.retrieval.encoders.image_encoder import CTEncoder, EncoderLoadError, OpenClipEncoder, load_image_encoder
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,10 +13,10 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval import faiss_gpu
-from retrieval.config import IndexParams
-from retrieval.faiss_gpu import _first_k, gpu_support, use_gpu
-from retrieval.vector_index import VectorIndex
+from kgreport.retrieval import faiss_gpu
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.faiss_gpu import _first_k, gpu_support, use_gpu
+from kgreport.retrieval.vector_index import VectorIndex
 from tests.retrieval.test_vector_index import DIM, brute_force, clustered, recall
 
 needs_gpu_faiss = pytest.mark.skipif(not gpu_support(), reason="needs faiss-gpu and a CUDA GPU")
@@ -35,7 +35,7 @@ def test_cpu_is_always_cpu_and_auto_follows_the_faiss_build() -> None:
 
 @pytest.mark.skipif(gpu_support(), reason="checks a CPU-only FAISS")
 def test_cuda_with_cpu_only_faiss_stays_on_cpu_and_says_so(caplog: pytest.LogCaptureFixture, tmp_path: Path) -> None:
-    with caplog.at_level(logging.WARNING, logger="retrieval.faiss_gpu"):
+    with caplog.at_level(logging.WARNING, logger="kgreport.retrieval.faiss_gpu"):
         assert use_gpu("cuda") is False
     assert "no GPU support" in caplog.text and "kgreport[gpu]" in caplog.text
     x, _ = clustered(900)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from retrieval.ids import InvalidIdError, check_id, header_patient_id, is_valid_id
-from retrieval.records import Case, ReportSections
+from kgreport.retrieval.ids import InvalidIdError, check_id, header_patient_id, is_valid_id
+from kgreport.retrieval.records import Case, ReportSections
 
 GOOD = ["MPX1075", "case-1", "a.b", "1.2.840.10008.5.1", "study:42", "x" * 128, "..."]
 BAD = ["", ".", "..", "a/b", "x\n", "nul\x00B", "with space", "x" * 129, "ü", "a\\b", None, 7]

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from retrieval.imaging import (
+from kgreport.retrieval.imaging import (
     DEFAULT_CT_WINDOW,
     WINDOW_PRESETS,
     ImageDecodeError,
@@ -27,9 +27,9 @@ from retrieval.imaging import (
     scan_dicom_folder,
     to_slices,
 )
-from retrieval.imaging.slices import slice_indices
-from retrieval.records import CaseImage
-from testkit.bombs import bomb_jpeg, bomb_png
+from kgreport.retrieval.imaging.slices import slice_indices
+from kgreport.retrieval.records import CaseImage
+from kgreport.testkit.bombs import bomb_jpeg, bomb_png
 
 PYDICOM_TESTS = Path(pydicom.__file__).parent / "data" / "test_files"
 STUDY = PYDICOM_TESTS / "dicomdirtests" / "77654033"  # one CT series (CT2) and three CR films

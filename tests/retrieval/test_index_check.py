@@ -10,10 +10,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from retrieval.index_check import IndexCheck, check_index, repair_index
-from retrieval.stores.local.store import CaseStore, IndexUnreadableError
-from retrieval.stores.local.write_lock import IndexBusyError, index_write_lock
-from retrieval.vector_index import VectorIndex
+from kgreport.retrieval.index_check import IndexCheck, check_index, repair_index
+from kgreport.retrieval.stores.local.store import CaseStore, IndexUnreadableError
+from kgreport.retrieval.stores.local.write_lock import IndexBusyError, index_write_lock
+from kgreport.retrieval.vector_index import VectorIndex
 from tests.retrieval.test_case_store import DIM, TEXT_DIM, Item, create, make_cases, results
 
 MAIN_FILES = ("manifest.json", "store.sqlite", "image.faiss", "text.faiss")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from retrieval.manifest import FORMAT_VERSION, IndexManifest, IndexUnreadableError
+from kgreport.retrieval.manifest import FORMAT_VERSION, IndexManifest, IndexUnreadableError
 
 
 def test_a_manifest_round_trips_and_keeps_keys_it_does_not_know(tmp_path: Path) -> None:

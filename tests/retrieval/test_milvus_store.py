@@ -13,12 +13,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.config import IndexParams
-from retrieval.records import Hit, ReportSections
-from retrieval.stores.local.store import CaseStore, DuplicateCaseError, IndexNotFoundError, IndexUnreadableError
-from retrieval.stores.milvus import registry as milvus_registry
-from retrieval.stores.milvus import store as milvus_store
-from retrieval.stores.milvus.connection import (
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.records import Hit, ReportSections
+from kgreport.retrieval.stores.local.store import (
+    CaseStore,
+    DuplicateCaseError,
+    IndexNotFoundError,
+    IndexUnreadableError,
+)
+from kgreport.retrieval.stores.milvus import registry as milvus_registry
+from kgreport.retrieval.stores.milvus import store as milvus_store
+from kgreport.retrieval.stores.milvus.connection import (
     LEGACY_REGISTRY,
     REGISTRY,
     CaseStoreUnavailableError,
@@ -26,10 +31,10 @@ from retrieval.stores.milvus.connection import (
     MilvusSettings,
     collection_base,
 )
-from retrieval.stores.milvus.filters import UnknownFilterFieldError
-from retrieval.stores.milvus.store import MilvusCaseStore
-from retrieval.stores.scope import SearchScope
-from testkit.milvus_server import MilvusUnderTest
+from kgreport.retrieval.stores.milvus.filters import UnknownFilterFieldError
+from kgreport.retrieval.stores.milvus.store import MilvusCaseStore
+from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.testkit.milvus_server import MilvusUnderTest
 from tests.retrieval.test_case_store import DIM, TEXT_DIM, create, make_cases
 
 pytestmark = pytest.mark.milvus
@@ -157,7 +162,7 @@ def test_a_write_cut_short_is_never_read_and_is_cleaned_by_the_next(connection: 
     store.add_cases(make_cases(2))
     case, vectors, text = make_cases(1, seed=3, start=7)[0]
     # What a writer killed between its two inserts leaves: image rows, no case row.
-    from retrieval.stores.milvus.schema import image_row
+    from kgreport.retrieval.stores.milvus.schema import image_row
 
     connection.client.insert(store.images, [image_row(case, img, vectors[img.image_id]) for img in case.images])
     query = vectors[case.images[0].image_id][None, :]
@@ -202,7 +207,7 @@ def test_bad_input(connection: MilvusConnection) -> None:
     assert collection_base("bad.name:1") != collection_base("bad_name_1")
     # A collection whose vectors are not the size the index's manifest (and encoder) says.
     connection.client.drop_collection(store.cases)
-    from retrieval.stores.milvus.schema import case_schema, vector_index
+    from kgreport.retrieval.stores.milvus.schema import case_schema, vector_index
 
     connection.client.create_collection(
         store.cases,
@@ -296,7 +301,7 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
     """Indexes registered by the first layout (one row per index, upserted under its name) stay usable."""
     from pymilvus import DataType, MilvusClient
 
-    from retrieval.stores.milvus.schema import vector_index
+    from kgreport.retrieval.stores.milvus.schema import vector_index
 
     first = MilvusConnection(MilvusSettings(milvus.url))
     store = create_milvus(first, "moved")

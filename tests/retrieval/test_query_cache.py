@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from retrieval.query_cache import MAX_ITEM_BYTES, QueryCache, file_digest
+from kgreport.retrieval.query_cache import MAX_ITEM_BYTES, QueryCache, file_digest
 
 
 def test_least_recently_used_entries_go_first() -> None:

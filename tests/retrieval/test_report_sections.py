@@ -1,4 +1,4 @@
-from retrieval.report_sections import split_report
+from kgreport.retrieval.report_sections import split_report
 
 
 def test_headings_split_into_sections() -> None:

@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from retrieval.config import SearchConfig
-from retrieval.imaging import DecodedImage
-from retrieval.records import Case, CaseImage, ReportSections, SearchResult
-from retrieval.search import CaseSearcher, Query, expand_query
-from retrieval.stores.local.store import CaseStore
+from kgreport.retrieval.config import SearchConfig
+from kgreport.retrieval.imaging import DecodedImage
+from kgreport.retrieval.records import Case, CaseImage, ReportSections, SearchResult
+from kgreport.retrieval.search import CaseSearcher, Query, expand_query
+from kgreport.retrieval.stores.local.store import CaseStore
 
 DIM, TEXT_DIM = 4, 3
 

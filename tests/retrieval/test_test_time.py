@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.encoders.image_encoder import CTEncoder
-from retrieval.encoders.test_time import FlipAveragedEncoder
+from kgreport.retrieval.encoders.image_encoder import CTEncoder
+from kgreport.retrieval.encoders.test_time import FlipAveragedEncoder
 
 REPO = Path(__file__).resolve().parents[2]
 

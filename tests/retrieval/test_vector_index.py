@@ -8,8 +8,8 @@ import faiss
 import numpy as np
 import pytest
 
-from retrieval.config import IndexParams
-from retrieval.vector_index import EXACT_SUBSET_MAX, VectorIndex, VectorIndexError
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.vector_index import EXACT_SUBSET_MAX, VectorIndex, VectorIndexError
 
 DIM = 32
 

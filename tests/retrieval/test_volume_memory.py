@@ -18,14 +18,14 @@ import numpy as np
 import pydicom
 import pytest
 
-import retrieval.imaging.budget as budget
-import retrieval.imaging.dicom as dicom
-import retrieval.imaging.dicom_decode as dicom_decode
-import retrieval.imaging.nifti as nifti
-from retrieval.imaging import DecodedImage, ImageDecodeError, load_image, load_series, read_nifti, to_slices
-from retrieval.imaging.budget import slices_to_read
-from retrieval.imaging.slices import slice_indices
-from testkit.bombs import bomb_nifti
+import kgreport.retrieval.imaging.budget as budget
+import kgreport.retrieval.imaging.dicom as dicom
+import kgreport.retrieval.imaging.dicom_decode as dicom_decode
+import kgreport.retrieval.imaging.nifti as nifti
+from kgreport.retrieval.imaging import DecodedImage, ImageDecodeError, load_image, load_series, read_nifti, to_slices
+from kgreport.retrieval.imaging.budget import slices_to_read
+from kgreport.retrieval.imaging.slices import slice_indices
+from kgreport.testkit.bombs import bomb_nifti
 
 T = TypeVar("T")
 CT_SERIES = Path(pydicom.__file__).parent / "data" / "test_files" / "dicomdirtests" / "77654033" / "CT2"

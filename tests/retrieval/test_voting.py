@@ -1,6 +1,6 @@
 import pytest
 
-from retrieval.voting import vote
+from kgreport.retrieval.voting import vote
 
 
 def test_weighted_majority_and_confidence() -> None:
@@ -15,7 +15,7 @@ def test_unlabelled_or_dissimilar_neighbours_give_no_answer() -> None:
 
 
 def test_shares_sum_to_one_and_blend_with_a_classifier() -> None:
-    from retrieval.voting import blend, vote_shares, winner
+    from kgreport.retrieval.voting import blend, vote_shares, winner
 
     shares = vote_shares(["Head", "Thorax", "Head"], [0.5, 0.5, 0.0])
     assert shares == {"Head": 0.5, "Thorax": 0.5}

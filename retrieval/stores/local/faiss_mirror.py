@@ -22,11 +22,11 @@ from pathlib import Path
 
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexUnreadableError
-from retrieval.stores.local.rows import IN_LIST, from_blob, json_list
-from retrieval.stores.local.rows_db import CaseRows, RowVectors
-from retrieval.vector_index import VectorIndex, VectorIndexError
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.manifest import MANIFEST_FILE, IndexManifest, IndexUnreadableError
+from kgreport.retrieval.stores.local.rows import IN_LIST, from_blob, json_list
+from kgreport.retrieval.stores.local.rows_db import CaseRows, RowVectors
+from kgreport.retrieval.vector_index import VectorIndex, VectorIndexError
 
 log = logging.getLogger(__name__)
 

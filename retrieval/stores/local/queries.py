@@ -20,10 +20,10 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.records import Hit
-from retrieval.stores.local.rows import IN_LIST, from_blob, json_list
-from retrieval.stores.local.rows_db import IMAGE_ONLY
-from retrieval.stores.scope import SearchScope
+from kgreport.retrieval.records import Hit
+from kgreport.retrieval.stores.local.rows import IN_LIST, from_blob, json_list
+from kgreport.retrieval.stores.local.rows_db import IMAGE_ONLY
+from kgreport.retrieval.stores.scope import SearchScope
 
 _FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.vector_index import VectorIndexError
+from kgreport.retrieval.vector_index import VectorIndexError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cases (

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.records import Case, CaseImage, StoredCase, StoredImage
-from retrieval.stores.local.rows import IN_LIST, SCHEMA, to_blob, unit_vector
+from kgreport.retrieval.records import Case, CaseImage, StoredCase, StoredImage
+from kgreport.retrieval.stores.local.rows import IN_LIST, SCHEMA, to_blob, unit_vector
 
 PreparedCase = tuple[Case, list[tuple[CaseImage, np.ndarray]], np.ndarray]  # case, (image, unit vector), report
 RowVectors = list[tuple[int, np.ndarray]]  # (row id, unit vector) per added row

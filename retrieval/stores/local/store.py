@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.manifest import (
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     MANIFEST_KEYS,
@@ -42,13 +42,13 @@ from retrieval.manifest import (
     IndexNotFoundError,
     IndexUnreadableError,
 )
-from retrieval.records import Case, Hit, IndexInfo, StoredCase
-from retrieval.stores.local.faiss_mirror import CHANGE_LOG_GENERATIONS, FaissMirror
-from retrieval.stores.local.queries import StoreQueries
-from retrieval.stores.local.rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
-from retrieval.stores.local.rows_db import CaseRows, DuplicateCaseError, prepare_batch
-from retrieval.stores.scope import EVERY_CASE, SearchScope
-from retrieval.vector_index import VectorIndex
+from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase
+from kgreport.retrieval.stores.local.faiss_mirror import CHANGE_LOG_GENERATIONS, FaissMirror
+from kgreport.retrieval.stores.local.queries import StoreQueries
+from kgreport.retrieval.stores.local.rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
+from kgreport.retrieval.stores.local.rows_db import CaseRows, DuplicateCaseError, prepare_batch
+from kgreport.retrieval.stores.scope import EVERY_CASE, SearchScope
+from kgreport.retrieval.vector_index import VectorIndex
 
 __all__ = [
     "CHANGE_LOG_GENERATIONS",

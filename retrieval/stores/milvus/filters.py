@@ -18,7 +18,7 @@ import re
 from collections.abc import Collection
 
 from kgreport.errors import InvalidInput
-from retrieval.stores.scope import SearchScope
+from kgreport.retrieval.stores.scope import SearchScope
 
 FILTER_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the embedded store's rule for metadata keys
 FIXED_FIELDS = ("modality", "body_region", "patient_id", "case_id")

@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.records import Hit
-from retrieval.stores.milvus.connection import MilvusConnection
-from retrieval.stores.milvus.filters import id_list, text_list
+from kgreport.retrieval.records import Hit
+from kgreport.retrieval.stores.milvus.connection import MilvusConnection
+from kgreport.retrieval.stores.milvus.filters import id_list, text_list
 
 HIT_FIELDS = ["pk", "case_id", "image_id", "modality", "body_region", "patient_id", "caption", "location"]
 

@@ -24,9 +24,9 @@ import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
 
-from retrieval.config import IndexParams
-from retrieval.stores.local.store import IndexNotFoundError
-from retrieval.stores.milvus.connection import (
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.stores.local.store import IndexNotFoundError
+from kgreport.retrieval.stores.milvus.connection import (
     LEGACY_REGISTRY,
     REGISTRY,
     TAG_LENGTH,
@@ -34,8 +34,8 @@ from retrieval.stores.milvus.connection import (
     MilvusConnection,
     collection_base,
 )
-from retrieval.stores.milvus.filters import id_list, text_list
-from retrieval.stores.milvus.schema import case_schema, image_schema, registry_schema, vector_index
+from kgreport.retrieval.stores.milvus.filters import id_list, text_list
+from kgreport.retrieval.stores.milvus.schema import case_schema, image_schema, registry_schema, vector_index
 
 log = logging.getLogger(__name__)
 ROW_FIELDS = ["pk", "name", "manifest", "generation"]

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.records import Case, CaseImage
-from retrieval.vector_index import auto_nlist
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.records import Case, CaseImage
+from kgreport.retrieval.vector_index import auto_nlist
 
 ID_LENGTH = 128  # retrieval.ids allows 1-128 characters
 TEXT_LENGTH = 65_535  # Milvus's largest VARCHAR

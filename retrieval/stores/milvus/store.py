@@ -23,14 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from retrieval.config import IndexParams
-from retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
-from retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
-from retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
-from retrieval.stores.milvus.connection import CaseStoreUnavailableError, MilvusConnection
-from retrieval.stores.milvus.filters import filter_expression, id_list, text_list
-from retrieval.stores.milvus.reads import MilvusReads, none_if_empty
-from retrieval.stores.milvus.registry import (
+from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
+from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
+from kgreport.retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
+from kgreport.retrieval.stores.milvus.connection import CaseStoreUnavailableError, MilvusConnection
+from kgreport.retrieval.stores.milvus.filters import filter_expression, id_list, text_list
+from kgreport.retrieval.stores.milvus.reads import MilvusReads, none_if_empty
+from kgreport.retrieval.stores.milvus.registry import (
     collections_of,
     create_collections,
     drop_index,
@@ -40,8 +40,8 @@ from retrieval.stores.milvus.registry import (
     swap_in,
     write_registry,
 )
-from retrieval.stores.milvus.schema import case_row, image_row, vector_index
-from retrieval.stores.scope import EVERY_CASE, SearchScope
+from kgreport.retrieval.stores.milvus.schema import case_row, image_row, vector_index
+from kgreport.retrieval.stores.scope import EVERY_CASE, SearchScope
 
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted

@@ -8,18 +8,18 @@ from pathlib import Path
 
 import pytest
 
-from indexing.archives.medpix import MedPixArchive
-from indexing.training.encoder_training import (
+from kgreport.indexing.archives.medpix import MedPixArchive
+from kgreport.indexing.training.encoder_training import (
     RICH_HEADS,
     TrainingConfig,
     _batches,
     label_vocab,
     train_encoder,
 )
-from indexing.training.pairs import TrainingPair, acr_pathology, load_pairs, pair_text
-from retrieval.device import resolve_device
-from retrieval.encoders.image_encoder import CTEncoder
-from retrieval.records import Case
+from kgreport.indexing.training.pairs import TrainingPair, acr_pathology, load_pairs, pair_text
+from kgreport.retrieval.device import resolve_device
+from kgreport.retrieval.encoders.image_encoder import CTEncoder
+from kgreport.retrieval.records import Case
 
 DEMO = Path(__file__).resolve().parents[3] / "data" / "demo"
 
