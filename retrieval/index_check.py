@@ -1,5 +1,5 @@
-"""Checking an index's files against each other (`check_index`) and repairing what can be repaired
-(`repair_index`): what `kgreport index check NAME` and `kgreport index repair NAME` run.
+"""Checking an index's files against each other (`check_index`), what `kgreport index check NAME` runs;
+`retrieval.index_repair` repairs what can be repaired (`kgreport index repair NAME`).
 
 `store.sqlite` is the source of truth: it holds every case, report, image path and vector. The FAISS files
 are derived from it and `manifest.json` labels it (format, dimensions, which encoders made the vectors).
@@ -17,7 +17,6 @@ an unreadable manifest is rewritten only when the caller names the encoders the 
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,18 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.manifest import (
     FORMAT_VERSION,
     MANIFEST_KEYS,
-    IndexManifest,
     IndexNotFoundError,
-    IndexUnreadableError,
 )
 from kgreport.retrieval.stores.local.faiss_mirror import SPACES
 from kgreport.retrieval.stores.local.rows import from_blob, sqlite_file_problem
-from kgreport.retrieval.stores.local.store import CaseStore
-from kgreport.retrieval.stores.local.write_lock import index_write_lock
 from kgreport.retrieval.vector_index import VectorIndex
 
 TABLES = ("cases", "images", "meta", "changes")
@@ -78,32 +72,7 @@ class IndexCheck:
 
 
 @dataclass
-class IndexRepair:
-    """What `repair_index` did (`actions`) and what it could not recover, with why (`unrecoverable`);
-    `before` and `after` are the checks around it (`after` is `before` when nothing was changed)."""
-
-    before: IndexCheck
-    after: IndexCheck
-    actions: list[str] = field(default_factory=list)
-    unrecoverable: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the index passes its check now."""
-        return self.after.ok
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "actions": self.actions,
-            "unrecoverable": self.unrecoverable,
-            "before": self.before.as_json(),
-            "after": self.after.as_json(),
-        }
-
-
-@dataclass
-class _State:
+class CheckState:
     """What repair needs to know beyond the problem lines."""
 
     manifest: dict[str, Any] | None = None  # parsed, when it is a JSON object
@@ -125,13 +94,14 @@ def check_index(root: Path) -> IndexCheck:
     `images`; `image_vectors`/`text_vectors` and `image_index`/`text_index` (kind) of the FAISS files; and
     `unsaved_writes`, the writes the FAISS files do not reflect yet.
     """
-    return _inspect(Path(root))[0]
+    return inspect_index(Path(root))[0]
 
 
-def _inspect(root: Path) -> tuple[IndexCheck, _State]:
+def inspect_index(root: Path) -> tuple[IndexCheck, CheckState]:
+    """The check and what a repair needs to know beyond its problem lines."""
     if not root.is_dir():
         raise IndexNotFoundError(f"{root}: no index here")
-    check, state = IndexCheck(), _State()
+    check, state = IndexCheck(), CheckState()
     check.facts["name"] = root.name
     check.facts["files"] = {
         p.name: p.stat().st_size for p in sorted(root.iterdir()) if p.is_file() and not p.name.startswith(".")
@@ -147,13 +117,13 @@ def _inspect(root: Path) -> tuple[IndexCheck, _State]:
     return check, state
 
 
-def _manifest_dim(state: _State, key: str) -> int | None:
+def _manifest_dim(state: CheckState, key: str) -> int | None:
     """The manifest's dimension under `key`, if it has a usable one."""
     value = (state.manifest or {}).get(key) if state.manifest_fault != "version" else None
     return value if type(value) is int and value > 0 else None
 
 
-def _check_manifest(path: Path, check: IndexCheck, state: _State) -> None:
+def _check_manifest(path: Path, check: IndexCheck, state: CheckState) -> None:
     name = path.name
     if not path.is_file():
         state.manifest_fault = "missing"
@@ -224,7 +194,7 @@ class _Rows:
 
 
 def _check_database(
-    db: sqlite3.Connection, check: IndexCheck, state: _State, dims: dict[str, int | None]
+    db: sqlite3.Connection, check: IndexCheck, state: CheckState, dims: dict[str, int | None]
 ) -> _Rows | None:
     """SQLite's integrity, tables, generation, counts and vector sizes; the rows FAISS must hold."""
     name = "store.sqlite"
@@ -312,7 +282,7 @@ def _check_faiss(
     db: sqlite3.Connection | None,
     rows: _Rows | None,
     check: IndexCheck,
-    state: _State,
+    state: CheckState,
     dims: dict[str, int | None],
 ) -> None:
     """One FAISS file: readable, of the manifest's dimension, holding exactly the rows of its space."""
@@ -385,119 +355,3 @@ def _check_vector_sample(
     differ = int((own < 1 - SCORE_TOLERANCE).sum())
     if differ:
         check.problem(name, f"{differ} of {len(sample)} sampled vectors differ from store.sqlite's for the same ids")
-
-
-# -- repair -----------------------------------------------------------------------------------------------------
-def repair_index(
-    root: Path, params: IndexParams | None = None, *, image_encoder: Any = None, text_encoder: Any = None
-) -> IndexRepair:
-    """Rebuild the FAISS files of the index in `root` from SQLite and save them (each written beside its old
-    one, then renamed over it; the manifest's generation last), under the index's writer lock
-    (`IndexBusyError` while another writer holds it).
-
-    A database that is missing, empty, corrupt or emptied is not touched, nor is anything else: it is the
-    only copy of the reports, and FAISS holds vectors only. A missing or unreadable manifest is rewritten
-    only from what can be known: the format, the dimensions of the stored vectors, and the encoders the
-    caller names (`image_encoder`/`text_encoder`: anything with `.name` and `.dim`, as for
-    `CaseStore.create_for`), since nothing else records them; without them it is left as it is.
-    """
-    root = Path(root)
-    if not root.is_dir():
-        raise IndexNotFoundError(f"{root}: no index here")
-    with index_write_lock(root, root.name):
-        before, state = _inspect(root)
-        repair = IndexRepair(before=before, after=before)
-        if not state.database_readable:
-            repair.unrecoverable.append(_lost_database(before))
-            return repair
-        if state.manifest_fault and not _rewrite_manifest(root, state, image_encoder, text_encoder, repair):
-            return repair
-        try:
-            store = CaseStore.open(root, params)
-        except (IndexUnreadableError, ValueError, sqlite3.Error) as err:
-            repair.unrecoverable.append(f"the index cannot be opened ({err}); nothing more was changed")
-            repair.after = check_index(root)
-            return repair
-        with store:
-            store.rebuild_faiss()
-            store.flush()
-            counts, generation = (len(store.image_index), len(store.text_index)), store.generation()
-        repair.actions.append(
-            f"image.faiss, text.faiss: rebuilt from store.sqlite ({counts[0]} image and {counts[1]} report vectors) "
-            f"and saved at generation {generation}"
-        )
-        if state.flushed is not None and state.generation is not None and state.generation < state.flushed:
-            repair.unrecoverable.append(
-                f"store.sqlite: what was written after generation {state.generation} (the FAISS files were at "
-                f"{state.flushed}) is not in it and cannot be recovered from FAISS, which holds vectors only: "
-                "add those cases again, or rebuild the index from its archive"
-            )
-        repair.after = check_index(root)
-    return repair
-
-
-def _lost_database(check: IndexCheck) -> str:
-    held = [f"{check.facts[f'{s}_vectors']} {s}" for s in FAISS_FILES if f"{s}_vectors" in check.facts]
-    vectors = f" ({' and '.join(held)} vectors)" if held else ""
-    return (
-        "store.sqlite: cannot be repaired, and cannot be recovered from the FAISS files: they hold vectors only"
-        f"{vectors}, not the cases, reports or image paths. Nothing was changed. Restore store.sqlite from a "
-        "backup, or delete the index and build it again from its archive"
-    )
-
-
-def _rewrite_manifest(root: Path, state: _State, image_encoder: Any, text_encoder: Any, repair: IndexRepair) -> bool:
-    """Write a manifest from what can be known, keeping the old file as manifest.json.broken; False (and why,
-    in `repair.unrecoverable`) when that is not enough."""
-    path = root / "manifest.json"
-    old = state.manifest or {}
-    if state.manifest_fault == "version":
-        found = old.get("format_version")
-        repair.unrecoverable.append(f"manifest.json: index format {found!r}, not this kgreport's; nothing was changed")
-        return False
-    if state.manifest_fault == "dims":
-        repair.unrecoverable.append(
-            "manifest.json: its dimensions differ from the stored vectors', so which encoders made them is unknown; "
-            "nothing was changed: rebuild the index from its archive"
-        )
-        return False
-    given = {"image": image_encoder, "text": text_encoder}
-    manifest: dict[str, Any] = {**old, "format_version": FORMAT_VERSION}
-    lacking, named = [], []
-    for space, key in DIM_KEYS.items():
-        encoder = given[space]
-        dim = state.stored_dims.get(space) or state.faiss_dims.get(space) or getattr(encoder, "dim", None)
-        if encoder is not None and dim != encoder.dim:
-            repair.unrecoverable.append(
-                f"manifest.json: the given {space} encoder makes {encoder.dim}-d vectors, the index's are {dim}-d; "
-                "nothing was changed"
-            )
-            return False
-        name = old.get(f"{space}_encoder")
-        if not isinstance(name, str) or not name:
-            name = getattr(encoder, "name", None)
-            named.append(space)
-        if not dim or not name:
-            lacking.append(f"the {space} encoder")
-        manifest[key], manifest[f"{space}_encoder"] = dim, name
-    if lacking:
-        repair.unrecoverable.append(
-            f"manifest.json: {' and '.join(lacking)} cannot be derived: only the manifest records which encoders "
-            "made the vectors, not store.sqlite or the FAISS files. Nothing was changed. Restore manifest.json from "
-            "a backup, or repair naming the encoders the index was built with"
-        )
-        return False
-    if "image" in named and getattr(image_encoder, "fingerprint", None):
-        manifest["image_encoder_fingerprint"] = image_encoder.fingerprint
-    manifest["faiss_generation"] = 0  # set by the flush that follows
-    kept = ""
-    if path.is_file():
-        shutil.copyfile(path, root / "manifest.json.broken")
-        kept = "; the old file was kept as manifest.json.broken"
-    IndexManifest.from_json(manifest, str(path)).save(path)  # checked as every manifest is read
-    source = f"{' and '.join(named)} named by the caller" if named else "from the old file"
-    repair.actions.append(
-        f"manifest.json: rewritten with {manifest['image_dim']}-d image and {manifest['text_dim']}-d text vectors "
-        f"(as stored) and encoders {manifest['image_encoder']!r}/{manifest['text_encoder']!r} ({source}){kept}"
-    )
-    return True

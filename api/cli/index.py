@@ -238,7 +238,7 @@ def index_repair(
 ) -> None:
     """Rebuild an index's FAISS files from its SQLite rows, and say what cannot be recovered (a lost database:
     FAISS holds vectors only). Exit code 0 when the index is sound afterwards, 1 otherwise."""
-    from kgreport.retrieval.index_check import repair_index
+    from kgreport.retrieval.index_repair import repair_index
 
     with user_errors():
         services = load_services()

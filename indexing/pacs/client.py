@@ -39,8 +39,7 @@ from pydantic import SecretStr
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from kgreport.errors import UpstreamFailed
-from kgreport.indexing.archives.base import ArchiveError
+from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
 
 log = logging.getLogger("kgreport.indexing.pacs")
 T = TypeVar("T")
@@ -58,30 +57,6 @@ ANY_TRANSFER_SYNTAX: tuple[tuple[str, str], ...] = (("application/dicom", "*"),)
 RETRIED_STATUSES = (429, 408, 503, 504)  # retried by dicomweb-client with exponential back-off
 _TAG = re.compile(r"[0-9A-Fa-f]{8}")
 _MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
-
-
-class PacsError(UpstreamFailed, ArchiveError):
-    """The PACS cannot be read (a bad URL or settings, or an answer that cannot be used)."""
-
-    code = "pacs_error"
-
-
-class PacsAuthError(PacsError):
-    """The PACS refused the credentials (HTTP 401 or 403)."""
-
-    code = "pacs_auth_failed"
-
-
-class PacsUnavailableError(PacsError):
-    """The PACS could not be reached or did not answer in time, or answered with a server error (5xx)."""
-
-    code = "pacs_unavailable"
-
-
-class NotDicomWebError(PacsError):
-    """Something answered at the URL, but not as a DICOMweb service (wrong path, wrong server)."""
-
-    code = "not_dicomweb"
 
 
 class DicomWebSettings(Protocol):

@@ -16,7 +16,7 @@ from kgreport.generator.llm import LLMLoadError
 from kgreport.generator.notes import NotesError
 from kgreport.generator.pipeline import ReportGenerationError
 from kgreport.indexing.archives import ArchiveError
-from kgreport.indexing.pacs.client import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
 from kgreport.knowledge.graph import GraphUnavailableError
 from kgreport.retrieval.encoders.image_encoder import EncoderLoadError
 from kgreport.retrieval.ids import InvalidIdError

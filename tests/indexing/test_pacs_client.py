@@ -26,16 +26,13 @@ from pydantic import SecretStr
 from kgreport.indexing.archives.base import ArchiveError
 from kgreport.indexing.pacs.client import (
     DicomWebSource,
-    NotDicomWebError,
-    PacsAuthError,
     PacsCredentials,
-    PacsError,
-    PacsUnavailableError,
     SeriesRef,
     StudyRef,
     parse_pacs_url,
     redacted,
 )
+from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
 from kgreport.testkit.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
 
 USER, PASSWORD = "kgreport", "Correct-Horse-Battery-9"

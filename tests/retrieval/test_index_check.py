@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from kgreport.retrieval.index_check import IndexCheck, check_index, repair_index
+from kgreport.retrieval.index_check import IndexCheck, check_index
+from kgreport.retrieval.index_repair import repair_index
 from kgreport.retrieval.stores.local.store import CaseStore, IndexUnreadableError
 from kgreport.retrieval.stores.local.write_lock import IndexBusyError, index_write_lock
 from kgreport.retrieval.vector_index import VectorIndex

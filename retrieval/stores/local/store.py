@@ -220,7 +220,7 @@ class CaseStore:
 
     def rebuild_faiss(self) -> None:
         """Rebuild both FAISS indexes from the vectors in SQLite, whatever the files held (`flush()` then
-        writes them): what `index_check.repair_index` does to FAISS files that disagree with SQLite."""
+        writes them): what `index_repair.repair_index` does to FAISS files that disagree with SQLite."""
         with self._lock:
             self._faiss.rebuild()
 

@@ -1,0 +1,30 @@
+"""What can go wrong reading a PACS, by kind: each answers 502 (the PACS, not the request, is at fault)."""
+
+from __future__ import annotations
+
+from kgreport.errors import UpstreamFailed
+from kgreport.indexing.archives.base import ArchiveError
+
+
+class PacsError(UpstreamFailed, ArchiveError):
+    """The PACS cannot be read (a bad URL or settings, or an answer that cannot be used)."""
+
+    code = "pacs_error"
+
+
+class PacsAuthError(PacsError):
+    """The PACS refused the credentials (HTTP 401 or 403)."""
+
+    code = "pacs_auth_failed"
+
+
+class PacsUnavailableError(PacsError):
+    """The PACS could not be reached or did not answer in time, or answered with a server error (5xx)."""
+
+    code = "pacs_unavailable"
+
+
+class NotDicomWebError(PacsError):
+    """Something answered at the URL, but not as a DICOMweb service (wrong path, wrong server)."""
+
+    code = "not_dicomweb"
