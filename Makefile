@@ -65,6 +65,7 @@ bench: setup
 	$(BIN)/python -m kgreport.benchmarks.differential_sources --index medpix-train --split train
 	$(BIN)/python -m kgreport.benchmarks.differential_sources --index medpix-train --split dev
 	$(BIN)/python -m kgreport.benchmarks.differential_quality  # add --save to write the writer's source weights
+	$(BIN)/python -m kgreport.benchmarks.differential_reach  # the knowledge base's ceiling: is the truth reached at all?
 	$(BIN)/python -m kgreport.benchmarks.notes_quality --index medpix-train --no-llm --skip-image
 	$(BIN)/python -m kgreport.benchmarks.service_load
 	$(BIN)/python -m kgreport.benchmarks.upload_memory
