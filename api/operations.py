@@ -12,12 +12,13 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kgreport.api.services import Services
 from kgreport.errors import Conflict, InvalidInput
-from kgreport.retrieval.records import Case, CaseImage, SkippedItem
+from kgreport.retrieval.records import Case, CaseImage, IndexInfo, SkippedItem
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
 from kgreport.retrieval.stores.local.write_lock import (
     IndexBusyError as IndexBusyError,  # re-exported: callers import it from here
@@ -26,6 +27,7 @@ from kgreport.retrieval.stores.local.write_lock import (
 if TYPE_CHECKING:
     from kgreport.indexing.archives import Archive
     from kgreport.indexing.options import IngestOptions
+    from kgreport.indexing.pipeline import BuildSummary
 
 Progress = Callable[[int], None]  # advance by n cases
 
@@ -56,27 +58,50 @@ def ingest_options(services: Services, *, replace: bool = False, image_only: boo
     )
 
 
+@dataclass(frozen=True)
+class IngestRequest:
+    """An archive to index: what `kgreport index build|add` and `POST /v1/indexes` both ask for."""
+
+    index: str
+    archive: Path  # a MedPix folder, a manifest (.jsonl/.csv), a DICOM or NIfTI folder
+    format: str | None = None  # None: detect
+    split: str = "train"  # MedPix: which split's cases
+    limit: int | None = None  # only the first N cases
+    create: bool = True  # make the index if it does not exist (else: it must)
+    replace: bool = False  # re-embed cases already stored
+    findings: bool = True  # write each report's findings into the ontology graph
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What an ingest did (`BuildSummary`: added, skipped, speed) and the index after it."""
+
+    index: str
+    summary: BuildSummary
+    info: IndexInfo
+
+    @property
+    def skipped(self) -> list[SkippedItem]:
+        return list(self.summary.skipped)
+
+    def as_json(self) -> dict[str, Any]:
+        return {"index": self.index, **self.summary.as_json(), "info": self.info.as_json()}
+
+
 def ingest_archive(
     services: Services,
-    name: str,
-    archive_path: Path,
-    fmt: str | None = None,
-    split: str = "train",
-    limit: int | None = None,
+    request: IngestRequest,
     *,
-    create: bool,
-    replace: bool = False,
-    findings: bool = True,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
     locked: bool = False,
-) -> tuple[dict[str, Any], list[SkippedItem]]:
-    """Index `archive_path` into `name` (created if `create`); (summary, skipped items)."""
+) -> IngestResult:
+    """Index the request's archive into its index."""
     from kgreport.indexing.archives import open_archive
 
-    archive = open_archive(archive_path, fmt, split=split, limit=limit)
-    return ingest(services, name, archive, create=create, replace=replace, findings=findings,
-                  on_total=on_total, progress=progress, locked=locked)  # fmt: skip
+    archive = open_archive(request.archive, request.format, split=request.split, limit=request.limit)
+    return ingest(services, request.index, archive, create=request.create, replace=request.replace,
+                  findings=request.findings, on_total=on_total, progress=progress, locked=locked)  # fmt: skip
 
 
 def ingest(
@@ -91,8 +116,8 @@ def ingest(
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
     locked: bool = False,
-) -> tuple[dict[str, Any], list[SkippedItem]]:
-    """Index the cases of an opened `archive` into `name` under its writer lock; (summary, skipped items).
+) -> IngestResult:
+    """Index the cases of an opened `archive` into `name` under its writer lock.
     `image_only`: cases without a report are indexed by their images (a PACS's unreported studies);
     `locked`: the caller holds the writer lock already (a job reserved the index when it was submitted)."""
     from kgreport.indexing.pipeline import Ingestor
@@ -107,7 +132,7 @@ def ingest(
         if on_total:
             on_total(len(archive))
         summary = ingestor.ingest(archive, progress=progress)
-        return {"index": name, **summary.as_json(), "info": store.info().as_json()}, list(summary.skipped)
+        return IngestResult(name, summary, store.info())
 
 
 def add_case(

@@ -89,8 +89,9 @@ def build_from_pacs(
         "latest_study_date": previous.get("latest_study_date"),
     }
     _write_source(services, name, record)  # before the ingest: a build cut short can be synced to its end
-    result, skipped = ingest(services, name, archive, create=create, findings=findings, image_only=True,
-                             on_total=on_total, progress=progress, locked=locked)  # fmt: skip
+    ingested = ingest(services, name, archive, create=create, findings=findings, image_only=True,
+                      on_total=on_total, progress=progress, locked=locked)  # fmt: skip
+    result, skipped = ingested.as_json(), ingested.skipped
     dates = [s.study_date for s in archive.studies if s.study_date]
     if record["latest_study_date"]:
         dates.append(str(record["latest_study_date"]))

@@ -125,9 +125,9 @@ def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
             services.open_store("build", create=True)
             created[backend].append(time.perf_counter() - started)
             started = time.perf_counter()
-            result, _ = operations.ingest_archive(services, "build", DEMO, create=True, findings=False)
+            result = operations.ingest_archive(services, operations.IngestRequest("build", DEMO, findings=False))
             seconds[backend].append(time.perf_counter() - started)
-            images = int(result["images_added"])
+            images = result.summary.images_added
     medians = {backend: statistics.median(s) for backend, s in seconds.items()}
     return {
         "cases": 60,

@@ -10,6 +10,7 @@ import typer
 
 from kgreport.api.cli.printers import print_grounding, print_report, print_result
 from kgreport.api.cli.support import console, ingest_with_progress, out, user_errors
+from kgreport.api.operations import IngestRequest
 from kgreport.api.services import Services
 from kgreport.api.settings import Settings, get_settings
 from kgreport.retrieval.config import SearchConfig
@@ -28,10 +29,8 @@ def demo(
         services = Services(settings)
         console.rule("kgreport demo")
         console.print(f"data dir: {settings.data_dir}")
-        result = ingest_with_progress(
-            services, "demo", settings.demo_archive, "medpix", "train", None, create=True,
-            findings=settings.index_findings,
-        )  # fmt: skip
+        request = IngestRequest("demo", settings.demo_archive, "medpix", findings=settings.index_findings)
+        result = ingest_with_progress(services, request)
         console.print(
             f"index [bold]demo[/bold]: {result['info']['cases']} cases, {result['info']['images']} "
             f"images ({result['cases_added']} added now, {result['cases_already_present']} already there)"

@@ -22,6 +22,7 @@ from kgreport.api.cli.support import (
     user_errors,
     want_findings,
 )
+from kgreport.api.operations import IngestRequest
 from kgreport.api.settings import get_settings
 
 if TYPE_CHECKING:
@@ -76,8 +77,8 @@ def index_build(
                 ),
             )
         else:
-            result = ingest_with_progress(services, name, Path(archive), format, split, limit, create=True,
-                                          findings=record)  # fmt: skip
+            request = IngestRequest(name, Path(archive), format, split, limit, findings=record)
+            result = ingest_with_progress(services, request)
     out.print_json(json.dumps(result))
 
 
@@ -124,9 +125,8 @@ def index_add(
         services = load_services()
         record = want_findings(services, findings)
         if archive is not None:
-            result = ingest_with_progress(
-                services, name, archive, format, split, None, create=False, replace=replace, findings=record
-            )
+            request = IngestRequest(name, archive, format, split, create=False, replace=replace, findings=record)
+            result = ingest_with_progress(services, request)
         elif not case_id or not image:
             raise CliError("give an ARCHIVE, or --case-id with --report and at least one --image")
         else:

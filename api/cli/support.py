@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 from rich.console import Console
@@ -23,6 +23,9 @@ from kgreport.api.errors import EXIT_KNOWN_FAILURE, known_error_types
 from kgreport.api.services import Services
 from kgreport.api.settings import get_settings
 from kgreport.retrieval.records import SkippedItem
+
+if TYPE_CHECKING:
+    from kgreport.api.operations import IngestRequest
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -88,28 +91,15 @@ def run_with_progress(description: str, work: Work) -> dict:
     return result
 
 
-def ingest_with_progress(
-    services: Services,
-    name: str,
-    archive_path: Path,
-    fmt: str | None,
-    split: str,
-    limit: int | None,
-    *,
-    create: bool,
-    replace: bool = False,
-    findings: bool = True,
-) -> dict:
+def ingest_with_progress(services: Services, request: IngestRequest) -> dict:
     """`operations.ingest_archive` with a progress bar, printing what was skipped."""
     from kgreport.api.operations import ingest_archive
 
-    return run_with_progress(
-        f"indexing {archive_path.name}",
-        lambda on_total, progress: ingest_archive(
-            services, name, archive_path, fmt, split, limit, create=create, replace=replace, findings=findings,
-            on_total=on_total, progress=progress,
-        ),
-    )  # fmt: skip
+    def work(on_total: Callable[[int], None], progress: Callable[[int], None]) -> tuple[dict, list[SkippedItem]]:
+        result = ingest_archive(services, request, on_total=on_total, progress=progress)
+        return result.as_json(), result.skipped
+
+    return run_with_progress(f"indexing {request.archive.name}", work)
 
 
 FINDINGS_HELP = "write each report's findings into the ontology graph (default: KGREPORT_INDEX_FINDINGS, on)"

@@ -200,11 +200,12 @@ def _submit_build(
     with_findings = state.settings.index_findings if findings is None else findings
 
     def work(job: Job) -> dict[str, Any]:
-        result, skipped = operations.ingest_archive(
-            state.services, name, archive, fmt, split, limit, create=True, findings=with_findings,
-            on_total=job.set_total, progress=job.advance, locked=True,
-        )  # fmt: skip
-        return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
+        request = operations.IngestRequest(name, archive, fmt, split, limit, findings=with_findings)
+        result = operations.ingest_archive(
+            state.services, request, on_total=job.set_total, progress=job.advance, locked=True
+        )
+        skipped = [{"source": s.source, "reason": s.reason} for s in result.skipped[:100]]
+        return {**result.as_json(), "skipped": skipped}
 
     return _submit_reserved(state, name, params, work)
 

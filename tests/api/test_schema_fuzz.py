@@ -8,7 +8,7 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from kgreport.api.operations import ingest_archive
+from kgreport.api.operations import IngestRequest, ingest_archive
 from kgreport.api.service.app import create_app
 from kgreport.api.services import Services
 from kgreport.api.settings import Settings
@@ -22,7 +22,7 @@ def api_schema(tmp_path_factory: pytest.TempPathFactory) -> schemathesis.BaseSch
     """The live schema of a service over a small demo index (10 cases)."""
     config = Settings(data_dir=tmp_path_factory.mktemp("fuzz"), max_upload_mb=1)
     services = Services(config)
-    ingest_archive(services, "demo", DEMO, limit=10, create=True, findings=False)
+    ingest_archive(services, IngestRequest("demo", DEMO, limit=10, findings=False))
     services.close()
     return schemathesis.openapi.from_asgi("/openapi.json", create_app(config))
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from kgreport.api.operations import ingest_archive
+from kgreport.api.operations import IngestRequest, ingest_archive
 from kgreport.api.service.app import create_app
 from kgreport.api.services import Services
 from kgreport.api.settings import Settings
@@ -40,7 +40,7 @@ NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     settings = Settings(data_dir=tmp_path_factory.mktemp("web"))
     services = Services(settings)
-    ingest_archive(services, "demo", REPO / "data" / "demo", create=True)
+    ingest_archive(services, IngestRequest("demo", REPO / "data" / "demo"))
     services.open_store("empty", create=True).flush()  # no prior case: a real abstention
     services.close()
     port = free_port()

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kgreport.api.operations import ingest_archive
+from kgreport.api.operations import IngestRequest, ingest_archive
 from kgreport.api.services import Services
 from kgreport.api.settings import Settings
 from kgreport.testkit.servers import free_port
@@ -34,7 +34,7 @@ REPORT = "Findings: A spiculated mass in the right upper lobe.\nImpression: Susp
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     data_dir = tmp_path_factory.mktemp("workers")
     services = Services(Settings(data_dir=data_dir))
-    ingest_archive(services, "demo", REPO / "data" / "demo", create=True, limit=8, findings=False)
+    ingest_archive(services, IngestRequest("demo", REPO / "data" / "demo", limit=8, findings=False))
     services.close()
     port = free_port()
     env = {**os.environ, "KGREPORT_DATA_DIR": str(data_dir)}

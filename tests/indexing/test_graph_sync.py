@@ -80,7 +80,7 @@ def extra_cases(extractor: FindingExtractor) -> list[Case]:
 
 
 def _build(services: Services, name: str) -> list[str]:
-    operations.ingest_archive(services, name, DEMO, limit=BUILT, create=True)
+    operations.ingest_archive(services, operations.IngestRequest(name, DEMO, limit=BUILT))
     return sorted(services.open_store(name).case_ids())
 
 
