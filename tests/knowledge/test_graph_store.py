@@ -118,7 +118,7 @@ def test_a_second_process_shares_the_server_and_takes_over_an_orphan(tmp_path: P
 
     folder = tmp_path / "graph"
     code = (
-        "import sys, time\nfrom knowledge.graph.falkordb_embedded import EmbeddedFalkorDB\n"
+        "import sys, time\nfrom kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB\n"
         "g = EmbeddedFalkorDB(sys.argv[1])\ng.run(\"CREATE (:Concept {id: 'RID7'})\")\n"
         "print(g.pid(), flush=True)\ntime.sleep(120)\n"
     )
