@@ -39,6 +39,25 @@ def _reusing_config_class() -> Any:
         """Probes ports with SO_REUSEADDR, as the server binds them: a restart on the same port must not
         fail on the connections the stopped server left in TIME_WAIT."""
 
+        peer_port = 0  # the embedded etcd's peer port, kept across restarts of one server
+
+        def write_config(self) -> None:
+            """The server's config, plus an embedded-etcd config on a free peer port: Milvus otherwise
+            leaves etcd's peer port at 2380, so a second Milvus on the machine never starts."""
+            super().write_config()
+            self.peer_port = self.peer_port or _free_port()
+            client = f"http://127.0.0.1:{self.get('etcd_port')}"
+            peer = f"http://127.0.0.1:{self.peer_port}"
+            etcd = Path(self.base_data_dir) / "configs" / "embed-etcd.yaml"
+            etcd.write_text(
+                f"name: default\nlisten-client-urls: {client}\nadvertise-client-urls: {client}\n"
+                f"listen-peer-urls: {peer}\ninitial-advertise-peer-urls: {peer}\n"
+                f"initial-cluster: default={peer}\n"
+            )
+            milvus_yaml = Path(self.base_data_dir) / "configs" / "milvus.yaml"
+            text = milvus_yaml.read_text(encoding="utf-8")
+            milvus_yaml.write_text(text.replace("\netcd:\n", f"\netcd:\n  config:\n    path: {etcd}\n", 1))
+
         def try_bind_port(self, port: int) -> socket.socket | None:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -53,6 +72,12 @@ def _reusing_config_class() -> Any:
     return ReusingConfig
 
 
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def _ReusingConfig(**kwargs: Any) -> Any:  # noqa: N802  (a class made on first use: `milvus` is optional)
     return _reusing_config_class()(**kwargs)
 
@@ -64,6 +89,7 @@ class MilvusUnderTest:
     folder: Path
     server: Any = field(default=None, repr=False)
     port: int = 0
+    etcd_peer_port: int = 0  # etcd keeps its peer address in its data: a restart must reuse it
 
     @property
     def url(self) -> str:
@@ -73,10 +99,11 @@ class MilvusUnderTest:
         """Start (again, on the same port and data) and return once Milvus says it is healthy."""
         config = _ReusingConfig(**({"proxy_port": self.port} if self.port else {}))
         config.extra_configs = {"proxy.timeTickInterval": TIME_TICK_MS}
+        config.peer_port = self.etcd_peer_port
         server = milvus_or_skip()(config)
         server.set_base_dir(str(self.folder))
         server.start()  # waits on http://127.0.0.1:<metrics port>/healthz
-        self.server, self.port = server, server.listen_port
+        self.server, self.port, self.etcd_peer_port = server, server.listen_port, config.peer_port
 
     def stop(self) -> None:
         if self.server is not None:
