@@ -54,8 +54,8 @@ def _state(data_dir: Path) -> dict[str, Any]:
     """The index as it is on disk: its check, its case ids, and the graph's case ids (no reconcile)."""
     code = (
         "import json, sys\n"
-        "from kgreport.api.settings import Settings\n"
-        "from kgreport.api.services import Services\n"
+        "from kgreport.usecases.settings import Settings\n"
+        "from kgreport.usecases.services import Services\n"
         "from kgreport.retrieval.index_check import check_index\n"
         "s = Settings(data_dir=sys.argv[1]); services = Services(s)\n"
         "check = check_index(s.index_dir('demo'))\n"

@@ -23,8 +23,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.benchmarks.differential_quality import right
 from kgreport.benchmarks.differential_sources import NOTES
 from kgreport.benchmarks.notes_quality import load_notes
@@ -33,6 +31,8 @@ from kgreport.generator.notes_findings import stated_findings
 from kgreport.knowledge.extraction.notes_items import split_items
 from kgreport.knowledge.ontology.diagnosis_kb import DiagnosisKB, diagnosis_key, read_diagnosis_kb
 from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 MIN_CONCEPT_COVER = 0.5  # share of a KB finding's concept weight the stated finding must hold
 

@@ -14,9 +14,6 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from kgreport.api.reporting import open_report_writer
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.benchmarks.notes_quality import load_notes
 from kgreport.benchmarks.results_io import RESULTS, write_result
 from kgreport.generator.differential import diagnosis_name, short_diagnosis
@@ -25,6 +22,9 @@ from kgreport.knowledge.extraction.notes_items import split_items
 from kgreport.retrieval.records import Case
 from kgreport.retrieval.report_sections import split_report
 from kgreport.retrieval.search import Query
+from kgreport.usecases.reporting import open_report_writer
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = {"dev": REPO / "data" / "notes" / "dev.jsonl", "train": REPO / "data" / "notes" / "train.jsonl"}

@@ -4,7 +4,7 @@
   as one-image cases in a `CaseStore` and a `MilvusCaseStore`; single-query `search_ids` latency (p50,
   p99) and recall@10 against exact search (numpy), at each `--sizes`. Both switch from exact search to
   IVF (nprobe 64) at 20,000 vectors. Queries alternate between the backends.
-- `build`: the bundled demo archive (60 cases, 115 images) indexed through `operations.ingest_archive`
+- `build`: the bundled demo archive (60 cases, 115 images) indexed through `ingest.ingest_archive`
   into each backend, findings off (the graph work is the same for both); images/s, median of
   `--repeats`, the backends alternating. Making the empty index (two Milvus collections, loaded) is
   timed apart: it is paid once per index.
@@ -108,9 +108,9 @@ def bench_search(connection: MilvusConnection, folder: Path, n: int, n_queries: 
 
 
 def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
-    from kgreport.api import operations
-    from kgreport.api.services import Services
-    from kgreport.api.settings import Settings
+    from kgreport.usecases import ingest
+    from kgreport.usecases.services import Services
+    from kgreport.usecases.settings import Settings
 
     seconds: dict[str, list[float]] = {"faiss": [], "milvus": []}
     created: dict[str, list[float]] = {"faiss": [], "milvus": []}
@@ -125,7 +125,7 @@ def bench_build(milvus_url: str, folder: Path, repeats: int) -> dict[str, Any]:
             services.open_store("build", create=True)
             created[backend].append(time.perf_counter() - started)
             started = time.perf_counter()
-            result = operations.ingest_archive(services, operations.IngestRequest("build", DEMO, findings=False))
+            result = ingest.ingest_archive(services, ingest.IngestRequest("build", DEMO, findings=False))
             seconds[backend].append(time.perf_counter() - started)
             images = result.summary.images_added
     medians = {backend: statistics.median(s) for backend, s in seconds.items()}

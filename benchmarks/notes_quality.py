@@ -26,9 +26,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from kgreport.api.reporting import open_report_writer
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.benchmarks.notes_scoring import CaseScore, Fact, score_case, summary
 from kgreport.benchmarks.report_metrics import finding_f1, plain
 from kgreport.benchmarks.results_io import RESULTS, write_result
@@ -38,6 +35,9 @@ from kgreport.generator.report import Report
 from kgreport.generator.training import reference_report
 from kgreport.indexing.archives import open_archive
 from kgreport.retrieval.records import Case
+from kgreport.usecases.reporting import open_report_writer
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 NOTES = REPO / "data" / "notes" / "dev.jsonl"

@@ -45,9 +45,6 @@ from typing import Any
 
 import numpy as np
 
-from kgreport.api.reporting import open_report_writer
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.benchmarks.report_metrics import (
     coverage_curve,
     finding_f1,
@@ -72,6 +69,9 @@ from kgreport.generator.training import reference_report
 from kgreport.indexing.archives import open_archive
 from kgreport.knowledge.extraction.notes_items import split_items
 from kgreport.retrieval.records import Case
+from kgreport.usecases.reporting import open_report_writer
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 IMAGE_SYSTEMS = ("full", "no_graph", "fixed_gate", "no_image", "draft_checked")

@@ -45,12 +45,12 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     import random
     from dataclasses import replace
 
-    from kgreport.api.reporting import open_report_writer
-    from kgreport.api.services import Services
-    from kgreport.api.settings import Settings
     from kgreport.generator.notes import simulate_notes
     from kgreport.indexing.archives import open_archive
     from kgreport.retrieval.records import Case
+    from kgreport.usecases.reporting import open_report_writer
+    from kgreport.usecases.services import Services
+    from kgreport.usecases.settings import Settings
 
     cases = [c for c in open_archive(args.archive, None, split="dev") if isinstance(c, Case) and c.images]
     cases = cases[: args.images + 1]

@@ -334,8 +334,8 @@ def main() -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="case-level bootstrap resamples")
     parser.add_argument("--out", type=Path, default=RESULTS / "retrieval_quality.json")
     args = parser.parse_args()
-    from kgreport.api.services import Services
-    from kgreport.api.settings import Settings
+    from kgreport.usecases.services import Services
+    from kgreport.usecases.settings import Settings
 
     variants = [Variant.parse(v) for v in args.variants]
     services = Services(Settings())

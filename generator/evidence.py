@@ -415,7 +415,7 @@ class EvidenceBuilder:
     graph: GraphBackend | None
     index: str | None
     count_tokens: Callable[[str], int]
-    k: int = WriterConfig.k  # the writer's config passes its own (`api.reporting.evidence_builder`)
+    k: int = WriterConfig.k  # the writer's config passes its own (`usecases.reporting.evidence_builder`)
     prompt_budget: int = WriterConfig.prompt_budget
     case_words: int = WriterConfig.case_words
 

@@ -18,7 +18,7 @@ crash can cut short is the pending one, which is replayed.
 
 When the graph is in step it is one small graph query and a few small store reads (the generation,
 and the pending cases of the last ingest batch), and writes nothing. Run it with the index's write
-lock held (as `api.operations` does around `Services.finding_recorder`), so no ingest is between its
+lock held (as `usecases.ingest` does around `Services.finding_recorder`), so no ingest is between its
 graph write and its store commit meanwhile.
 """
 

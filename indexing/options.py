@@ -1,4 +1,4 @@
-"""How an archive is ingested: the one record of its defaults (`api.settings.Settings` reads them here).
+"""How an archive is ingested: the one record of its defaults (`usecases.settings.Settings` reads them here).
 
 Kept apart from `indexing.pipeline` so the settings can read a default without loading the pipeline.
 """
@@ -12,7 +12,7 @@ from kgreport.retrieval.config import ImagingConfig
 
 @dataclass
 class IngestOptions:
-    """How an archive is ingested; `api.settings.Settings` takes its `ingest_batch_cases` default from here."""
+    """How an archive is ingested; `usecases.settings.Settings` takes its `ingest_batch_cases` default from here."""
 
     batch_cases: int = 16
     flush_every_batches: int = 8

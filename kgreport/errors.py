@@ -3,7 +3,7 @@
 Each layer raises its own subclasses (`IndexNotFoundError`, `NotesError`, ...), each of one kind below and
 with a stable `code` for clients; many also keep the builtin base they had (a `ValueError`, a
 `FileNotFoundError`), so code that caught those still does. The front ends map kinds, not classes, to
-HTTP statuses and exit codes, in one table (`api.errors`) that imports only this module.
+HTTP statuses and exit codes, in one table (`api.error_table`) that imports only this module.
 """
 
 from __future__ import annotations

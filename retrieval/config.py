@@ -1,6 +1,6 @@
 """The retrieval layer's configuration records: the one place their defaults live.
 
-`api.settings.Settings` takes its defaults from these records, composes them from the environment
+`usecases.settings.Settings` takes its defaults from these records, composes them from the environment
 (`KGREPORT_*`) and passes them down (`Settings.search_config()`, `.index_params()`, `.imaging_config()`);
 the constructors and functions below take a record, or a default read from one, never a number of
 their own. A test (`tests/test_defaults.py`) scans the packages for a restated default.

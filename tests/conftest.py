@@ -37,7 +37,7 @@ def medpix_root() -> Path:
 @pytest.fixture
 def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """An empty KGREPORT_DATA_DIR for the test, and fresh settings."""
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path / "kg"))
     get_settings.cache_clear()

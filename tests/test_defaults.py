@@ -1,7 +1,7 @@
 """Every setting's default lives in one config record: the packages below never restate one.
 
 The records: `retrieval.config` (search, vector index, imaging), `indexing.options` (ingest) and
-`generator.config` (the report writer). `api.settings.Settings` reads its defaults from them. This scan looks
+`generator.config` (the report writer). `usecases.settings.Settings` reads its defaults from them. This scan looks
 for a default written again as a number somewhere else: `k: int = 5`, `Field(default=20_000)`, an
 `Annotated[...] = 320` CLI option, or a call passing `max_new_tokens=140`.
 """

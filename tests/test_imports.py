@@ -10,7 +10,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = ("api", "generator", "indexing", "knowledge", "retrieval")
 MODULES = [
-    "kgreport.api.services",
+    "kgreport.usecases.services",
     "kgreport.api.service.app",
     "kgreport.api.cli",
     "kgreport.retrieval.encoders.text_encoder",

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-LAYERS = ("api", "generator", "indexing", "knowledge", "retrieval")
+LAYERS = ("api", "generator", "indexing", "knowledge", "retrieval", "usecases")
 
 
 def test_the_packages_import_from_any_directory(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Each command lives in the module of its concern (`index`, `kg`, `search`, `report`, `train`, `serve`,
 `demo`); this file only puts them on one Typer app. Known failures print one line and exit with code
-2 (`support.user_errors`, over the error table in `api/errors.py` that the REST service shares).
+2 (`support.user_errors`, over the error table in `api/error_table.py` that the REST service shares).
 """
 
 from __future__ import annotations

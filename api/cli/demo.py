@@ -10,11 +10,11 @@ import typer
 
 from kgreport.api.cli.printers import print_grounding, print_report, print_result
 from kgreport.api.cli.support import console, ingest_with_progress, out, user_errors
-from kgreport.api.operations import IngestRequest
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings, get_settings
 from kgreport.retrieval.config import SearchConfig
 from kgreport.retrieval.records import Hit, SearchResult
+from kgreport.usecases.ingest import IngestRequest
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings, get_settings
 
 
 def demo(
@@ -72,7 +72,7 @@ DEMO_NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 
 def _print_demo_report(services: Services, image: Path) -> None:
     """The bundled report writer's grounded draft for the first held-out image."""
-    from kgreport.api.reporting import GeneratorNotFoundError, open_report_writer
+    from kgreport.usecases.reporting import GeneratorNotFoundError, open_report_writer
 
     try:
         writer = open_report_writer(services, "demo")

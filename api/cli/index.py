@@ -22,11 +22,11 @@ from kgreport.api.cli.support import (
     user_errors,
     want_findings,
 )
-from kgreport.api.operations import IngestRequest
-from kgreport.api.settings import get_settings
+from kgreport.usecases.ingest import IngestRequest
+from kgreport.usecases.settings import get_settings
 
 if TYPE_CHECKING:
-    from kgreport.api.services import Services
+    from kgreport.usecases.services import Services
 
 index_app = typer.Typer(help="Build and manage similar-case indexes.", no_args_is_help=True)
 
@@ -60,8 +60,8 @@ def index_build(
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
 ) -> None:
     """Build (or finish building) an index. Rerunning after a crash adds only what is missing."""
-    from kgreport.api.pacs import build_from_pacs, open_pacs
     from kgreport.indexing.archives.dicomweb import PacsQuery, is_pacs_url
+    from kgreport.usecases.pacs import build_from_pacs, open_pacs
 
     configure_logging(verbose)
     with user_errors():
@@ -90,7 +90,7 @@ def index_sync(
 ) -> None:
     """Add the PACS's studies that are new since the last sync (safe from cron; rerun after a crash). Studies
     the PACS no longer lists are reported, not deleted."""
-    from kgreport.api.pacs import sync_index
+    from kgreport.usecases.pacs import sync_index
 
     configure_logging(verbose)
     with user_errors():
@@ -119,7 +119,7 @@ def index_add(
     findings: Annotated[bool | None, typer.Option(help=FINDINGS_HELP, show_default=False)] = None,
 ) -> None:
     """Add cases to an existing index, from an archive or as one case given on the command line."""
-    from kgreport.api.operations import add_case
+    from kgreport.usecases.ingest import add_case
 
     with user_errors():
         services = load_services()
@@ -143,7 +143,7 @@ def index_delete(
     yes: Annotated[bool, typer.Option("--yes", help="confirm deleting the whole index")] = False,
 ) -> None:
     """Delete cases from an index, or the whole index (with --yes); their findings leave the graph too."""
-    from kgreport.api.operations import delete_cases, delete_index
+    from kgreport.usecases.ingest import delete_cases, delete_index
 
     with user_errors():
         services = load_services()
@@ -165,7 +165,7 @@ def index_rebuild(
 ) -> None:
     """Re-embed every case of an index with another image encoder; the old index stays until the new one
     is complete. Search it afterwards with the same encoder (KGREPORT_IMAGE_ENCODER)."""
-    from kgreport.api.operations import rebuild_index
+    from kgreport.usecases.ingest import rebuild_index
 
     configure_logging(verbose)
     with user_errors(), progress_bars() as progress:
@@ -191,8 +191,8 @@ def index_info(
 ) -> None:
     """Counts (cases, images, with and without reports), dimensions, encoders, index kinds and sizes of an
     index, and for one built from a PACS its source and last sync."""
-    from kgreport.api.pacs import read_source
     from kgreport.retrieval.stores.local.store import IndexNotFoundError
+    from kgreport.usecases.pacs import read_source
 
     with user_errors():
         services = load_services()

@@ -11,8 +11,8 @@ import typer
 
 from kgreport.api.cli.printers import print_grounding
 from kgreport.api.cli.support import CliError, load_services, out, progress_bars, user_errors
-from kgreport.api.services import Services
-from kgreport.api.settings import get_settings
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import get_settings
 
 kg_app = typer.Typer(help="The ontology graph: load it, inspect it.", no_args_is_help=True)
 

@@ -25,7 +25,7 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
     """Write a grounded draft report for each image (from the image alone, or from --notes); models load once."""
-    from kgreport.api.reporting import open_report_writer
+    from kgreport.usecases.reporting import open_report_writer
 
     with user_errors():
         writer = open_report_writer(load_services(), index, generator)

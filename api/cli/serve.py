@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from kgreport.api.cli.support import console
-from kgreport.api.settings import get_settings
+from kgreport.usecases.settings import get_settings
 
 
 def serve(

@@ -19,13 +19,13 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from kgreport.api.errors import EXIT_KNOWN_FAILURE, known_error_types
-from kgreport.api.services import Services
-from kgreport.api.settings import get_settings
+from kgreport.api.error_table import EXIT_KNOWN_FAILURE, known_error_types
 from kgreport.retrieval.records import SkippedItem
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import get_settings
 
 if TYPE_CHECKING:
-    from kgreport.api.operations import IngestRequest
+    from kgreport.usecases.ingest import IngestRequest
 
 console = Console(stderr=True)
 out = Console(soft_wrap=True)
@@ -63,7 +63,7 @@ def stage_progress(bars: Progress) -> Callable[[str, int | None], Callable[..., 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known failures (the table in `api/errors.py`, plus `CliError`) → one clear line and exit code 2."""
+    """Known failures (the table in `api/error_table.py`, plus `CliError`) → one clear line and exit code 2."""
     known: tuple[type[Exception], ...] = (CliError, *known_error_types())
     try:
         yield
@@ -93,7 +93,7 @@ def run_with_progress(description: str, work: Work) -> dict:
 
 def ingest_with_progress(services: Services, request: IngestRequest) -> dict:
     """`operations.ingest_archive` with a progress bar, printing what was skipped."""
-    from kgreport.api.operations import ingest_archive
+    from kgreport.usecases.ingest import ingest_archive
 
     def work(on_total: Callable[[int], None], progress: Callable[[int], None]) -> tuple[dict, list[SkippedItem]]:
         result = ingest_archive(services, request, on_total=on_total, progress=progress)

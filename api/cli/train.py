@@ -54,10 +54,10 @@ def train_generator_cmd(
     examples_only: Annotated[bool, typer.Option(help="build and save the examples, train nothing")] = False,
 ) -> None:
     """Train the refiner (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
-    from kgreport.api.reporting import train_generator
     from kgreport.generator.config import WriterConfig
     from kgreport.generator.fit import TrainConfig
     from kgreport.generator.training import KINDS
+    from kgreport.usecases.reporting import train_generator
 
     if examples_only and save_examples is None:
         raise typer.BadParameter("--examples-only needs --save-examples FILE", param_hint="--examples-only")
@@ -110,7 +110,7 @@ def calibrate_writer_cmd(
     limit: Annotated[int | None, typer.Option(help="use only the first N cases")] = None,
 ) -> None:
     """Fit the image-only draft's calibrated confidence for a trained refiner (the LLM is not trained)."""
-    from kgreport.api.reporting import calibrate_writer
+    from kgreport.usecases.reporting import calibrate_writer
 
     with user_errors(), progress_bars() as bars:
         progress = stage_progress(bars)

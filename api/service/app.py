@@ -25,10 +25,10 @@ from kgreport.api.service import indexes, queries, responses
 from kgreport.api.service.body_limit import BodyLimit
 from kgreport.api.service.errors import ApiError, install_error_handlers
 from kgreport.api.service.state import ServiceState, service_state
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.retrieval import faiss_gpu
 from kgreport.retrieval.device import describe
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 WEB = Path(__file__).resolve().parents[1] / "web"
 API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when KGREPORT_API_KEYS is set")

@@ -1,6 +1,6 @@
 """Structured JSON errors: every failure the service answers is `{"error": {"status", "code", "message"}}`.
 
-Domain exceptions from the layers below map to HTTP statuses through the table in `api/errors.py`
+Domain exceptions from the layers below map to HTTP statuses through the table in `api/error_table.py`
 (the CLI reads the same table), so a route never builds an error response by hand and an unexpected
 exception is the only thing that can become a 500.
 """
@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from kgreport.api.errors import describe, known_errors
+from kgreport.api.error_table import describe, known_errors
 from kgreport.api.service.redact import client_text
 
 log = logging.getLogger(__name__)

@@ -15,8 +15,6 @@ from fastapi.responses import Response
 from pydantic import BaseModel, Field
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from kgreport.api import operations
-from kgreport.api.operations import OperationError
 from kgreport.api.service import responses
 from kgreport.api.service.bundles import save_bundle
 from kgreport.api.service.errors import ApiError
@@ -30,6 +28,8 @@ from kgreport.retrieval.ids import ID_RULE, check_id
 from kgreport.retrieval.imaging import ImageDecodeError
 from kgreport.retrieval.records import StoredCase
 from kgreport.retrieval.stores.local.store import IndexUnreadableError
+from kgreport.usecases import ingest
+from kgreport.usecases.ingest import OperationError
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["indexes"])
@@ -120,8 +120,8 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
 async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str, Any]:
     """The PACS is probed and its studies listed before the job is queued: a wrong URL, wrong credentials
     or a PACS that is down answer 502 now, not in a failed job later."""
-    from kgreport.api.pacs import build_from_pacs, open_pacs
     from kgreport.indexing.archives.dicomweb import PacsQuery
+    from kgreport.usecases.pacs import build_from_pacs, open_pacs
 
     _refuse_if_busy(state, body.name)
     query = PacsQuery(body.since, body.until, body.modality, tuple(body.study_filter))
@@ -144,7 +144,7 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     summary="Add the PACS studies new since the last sync (a job)",
 )
 def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
-    from kgreport.api.pacs import read_source, sync_index
+    from kgreport.usecases.pacs import read_source, sync_index
 
     state.settings.index_dir(name)
     if read_source(state.services, name) is None:
@@ -200,8 +200,8 @@ def _submit_build(
     with_findings = state.settings.index_findings if findings is None else findings
 
     def work(job: Job) -> dict[str, Any]:
-        request = operations.IngestRequest(name, archive, fmt, split, limit, findings=with_findings)
-        result = operations.ingest_archive(
+        request = ingest.IngestRequest(name, archive, fmt, split, limit, findings=with_findings)
+        result = ingest.ingest_archive(
             state.services, request, on_total=job.set_total, progress=job.advance, locked=True
         )
         skipped = [{"source": s.source, "reason": s.reason} for s in result.skipped[:100]]
@@ -260,7 +260,7 @@ async def add_case(
         image_ids = [f"{case_id}/{safe_name(u.filename or f'image{i}', f'image{i}')}" for i, u in enumerate(images)]
         if len(set(image_ids)) < len(image_ids):
             image_ids = [f"{case_id}/{i}-{x.split('/', 1)[1]}" for i, x in enumerate(image_ids)]
-        result = operations.add_case(
+        result = ingest.add_case(
             state.services, name, case_id, report, paths, patient_id=patient_id, image_ids=image_ids,
             findings=state.settings.index_findings if findings is None else findings,
         )  # fmt: skip
@@ -284,7 +284,7 @@ async def add_case(
 )
 def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
     check_id(case_id, "case id")
-    result = operations.delete_cases(state.services, name, [case_id])
+    result = ingest.delete_cases(state.services, name, [case_id])
     if not result["deleted"]:
         raise ApiError(404, "case_not_found", f"no case {case_id!r} in index {name!r}")
     return result

@@ -15,7 +15,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from kgreport.api.settings import Settings
+from kgreport.usecases.settings import Settings
 
 _REST = r"[^\s'\"()\[\],;]*"  # the rest of a path token: up to a space, a quote, a bracket or a separator
 

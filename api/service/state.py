@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 from fastapi import Request
 from threadpoolctl import threadpool_limits
 
-from kgreport.api.reporting import LoadedWriter, load_report_writer, writer_for_index
 from kgreport.api.service.jobs import JobRunner
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.generator.pipeline import ReportWriter
+from kgreport.usecases.reporting import LoadedWriter, load_report_writer, writer_for_index
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 log = logging.getLogger(__name__)
 

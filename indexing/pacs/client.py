@@ -60,7 +60,7 @@ _MODALITY = re.compile(r"[A-Z0-9_]{1,16}")
 
 
 class DicomWebSettings(Protocol):
-    """The `api.settings.Settings` fields a PACS source reads (a Protocol: indexing never imports api)."""
+    """The `usecases.settings.Settings` fields a PACS source reads (a Protocol: indexing never imports use cases)."""
 
     @property
     def dicomweb_username(self) -> str: ...

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kgreport.api.service.app import create_app
-from kgreport.api.settings import Settings
+from kgreport.usecases.settings import Settings
 
 MB = 1_000_000
 

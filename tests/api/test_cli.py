@@ -29,7 +29,7 @@ def _json_lines(output: str) -> list[dict]:
 @pytest.fixture(scope="module")
 def demo_index(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One demo index for the module, built through the CLI."""
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     data = tmp_path_factory.mktemp("kg")
     old = os.environ.get("KGREPORT_DATA_DIR")
@@ -241,7 +241,7 @@ def test_report_needs_a_trained_writer(demo_index: Path, tmp_path: Path) -> None
 
 def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm: Path) -> None:
     """The wiring end to end on the tiny LLM: train two steps against the demo index, then write."""
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     demo = Path(__file__).resolve().parents[2] / "data" / "demo"
     os.environ["KGREPORT_LLM"] = str(tiny_llm)
@@ -332,7 +332,7 @@ def test_train_generator_then_report(demo_index: Path, tmp_path: Path, tiny_llm:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without CUDA")
 def test_a_cuda_device_without_a_gpu_is_exit_code_2(demo_index: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     query = sorted((Path(__file__).resolve().parents[2] / "data" / "demo" / "queries").glob("*.jpg"))[0]
     monkeypatch.setenv("KGREPORT_DEVICE", "cuda")

@@ -1,4 +1,4 @@
-"""Every known failure answers one status and code, decided by its kind in the one table (`api.errors`)."""
+"""Every known failure answers one status and code, decided by its kind in the one table (`api.error_table`)."""
 
 from __future__ import annotations
 
@@ -7,10 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from kgreport.api.errors import describe
-from kgreport.api.operations import CaseExistsError, IndexBusyError, OperationError
-from kgreport.api.reporting import GeneratorNotFoundError, WriterMismatchError
-from kgreport.api.services import EncoderMismatchError
+from kgreport.api.error_table import describe
 from kgreport.errors import KgreportError
 from kgreport.generator.llm import LLMLoadError
 from kgreport.generator.notes import NotesError
@@ -25,6 +22,9 @@ from kgreport.retrieval.manifest import IndexNotFoundError, IndexUnreadableError
 from kgreport.retrieval.search import QueryError
 from kgreport.retrieval.stores.milvus.connection import CaseStoreUnavailableError
 from kgreport.retrieval.stores.milvus.filters import UnknownFilterFieldError
+from kgreport.usecases.ingest import CaseExistsError, IndexBusyError, OperationError
+from kgreport.usecases.reporting import GeneratorNotFoundError, WriterMismatchError
+from kgreport.usecases.services import EncoderMismatchError
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,9 @@ import torch
 from typer.testing import CliRunner
 
 from kgreport.api.cli import app
-from kgreport.api.settings import STAGING_SUFFIX
 from kgreport.retrieval.encoders.ct_clip import create_model
 from kgreport.retrieval.encoders.image_encoder import CTEncoder
+from kgreport.usecases.settings import STAGING_SUFFIX
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
@@ -59,7 +59,7 @@ def _save(tmp_path: Path, config: str, name: str) -> Path:
 def test_rebuild_with_another_encoder_then_search_with_it(
     data_dir: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     _build(archive, "small")
     before = _info("small")
@@ -82,7 +82,7 @@ def test_rebuild_with_another_encoder_then_search_with_it(
 def test_an_encoder_of_the_same_size_with_other_weights_is_refused(
     data_dir: Path, archive: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     _build(archive, "fp")
     other = _save(tmp_path, "ct-mobilenetv2", "ct-encoder")  # the bundled name and size, other weights

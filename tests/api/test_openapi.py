@@ -9,7 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from kgreport.api.service.app import create_app
-from kgreport.api.settings import Settings
+from kgreport.usecases.settings import Settings
 
 # A field of each route's answer that a client relies on; the model must name them all.
 NAMED = {

@@ -104,8 +104,8 @@ def test_build_info_and_sync(pacs: SimpleNamespace, data_dir: Path) -> None:
     assert "password" not in json.dumps(info).lower() and PASSWORD not in json.dumps(info)
 
     # The SR's text is the report; nothing identifying is kept.
-    from kgreport.api.services import Services
-    from kgreport.api.settings import Settings
+    from kgreport.usecases.services import Services
+    from kgreport.usecases.settings import Settings
 
     store = Services(Settings()).open_store("pacs")
     case = store.get_case(pacs.uids["sr"])
@@ -195,7 +195,7 @@ def test_wrong_credentials_and_a_url_that_is_not_dicomweb(
     from fastapi.testclient import TestClient
 
     from kgreport.api.service.app import create_app
-    from kgreport.api.settings import Settings
+    from kgreport.usecases.settings import Settings
 
     monkeypatch.setenv("KGREPORT_DICOMWEB_PASSWORD", "wrong")
     client = TestClient(create_app(Settings()))
@@ -209,7 +209,7 @@ def test_a_rest_build_records_skipped_series_in_its_job(tmp_path: Path, data_dir
     from fastapi.testclient import TestClient
 
     from kgreport.api.service.app import create_app
-    from kgreport.api.settings import Settings
+    from kgreport.usecases.settings import Settings
 
     good = _study("good", "20240301", "ACC-M")
     mixed = make_ct_study(good[0].StudyInstanceUID, study_date="20240301", accession_number="ACC-M",

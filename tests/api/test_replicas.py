@@ -256,7 +256,7 @@ def test_milvus_stopped_mid_search_is_a_503_that_heals(
 
 def test_an_unreachable_milvus_is_a_clear_error(tmp_path: Path) -> None:
     from kgreport.api.service.app import create_app
-    from kgreport.api.settings import Settings
+    from kgreport.usecases.settings import Settings
 
     unreachable = "milvus://127.0.0.1:1"
     env = {**os.environ, "KGREPORT_DATA_DIR": str(tmp_path / "kg"), "KGREPORT_CASE_STORE": unreachable,

@@ -8,10 +8,10 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 
-from kgreport.api.operations import IngestRequest, ingest_archive
 from kgreport.api.service.app import create_app
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
+from kgreport.usecases.ingest import IngestRequest, ingest_archive
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"

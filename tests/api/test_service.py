@@ -20,12 +20,12 @@ from fastapi.testclient import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from kgreport.api import operations
 from kgreport.api.service.app import create_app
-from kgreport.api.settings import Settings
 from kgreport.generator.config import WriterConfig
 from kgreport.retrieval.stores.local.write_lock import index_write_lock
 from kgreport.testkit.bombs import bomb_jpeg, bomb_png
+from kgreport.usecases import ingest
+from kgreport.usecases.settings import Settings
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]
@@ -307,7 +307,7 @@ def test_build_from_an_uploaded_manifest_and_its_images(client: TestClient) -> N
     assert not refused.exists() or not any(refused.iterdir()), "a refused upload leaves nothing behind"
     assert "uploaded-2" not in {i["name"] for i in client.get("/v1/indexes").json()["indexes"]}
 
-    operations.delete_index(client.app.state.kgreport.services, "uploaded")  # type: ignore[attr-defined]
+    ingest.delete_index(client.app.state.kgreport.services, "uploaded")  # type: ignore[attr-defined]
     assert not bundles.exists(), "deleting an index removes the images uploaded for it"
 
 

@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 import uvicorn
 
-from kgreport.api.operations import IngestRequest, ingest_archive
 from kgreport.api.service.app import create_app
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.generator.pipeline import ABSTAIN_TEXT
 from kgreport.testkit.servers import free_port
+from kgreport.usecases.ingest import IngestRequest, ingest_archive
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

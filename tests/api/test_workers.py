@@ -19,10 +19,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from kgreport.api.operations import IngestRequest, ingest_archive
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.testkit.servers import free_port
+from kgreport.usecases.ingest import IngestRequest, ingest_archive
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[2]

@@ -14,9 +14,6 @@ from typing import Any
 
 import pytest
 
-from kgreport.api import operations
-from kgreport.api.services import Services
-from kgreport.api.settings import Settings
 from kgreport.indexing.archives.medpix import MedPixArchive
 from kgreport.indexing.case_findings import FindingRecorder, GraphState, observed_text, store_identity
 from kgreport.indexing.graph_sync import reconcile
@@ -24,6 +21,9 @@ from kgreport.knowledge.extraction.extractor import FindingExtractor
 from kgreport.knowledge.graph import GraphBackend
 from kgreport.knowledge.graph.falkordb_embedded import EmbeddedFalkorDB
 from kgreport.retrieval.records import Case
+from kgreport.usecases import ingest
+from kgreport.usecases.services import Services
+from kgreport.usecases.settings import Settings
 
 pytestmark = pytest.mark.slow
 DEMO = Path(__file__).resolve().parents[2] / "data" / "demo"
@@ -80,13 +80,13 @@ def extra_cases(extractor: FindingExtractor) -> list[Case]:
 
 
 def _build(services: Services, name: str) -> list[str]:
-    operations.ingest_archive(services, operations.IngestRequest(name, DEMO, limit=BUILT))
+    ingest.ingest_archive(services, ingest.IngestRequest(name, DEMO, limit=BUILT))
     return sorted(services.open_store(name).case_ids())
 
 
 def _add(services: Services, name: str, case: Case) -> None:
     images = [image.path for image in case.images]
-    operations.add_case(services, name, case.case_id, case.report.text(), images)
+    ingest.add_case(services, name, case.case_id, case.report.text(), images)
 
 
 def _next_request(services: Services, name: str) -> set[str]:
@@ -118,7 +118,7 @@ def test_reconcile_is_a_no_op_while_writes_keep_the_graph_in_step(
 
     # A delete through the operations removes the graph's findings itself, not through the recorder: the
     # next reconcile compares, changes nothing, records the generation; the one after is a no-op again.
-    operations.delete_cases(services, "steady", [built[0]])
+    ingest.delete_cases(services, "steady", [built[0]])
     settled = reconcile(store, FindingRecorder(extractor, services.graph, "steady", store=store))
     assert settled.wrote and not settled.changed and settled.generation == store.generation()
     spy.queries.clear()
@@ -139,7 +139,7 @@ def test_kill_9_of_the_graph_server_after_add_and_delete(services: Services, ext
     built = _build(services, "killed")
     added = extra_cases[0]
     _add(services, "killed", added)
-    operations.delete_cases(services, "killed", [built[0]])
+    ingest.delete_cases(services, "killed", [built[0]])
     killed = _kill_9(services.graph)
 
     seen = _next_request(services, "killed")
@@ -185,7 +185,7 @@ def test_writes_a_snapshot_only_server_lost_are_replayed_from_the_store(
         lossy.graph.persist()  # the snapshot the server will come back to
         added = extra_cases[0]
         _add(lossy, "lossy", added)
-        operations.delete_cases(lossy, "lossy", [built[0]])
+        ingest.delete_cases(lossy, "lossy", [built[0]])
         _kill_9(lossy.graph)
 
         restarted = {r["id"] for r in lossy.graph.run(_CASES, {"index": "lossy"})}

@@ -60,7 +60,7 @@ def test_garbage_foreign_and_huge_inputs(extractor: FindingExtractor) -> None:
 
 def test_kg_findings_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kgreport.api.cli import app
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()

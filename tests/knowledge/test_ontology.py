@@ -69,7 +69,7 @@ def test_small_ontology_load_is_idempotent(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_full_ontology_through_the_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from kgreport.api.cli import app
-    from kgreport.api.settings import get_settings
+    from kgreport.usecases.settings import get_settings
 
     monkeypatch.setenv("KGREPORT_DATA_DIR", str(tmp_path))
     get_settings.cache_clear()

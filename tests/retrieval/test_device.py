@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from kgreport.api.settings import Settings
 from kgreport.retrieval.device import describe, resolve_device
 from kgreport.retrieval.encoders.image_encoder import CTEncoder
+from kgreport.usecases.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
 ENCODER = REPO / "data" / "models" / "ct-encoder"

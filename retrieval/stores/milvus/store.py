@@ -8,7 +8,7 @@ their next read (strong consistency, see `connection.py`).
 Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and IVF_FLAT above it, switched when a
 write crosses the threshold; filters and the leakage exclusions run inside Milvus as boolean
 expressions (`filters.py`). Writes are serialised across machines by the caller's lease
-(`api.write_lease`); this class serialises its own threads. A write stores a batch's image rows, then
+(`usecases.stores.write_lease`); this class serialises its own threads. A write stores a batch's image rows, then
 its case rows, then bumps the index's generation in the registry: a write cut short leaves images
 without a case, which no read shows and the next write of that case removes.
 """

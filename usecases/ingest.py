@@ -16,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kgreport.api.services import Services
 from kgreport.errors import Conflict, InvalidInput
 from kgreport.retrieval.records import Case, CaseImage, IndexInfo, SkippedItem
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
 from kgreport.retrieval.stores.local.write_lock import (
     IndexBusyError as IndexBusyError,  # re-exported: callers import it from here
 )
+from kgreport.usecases.services import Services
 
 if TYPE_CHECKING:
     from kgreport.indexing.archives import Archive

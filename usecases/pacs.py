@@ -17,13 +17,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from kgreport.api.operations import Progress, ingest
-from kgreport.api.services import Services
 from kgreport.indexing.archives.dicomweb import DicomWebArchive, PacsQuery
 from kgreport.indexing.pacs.client import PacsCredentials
 from kgreport.retrieval.records import SkippedItem
 from kgreport.retrieval.stores.local.rows import write_json_atomic
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
+from kgreport.usecases.ingest import Progress, ingest
+from kgreport.usecases.services import Services
 
 SOURCE_FILE = "source.json"
 

@@ -3,7 +3,7 @@
 - `LocalIndexStores` (the default): each index a folder of SQLite + FAISS files under the data dir, its
   writers excluded by a file lock. One machine (several processes on it may share the folder).
 - `MilvusIndexStores` (`milvus://HOST:PORT`): each index a pair of Milvus collections, shared by every
-  replica; writers excluded across machines by a lease in the shared graph (`api.write_lease`).
+  replica; writers excluded across machines by a lease in the shared graph (`usecases.stores.write_lease`).
 
 Both hand out stores with the same methods (`retrieval.stores.local.store.CaseStore`,
 `retrieval.stores.milvus.store.MilvusCaseStore`), so ingest, search, the service and the report writer never
@@ -19,14 +19,14 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any, Protocol
 
-from kgreport.api.settings import STAGING_SUFFIX, Settings
-from kgreport.api.write_lease import lease_busy, write_lease
 from kgreport.knowledge.graph import GraphBackend
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.stores.local.store import CaseStore
 from kgreport.retrieval.stores.local.write_lock import index_busy, index_write_lock
 from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
 from kgreport.retrieval.stores.milvus.store import MilvusCaseStore
+from kgreport.usecases.settings import STAGING_SUFFIX, Settings
+from kgreport.usecases.stores.write_lease import lease_busy, write_lease
 
 AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.stores.interface.CaseStoreInterface`
 

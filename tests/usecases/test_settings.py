@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from kgreport.api.settings import Settings
+from kgreport.usecases.settings import Settings
 
 
 def test_environment_variables_override_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

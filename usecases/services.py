@@ -10,8 +10,6 @@ from pathlib import Path
 
 import torch
 
-from kgreport.api.index_stores import AnyStore, IndexStores, index_stores
-from kgreport.api.settings import Settings
 from kgreport.errors import Conflict
 from kgreport.indexing.case_findings import FindingRecorder
 from kgreport.indexing.graph_sync import reconcile
@@ -30,6 +28,8 @@ from kgreport.retrieval.encoders.text_encoder import TextEncoder
 from kgreport.retrieval.query_cache import QueryCache
 from kgreport.retrieval.search import CaseSearcher
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
+from kgreport.usecases.settings import Settings
+from kgreport.usecases.stores.factory import AnyStore, IndexStores, index_stores
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +195,7 @@ class Services:
         brought in step with the index's store (`indexing.graph_sync.reconcile`): one small query when it
         already is, as in normal operation; after a crash of this process or of the graph server (whose
         restart the query itself triggers), the cases the graph lost or kept too many are replayed.
-        Call it with the index's write lock held, as `api.operations` does."""
+        Call it with the index's write lock held, as `usecases.ingest` does."""
         store = self.open_store(index)
         recorder = FindingRecorder(self.finding_extractor, self.ontology_graph, index, store=store)
         reconcile(store, recorder)

@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from kgreport.api.services import Services
 from kgreport.errors import Unavailable
 from kgreport.generator.confidence import Calibration, fit_calibration
 from kgreport.generator.config import WriterConfig
@@ -27,6 +26,7 @@ from kgreport.generator.pipeline import ReportWriter
 from kgreport.generator.source_weights import SourceWeights
 from kgreport.generator.training import DEFAULT_KINDS, build_examples
 from kgreport.retrieval.records import Case
+from kgreport.usecases.services import Services
 
 Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
 
