@@ -77,7 +77,7 @@ def _pooled(scores: Sequence[CaseScore], key: str) -> float | None:
 
 def _sentences(report: Report) -> tuple[list[str], str, list[str]]:
     # A differential item is known by its name and its synonyms (strict matching: `names_diagnosis`).
-    names = [" / ".join([str(d["name"]), *map(str, d.get("synonyms", []))]) for d in report.differential]
+    names = [" / ".join([d.name, *d.synonyms]) for d in report.differential]
     return [s.sentence for s in report.findings], report.impression, names
 
 

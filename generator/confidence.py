@@ -14,11 +14,11 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from kgreport.generator.refine import FEATURES
+from kgreport.json_types import UncheckedJson
 
 CONFIDENCE_JSON = "confidence.json"
 USABLE_F1 = 0.2  # the event calibrated: the draft's present findings reach this F1 against the reference's
@@ -46,7 +46,7 @@ class Calibration:
         path = folder / CONFIDENCE_JSON
         if not path.is_file():
             return None
-        data: dict[str, Any] = json.loads(path.read_text())
+        data: UncheckedJson = json.loads(path.read_text())
         for key in ("features", "mean", "scale", "weights"):
             data[key] = tuple(data[key])
         return cls(**data)

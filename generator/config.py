@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Any
+
+from kgreport.json_types import UncheckedJson
 
 WRITER_JSON = "writer.json"
 DRAFT_SELECTIONS = ("consensus", "top1", "image_text")
@@ -54,7 +55,7 @@ class WriterConfig:
         (folder / WRITER_JSON).write_text(json.dumps(asdict(self), indent=2))
 
     @classmethod
-    def load(cls, folder: Path, card: dict[str, Any] | None = None) -> WriterConfig:
+    def load(cls, folder: Path, card: UncheckedJson | None = None) -> WriterConfig:
         """The folder's `writer.json`; else the evidence settings in its training card (an older writer)."""
         path = folder / WRITER_JSON
         if path.is_file():
@@ -68,7 +69,7 @@ class WriterConfig:
         return cls.legacy(card or {})
 
     @classmethod
-    def legacy(cls, card: dict[str, Any]) -> WriterConfig:
+    def legacy(cls, card: UncheckedJson) -> WriterConfig:
         evidence = card.get("evidence", {})
         return replace(
             cls(),

@@ -16,8 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.knowledge.ontology.diagnosis_ranking import RankedDiagnosis, Support
 
 _PARENTHESES = re.compile(r"\([^)]*\)")
@@ -93,7 +93,7 @@ class DifferentialItem:
     unexplained: tuple[str, ...] = ()  # knowledge: stated findings it does not explain
     synonyms: tuple[str, ...] = ()
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "name": self.name,
             "score": round(self.score, 4),
@@ -105,6 +105,20 @@ class DifferentialItem:
             "supports": [s.as_json() for s in self.supports],
             "unexplained": list(self.unexplained),
         }
+
+    @classmethod
+    def from_json(cls, data: UncheckedJson) -> DifferentialItem:
+        return cls(
+            name=str(data["name"]),
+            score=float(data["score"]),
+            sources={str(k): float(v) for k, v in dict(data.get("sources") or {}).items()},
+            case_ids=tuple(map(str, data.get("case_ids") or ())),
+            concept_ids=tuple(map(str, data.get("concept_ids") or ())),
+            diagnosis_id=None if data.get("diagnosis_id") is None else str(data["diagnosis_id"]),
+            synonyms=tuple(map(str, data.get("synonyms") or ())),
+            supports=tuple(Support.from_json(s) for s in data.get("supports") or ()),
+            unexplained=tuple(map(str, data.get("unexplained") or ())),
+        )
 
 
 @dataclass

@@ -27,6 +27,7 @@ import numpy as np
 
 from kgreport.generator.config import WriterConfig
 from kgreport.generator.differential import CaseDiagnosis
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.knowledge.grounding import Grounding, ground_concepts
 from kgreport.retrieval.report_sections import split_report
 from kgreport.retrieval.search import CaseSearcher, Query
@@ -270,6 +271,14 @@ class DraftSource:
 
     def instruction(self) -> str:
         return EDIT_INSTRUCTION if self.kind == "case" else NOTES_INSTRUCTION
+
+    def as_json(self) -> JsonObject:
+        return {"source": self.kind, "case_id": self.case_id, "text": self.text}
+
+    @classmethod
+    def from_json(cls, data: UncheckedJson) -> DraftSource:
+        case_id = data.get("case_id")
+        return cls(kind=str(data["source"]), text=str(data["text"]), case_id=None if case_id is None else str(case_id))
 
 
 def _count(n: int, noun: str) -> str:

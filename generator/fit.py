@@ -22,12 +22,12 @@ import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from kgreport.generator.model import Batch, GeneratorConfig, ReportGenerator
+from kgreport.json_types import JsonMapping, JsonObject, UncheckedJson
 from kgreport.retrieval.device import resolve_device
 
 EXAMPLES_FORMAT = "kgreport-refiner-examples/1"
@@ -109,7 +109,7 @@ class TrainSummary:
     seconds: float = 0.0
     seconds_per_epoch: float | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return asdict(self)
 
 
@@ -205,10 +205,10 @@ def train(
     return summary
 
 
-def save_examples(path: Path, splits: Mapping[str, Sequence[Example]], meta: dict[str, Any]) -> Path:
+def save_examples(path: Path, splits: Mapping[str, Sequence[Example]], meta: JsonMapping) -> Path:
     """Write `splits` (e.g. train and dev) and `meta` (index, encoders, writer settings) to one `.npz`."""
     arrays: dict[str, np.ndarray] = {}
-    texts: dict[str, list[dict[str, Any]]] = {}
+    texts: dict[str, list[JsonObject]] = {}
     for name, examples in splits.items():
         if not examples:
             raise ValueError(f"split {name!r} has no examples")
@@ -225,7 +225,7 @@ def save_examples(path: Path, splits: Mapping[str, Sequence[Example]], meta: dic
     return path
 
 
-def load_examples(path: Path) -> tuple[dict[str, list[Example]], dict[str, Any]]:
+def load_examples(path: Path) -> tuple[dict[str, list[Example]], UncheckedJson]:
     """(split name → examples, meta) from a file written by `save_examples`."""
     try:
         with np.load(path, allow_pickle=False) as data:

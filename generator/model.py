@@ -29,6 +29,7 @@ from torch import nn
 from kgreport.generator.decoding import DecodeResult, DecodingConfig, decode
 from kgreport.generator.fusion import DynamicFusion, FusionConfig
 from kgreport.generator.llm import load_llm
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.retrieval.device import resolve_device
 
 SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
@@ -48,11 +49,11 @@ class GeneratorConfig:
     max_target_tokens: int = 160
     system: str = SYSTEM
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return asdict(self)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> GeneratorConfig:
+    def from_json(cls, data: UncheckedJson) -> GeneratorConfig:
         data = dict(data)
         data["fusion"] = FusionConfig(**data.get("fusion", {}))
         data["lora_targets"] = tuple(data.get("lora_targets", cls.lora_targets))

@@ -28,7 +28,6 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -54,6 +53,7 @@ from kgreport.generator.notes_findings import impression as notes_impression
 from kgreport.generator.refine import DraftChoice, choose_draft
 from kgreport.generator.report import (
     NO_CASES_LIMITATION,
+    DraftCandidate,
     Report,
     ReportParseError,
     ReportSentence,
@@ -65,6 +65,7 @@ from kgreport.generator.report import (
     split_sentences,
 )
 from kgreport.generator.source_weights import SourceWeights, Weigher
+from kgreport.json_types import JsonObject
 from kgreport.knowledge.extraction.notes_items import NotesItem, split_items
 from kgreport.knowledge.ontology.diagnosis_ranking import DiagnosisRanker, StatedFinding
 from kgreport.retrieval.report_sections import split_report
@@ -92,7 +93,7 @@ class ReportWriter:
     config: WriterConfig = field(default_factory=WriterConfig)
     calibration: Calibration | None = None
     fixed_gate: float | None = None  # ablation: pin the fusion gate
-    model_info: dict[str, Any] = field(default_factory=dict)
+    model_info: JsonObject = field(default_factory=dict)
     source_weights: Weigher = field(default_factory=SourceWeights)  # the differential's per-case source weights
     diagnoses: DiagnosisRanker | None = None  # the finding → diagnosis knowledge base; None: retrieval votes only
     # Seconds the last `write` spent per stage (evidence, generate, post-check), and its decoding statistics.
@@ -120,7 +121,7 @@ class ReportWriter:
             return self._abstain(image, found, None, None, [NO_CASES_LIMITATION])
         choice = choose_draft(found, self.config, self.evidence.image_text_scores(found))
         confidence = self.calibration.probability(choice.features) if self.calibration else None
-        candidates = _candidates_json(choice)
+        candidates = _candidates(choice)
         if confidence is not None and self.config.abstain_below is not None and confidence < self.config.abstain_below:
             note = f"confidence {confidence:.2f} under the threshold {self.config.abstain_below:.2f}"
             return self._abstain(image, found, confidence, candidates, [f"no confident draft: {note}"])
@@ -161,7 +162,7 @@ class ReportWriter:
         image: Path,
         found: ImageEvidence,
         confidence: float | None,
-        candidates: list[dict[str, Any]] | None,
+        candidates: list[DraftCandidate] | None,
         why: list[str],
     ) -> Report:
         report = Report(
@@ -244,8 +245,8 @@ class ReportWriter:
             model={**self.model_info, "written": written_by, "items": len(written), "items_plain": plain},
             limitations=limitations,
             mode="notes",
-            draft={"source": draft.kind, "case_id": draft.case_id, "text": draft.text},
-            differential=[d.as_json() for d in differential],
+            draft=draft,
+            differential=differential,
             differential_weights=weights,
             removed=[r.as_text() for r in removals],
             impression_items=list(impression_items),
@@ -284,7 +285,7 @@ class ReportWriter:
 
     def _add_differential(self, report: Report, image: Path, found: ImageEvidence, stated: list[StatedFinding]) -> None:
         differential, weights = self.differential(image, found, stated)
-        report.differential, report.differential_weights = [d.as_json() for d in differential], weights
+        report.differential, report.differential_weights = differential, weights
 
     def _generate(self, batch: Batch, draft: str, budget: int, prefix: str = "") -> tuple[str, float]:
         started = time.perf_counter()
@@ -347,7 +348,7 @@ class ReportWriter:
                 self.stages["post_check"] += time.perf_counter() - started
             if how == "draft unedited" and refine:
                 report.limitations.append("the refiner's text did not parse: the draft is shown unedited")
-            report.draft = {"source": draft.kind, "case_id": draft.case_id, "text": draft.text}
+            report.draft = draft
             return self._guard(report)
         shown = " | ".join(t[:160].replace("\n", " ") for t, _, _ in texts)
         raise ReportGenerationError(f"{image}: neither the refiner's text nor the draft parse into a report: {shown}")
@@ -409,14 +410,14 @@ def _sides(sentence: str) -> set[str]:
     return {m.lower() for m in _SIDE.findall(sentence)}
 
 
-def _candidates_json(choice: DraftChoice) -> list[dict[str, Any]]:
+def _candidates(choice: DraftChoice) -> list[DraftCandidate]:
     return [
-        {
-            "case_id": c.case_id,
-            "score": round(c.score, 6),
-            "agreement": round(choice.selection.agreements[i], 4),
-            "selected": i == choice.selection.index,
-            "text": c.text,
-        }
+        DraftCandidate(
+            case_id=c.case_id,
+            score=float(c.score),
+            agreement=float(choice.selection.agreements[i]),
+            selected=i == choice.selection.index,
+            text=c.text,
+        )
         for i, c in enumerate(choice.candidates)
     ]

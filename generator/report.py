@@ -17,8 +17,18 @@ from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kgreport.generator.differential import DifferentialItem
 from kgreport.generator.evidence import CLAIM_STATUSES as CLAIMS
-from kgreport.generator.evidence import Evidence, Extractor, Prompt, case_status, statements_of, supported_by
+from kgreport.generator.evidence import (
+    DraftSource,
+    Evidence,
+    Extractor,
+    Prompt,
+    case_status,
+    statements_of,
+    supported_by,
+)
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.retrieval.report_sections import SECTION_HEADINGS
 
 NO_CASES_LIMITATION = "no similar prior cases: written from the image and the graph alone"
@@ -38,7 +48,7 @@ class ReportSentence:
     unsupported_concept_ids: tuple[str, ...] = ()
     notes_item: int | None = None  # notes mode: the notes item (1-based) this sentence writes out
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "sentence": self.sentence,
             "status": self.status,
@@ -62,37 +72,68 @@ class ReportSentence:
         )
 
 
+@dataclass(frozen=True)
+class DraftCandidate:
+    """A retrieved report the writer considered as its draft: its score, how far the other candidates
+    agree with it, and whether it was the one chosen."""
+
+    case_id: str
+    score: float
+    agreement: float
+    selected: bool
+    text: str
+
+    def as_json(self) -> JsonObject:
+        return {
+            "case_id": self.case_id,
+            "score": round(self.score, 6),
+            "agreement": round(self.agreement, 4),
+            "selected": self.selected,
+            "text": self.text,
+        }
+
+    @classmethod
+    def from_json(cls, data: UncheckedJson) -> DraftCandidate:
+        return cls(
+            case_id=str(data["case_id"]),
+            score=float(data["score"]),
+            agreement=float(data["agreement"]),
+            selected=bool(data["selected"]),
+            text=str(data["text"]),
+        )
+
+
 @dataclass
 class Report:
     findings: list[ReportSentence]
     impression: str
     gate: float | None
-    evidence: dict[str, Any]  # {"cases": [{case_id, score, modality, body_region}], "concepts": [...]}
-    model: dict[str, Any] = field(default_factory=dict)  # filled by the caller: names, versions
+    evidence: JsonObject  # {"cases": [{case_id, score, modality, body_region}], "concepts": [...]}
+    model: JsonObject = field(default_factory=dict)  # filled by the caller: names, versions
     limitations: list[str] = field(default_factory=list)
     mode: str = "image"  # "image": a retrieved draft refined; "notes": the radiologist's notes written out
     abstained: bool = False  # no confident draft: the report lists the similar cases instead
     confidence: float | None = None  # calibrated confidence in the image-only draft
-    draft: dict[str, Any] | None = None  # {"source": "case" | "notes", "case_id", "text"}: what was edited
-    candidates: list[dict[str, Any]] = field(default_factory=list)  # the retrieved drafts considered
-    differential: list[dict[str, Any]] = field(default_factory=list)  # ranked, each with its case and concept ids
+    draft: DraftSource | None = None  # what was edited: a retrieved case's report, or the notes
+    candidates: list[DraftCandidate] = field(default_factory=list)  # the retrieved drafts considered
+    differential: list[DifferentialItem] = field(default_factory=list)  # ranked, each with its case and concept ids
     removed: list[str] = field(default_factory=list)  # sentences taken out, each with why in brackets
     impression_items: list[int] = field(default_factory=list)  # notes mode: the items (1-based) it sums up
     # The weight each differential source got on this case (image, text, knowledge): the dynamic fusion.
     differential_weights: dict[str, float] = field(default_factory=dict)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "mode": self.mode,
             "abstained": self.abstained,
             "confidence": self.confidence,
             "findings": [s.as_json() for s in self.findings],
             "impression": self.impression,
-            "differential": copy.deepcopy(self.differential),
+            "differential": [d.as_json() for d in self.differential],
             "differential_weights": dict(self.differential_weights),
             "gate": self.gate,
-            "draft": copy.deepcopy(self.draft),
-            "candidates": copy.deepcopy(self.candidates),
+            "draft": None if self.draft is None else self.draft.as_json(),
+            "candidates": [c.as_json() for c in self.candidates],
             "removed": list(self.removed),
             "impression_items": list(self.impression_items),
             "evidence": copy.deepcopy(self.evidence),
@@ -113,9 +154,9 @@ class Report:
             mode=str(data.get("mode", "image")),
             abstained=bool(data.get("abstained", False)),
             confidence=None if confidence is None else float(confidence),
-            draft=copy.deepcopy(data.get("draft")),
-            candidates=copy.deepcopy(list(data.get("candidates", []))),
-            differential=copy.deepcopy(list(data.get("differential", []))),
+            draft=None if data.get("draft") is None else DraftSource.from_json(data["draft"]),
+            candidates=[DraftCandidate.from_json(c) for c in data.get("candidates", [])],
+            differential=[DifferentialItem.from_json(d) for d in data.get("differential", [])],
             removed=[str(x) for x in data.get("removed", [])],
             impression_items=[int(x) for x in data.get("impression_items", [])],
             differential_weights={str(k): float(v) for k, v in data.get("differential_weights", {}).items()},
@@ -125,7 +166,7 @@ class Report:
         findings = " ".join(s.sentence for s in self.findings)
         text = f"Findings:\n{findings}\n\nImpression:\n{self.impression}"
         if self.differential:
-            items = "; ".join(f"{n}. {d['name']}" for n, d in enumerate(self.differential, 1))
+            items = "; ".join(f"{n}. {d.name}" for n, d in enumerate(self.differential, 1))
             text += f"\nDifferential: {items}"
         return text
 
@@ -321,7 +362,7 @@ def cite(
     return out
 
 
-def evidence_summary(evidence: Evidence) -> dict[str, Any]:
+def evidence_summary(evidence: Evidence) -> JsonObject:
     """The evidence as the report carries it (JSON-ready)."""
     return {
         "cases": [

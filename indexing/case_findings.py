@@ -30,8 +30,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
+from kgreport.json_types import JsonObject
 from kgreport.knowledge.archive import CaseFindings, delete_cases, write_cases
 from kgreport.knowledge.extraction.extractor import FindingExtractor
 from kgreport.knowledge.graph.backend import GraphBackend
@@ -76,7 +77,7 @@ class GraphState:
     written: bool = True  # the pending cases' findings were written completely
     commits: bool = False  # some pending cases were not in the store yet: its next write commits them
 
-    def params(self, index: str) -> dict[str, Any]:
+    def params(self, index: str) -> JsonObject:
         return {
             "index": index,
             "store": self.store,

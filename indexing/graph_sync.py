@@ -27,9 +27,9 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 from kgreport.indexing.case_findings import FindingRecorder, GraphState, StoreView, store_identity, uncertain_cases
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.records import Case
 
 log = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ class ReconcileResult:
         """Whether the graph's cases or findings changed (not just its record of the store version)."""
         return bool(self.added or self.removed or self.replayed)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "index": self.index,
             "generation": self.generation,

@@ -22,12 +22,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from kgreport.indexing.case_findings import FindingRecorder
 from kgreport.indexing.options import IngestOptions
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.encoders.image_encoder import ImageEncoder
 from kgreport.retrieval.encoders.text_encoder import TextEncoder
 from kgreport.retrieval.encoders.volume_embedding import embed_decoded
@@ -55,7 +55,7 @@ class BuildSummary:
     def images_per_second(self) -> float:
         return self.images_added / self.seconds if self.seconds > 0 else 0.0
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         reasons = Counter(s.reason.split(":")[0] for s in self.skipped)
         return {
             "cases_added": self.cases_added,

@@ -19,8 +19,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from kgreport.json_types import JsonObject
 from kgreport.knowledge.archive import FINDING_STATUSES
-from kgreport.knowledge.graph.backend import GraphBackend
+from kgreport.knowledge.graph.backend import GraphBackend, GraphRow
 
 if TYPE_CHECKING:  # the extractor pulls in spaCy; grounding by concept id does not need it
     from kgreport.knowledge.extraction.extractor import Finding
@@ -72,27 +73,38 @@ _ARCHIVE_SIZE = "MATCH (k:Case) WHERE $index IS NULL OR k.index = $index RETURN 
 
 
 @dataclass
+class ConceptArchive:
+    """What the archive says of one concept: in how many cases it is present, absent or uncertain, of how
+    many (`index`: one index's cases, or None for all), and the findings it co-occurs with."""
+
+    index: str | None = None
+    cases_total: int = 0
+    cases: dict[str, int] = field(default_factory=dict)  # status → cases
+    co_occurring: list[GraphRow] = field(default_factory=list)
+
+
+@dataclass
 class Grounding:
     """Everything known about one concept; `reason` says why it is empty for an unknown id."""
 
     concept_id: str
     name: str | None = None
     source: str | None = None
-    ancestors: list[dict[str, Any]] = field(default_factory=list)
-    locations: list[dict[str, Any]] = field(default_factory=list)
-    related_findings: list[dict[str, Any]] = field(default_factory=list)
-    differential_diagnoses: list[dict[str, Any]] = field(default_factory=list)
-    archive: dict[str, Any] = field(default_factory=dict)
+    ancestors: list[GraphRow] = field(default_factory=list)
+    locations: list[GraphRow] = field(default_factory=list)
+    related_findings: list[GraphRow] = field(default_factory=list)
+    differential_diagnoses: list[GraphRow] = field(default_factory=list)
+    archive: ConceptArchive = field(default_factory=ConceptArchive)
     reason: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return asdict(self)
 
     def facts(self, max_ancestors: int = 6) -> list[str]:
         """The grounding as short readable lines (for people, and for an LLM's evidence block)."""
         if self.reason:
             return [f"{self.concept_id}: {self.reason}"]
-        cases, archive = self.archive.get("cases", {}), self.archive
+        cases, archive = self.archive.cases, self.archive
         return [
             f"{self.name} [{self.concept_id}] ({self.source})",
             f"is a: {_names(self.ancestors[:max_ancestors])}",
@@ -100,12 +112,12 @@ class Grounding:
             f"related findings: {_names(self.related_findings)}",
             f"differential diagnoses: {_names(self.differential_diagnoses, 'cases')}",
             f"archive: present in {cases.get('present', 0)}, absent in {cases.get('absent', 0)}, uncertain in "
-            f"{cases.get('uncertain', 0)} of {archive.get('cases_total', 0)} cases; "
-            f"co-occurs with: {_names(archive.get('co_occurring', []), 'cases')}",
+            f"{cases.get('uncertain', 0)} of {archive.cases_total} cases; "
+            f"co-occurs with: {_names(archive.co_occurring, 'cases')}",
         ]
 
 
-def _names(items: list[dict[str, Any]], count: str | None = None) -> str:
+def _names(items: list[GraphRow], count: str | None = None) -> str:
     """ "a, b (3 cases)" for a list of {id, name[, count]} items; "none" when empty."""
     parts = [
         f"{i['name']} ({i[count]} case{'' if i[count] == 1 else 's'})" if count and count in i else str(i["name"])
@@ -122,7 +134,7 @@ class GroundedFindings:
     concepts: list[Grounding]
     conflicts: list[str]
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "findings": [f.as_json() for f in self.findings],
             "concepts": [g.as_json() for g in self.concepts],
@@ -130,7 +142,7 @@ class GroundedFindings:
         }
 
 
-def _by_id(rows: Iterable[Mapping[str, Any]], key: str = "found") -> dict[str, list[dict[str, Any]]]:
+def _by_id(rows: Iterable[Mapping[str, Any]], key: str = "found") -> dict[str, list[GraphRow]]:
     """`{id: [plain dicts]}` from rows of `(id, collected list)`; the drivers return maps as OrderedDicts."""
     return {str(row["id"]): [dict(item) for item in row[key]] for row in rows}
 
@@ -171,12 +183,9 @@ def ground_concepts(
             locations=locations.get(c, []),
             related_findings=related,
             differential_diagnoses=(archive_dx.get(c, []) + ontology_dx)[:limit],
-            archive={
-                "index": index,
-                "cases_total": archive_size,
-                "cases": counts[c],
-                "co_occurring": co_occurring.get(c, []),
-            },
+            archive=ConceptArchive(
+                index=index, cases_total=archive_size, cases=counts[c], co_occurring=co_occurring.get(c, [])
+            ),
         )
     return [groundings[c] for c in concept_ids]
 

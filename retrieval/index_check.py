@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.retrieval.manifest import (
     FORMAT_VERSION,
     MANIFEST_KEYS,
@@ -50,7 +50,7 @@ class IndexCheck:
 
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
-    facts: dict[str, Any] = field(default_factory=dict)
+    facts: JsonObject = field(default_factory=dict)
     damaged: set[str] = field(default_factory=set)
 
     @property
@@ -61,7 +61,7 @@ class IndexCheck:
         self.problems.append(f"{file}: {message}")
         self.damaged.add(file)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "ok": self.ok,
             "problems": self.problems,
@@ -75,7 +75,7 @@ class IndexCheck:
 class CheckState:
     """What repair needs to know beyond the problem lines."""
 
-    manifest: dict[str, Any] | None = None  # parsed, when it is a JSON object
+    manifest: UncheckedJson | None = None  # parsed, when it is a JSON object
     manifest_fault: str | None = None  # None, "missing", "unreadable", "version", "incomplete", "dims"
     database_readable: bool = False
     stored_dims: dict[str, int | None] = field(default_factory=dict)  # from SQLite's vector sizes

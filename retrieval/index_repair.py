@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.index_check import DIM_KEYS, FAISS_FILES, CheckState, IndexCheck, check_index, inspect_index
 from kgreport.retrieval.manifest import FORMAT_VERSION, IndexManifest, IndexNotFoundError, IndexUnreadableError
@@ -31,7 +32,7 @@ class IndexRepair:
         """Whether the index passes its check now."""
         return self.after.ok
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "ok": self.ok,
             "actions": self.actions,
@@ -117,7 +118,7 @@ def _rewrite_manifest(
         )
         return False
     given = {"image": image_encoder, "text": text_encoder}
-    manifest: dict[str, Any] = {**old, "format_version": FORMAT_VERSION}
+    manifest: JsonObject = {**old, "format_version": FORMAT_VERSION}
     lacking, named = [], []
     for space, key in DIM_KEYS.items():
         encoder = given[space]

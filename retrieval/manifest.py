@@ -13,9 +13,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from kgreport.errors import NotFound, Unavailable
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.stores.local.rows import write_json_atomic
 
 FORMAT_VERSION = 1
@@ -53,12 +53,12 @@ class IndexManifest:
     metadata_keys: list[str] | None = None  # Milvus: the metadata keys filters may name
     collections: dict[str, str] | None = None  # Milvus: this copy's images and cases collections
     format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)  # keys this version does not know, kept
+    extra: JsonObject = field(default_factory=dict)  # keys this version does not know, kept
 
     @classmethod
     def new(cls, *, image_dim: int, text_dim: int, image_encoder: str, text_encoder: str,
-            image_encoder_fingerprint: str | None = None, **bookkeeping: Any) -> IndexManifest:  # fmt: skip
-        """The manifest of an index made now."""
+            image_encoder_fingerprint: str | None = None) -> IndexManifest:  # fmt: skip
+        """The manifest of an index made now (its backend's bookkeeping is added with `dataclasses.replace`)."""
         return cls(
             image_dim=int(image_dim),
             text_dim=int(text_dim),
@@ -66,7 +66,6 @@ class IndexManifest:
             text_encoder=text_encoder,
             image_encoder_fingerprint=image_encoder_fingerprint or None,
             created=datetime.now(UTC).isoformat(timespec="microseconds"),
-            **bookkeeping,
         )
 
     @classmethod
@@ -88,7 +87,7 @@ class IndexManifest:
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**{k: v for k, v in data.items() if k in known}, extra=extra)
 
-    def to_json(self) -> dict[str, Any]:
+    def to_json(self) -> JsonObject:
         """The manifest as stored: the fields that are set, then the kept unknown keys."""
         data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         return {"format_version": self.format_version, **{k: v for k, v in data.items() if v is not None}, **self.extra}

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TypedDict
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.ids import check_id
 
 REPORT_SECTIONS: tuple[str, ...] = ("history", "findings", "impression", "diagnosis")
@@ -53,7 +54,7 @@ class CaseImage:
     modality: str | None = None
     body_region: str | None = None
     plane: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    metadata: JsonObject = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -66,13 +67,28 @@ class Case:
     patient_id: str | None = None
     modality: str | None = None
     body_region: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    metadata: JsonObject = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
         # Every way into an index builds a Case, so the id rule is enforced once, here.
         check_id(self.case_id, "case id")
         if self.patient_id is not None:
             check_id(self.patient_id, "patient id", f"case {self.case_id}")
+
+
+class ImageRow(TypedDict):
+    """A stored image's row by its vector id (`image_rows_for`): what the index holds beside the vector."""
+
+    id: int  # the image's vector id in the store's image index
+    case_id: str
+    patient_id: str | None
+    image_id: str
+    path: str
+    caption: str | None
+    modality: str | None  # the image's own, else its case's
+    body_region: str | None
+    plane: str | None
+    metadata: JsonObject
 
 
 @dataclass(frozen=True)
@@ -85,7 +101,7 @@ class StoredImage:
     modality: str | None = None
     body_region: str | None = None
     plane: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -98,7 +114,7 @@ class StoredCase:
     body_region: str | None
     report: dict[str, str]  # section → text (findings, impression, diagnosis, ...)
     report_text: str
-    metadata: dict[str, Any]
+    metadata: JsonObject
     images: tuple[StoredImage, ...]
 
     def to_case(self) -> Case:
@@ -124,7 +140,7 @@ class StoredCase:
             ),
         )
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return asdict(self)
 
 
@@ -150,7 +166,7 @@ class Hit:
     caption: str = ""
     location: str | None = None  # the image's finer location label where its archive gives one (MedPix)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "case_id": self.case_id,
             "image_id": self.image_id,
@@ -173,7 +189,7 @@ class Prediction:
     location: str | None = None
     location_confidence: float = 0.0
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "modality": self.modality,
             "modality_confidence": round(self.modality_confidence, 4),
@@ -192,7 +208,7 @@ class SearchResult:
     hits: tuple[Hit, ...]
     predicted: Prediction
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {"query": self.query, "hits": [h.as_json() for h in self.hits], "predicted": self.predicted.as_json()}
 
 
@@ -222,5 +238,5 @@ class IndexInfo:
     memory_bytes: int | None
     created: str | None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {f: getattr(self, f) for f in self.__dataclass_fields__}

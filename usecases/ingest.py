@@ -14,9 +14,10 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from kgreport.errors import Conflict, InvalidInput
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.records import Case, CaseImage, IndexInfo, SkippedItem
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
 from kgreport.retrieval.stores.local.write_lock import (
@@ -84,7 +85,7 @@ class IngestResult:
     def skipped(self) -> list[SkippedItem]:
         return list(self.summary.skipped)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {"index": self.index, **self.summary.as_json(), "info": self.info.as_json()}
 
 
@@ -146,7 +147,7 @@ def add_case(
     replace: bool = False,
     findings: bool = True,
     image_ids: list[str] | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Add one case (its report text and image files) to the existing index `name`."""
     from kgreport.indexing.pipeline import Ingestor
     from kgreport.retrieval.report_sections import split_report
@@ -181,7 +182,7 @@ def add_case(
     return {"index": name, **summary.as_json()}
 
 
-def delete_cases(services: Services, name: str, case_ids: list[str]) -> dict[str, Any]:
+def delete_cases(services: Services, name: str, case_ids: list[str]) -> JsonObject:
     """Delete cases from `name`, their findings from the graph, and the images they were uploaded with;
     unknown ids are reported, not errors."""
     from kgreport.knowledge.archive import delete_cases as delete_case_findings
@@ -212,7 +213,7 @@ def _remove_uploads(paths: list[Path], uploads: Path) -> None:
             folder = folder.parent
 
 
-def delete_index(services: Services, name: str) -> dict[str, Any]:
+def delete_index(services: Services, name: str) -> JsonObject:
     """Delete the whole index `name`, the images uploaded for it or fetched for it from a PACS, and its findings in
     the graph."""
     from kgreport.knowledge.archive import delete_index as delete_index_findings
@@ -235,7 +236,7 @@ def rebuild_index(
     *,
     on_total: Callable[[int], None] | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Re-embed every case of `name` with another image encoder (default: the loaded one) into a new
     store beside it, and swap it in only when complete: until then, and if any case cannot be
     re-embedded (an image moved away), the old index stays as it was. Findings in the graph stay too

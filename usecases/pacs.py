@@ -15,10 +15,10 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 from kgreport.indexing.archives.dicomweb import DicomWebArchive, PacsQuery
 from kgreport.indexing.pacs.client import PacsCredentials
+from kgreport.json_types import JsonMapping, JsonObject, UncheckedJson, json_object
 from kgreport.retrieval.records import SkippedItem
 from kgreport.retrieval.stores.local.rows import write_json_atomic
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
@@ -49,7 +49,7 @@ def open_pacs(
     )
 
 
-def read_source(services: Services, name: str) -> dict[str, Any] | None:
+def read_source(services: Services, name: str) -> UncheckedJson | None:
     """The index's PACS record, or None for an index not built from a PACS."""
     path = pacs_dir(services, name) / SOURCE_FILE
     if not path.is_file():
@@ -58,7 +58,7 @@ def read_source(services: Services, name: str) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _write_source(services: Services, name: str, record: dict[str, Any]) -> None:
+def _write_source(services: Services, name: str, record: JsonMapping) -> None:
     folder = pacs_dir(services, name)
     folder.mkdir(parents=True, exist_ok=True)
     write_json_atomic(folder / SOURCE_FILE, record)
@@ -75,7 +75,7 @@ def build_from_pacs(
     on_total: Progress | None = None,
     progress: Progress | None = None,
     locked: bool = False,
-) -> tuple[dict[str, Any], list[SkippedItem]]:
+) -> tuple[JsonObject, list[SkippedItem]]:
     """Ingest the opened PACS `archive` into `name` and record the source; (summary, skipped items).
     `index_query` is which studies the index holds, when the archive lists fewer (a sync's recent ones);
     `locked`: the caller holds the index's write lock already."""
@@ -108,7 +108,7 @@ def sync_index(
     on_total: Progress | None = None,
     progress: Progress | None = None,
     locked: bool = False,
-) -> tuple[dict[str, Any], list[SkippedItem]]:
+) -> tuple[JsonObject, list[SkippedItem]]:
     """Add the studies new in the PACS since the index's last sync; report those the PACS no longer lists."""
     source = read_source(services, name)
     if source is None:
@@ -123,9 +123,9 @@ def sync_index(
     listed = {s.study_uid for s in archive.list_studies(query)}
     stored = services.open_store(name).case_ids()
     gone = sorted(stored - listed)
-    result["pacs"]["since"] = since
-    result["pacs"]["no_longer_in_pacs"] = {"count": len(gone), "case_ids": gone[:100], "deleted": False}
-    return result, skipped
+    no_longer: JsonObject = {"count": len(gone), "case_ids": gone[:100], "deleted": False}
+    pacs = json_object(result["pacs"], "the build's pacs summary")
+    return {**result, "pacs": {**pacs, "since": since, "no_longer_in_pacs": no_longer}}, skipped
 
 
 def _now() -> str:

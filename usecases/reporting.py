@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 from kgreport.errors import Unavailable
 from kgreport.generator.confidence import Calibration, fit_calibration
@@ -25,10 +24,11 @@ from kgreport.generator.model import GeneratorConfig, ReportGenerator
 from kgreport.generator.pipeline import ReportWriter
 from kgreport.generator.source_weights import SourceWeights
 from kgreport.generator.training import DEFAULT_KINDS, build_examples
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.retrieval.records import Case
 from kgreport.usecases.services import Services
 
-Progress = Callable[[str, int | None], Callable[..., None]]  # (description, total) -> advance(n=1, ...)
+Progress = Callable[[str, int | None], Callable[[int], None]]  # (description, total) -> advance(n)
 
 
 class GeneratorNotFoundError(Unavailable, FileNotFoundError):
@@ -88,7 +88,7 @@ def train_generator(
     save_examples_to: Path | None = None,
     examples_only: bool = False,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Train the refiner on `archive`'s `split` against `index`; dev picks the checkpoint. The draft's
     confidence is calibrated on the training split's edit examples and saved beside it.
 
@@ -104,7 +104,7 @@ def train_generator(
     started = time.perf_counter()
     train_config = train_config or TrainConfig()
     image_dim, text_dim = services.image_encoder.dim, services.text_encoder.dim
-    prior: dict[str, Any] = {}
+    prior: UncheckedJson = {}
     if init is not None:
         generator = _trainable_writer(services, init)
         config = generator.config
@@ -155,7 +155,7 @@ def train_generator(
     calibration = _calibrate(examples["train"])
     if calibration is not None:
         calibration.save(out_dir)
-    card = {
+    card: JsonObject = {
         "index": index,
         "archive": str(archive),
         "train": {"split": split, "cases": len(train_cases), "examples": len(examples["train"])},
@@ -166,11 +166,11 @@ def train_generator(
             "images_per_case": images_per_case,
         },
         "examples": {kind: sum(e.kind == kind for e in examples["train"]) for kind in kinds},
-        "confidence": calibration and {"event": calibration.event, "fitted_on": calibration.fitted_on},
+        "confidence": None if calibration is None else {"event": calibration.event, "fitted_on": calibration.fitted_on},
         "generator": config.as_json(),
         "training": asdict(train_config),
         "result": summary.as_json(),
-        "init": init and {"from": str(init), "steps": prior.get("result", {}).get("steps")},
+        "init": None if init is None else {"from": str(init), "steps": prior.get("result", {}).get("steps")},
         "wall_seconds": round(time.perf_counter() - started, 1),
         "machine": {"arch": platform.machine(), "python": platform.python_version()},
     }
@@ -190,7 +190,7 @@ def calibrate_writer(
     limit: int | None = None,
     images_per_case: int | None = 1,
     progress: Progress | None = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     """Fit (again) the draft confidence of the writer in `folder` on `archive`'s `split` against `index`; the
     LLM is not trained. Returns what was fitted."""
     loaded = load_report_writer(services, folder)
@@ -216,7 +216,7 @@ def _calibrate(examples: list[Example]) -> Calibration | None:
     return fit_calibration([f for f, _ in rows], [bool(u) for _, u in rows])
 
 
-def _card(folder: Path) -> dict[str, Any]:
+def _card(folder: Path) -> UncheckedJson:
     """A trained writer's `training.json` ({} when it has none)."""
     path = folder / "training.json"
     return json.loads(path.read_text()) if path.is_file() else {}
@@ -232,7 +232,7 @@ def _trainable_writer(services: Services, folder: Path) -> ReportGenerator:
     )
 
 
-def model_card(card: dict[str, Any], summary: TrainSummary) -> str:
+def model_card(card: UncheckedJson, summary: TrainSummary) -> str:
     g = card["generator"]
     return f"""# kgreport report writer
 
@@ -262,7 +262,7 @@ RadLex finding F1 against baselines and ablations) is a separate evaluation: `be
 """
 
 
-def _went_on(card: dict[str, Any]) -> str:
+def _went_on(card: UncheckedJson) -> str:
     init = card.get("init")
     return f", going on from `{init['from']}` ({init['steps']} steps before)" if init else ""
 
@@ -272,8 +272,8 @@ class LoadedWriter:
     """A trained report writer in memory, usable over any index (the service keeps one)."""
 
     generator: ReportGenerator
-    card: dict[str, Any]
-    info: dict[str, Any]
+    card: UncheckedJson  # its training.json, as written (older writers' cards differ)
+    info: JsonObject
     config: WriterConfig
     calibration: Calibration | None
     source_weights: SourceWeights

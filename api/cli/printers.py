@@ -40,12 +40,12 @@ def print_report(image: Path, report: Report) -> None:
     confidence = "" if report.confidence is None else f"  confidence {report.confidence:.2f}"
     out.print(f"[bold]{image}[/bold]  mode {report.mode}{gate}{confidence}")
     if report.draft:
-        source = f"case {report.draft['case_id']}" if report.draft["source"] == "case" else "your notes"
+        source = f"case {report.draft.case_id}" if report.draft.kind == "case" else "your notes"
         out.print(f"[dim]draft from {source}[/dim]")
     if report.abstained:
         out.print(f"[yellow]{escape(report.impression)}[/yellow]")
         for c in report.candidates[:3]:
-            out.print(f"  {c['case_id']} ({c['score']:.2f}): {escape(c['text'][:120])}", style="dim")
+            out.print(f"  {c.case_id} ({c.score:.2f}): {escape(c.text[:120])}", style="dim")
     else:
         out.print("[bold]Findings[/bold]")
         for s in report.findings:
@@ -66,14 +66,13 @@ def print_report(image: Path, report: Report) -> None:
         weights = ", ".join(f"{s} {w:.2f}" for s, w in report.differential_weights.items())
         out.print(f"[bold]Differential[/bold]  [dim](weights on this case: {weights})[/dim]")
     for n, d in enumerate(report.differential, 1):
-        sources = ", ".join([*d["case_ids"], *d["concept_ids"]]) or "-"
-        out.print(f"  {n}. {escape(d['name'])}  [dim]{escape('[' + sources + ']')}[/dim]")
-        for s in d.get("supports", []):
-            out.print(
-                f"       [dim]explains {escape(s['stated'])} → {escape(s['kb_finding'])} ({escape(s['source'])})[/dim]"
-            )
-        if d.get("unexplained"):
-            out.print(f"       [dim]does not explain: {escape('; '.join(d['unexplained']))}[/dim]")
+        sources = ", ".join([*d.case_ids, *d.concept_ids]) or "-"
+        out.print(f"  {n}. {escape(d.name)}  [dim]{escape('[' + sources + ']')}[/dim]")
+        for support in d.supports:
+            why = f"{support.stated} → {support.kb_finding} ({support.source})"
+            out.print(f"       [dim]explains {escape(why)}[/dim]")
+        if d.unexplained:
+            out.print(f"       [dim]does not explain: {escape('; '.join(d.unexplained))}[/dim]")
     for line in report.limitations:
         out.print(f"  [yellow]limitation:[/yellow] {escape(line)}")
 

@@ -13,7 +13,7 @@ import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
@@ -25,6 +25,7 @@ from kgreport.api.service import indexes, queries, responses
 from kgreport.api.service.body_limit import BodyLimit
 from kgreport.api.service.errors import ApiError, install_error_handlers
 from kgreport.api.service.state import ServiceState, service_state
+from kgreport.json_types import JsonObject
 from kgreport.retrieval import faiss_gpu
 from kgreport.retrieval.device import describe
 from kgreport.usecases.services import Services
@@ -100,7 +101,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _readiness(state: ServiceState) -> JSONResponse:
-    checks: dict[str, Any] = {}
+    checks: JsonObject = {}
     try:
         state.settings.data_dir.mkdir(parents=True, exist_ok=True)
         checks["data_dir"] = "ok"

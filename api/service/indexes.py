@@ -6,6 +6,7 @@ import io
 import logging
 import uuid
 from contextlib import ExitStack
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -24,6 +25,7 @@ from kgreport.api.service.redact import client_json
 from kgreport.api.service.state import ServiceState, get_state
 from kgreport.api.service.uploads import remove_folder, safe_name, save_upload
 from kgreport.indexing.archives.dicomweb import is_pacs_url
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.ids import ID_RULE, check_id
 from kgreport.retrieval.imaging import ImageDecodeError
 from kgreport.retrieval.records import StoredCase
@@ -95,7 +97,7 @@ MAX_BUNDLE_FILES = 10_000
     summary="Build an index (a job): from an archive on the server (JSON) or an uploaded manifest and its images",
     openapi_extra={"requestBody": BUILD_BODY},
 )
-async def build_index(request: Request, state: State) -> dict[str, Any]:
+async def build_index(request: Request, state: State) -> JsonObject:
     if body_kind(request, "send JSON naming a server archive, or a multipart manifest") == "json":
         body = await json_body(request, IndexBuild)
         state.settings.index_dir(body.name)  # a bad name fails now, not in the job
@@ -103,7 +105,7 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
             return await _submit_pacs_build(state, body)
         archive = _archive_path(state, body.archive_path)
         return _submit_build(state, body.name, archive, body.format, body.split, body.limit, body.findings,
-                             body.model_dump())  # fmt: skip
+                             body.model_dump(mode="json"))  # fmt: skip
     form = await request.form(max_files=MAX_BUNDLE_FILES)
     name = str(form.get("name") or "")
     state.settings.index_dir(name)
@@ -113,11 +115,11 @@ async def build_index(request: Request, state: State) -> dict[str, Any]:
     findings = form_bool(form.get("findings"), "findings")
     max_bytes = int(state.settings.max_upload_mb * 1e6)
     path = await save_bundle(manifest, images, state.settings.index_uploads_dir(name), max_bytes)
-    params = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
+    params: JsonObject = {"name": name, "manifest": manifest.filename, "images": len(images), "findings": findings}
     return _submit_build(state, name, path, "manifest", "train", None, findings, params)
 
 
-async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str, Any]:
+async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> JsonObject:
     """The PACS is probed and its studies listed before the job is queued: a wrong URL, wrong credentials
     or a PACS that is down answer 502 now, not in a failed job later."""
     from kgreport.indexing.archives.dicomweb import PacsQuery
@@ -129,7 +131,7 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     pacs = await run_in_threadpool(open_pacs, state.services, body.name, body.archive_path, query, reports)
     with_findings = state.settings.index_findings if body.findings is None else body.findings
 
-    def work(job: Job) -> dict[str, Any]:
+    def work(job: Job) -> JsonObject:
         result, skipped = build_from_pacs(state.services, body.name, pacs, findings=with_findings,
                                           on_total=job.set_total, progress=job.advance, locked=True)  # fmt: skip
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
@@ -143,7 +145,7 @@ async def _submit_pacs_build(state: ServiceState, body: IndexBuild) -> dict[str,
     response_model=responses.JobAccepted,
     summary="Add the PACS studies new since the last sync (a job)",
 )
-def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
+def sync_pacs_index(name: str, state: State) -> JsonObject:
     from kgreport.usecases.pacs import read_source, sync_index
 
     state.settings.index_dir(name)
@@ -151,7 +153,7 @@ def sync_pacs_index(name: str, state: State) -> dict[str, Any]:
         state.services.open_store(name)  # 404 for no index at all
         raise ApiError(409, "not_a_pacs_index", f"index {name!r} was not built from a PACS: nothing to sync")
 
-    def work(job: Job) -> dict[str, Any]:
+    def work(job: Job) -> JsonObject:
         result, skipped = sync_index(state.services, name, on_total=job.set_total, progress=job.advance, locked=True)
         return {**result, "skipped": [{"source": s.source, "reason": s.reason} for s in skipped[:100]]}
 
@@ -166,7 +168,7 @@ def _refuse_if_busy(state: ServiceState, name: str) -> None:
         raise ApiError(409, "index_busy", busy)
 
 
-def _submit_reserved(state: ServiceState, name: str, params: dict[str, Any], work: Work) -> dict[str, Any]:
+def _submit_reserved(state: ServiceState, name: str, params: JsonObject, work: Work) -> JsonObject:
     """Take the index's writer lock now (409 `index_busy` if another writer, on any replica, has it) and
     queue `work` to run under it and let it go: so of two builds of one index submitted at once, through
     one replica or two, exactly one is accepted."""
@@ -174,7 +176,7 @@ def _submit_reserved(state: ServiceState, name: str, params: dict[str, Any], wor
     reservation = ExitStack()
     reservation.enter_context(state.services.stores.write_lock(name))
 
-    def reserved(job: Job) -> dict[str, Any]:
+    def reserved(job: Job) -> JsonObject:
         with reservation:
             return work(job)
 
@@ -194,12 +196,12 @@ def _submit_build(
     split: str,
     limit: int | None,
     findings: bool | None,
-    params: dict[str, Any],
-) -> dict[str, Any]:
+    params: JsonObject,
+) -> JsonObject:
     """Queue the build of `archive` into `name`; the 202 answer with the job's status URL."""
     with_findings = state.settings.index_findings if findings is None else findings
 
-    def work(job: Job) -> dict[str, Any]:
+    def work(job: Job) -> JsonObject:
         request = ingest.IngestRequest(name, archive, fmt, split, limit, findings=with_findings)
         result = ingest.ingest_archive(
             state.services, request, on_total=job.set_total, progress=job.advance, locked=True
@@ -211,7 +213,7 @@ def _submit_build(
 
 
 @router.get("/jobs/{job_id}", response_model=responses.Job, summary="A job's state, progress, result and error")
-def get_job(job_id: str, state: State) -> dict[str, Any]:
+def get_job(job_id: str, state: State) -> JsonObject:
     job = state.jobs.get(job_id)
     if job is None:
         raise ApiError(404, "job_not_found", f"no job {job_id!r} (the last 200 jobs are kept)")
@@ -219,7 +221,7 @@ def get_job(job_id: str, state: State) -> dict[str, Any]:
 
 
 @router.get("/indexes", response_model=responses.IndexList, summary="The indexes under the data dir")
-def list_indexes(state: State) -> dict[str, Any]:
+def list_indexes(state: State) -> JsonObject:
     indexes = []
     for name in state.services.stores.names():
         try:
@@ -246,7 +248,7 @@ async def add_case(
     images: Annotated[list[UploadFile], File(description="PNG, JPEG, DICOM or NIfTI files")],
     patient_id: Annotated[str | None, Form()] = None,
     findings: Annotated[bool | None, Form()] = None,
-) -> dict[str, Any]:
+) -> JsonObject:
     check_id(case_id, "case id")  # 422 before anything is saved
     if patient_id is not None:
         check_id(patient_id, "patient id", f"case {case_id}")
@@ -282,7 +284,7 @@ async def add_case(
     response_model=responses.CasesDeleted,
     summary="Delete one case (and its findings in the graph)",
 )
-def delete_case(name: str, case_id: str, state: State) -> dict[str, Any]:
+def delete_case(name: str, case_id: str, state: State) -> JsonObject:
     check_id(case_id, "case id")
     result = ingest.delete_cases(state.services, name, [case_id])
     if not result["deleted"]:
@@ -303,12 +305,15 @@ def _stored_case(state: ServiceState, index: str, case_id: str) -> StoredCase:
     response_model=responses.StoredCase,
     summary="A stored case: report, metadata, images (with thumbnail links)",
 )
-def get_case(case_id: str, state: State, index: Annotated[str, Query()] = "demo") -> dict[str, Any]:
-    case = _stored_case(state, index, case_id).as_json()
-    for image in case["images"]:
-        image.pop("path", None)  # server paths are not the client's business
-        image["thumbnail_url"] = f"/v1/cases/{case_id}/thumbnail?index={index}&image_id={image['image_id']}"
-    return case
+def get_case(case_id: str, state: State, index: Annotated[str, Query()] = "demo") -> JsonObject:
+    stored = _stored_case(state, index, case_id)
+    images: list[JsonObject] = []
+    for image in stored.images:
+        shown = {k: v for k, v in asdict(image).items() if k != "path"}  # server paths are not the client's business
+        images.append(
+            {**shown, "thumbnail_url": f"/v1/cases/{case_id}/thumbnail?index={index}&image_id={image.image_id}"}
+        )
+    return {**stored.as_json(), "images": images}
 
 
 @router.get(

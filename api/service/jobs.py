@@ -30,8 +30,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
 
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.knowledge.processes import process_alive, process_start_time
 
 log = logging.getLogger(__name__)
@@ -48,11 +48,11 @@ INTERRUPTED = "the server stopped before this job finished; submit it again to r
 class Job:
     id: str
     kind: str
-    params: dict[str, Any]
+    params: JsonObject
     state: str = "queued"  # queued → running → succeeded | failed; or interrupted by a restart
     total: int | None = None
     done: int = 0
-    result: dict[str, Any] | None = None
+    result: JsonObject | None = None
     error: str | None = None
     created_at: float = field(default_factory=time.time)
     started_at: float | None = None
@@ -76,18 +76,18 @@ class Job:
         if self._on_change is not None:
             self._on_change(self, urgent)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         data = {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
         data["progress"] = round(self.done / self.total, 4) if self.total else None
         return data
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> Job:
+    def from_json(cls, data: UncheckedJson) -> Job:
         names = {f.name for f in fields(cls) if not f.name.startswith("_")}
         return cls(**{k: v for k, v in data.items() if k in names})
 
 
-Work = Callable[[Job], dict[str, Any]]  # calls job.set_total / job.advance, returns the result
+Work = Callable[[Job], JsonObject]  # calls job.set_total / job.advance, returns the result
 
 
 class JobRunner:
@@ -107,7 +107,7 @@ class JobRunner:
             self._load()
             threading.Thread(target=self._heartbeat, name="kgreport-job-heartbeat", daemon=True).start()
 
-    def submit(self, kind: str, params: dict[str, Any], work: Work) -> Job:
+    def submit(self, kind: str, params: JsonObject, work: Work) -> Job:
         job = Job(
             id=uuid.uuid4().hex[:JOB_ID_LENGTH],
             kind=kind,

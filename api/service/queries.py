@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
@@ -25,6 +25,7 @@ from kgreport.api.service.forms import body_kind, form_file, form_int, json_body
 from kgreport.api.service.indexes import png_preview
 from kgreport.api.service.state import ServiceState, get_state
 from kgreport.api.service.uploads import write_upload
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.config import SearchConfig
 from kgreport.retrieval.imaging import ImageDecodeError
 from kgreport.retrieval.records import SearchResult
@@ -79,11 +80,16 @@ def query_image(state: ServiceState, upload: StarletteUploadFile) -> Iterator[Pa
         path.unlink(missing_ok=True)
 
 
-def _with_thumbnails(result: dict[str, Any], index: str) -> dict[str, Any]:
-    for hit in result["hits"]:
-        hit["thumbnail_url"] = f"/v1/cases/{hit['case_id']}/thumbnail?index={index}&image_id={hit['image_id']}"
-        hit["case_url"] = f"/v1/cases/{hit['case_id']}?index={index}"
-    return {"index": index, **result}
+def _with_thumbnails(result: SearchResult, index: str, query: str | None = None) -> JsonObject:
+    hits = [
+        {
+            **hit.as_json(),
+            "thumbnail_url": f"/v1/cases/{hit.case_id}/thumbnail?index={index}&image_id={hit.image_id}",
+            "case_url": f"/v1/cases/{hit.case_id}?index={index}",
+        }
+        for hit in result.hits
+    ]
+    return {"index": index, **result.as_json(), "hits": hits, "query": result.query if query is None else query}
 
 
 def _search(state: ServiceState, index: str, query: Query, k: int, filters: dict[str, str]) -> SearchResult:
@@ -106,11 +112,11 @@ def _search_upload(
     summary="Similar prior cases for an image (multipart) or a text (JSON)",
     openapi_extra={"requestBody": SEARCH_BODY},
 )
-async def search(request: Request, state: State) -> dict[str, Any]:
+async def search(request: Request, state: State) -> JsonObject:
     if body_kind(request, "send multipart/form-data with an image, or JSON with a text") == "json":
         body = await json_body(request, TextSearch)
         result = await run_in_threadpool(_search, state, body.index, Query(text=body.text), body.k, body.filters)
-        return _with_thumbnails(result.as_json(), body.index)
+        return _with_thumbnails(result, body.index)
     form = await request.form(max_files=1)
     image = form_file(form, "image", "a file is required (or send JSON with a text)")
     index = str(form.get("index") or "demo")
@@ -118,7 +124,7 @@ async def search(request: Request, state: State) -> dict[str, Any]:
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
     result = await run_in_threadpool(_search_upload, state, index, image, text, k, filters)
-    return _with_thumbnails({**result.as_json(), "query": image.filename or "upload"}, index)  # not our temp path
+    return _with_thumbnails(result, index, query=image.filename or "upload")  # not our temp path
 
 
 @router.post(
@@ -137,8 +143,8 @@ async def write_report(
     max_new_tokens: Annotated[
         int | None, Form(ge=8, le=512, description="default: the writer's config (as the CLI's --max-new-tokens)")
     ] = None,
-) -> dict[str, Any]:
-    def write() -> dict[str, Any]:
+) -> JsonObject:
+    def write() -> JsonObject:
         state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
         writer = state.writer(index)
         with query_image(state, image) as path, state.report_lock:
@@ -155,7 +161,7 @@ async def write_report(
     response_model=responses.ConceptAnswer,
     summary="An ontology concept, grounded: ancestors, locations, archive statistics",
 )
-def get_concept(concept_id: str, state: State, index: str | None = None) -> dict[str, Any]:
+def get_concept(concept_id: str, state: State, index: str | None = None) -> JsonObject:
     from kgreport.knowledge.grounding import ground_concept
 
     grounding = ground_concept(state.services.ontology_graph, concept_id, index=index)

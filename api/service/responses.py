@@ -2,15 +2,13 @@
 
 The routes declare these as `response_model`s. Each model names the fields the service sends; a field
 added later and not named here still reaches the client (`extra="allow"`) and should be named here in the
-same change. Deep, open-ended parts (a report's evidence, a grounding's archive statistics) stay objects
-whose keys the route's docs describe.
+same change. Only what is open-ended by nature stays a JSON object (`JsonValue`): what a job was asked and
+answered, a case's archive metadata, the writer's description.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
 
 
 class Answer(BaseModel):
@@ -34,12 +32,12 @@ class Readiness(Answer):
 class Job(Answer):
     id: str
     kind: str = Field(examples=["index_build"])
-    params: dict[str, Any] = Field(description="what was asked (the index name, archive, split, ...)")
+    params: dict[str, JsonValue] = Field(description="what was asked (the index name, archive, split, ...)")
     state: str = Field(description="queued, running, succeeded, failed or interrupted")
     total: int | None = Field(description="items to do, once known")
     done: int
     progress: float | None = Field(description="done / total, when the total is known")
-    result: dict[str, Any] | None = Field(description="a finished build's counts (cases_added, skipped, ...)")
+    result: dict[str, JsonValue] | None = Field(description="a finished build's counts (cases_added, skipped, ...)")
     error: str | None
     created_at: float
     started_at: float | None
@@ -96,7 +94,7 @@ class StoredImage(Answer):
     modality: str | None = None
     body_region: str | None = None
     plane: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
     thumbnail_url: str
 
 
@@ -105,11 +103,11 @@ class StoredCase(Answer):
     patient_id: str | None = Field(default=None, description="as stored: PACS cases carry a salted hash")
     modality: str | None = None
     body_region: str | None = None
-    report: dict[str, Any] = Field(
+    report: dict[str, str] = Field(
         default_factory=dict, description="the report's sections (findings, impression, diagnosis, ...)"
     )
     report_text: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, JsonValue] = Field(default_factory=dict)
     images: list[StoredImage]
 
 
@@ -151,23 +149,74 @@ class ReportSentence(Answer):
     notes_item: int | None = Field(description="notes mode: the notes item (1-based) this sentence writes out")
 
 
+class Support(Answer):
+    stated: str = Field(description="the stated finding")
+    kb_finding: str = Field(description="the knowledge base's finding it matched")
+    source: str = Field(description="the knowledge base that says so")
+    weight: float
+    pathognomonic: bool
+
+
+class DifferentialItem(Answer):
+    name: str
+    score: float
+    sources: dict[str, float] = Field(description="each source's weighted share of the score (image, text, knowledge)")
+    case_ids: list[str] = Field(description="similar cases with this diagnosis")
+    concept_ids: list[str] = Field(description="the stated findings' concepts")
+    diagnosis_id: str | None = Field(description="the graph's concept id of the diagnosis, where it has one")
+    synonyms: list[str]
+    supports: list[Support] = Field(description="knowledge: the stated findings that suggest it")
+    unexplained: list[str] = Field(description="knowledge: stated findings it does not explain")
+
+
+class Draft(Answer):
+    source: str = Field(description="case (a retrieved report) or notes (the radiologist's)")
+    case_id: str | None
+    text: str
+
+
+class DraftCandidate(Answer):
+    case_id: str
+    score: float
+    agreement: float = Field(description="how far the other candidates agree with it")
+    selected: bool
+    text: str
+
+
+class EvidenceCase(Answer):
+    case_id: str
+    score: float
+    modality: str | None
+    body_region: str | None
+
+
+class EvidenceConcept(Answer):
+    concept_id: str
+    name: str
+    status: str
+    votes: int = Field(description="similar cases that state it")
+
+
+class Evidence(Answer):
+    cases: list[EvidenceCase]
+    concepts: list[EvidenceConcept]
+
+
 class ReportBody(Answer):
     mode: str = Field(description="image (a retrieved draft refined) or notes (the radiologist's notes)")
     abstained: bool
     confidence: float | None
     findings: list[ReportSentence]
     impression: str
-    differential: list[dict[str, Any]] = Field(
-        description="ranked diagnoses, each with its sources, case_ids, supports, unexplained and synonyms"
-    )
+    differential: list[DifferentialItem] = Field(description="ranked diagnoses")
     differential_weights: dict[str, float] = Field(description="this case's weight of each differential source")
     gate: float | None = Field(description="the refiner's fusion gate (inert: it does not change the answer)")
-    draft: dict[str, Any] | None = Field(description="what was edited: source (case or notes), case_id, text")
-    candidates: list[dict[str, Any]]
+    draft: Draft | None = Field(description="what was edited")
+    candidates: list[DraftCandidate] = Field(description="the retrieved drafts considered")
     removed: list[str]
     impression_items: list[int]
-    evidence: dict[str, Any] = Field(description="cases (case_id, score, modality, body_region) and concepts")
-    model: dict[str, Any] = Field(description="the writer, its base LLM, how it wrote, and max_new_tokens used")
+    evidence: Evidence = Field(description="the similar cases and the concepts they state")
+    model: dict[str, JsonValue] = Field(description="the writer, its base LLM, how it wrote, and max_new_tokens used")
     limitations: list[str]
 
 
@@ -178,13 +227,27 @@ class ReportAnswer(Answer):
     seconds: float
 
 
+class ConceptRef(Answer):
+    """A related concept: its id and name, with counts or provenance where the relation has them."""
+
+    id: str | None = None
+    name: str | None = None
+
+
+class ConceptArchive(Answer):
+    index: str | None = Field(description="the index whose cases are counted, or null for all")
+    cases_total: int
+    cases: dict[str, int] = Field(description="cases with the concept present, absent, uncertain")
+    co_occurring: list[ConceptRef] = Field(description="findings stated in the same cases, with counts")
+
+
 class ConceptAnswer(Answer):
     concept_id: str
     name: str | None
     source: str | None = Field(description="RadLex, OIFM, ...")
-    ancestors: list[dict[str, Any]]
-    locations: list[dict[str, Any]]
-    related_findings: list[dict[str, Any]]
-    differential_diagnoses: list[dict[str, Any]]
-    archive: dict[str, Any] = Field(description="cases with the concept present/absent/uncertain, co-occurring")
+    ancestors: list[ConceptRef]
+    locations: list[ConceptRef]
+    related_findings: list[ConceptRef]
+    differential_diagnoses: list[ConceptRef]
+    archive: ConceptArchive
     reason: str | None

@@ -25,7 +25,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from kgreport.indexing.archives.base import ArchiveError
 from kgreport.indexing.archives.dicom_folder import DicomFolderArchive
@@ -33,6 +32,7 @@ from kgreport.indexing.archives.sidecar_reports import ReportTable, read_report_
 from kgreport.indexing.pacs.client import DicomWebSource, PacsCredentials, StudyRef, redacted
 from kgreport.indexing.pacs.deidentify import deidentify
 from kgreport.indexing.pacs.structured_report import MalformedReportError, is_text_sr, report_text
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.retrieval.ids import is_valid_id
 from kgreport.retrieval.records import Case, SkippedItem
 
@@ -71,12 +71,12 @@ class PacsQuery:
         check_date(self.until)
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> PacsQuery:
+    def from_json(cls, data: UncheckedJson) -> PacsQuery:
         """The query `as_json` wrote."""
         fields = {k: data.get(k) for k in ("since", "until", "modality")}
         return cls(**fields, study_uids=tuple(data.get("study_uids") or ()))
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         fields = {"since": self.since, "until": self.until, "modality": self.modality}
         return {**fields, "study_uids": list(self.study_uids)}
 
@@ -90,7 +90,7 @@ class FetchCounts:
     report_sources: Counter[str] = field(default_factory=Counter)
     report_problems: list[dict[str, str]] = field(default_factory=list)
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return {
             "studies_fetched": self.fetched,
             "studies_from_cache": self.cached,
@@ -204,7 +204,7 @@ class DicomWebArchive:
         return None, problem
 
 
-def read_study_info(folder: Path) -> dict[str, Any]:
+def read_study_info(folder: Path) -> UncheckedJson:
     """The `study.json` of a fetched study (ArchiveError when it is missing or unreadable)."""
     try:
         data = json.loads((folder / STUDY_INFO).read_text(encoding="utf-8"))

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kgreport.indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from kgreport.json_types import UncheckedJson
 from kgreport.retrieval.ids import InvalidIdError, check_id
 from kgreport.retrieval.records import REPORT_SECTIONS, Case, CaseImage, ReportSections, SkippedItem
 from kgreport.retrieval.report_sections import split_report
@@ -58,10 +59,10 @@ class ManifestArchive:
         self.name = f"manifest:{self.path.name}"
         self._rows = self._read_rows()
 
-    def _read_rows(self) -> list[tuple[str, dict[str, Any] | None]]:
+    def _read_rows(self) -> list[tuple[str, UncheckedJson | None]]:
         """Rows as (source label, row or None when the line is unreadable)."""
         suffix = self.path.suffix.lower()
-        rows: list[tuple[str, dict[str, Any] | None]] = []
+        rows: list[tuple[str, UncheckedJson | None]] = []
         if suffix in {".jsonl", ".ndjson", ".json"}:
             with self.path.open(encoding="utf-8") as handle:
                 for line_no, line in enumerate(handle, 1):
@@ -84,7 +85,7 @@ class ManifestArchive:
         return len(self._rows)
 
     @property
-    def rows(self) -> list[tuple[str, dict[str, Any] | None]]:
+    def rows(self) -> list[tuple[str, UncheckedJson | None]]:
         """The rows as read: (source label, row, or None for a line that is not a JSON object)."""
         return list(self._rows)
 
@@ -95,7 +96,7 @@ class ManifestArchive:
                 continue
             yield self._case(source, row)
 
-    def _case(self, source: str, row: dict[str, Any]) -> Case | SkippedItem:
+    def _case(self, source: str, row: UncheckedJson) -> Case | SkippedItem:
         case_id = str(row.get("case_id") or "")
         if not case_id.strip():
             return SkippedItem(source=source, reason="row without case_id")

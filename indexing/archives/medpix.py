@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kgreport.indexing.archives.base import ArchiveError, inside_root, outside_reason, skip, warn_dropped
+from kgreport.json_types import UncheckedJson
 from kgreport.retrieval.ids import InvalidIdError, check_id
 from kgreport.retrieval.records import Case, CaseImage, ReportSections, SkippedItem
 
@@ -111,7 +112,7 @@ class MedPixArchive:
             },
         )
 
-    def _case(self, where: str, row: dict[str, Any]) -> Case | SkippedItem:
+    def _case(self, where: str, row: UncheckedJson) -> Case | SkippedItem:
         case_id = str(row.get("U_id") or "")
         if not case_id:
             return SkippedItem(source=where, reason="case without U_id")

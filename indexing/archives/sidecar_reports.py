@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from kgreport.indexing.archives.base import ArchiveError, OutsideRootError, inside_root, outside_reason, skip
+from kgreport.json_types import UncheckedJson
 from kgreport.retrieval.ids import InvalidIdError, check_id
 from kgreport.retrieval.records import REPORT_SECTIONS, ReportSections, SkippedItem
 from kgreport.retrieval.report_sections import split_report
@@ -51,7 +52,7 @@ class ReportTable:
     def __contains__(self, case_id: object) -> bool:
         return case_id in self.rows
 
-    def add(self, where: str, row: dict[str, Any]) -> None:
+    def add(self, where: str, row: UncheckedJson) -> None:
         """Keep `row` under its case id (a later row replaces an earlier one); blank ids are ignored."""
         value = row.get("case_id")
         if value is None:
@@ -65,12 +66,12 @@ class ReportTable:
         self.rows[case_id] = ReportRow(where=where, fields=row)
 
 
-def _clean(row: dict[str, Any]) -> dict[str, Any]:
+def _clean(row: UncheckedJson) -> UncheckedJson:
     """Keys stripped (spreadsheets pad headers), blank strings as None, other cells stripped.
 
     Ids are kept as written: `'x\n'` must fail the id rule, not turn into another case's `'x'`.
     """
-    cleaned: dict[str, Any] = {}
+    cleaned: UncheckedJson = {}
     for key, value in row.items():
         if key is None:  # csv puts surplus cells of a long row under None
             continue

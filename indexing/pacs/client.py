@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TypeAlias, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import requests
@@ -42,6 +42,9 @@ from pydicom.errors import InvalidDicomError
 from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
 
 log = logging.getLogger("kgreport.indexing.pacs")
+# One dataset in the DICOM JSON model (PS3.18 F.2), as dicomweb-client hands it over: tag → {vr, Value},
+# each Value's type set by its VR, so the readers (`indexing.archives.dicomweb`) check every one they use.
+DicomJson: TypeAlias = dict[str, Any]
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -372,7 +375,7 @@ class DicomWebSource:
         return getattr(self._state, "last", None)
 
     def _pages(
-        self, what: str, search: Callable[..., list[dict[str, Any]]], page_size: int, not_dicomweb: tuple[int, ...]
+        self, what: str, search: Callable[..., list[DicomJson]], page_size: int, not_dicomweb: tuple[int, ...]
     ) -> Iterator[Mapping[str, Any]]:
         """QIDO results page by page, each item once (by its whole content), until a short or empty page."""
         offset = 0
@@ -396,8 +399,8 @@ class DicomWebSource:
             offset += len(page)
 
     def _search(
-        self, what: str, search: Callable[[], list[dict[str, Any]]], not_dicomweb: tuple[int, ...]
-    ) -> list[dict[str, Any]]:
+        self, what: str, search: Callable[[], list[DicomJson]], not_dicomweb: tuple[int, ...]
+    ) -> list[DicomJson]:
         """One QIDO-RS request whose answer must be DICOM JSON."""
         items = self._call(what, search, not_dicomweb)
         if not _is_dicom_json(items):

@@ -19,7 +19,6 @@ import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
 from kgreport.indexing.training.pairs import TrainingPair
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.device import resolve_device
 from kgreport.retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_model, create_tokenizer, get_config
 from kgreport.retrieval.encoders.image_encoder import CTEncoder
@@ -81,7 +81,7 @@ class TrainingResult:
     n_dev: int
     device: str = "cpu"
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> JsonObject:
         return {
             "config": asdict(self.config),
             "device": self.device,

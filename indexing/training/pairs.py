@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from kgreport.json_types import json_text
 from kgreport.retrieval.imaging import ImageDecodeError, load_case_image, to_slices
 from kgreport.retrieval.records import Case, CaseImage, SkippedItem
 
@@ -64,9 +65,9 @@ def image_labels(image: CaseImage, case: Case) -> dict[str, str | None]:
     return {
         "modality": image.modality or case.modality,
         "body_region": image.body_region or case.body_region,
-        "location": image.metadata.get("location"),
-        "category": case.metadata.get("category"),
-        "acr_pathology": acr_pathology(case.metadata.get("acr_code")),
+        "location": json_text(image.metadata.get("location")),
+        "category": json_text(case.metadata.get("category")),
+        "acr_pathology": acr_pathology(json_text(case.metadata.get("acr_code"))),
     }
 
 

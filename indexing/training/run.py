@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kgreport.indexing.archives import open_archive
 from kgreport.indexing.training.encoder_training import EpochResult, TrainingConfig, TrainingResult, train_encoder
 from kgreport.indexing.training.pairs import TrainingPair, load_pairs
+from kgreport.json_types import JsonObject
 
 
 def _load(
@@ -100,8 +101,8 @@ def run_training(
     limit: int | None = None,
     console: Console | None = None,
     name: str | None = None,
-    options: dict[str, Any] | None = None,
-) -> dict[str, Any]:
+    options: dict[str, Any] | None = None,  # further `TrainingConfig` fields by name, checked by its constructor
+) -> JsonObject:
     """Train an encoder and write it (weights, description, MODEL_CARD.md, training.json) to `out_dir`.
 
     `options` are further `TrainingConfig` fields (heads, label_smoothing, text_target, group_by_region,

@@ -27,12 +27,13 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 import spacy
 from spacy.tokens import Doc, Span
 from spacy.util import filter_spans
 
+from kgreport.json_types import JsonObject
 from kgreport.knowledge.extraction.lexicon import LexiconEntry, lexicon_fingerprint
 from kgreport.knowledge.extraction.linker_index import build_linker_index
 from kgreport.knowledge.extraction.vocabulary import (
@@ -64,6 +65,14 @@ LINK_EF_SEARCH = 50  # ... and its HNSW search breadth (default 200): same links
 LINK_CANDIDATES = 5  # concepts the linker proposes per noun phrase; the best one that passes `_covers` is taken
 
 
+class RulerPattern(TypedDict):
+    """One spaCy EntityRuler pattern: a surface form (`pattern`) labelled with its concept's kind and id."""
+
+    label: str
+    pattern: str
+    id: str
+
+
 @dataclass(frozen=True)
 class Finding:
     concept_id: str
@@ -74,7 +83,7 @@ class Finding:
     status: str  # present | absent | uncertain
     location_concept_id: str | None = None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self) -> JsonObject:
         return asdict(self)
 
 
@@ -106,7 +115,7 @@ class _Ruler:
     LOWER), the longest match winning where matches overlap. spaCy's own EntityRuler does the same but
     counts its (here about 100k) patterns again on every document."""
 
-    def __init__(self, nlp: Any, patterns: list[dict[str, Any]]) -> None:
+    def __init__(self, nlp: Any, patterns: list[RulerPattern]) -> None:
         from spacy.matcher import PhraseMatcher
 
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
@@ -386,9 +395,9 @@ def _split_word_abbreviations(nlp: Any, words: set[str]) -> None:
     nlp.tokenizer.rules = {k: v for k, v in rules.items() if not (k.endswith(".") and k[:-1].lower() in words)}
 
 
-def _patterns(lexicon: list[LexiconEntry]) -> list[dict[str, Any]]:
+def _patterns(lexicon: list[LexiconEntry]) -> list[RulerPattern]:
     """Ruler patterns: every alias as written, then the variants no alias already claims."""
-    patterns: list[dict[str, Any]] = []
+    patterns: list[RulerPattern] = []
     seen: set[str] = set()
 
     def add(e: LexiconEntry, text: str) -> None:

@@ -7,14 +7,18 @@ query text, so quotes, backslashes and Cypher keywords in user data stay data.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
+
+# A row of a Cypher answer, keyed by the query's RETURN aliases: its values are whatever the query returns
+# (ids, names, counts, lists), so each caller reads the aliases its own query names.
+GraphRow: TypeAlias = dict[str, Any]
 
 
 class GraphBackend(Protocol):
     name: str
     address: str
 
-    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[GraphRow]:
         """Run one query; rows as dicts keyed by the RETURN aliases."""
         ...
 

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.backend import GraphRow, run_in_batches
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 from kgreport.knowledge.processes import process_alive
 
@@ -65,7 +65,7 @@ def _clean(value: Any) -> Any:
     return value
 
 
-def result_rows(result: Any) -> list[dict[str, Any]]:
+def result_rows(result: Any) -> list[GraphRow]:
     """A falkordb `QueryResult` as rows keyed by the RETURN aliases (its header holds (type, name) pairs)."""
     names = [column[1] if isinstance(column, (list, tuple)) else column for column in result.header]
     return [dict(zip(names, row, strict=True)) for row in result.result_set]
@@ -366,7 +366,7 @@ class EmbeddedFalkorDB:
             self._process = self._adopted_pid = None
             self.start()
 
-    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[GraphRow]:
         return result_rows(self._execute(query, params))
 
     def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.backend import GraphRow, run_in_batches
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 from kgreport.knowledge.graph.falkordb_embedded import _clean, create_falkordb_indexes, result_rows
 
@@ -201,7 +201,7 @@ class FalkorDBServer:
                 log.warning("lost the FalkorDB server at %s (%r); reconnecting", self.address, err)
         raise AssertionError("unreachable: the second failed send raised")
 
-    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[GraphRow]:
         return result_rows(self._execute(query, params))
 
     def run_batched(self, query: str, rows: Iterable[Mapping[str, Any]], batch_size: int = 2000) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from kgreport.knowledge.graph.backend import run_in_batches
+from kgreport.knowledge.graph.backend import GraphRow, run_in_batches
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 
 
@@ -23,7 +23,7 @@ class Neo4jGraph:
         except Exception as err:  # the driver raises ServiceUnavailable, AuthError, ValueError ...
             raise GraphUnavailableError(self.name, uri, str(err)) from err
 
-    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[dict[str, Any]]:
+    def run(self, query: str, params: Mapping[str, Any] | None = None) -> list[GraphRow]:
         import neo4j
 
         try:

@@ -31,6 +31,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from kgreport.json_types import JsonObject, UncheckedJson
 from kgreport.knowledge.ontology.diagnosis_kb import DiagnosisKB, Suggestion, diagnosis_key, finding_key
 
 # The tables map most findings to one pathology, so their 1 / n says little: on train it lowered the top 5
@@ -123,7 +124,7 @@ class Support:
     weight: float
     pathognomonic: bool = False
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> JsonObject:
         return {
             "stated": self.stated,
             "kb_finding": self.kb_finding,
@@ -131,6 +132,16 @@ class Support:
             "weight": round(self.weight, 4),
             "pathognomonic": self.pathognomonic,
         }
+
+    @classmethod
+    def from_json(cls, data: UncheckedJson) -> Support:
+        return cls(
+            stated=str(data["stated"]),
+            kb_finding=str(data["kb_finding"]),
+            source=str(data["source"]),
+            weight=float(data["weight"]),
+            pathognomonic=bool(data.get("pathognomonic", False)),
+        )
 
 
 @dataclass

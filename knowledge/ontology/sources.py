@@ -12,7 +12,9 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
+
+from kgreport.json_types import JsonObject, UncheckedJson
 
 
 def _open_text(path: Path) -> IO[str]:
@@ -53,7 +55,7 @@ def read_radlex(path: str | Path) -> Iterator[RadLexTerm]:
             yield RadLexTerm(rid=row[1].strip(), name=row[0].strip(), parent=parent)
 
 
-def _codes(items: list[dict[str, Any]] | None) -> dict[str, tuple[str, ...]]:
+def _codes(items: list[UncheckedJson] | None) -> dict[str, tuple[str, ...]]:
     out: dict[str, list[str]] = {}
     for item in items or []:
         if item.get("system") and item.get("code"):
@@ -65,7 +67,7 @@ def _codes(items: list[dict[str, Any]] | None) -> dict[str, tuple[str, ...]]:
 GENERIC_ATTRIBUTES = frozenset({"presence", "change from prior", "location"})
 
 
-def _related_names(attributes: list[dict[str, Any]]) -> list[str]:
+def _related_names(attributes: list[UncheckedJson]) -> list[str]:
     """Names an attribute gives that may be other findings: its own name ("pleural effusion" as an
     attribute of a CABG finding) and its values ("emphysema" under "associated findings"). Which of
     them really are findings is decided at load time, against the finding-model names."""
@@ -79,7 +81,7 @@ def _related_names(attributes: list[dict[str, Any]]) -> list[str]:
     return names
 
 
-def finding_model_from_json(row: dict[str, Any]) -> FindingModel:
+def finding_model_from_json(row: UncheckedJson) -> FindingModel:
     locations: list[str] = []
     attributes = row.get("attributes") or []
     for attribute in attributes:
@@ -107,7 +109,7 @@ def read_finding_models(path: str | Path) -> Iterator[FindingModel]:
                 yield finding_model_from_json(json.loads(line))
 
 
-def compact_finding_model(model: FindingModel) -> dict[str, Any]:
+def compact_finding_model(model: FindingModel) -> JsonObject:
     """The fields kgreport bundles (a tenth of the source file's size)."""
     return {
         "oifm_id": model.oifm_id,

@@ -16,7 +16,6 @@ import math
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +23,8 @@ import torchvision
 from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import TextTransformer
 from torch import nn
+
+from kgreport.json_types import JsonObject, UncheckedJson
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -47,14 +48,14 @@ class CTClipConfig:
     heads: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CTClipConfig:
+    def from_dict(cls, data: UncheckedJson) -> CTClipConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown CT encoder config keys: {sorted(unknown)}")
         return cls(**data)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> JsonObject:
         return asdict(self)
 
 

@@ -19,6 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from kgreport.errors import Unavailable
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.device import resolve_device
 from kgreport.retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_tokenizer
 from kgreport.retrieval.encoders.frozen import frozen_for_inference
@@ -77,7 +78,7 @@ class CTEncoder:
         name: str,
         *,
         batch_size: int = 32,
-        info: dict[str, Any] | None = None,
+        info: JsonObject | None = None,
         device: str | torch.device = "cpu",
     ):
         self.device = resolve_device(device) if isinstance(device, str) else device

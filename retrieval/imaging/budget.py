@@ -9,8 +9,8 @@ embedding uses plus an evenly spread sample, never the whole array.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.config import ImagingConfig
 from kgreport.retrieval.imaging.decoded import VolumeSample
 from kgreport.retrieval.imaging.errors import ImageDecodeError
@@ -60,7 +60,7 @@ def slices_to_read(path: Path | str, depth: int, slice_bytes: int, k: int) -> li
     return picked if len(picked) < depth else None
 
 
-def volume_sample(wanted: list[int] | None, depth: int, metadata: dict[str, Any]) -> VolumeSample | None:
+def volume_sample(wanted: list[int] | None, depth: int, metadata: JsonObject) -> VolumeSample | None:
     """The `DecodedImage.sample` of a volume whose slices `wanted` were read (None: all), noted in metadata."""
     if wanted is None:
         return None

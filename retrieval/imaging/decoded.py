@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
+
+from kgreport.json_types import JsonObject
 
 
 @dataclass(frozen=True)
@@ -37,7 +39,7 @@ class DecodedImage:
     is_hu: bool = False
     spacing: tuple[float, ...] | None = None
     modality: str | None = None
-    metadata: dict[str, Any] = field(default_factory=dict)
+    metadata: JsonObject = field(default_factory=dict)
     sample: VolumeSample | None = None
 
     @property

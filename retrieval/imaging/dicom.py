@@ -12,11 +12,11 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from pydicom.dataset import Dataset
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.imaging.budget import (
     DEFAULT_MAX_PIXELS,
     check_plane,
@@ -104,7 +104,7 @@ def read_dicom_file(
     picked = [order[i] for i in wanted] if wanted is not None else None
     array, is_hu, notes = decode_pixels(ds, path, picked)
     array, replaced = finite_float32(array)
-    metadata: dict[str, Any] = {**header_info(ds), **notes}
+    metadata: JsonObject = {**header_info(ds), **notes}
     if replaced:
         metadata["non_finite_replaced"] = replaced
     if orientation:
@@ -315,7 +315,7 @@ def load_series(
     pixels, is_hu, notes = _decode_files([paths[i] for i in picked])
     first = datasets[order[0]]
     z, z_notes = z_spacing(sorted_positions, first)
-    metadata: dict[str, Any] = {
+    metadata: JsonObject = {
         **header_info(first),
         **notes,
         **z_notes,
@@ -339,7 +339,7 @@ def load_series(
     )
 
 
-def _decode_files(paths: list[Path]) -> tuple[np.ndarray, bool, dict[str, Any]]:
+def _decode_files(paths: list[Path]) -> tuple[np.ndarray, bool, JsonObject]:
     """The slices of these single-frame files stacked in this order, whether all are HU, and notes.
 
     Each file is read and decoded in turn into one preallocated array, so peak memory is the volume

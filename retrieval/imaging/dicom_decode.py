@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pydicom
@@ -18,6 +17,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, pixel_array
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.imaging.dicom_headers import functional
 from kgreport.retrieval.imaging.errors import ImageDecodeError
 
@@ -98,7 +98,7 @@ def _stored_range(ds: Dataset) -> tuple[float, float]:
     return 0.0, 2.0**bits - 1
 
 
-def decode_pixels(ds: Dataset, path: Path, frames: list[int] | None = None) -> tuple[np.ndarray, bool, dict[str, Any]]:
+def decode_pixels(ds: Dataset, path: Path, frames: list[int] | None = None) -> tuple[np.ndarray, bool, JsonObject]:
     """Pixel values as float32 (HU for CT) with frames first, whether they are HU, and notes.
 
     `frames`: of a multi-frame file, only these frames are decoded, in this order (a volume too large
@@ -125,7 +125,7 @@ def decode_pixels(ds: Dataset, path: Path, frames: list[int] | None = None) -> t
         raw = (raw / 257.0 if raw.max(initial=0) > 255 else raw).round().astype(np.uint8)
     if raw.ndim == (4 if count > 1 else 3):  # RGB (pydicom already converted YBR): no rescale, no HU
         return raw.astype(np.float32), False, {"display_ready": bool(raw.dtype == np.uint8)}
-    notes: dict[str, Any] = {}
+    notes: JsonObject = {}
     rescale = _rescale(ds, count)
     rescale_type = str(functional(ds, "PixelValueTransformationSequence", "RescaleType") or "").strip().upper()
     modality = str(ds.get("Modality") or "").strip().upper()

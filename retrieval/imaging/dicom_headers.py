@@ -12,6 +12,8 @@ from typing import Any
 import numpy as np
 from pydicom.dataset import Dataset
 
+from kgreport.json_types import JsonObject
+
 
 def text(ds: Dataset, keyword: str) -> str | None:
     """A header value as stripped text; None when absent or blank."""
@@ -19,7 +21,7 @@ def text(ds: Dataset, keyword: str) -> str | None:
     return (str(value).strip() or None) if value is not None else None
 
 
-def header_info(ds: Dataset) -> dict[str, Any]:
+def header_info(ds: Dataset) -> dict[str, str]:
     """The identifiers a decoded image's metadata carries (patient, study, series, body part), when set."""
     body_part = text(ds, "BodyPartExamined")
     info = {
@@ -94,9 +96,9 @@ def order_slices(
     return list(range(len(positions))), None, "file"
 
 
-def z_spacing(sorted_positions: list[float] | None, ds: Dataset) -> tuple[float | None, dict[str, Any]]:
+def z_spacing(sorted_positions: list[float] | None, ds: Dataset) -> tuple[float | None, JsonObject]:
     """Slice spacing in mm (median gap of positions, else SpacingBetweenSlices/SliceThickness) and notes."""
-    notes: dict[str, Any] = {}
+    notes: JsonObject = {}
     if sorted_positions and len(sorted_positions) > 1:
         gaps = np.diff(sorted_positions)
         positive = gaps[gaps > 1e-3]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kgreport.json_types import JsonObject, json_list, json_text
 from kgreport.retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane
 from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
 from kgreport.retrieval.imaging.dicom import is_dicom_file, load_series, read_dicom_file, scan_dicom_folder
@@ -43,7 +44,7 @@ def read_picture(path: Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
         raise ImageDecodeError(f"{path}: not a readable image ({type(err).__name__}: {err})") from err
     pixels, replaced = finite_float32(pixels)
-    metadata: dict[str, object] = {"display_ready": ready}
+    metadata: JsonObject = {"display_ready": ready}
     if frames > 1:
         metadata["note"] = f"{frames} frames: using the first"
     if replaced:
@@ -109,10 +110,11 @@ def load_case_image(
     metadata = image.metadata or {}
     files = metadata.get("dicom_files")
     if files:
-        return load_series([Path(f) for f in files], max_pixels=max_pixels, volume_slices=volume_slices)
+        paths = [Path(str(f)) for f in json_list(files, f"image {image.image_id}: metadata dicom_files")]
+        return load_series(paths, max_pixels=max_pixels, volume_slices=volume_slices)
     return load_image(
         image.path,
-        series_uid=metadata.get("series_uid"),
+        series_uid=json_text(metadata.get("series_uid")),
         assume_hu=(image.modality or "").upper() == "CT",
         max_pixels=max_pixels,
         volume_slices=volume_slices,

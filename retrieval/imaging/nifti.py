@@ -22,6 +22,7 @@ from nibabel.arrayproxy import ArrayProxy
 from nibabel.openers import ImageOpener
 from nibabel.orientations import aff2axcodes, io_orientation
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_volume, slices_to_read, volume_sample
 from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
 from kgreport.retrieval.imaging.errors import ImageDecodeError
@@ -179,7 +180,7 @@ def read_nifti(
     image = open_nifti(path)
     shape = tuple(int(s) for s in image.shape)
     usable = _usable_shape(shape)
-    notes: dict[str, Any] = {"original_shape": shape}
+    notes: JsonObject = {"original_shape": shape}
     if len(usable) == 4 and usable[3] > 1:
         notes["note"] = f"4D image with {usable[3]} volumes: using the first"
     spatial = (usable[0], usable[1], usable[2] if len(usable) > 2 else 1)

@@ -10,13 +10,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
 from kgreport.retrieval.manifest import IndexManifest
-from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase
+from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase
 from kgreport.retrieval.stores.scope import EVERY_CASE, SearchScope
+
+
+class EncoderLabel(Protocol):
+    """What a new store records of an encoder: its name and vector size (and, where it has one, its
+    weights' `fingerprint`, read with `getattr`), so an index is never searched with another encoder."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def dim(self) -> int: ...
 
 
 class CaseStoreInterface(Protocol):
@@ -54,7 +65,7 @@ class CaseStoreInterface(Protocol):
 
     def stored_cases(self) -> Iterator[Case]: ...
 
-    def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]: ...
+    def image_rows_for(self, ids: Iterable[int]) -> list[ImageRow]: ...
 
     def info(self) -> IndexInfo: ...
 

@@ -33,16 +33,16 @@ def test_ground_a_finding_model(graph: GraphBackend) -> None:
     assert {a["id"] for a in g.ancestors} == {"RID5"}  # via SAME_AS nodule (RID3875) IS_A clinical finding
     assert g.locations == [{"id": "RID1301", "name": "lung"}]
     assert [f["id"] for f in g.related_findings] == ["OIFM_C", "OIFM_M"]  # same location, by name
-    assert g.archive["cases"] == {"present": 2, "absent": 0, "uncertain": 1}
-    assert g.archive["cases_total"] == 3
-    assert g.archive["co_occurring"] == [{"id": "RID4872", "name": "pleural effusion", "cases": 1}]
+    assert g.archive.cases == {"present": 2, "absent": 0, "uncertain": 1}
+    assert g.archive.cases_total == 3
+    assert g.archive.co_occurring == [{"id": "RID4872", "name": "pleural effusion", "cases": 1}]
     assert g.differential_diagnoses == [
         {"id": "RID4000", "name": "lung cancer", "cases": 1, "via": "archive"},
         {"id": "OIFM_C", "name": "bronchogenic carcinoma", "via": "ontology"},
     ]
     everywhere = ground_concept(graph, "OIFM_N")
-    assert everywhere.archive["cases"] == {"present": 2, "absent": 1, "uncertain": 1}
-    assert everywhere.archive["cases_total"] == 4
+    assert everywhere.archive.cases == {"present": 2, "absent": 1, "uncertain": 1}
+    assert everywhere.archive.cases_total == 4
 
 
 def test_attribute_relations_come_first(graph: GraphBackend) -> None:
@@ -56,15 +56,15 @@ def test_attribute_relations_come_first(graph: GraphBackend) -> None:
 def test_rewriting_and_deleting_cases(graph: GraphBackend) -> None:
     write_cases(graph, "train", [CaseFindings("c1", (("RID4872", "present"),))])
     write_cases(graph, "train", [CaseFindings("c1", (("RID4872", "absent"),))])
-    assert ground_concept(graph, "RID4872").archive["cases"] == {"present": 0, "absent": 1, "uncertain": 0}
+    assert ground_concept(graph, "RID4872").archive.cases == {"present": 0, "absent": 1, "uncertain": 0}
     with pytest.raises(ValueError, match="finding status"):
         write_cases(graph, "train", [CaseFindings("c1", (("RID4872", "maybe"),))])
     write_cases(graph, "train", [CaseFindings("c2", (("RID4872", "present"),))])
     write_cases(graph, "test", [CaseFindings("c2", (("RID4872", "present"),))])
     delete_cases(graph, "train", ["c1"])
-    assert ground_concept(graph, "RID4872").archive["cases"] == {"present": 2, "absent": 0, "uncertain": 0}
+    assert ground_concept(graph, "RID4872").archive.cases == {"present": 2, "absent": 0, "uncertain": 0}
     delete_index(graph, "train")
-    assert ground_concept(graph, "RID4872").archive["cases_total"] == 1
+    assert ground_concept(graph, "RID4872").archive.cases_total == 1
 
 
 def test_unknown_and_hostile_ids_are_empty_results_with_a_reason(graph: GraphBackend) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,8 @@ from kgreport.retrieval.manifest import FORMAT_VERSION, IndexManifest, IndexUnre
 
 def test_a_manifest_round_trips_and_keeps_keys_it_does_not_know(tmp_path: Path) -> None:
     path = tmp_path / "manifest.json"
-    manifest = IndexManifest.new(image_dim=256, text_dim=384, image_encoder="ct", text_encoder="minilm",
-                                 faiss_generation=3)  # fmt: skip
+    made = IndexManifest.new(image_dim=256, text_dim=384, image_encoder="ct", text_encoder="minilm")
+    manifest = replace(made, faiss_generation=3)
     manifest.extra["added_by_a_newer_version"] = {"x": 1}
     manifest.save(path)
     stored = json.loads(path.read_text())

@@ -17,10 +17,11 @@ import shutil
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 from kgreport.knowledge.graph import GraphBackend
 from kgreport.retrieval.config import IndexParams
+from kgreport.retrieval.stores.interface import EncoderLabel
 from kgreport.retrieval.stores.local.store import CaseStore
 from kgreport.retrieval.stores.local.write_lock import index_busy, index_write_lock
 from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
@@ -42,7 +43,9 @@ class IndexStores(Protocol):
 
     def open(self, name: str, params: IndexParams) -> AnyStore: ...
 
-    def create(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> AnyStore: ...
+    def create(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> AnyStore: ...
 
     def drop(self, name: str) -> None: ...
 
@@ -50,7 +53,9 @@ class IndexStores(Protocol):
 
     def busy(self, name: str) -> str | None: ...
 
-    def create_staging(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> AnyStore:
+    def create_staging(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> AnyStore:
         """A new, empty copy of `name` to rebuild into (what an earlier rebuild left there is removed)."""
         ...
 
@@ -80,7 +85,9 @@ class LocalIndexStores:
     def open(self, name: str, params: IndexParams) -> CaseStore:
         return CaseStore.open(self.settings.index_dir(name), params=params)
 
-    def create(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> CaseStore:
+    def create(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> CaseStore:
         return CaseStore.create_for(self.settings.index_dir(name), image_encoder, text_encoder, params=params)
 
     def drop(self, name: str) -> None:
@@ -96,7 +103,9 @@ class LocalIndexStores:
         root = self.settings.index_dir(name)
         return root.with_name(f"{root.name}{STAGING_SUFFIX}")  # a name no index can have
 
-    def create_staging(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> CaseStore:
+    def create_staging(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> CaseStore:
         self.drop_staging(name)
         return CaseStore.create_for(self._staging(name), image_encoder, text_encoder, params=params)
 
@@ -145,7 +154,9 @@ class MilvusIndexStores:
         self.settings.index_dir(name)
         return MilvusCaseStore.open(self.connection, name, params)
 
-    def create(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> MilvusCaseStore:
+    def create(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> MilvusCaseStore:
         self.settings.index_dir(name)
         return MilvusCaseStore.create_for(self.connection, name, image_encoder, text_encoder, params)
 
@@ -158,7 +169,9 @@ class MilvusIndexStores:
     def busy(self, name: str) -> str | None:
         return lease_busy(self._graph(), name)
 
-    def create_staging(self, name: str, image_encoder: Any, text_encoder: Any, params: IndexParams) -> MilvusCaseStore:
+    def create_staging(
+        self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
+    ) -> MilvusCaseStore:
         self.drop_staging(name)
         return MilvusCaseStore.create_for(
             self.connection, f"{name}{STAGING_SUFFIX}", image_encoder, text_encoder, params

@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from kgreport.json_types import JsonMapping
 from kgreport.retrieval.vector_index import VectorIndexError
 
 SCHEMA = """
@@ -94,7 +95,7 @@ def file_id(path: Path) -> tuple[int, int]:
     return stat.st_dev, stat.st_ino
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, data: JsonMapping) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as handle:
         json.dump(data, handle, indent=2)

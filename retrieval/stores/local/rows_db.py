@@ -15,11 +15,10 @@ import sqlite3
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from kgreport.retrieval.records import Case, CaseImage, StoredCase, StoredImage
+from kgreport.retrieval.records import Case, CaseImage, ImageRow, StoredCase, StoredImage
 from kgreport.retrieval.stores.local.rows import IN_LIST, SCHEMA, to_blob, unit_vector
 
 PreparedCase = tuple[Case, list[tuple[CaseImage, np.ndarray]], np.ndarray]  # case, (image, unit vector), report
@@ -242,7 +241,7 @@ class CaseRows:
             ),
         )
 
-    def image_rows_for(self, wanted: list[int]) -> list[dict[str, Any]]:
+    def image_rows_for(self, wanted: list[int]) -> list[ImageRow]:
         """Stored image rows for these image row ids (= FAISS image ids), in the given order; unknown ids
         are skipped."""
         rows = self.db.execute(
@@ -252,7 +251,19 @@ class CaseRows:
             f" FROM images i JOIN cases c ON c.id = i.case_pk WHERE i.id IN {IN_LIST}",
             (json.dumps(wanted),),
         ).fetchall()
-        by_id = {r["id"]: {**dict(r), "metadata": json.loads(r["metadata_json"])} for r in rows}
-        for row in by_id.values():
-            del row["metadata_json"]
+        by_id = {
+            r["id"]: ImageRow(
+                id=r["id"],
+                case_id=r["case_id"],
+                patient_id=r["patient_id"],
+                image_id=r["image_id"],
+                path=r["path"],
+                caption=r["caption"],
+                modality=r["modality"],
+                body_region=r["body_region"],
+                plane=r["plane"],
+                metadata=json.loads(r["metadata_json"]),
+            )
+            for r in rows
+        }
         return [by_id[i] for i in wanted if i in by_id]

@@ -28,8 +28,8 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -42,7 +42,8 @@ from kgreport.retrieval.manifest import (
     IndexNotFoundError,
     IndexUnreadableError,
 )
-from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase
+from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase
+from kgreport.retrieval.stores.interface import EncoderLabel
 from kgreport.retrieval.stores.local.faiss_mirror import CHANGE_LOG_GENERATIONS, FaissMirror
 from kgreport.retrieval.stores.local.queries import StoreQueries
 from kgreport.retrieval.stores.local.rows import IMAGE_HIT_SQL, IN_LIST, TEXT_HIT_SQL, file_id, sqlite_file_problem
@@ -141,21 +142,21 @@ class CaseStore:
         if cls.exists(root):
             raise FileExistsError(f"{root}: an index already exists here")
         root.mkdir(parents=True, exist_ok=True)
-        manifest = IndexManifest.new(
+        made = IndexManifest.new(
             image_dim=image_dim,
             text_dim=text_dim,
             image_encoder=image_encoder,
             text_encoder=text_encoder,
             image_encoder_fingerprint=image_encoder_fingerprint,
-            faiss_generation=0,
         )
+        manifest = replace(made, faiss_generation=0)
         store = cls(root, manifest, params)  # creates the SQLite schema first ...
         manifest.save(root / MANIFEST_FILE)  # ... so a manifest always has a database
         return store
 
     @classmethod
     def create_for(
-        cls, root: Path, image_encoder: Any, text_encoder: Any, params: IndexParams | None = None
+        cls, root: Path, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams | None = None
     ) -> CaseStore:
         """A new store sized and labelled for these encoders (anything with `.dim` and `.name`, and the
         image encoder's weights `.fingerprint` where it has one)."""
@@ -290,7 +291,7 @@ class CaseStore:
             if stored is not None:  # else deleted meanwhile
                 yield stored.to_case()
 
-    def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+    def image_rows_for(self, ids: Iterable[int]) -> list[ImageRow]:
         """Stored image rows for these FAISS image ids, in the given order (unknown ids are skipped)."""
         wanted = [int(i) for i in ids]
         if not wanted:

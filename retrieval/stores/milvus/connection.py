@@ -24,10 +24,14 @@ import math
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 from kgreport.errors import Unavailable
+
+# A Milvus entity as pymilvus hands it over (and takes it in an insert): field name → value, its types set
+# by the collection's schema (`schema.py`), which the store's readers follow field by field.
+MilvusRow: TypeAlias = dict[str, Any]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -149,18 +153,16 @@ class MilvusConnection:
                 self.client.load_collection(collection, timeout=max(self.timeout, LOAD_TIMEOUT))
                 return method(collection, *args, **kwargs)
 
-    def read_options(self) -> dict[str, Any]:
+    def read_options(self) -> dict[str, object]:
         return {"consistency_level": self.settings.consistency, "timeout": self.timeout}
 
-    def query(
-        self, collection: str, expression: str, fields: list[str], limit: int | None = None
-    ) -> list[dict[str, Any]]:
+    def query(self, collection: str, expression: str, fields: list[str], limit: int | None = None) -> list[MilvusRow]:
         """Rows of `collection` matching `expression` (at most `limit`), as dicts of `fields`."""
         options = {"limit": limit} if limit is not None else {}
         rows = self.read(collection, self.client.query, filter=expression, output_fields=fields, **options)
         return [dict(row) for row in rows]
 
-    def query_all(self, collection: str, expression: str, fields: list[str]) -> Iterator[dict[str, Any]]:
+    def query_all(self, collection: str, expression: str, fields: list[str]) -> Iterator[MilvusRow]:
         """Every row matching `expression`, in primary-key order, a page at a time (no 16,384 cap)."""
         last: int | None = None
         while True:

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from kgreport.retrieval.records import Hit
-from kgreport.retrieval.stores.milvus.connection import MilvusConnection
+from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusRow
 from kgreport.retrieval.stores.milvus.filters import id_list, text_list
 
 HIT_FIELDS = ["pk", "case_id", "image_id", "modality", "body_region", "patient_id", "caption", "location"]
@@ -49,7 +49,7 @@ class MilvusReads:
             for ids, scores in found
         ]
 
-    def _reports(self, case_ids: Collection[str]) -> dict[str, dict[str, Any]]:
+    def _reports(self, case_ids: Collection[str]) -> dict[str, MilvusRow]:
         if not case_ids:
             return {}
         rows = self.connection.query(

@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from kgreport.json_types import JsonObject
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.stores.local.store import IndexNotFoundError
 from kgreport.retrieval.stores.milvus.connection import (
@@ -32,6 +33,7 @@ from kgreport.retrieval.stores.milvus.connection import (
     TAG_LENGTH,
     CaseStoreUnavailableError,
     MilvusConnection,
+    MilvusRow,
     collection_base,
 )
 from kgreport.retrieval.stores.milvus.filters import id_list, text_list
@@ -110,26 +112,26 @@ def _migrate_legacy_registry(connection: MilvusConnection) -> None:
     log.info("%s: moved %d indexes to the registry %s", connection.url, len(legacy), REGISTRY)
 
 
-def _rows(connection: MilvusConnection, name: str) -> list[dict[str, Any]]:
+def _rows(connection: MilvusConnection, name: str) -> list[MilvusRow]:
     """Every registry row of the index `name`, newest (highest generation, then id) first."""
     _ensure_registry(connection)
     rows = connection.query(REGISTRY, text_list("name", [name]), ROW_FIELDS)
     return sorted(rows, key=lambda r: (int(r["generation"]), int(r["pk"])), reverse=True)
 
 
-def _delete_rows(connection: MilvusConnection, rows: list[dict[str, Any]]) -> None:
+def _delete_rows(connection: MilvusConnection, rows: list[MilvusRow]) -> None:
     if rows:
         ids = [int(r["pk"]) for r in rows]
         connection.call("deleting registry rows", connection.client.delete, REGISTRY, filter=id_list("pk", ids))
 
 
-def registry_row(connection: MilvusConnection, name: str) -> dict[str, Any] | None:
+def registry_row(connection: MilvusConnection, name: str) -> MilvusRow | None:
     """The index's newest registry row (pk, name, manifest, generation), or None when there is no such index."""
     rows = _rows(connection, name)
     return rows[0] if rows else None
 
 
-def write_registry(connection: MilvusConnection, name: str, manifest: dict[str, Any], generation: int) -> None:
+def write_registry(connection: MilvusConnection, name: str, manifest: JsonObject, generation: int) -> None:
     """Register `manifest` at `generation` as the index's newest row, then delete its older rows (any the
     delete misses are still older, so never read, and go at the next write)."""
     _ensure_registry(connection)

@@ -20,6 +20,7 @@ import numpy as np
 
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.records import Case, CaseImage
+from kgreport.retrieval.stores.milvus.connection import MilvusRow
 from kgreport.retrieval.vector_index import auto_nlist
 
 ID_LENGTH = 128  # retrieval.ids allows 1-128 characters
@@ -114,7 +115,7 @@ def _lower_metadata(*layers: Mapping[str, Any]) -> dict[str, str]:
     return merged
 
 
-def image_row(case: Case, image: CaseImage, vector: np.ndarray) -> dict[str, Any]:
+def image_row(case: Case, image: CaseImage, vector: np.ndarray) -> MilvusRow:
     modality, body_region = image.modality or case.modality, image.body_region or case.body_region
     location = image.metadata.get("location")
     return {
@@ -138,7 +139,7 @@ def image_row(case: Case, image: CaseImage, vector: np.ndarray) -> dict[str, Any
     }
 
 
-def case_row(case: Case, image_ids: list[str], vector: np.ndarray) -> dict[str, Any]:
+def case_row(case: Case, image_ids: list[str], vector: np.ndarray) -> MilvusRow:
     images = case.images
     meta: dict[str, list[str]] = {}
     for layer in (case.metadata, *(image.metadata for image in images)):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,8 @@ import numpy as np
 
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
-from kgreport.retrieval.records import Case, Hit, IndexInfo, StoredCase, StoredImage
+from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase, StoredImage
+from kgreport.retrieval.stores.interface import EncoderLabel
 from kgreport.retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
 from kgreport.retrieval.stores.milvus.connection import CaseStoreUnavailableError, MilvusConnection
 from kgreport.retrieval.stores.milvus.filters import filter_expression, id_list, text_list
@@ -112,12 +114,15 @@ class MilvusCaseStore:
         if cls.exists(connection, name):
             raise FileExistsError(f"index {name!r} already exists on {connection.url}")
         collections = create_collections(connection, name, image_dim, text_dim, params or IndexParams())
-        manifest = IndexManifest.new(
+        made = IndexManifest.new(
             image_dim=image_dim,
             text_dim=text_dim,
             image_encoder=image_encoder,
             text_encoder=text_encoder,
             image_encoder_fingerprint=image_encoder_fingerprint,
+        )
+        manifest = replace(
+            made,
             backend="milvus",
             image_index="flat",
             text_index="flat",
@@ -132,8 +137,8 @@ class MilvusCaseStore:
         cls,
         connection: MilvusConnection,
         name: str,
-        image_encoder: Any,
-        text_encoder: Any,
+        image_encoder: EncoderLabel,
+        text_encoder: EncoderLabel,
         params: IndexParams | None = None,
     ) -> MilvusCaseStore:
         """A new index sized and labelled for these encoders (as `CaseStore.create_for`)."""
@@ -345,7 +350,7 @@ class MilvusCaseStore:
             if stored is not None:
                 yield stored.to_case()
 
-    def image_rows_for(self, ids: Iterable[int]) -> list[dict[str, Any]]:
+    def image_rows_for(self, ids: Iterable[int]) -> list[ImageRow]:
         """Stored image rows for these image ids, in the given order (unknown ids and orphans skipped)."""
         wanted = [int(i) for i in ids]
         if not wanted:
@@ -356,11 +361,18 @@ class MilvusCaseStore:
         for i in wanted:
             if (row := rows.get(i)) is not None and row["case_id"] in live:
                 out.append(
-                    {
-                        **{k: none_if_empty(v) for k, v in row.items() if k != "pk"},
-                        "id": i,
-                        "metadata": dict(row["metadata"]),
-                    }
+                    ImageRow(
+                        id=i,
+                        case_id=str(row["case_id"]),
+                        patient_id=none_if_empty(row["patient_id"]),
+                        image_id=str(row["image_id"]),
+                        path=str(row["path"]),
+                        caption=none_if_empty(row["caption"]),
+                        modality=none_if_empty(row["modality"]),
+                        body_region=none_if_empty(row["body_region"]),
+                        plane=none_if_empty(row["plane"]),
+                        metadata=dict(row["metadata"]),
+                    )
                 )
         return out
 
@@ -408,7 +420,7 @@ class MilvusCaseStore:
         matrix = matrix / np.where(norms > 0, norms, 1)
         collection = self.images if space == "image" else self.cases
         kind = (self.manifest.image_index if space == "image" else self.manifest.text_index) or "flat"
-        search_params: dict[str, Any] = {
+        search_params: dict[str, object] = {
             "metric_type": "IP",
             "params": {"nprobe": self.params.nprobe} if kind == "ivf" else {},
         }
