@@ -2,9 +2,10 @@
 
 Every known failure is a `kgreport.errors.KgreportError` of one kind; this table maps kinds (not the
 classes of every layer: it imports only the error module) to the HTTP status the service answers, with
-the error's own `code`. The CLI turns every one into one clear line and exit code 2. Two builtin rows
-follow for what the libraries below raise about a request (a missing file, a bad value); anything else
-is a defect: a JSON 500 from the service, a traceback from the CLI.
+the error's own `code`. The CLI turns every one into one clear line and exit code 2. There is no builtin
+row: a plain `ValueError` or `FileNotFoundError` is a defect (a JSON 500 from the service, a traceback
+from the CLI), so every failure a request can cause is raised as one of the kinds, and an unexpected one
+is never reported as the client's fault.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ EXIT_KNOWN_FAILURE = 2  # the CLI's exit code for every row: bad input, or a ser
 
 @dataclass(frozen=True)
 class KnownError:
-    """A kind of failure and how both front ends report it; `code` is None where the error names its own."""
+    """A kind of failure and how both front ends report it (the error names its own `code`)."""
 
-    kind: type[Exception]
+    kind: type[KgreportError]
     status: int
-    code: str | None = None
 
 
 # First match wins, so a class of two kinds gets the first: a PACS error is also an archive error (502,
@@ -34,8 +34,6 @@ KNOWN_ERRORS: tuple[KnownError, ...] = (
     KnownError(Conflict, 409),
     KnownError(NotFound, 404),
     KnownError(InvalidInput, 422),
-    KnownError(FileNotFoundError, 404, "not_found"),
-    KnownError(ValueError, 422, "bad_request"),
 )
 
 
@@ -53,6 +51,5 @@ def describe(err: BaseException) -> tuple[int, str] | None:
     """(HTTP status, error code) of a known failure; None for a defect."""
     for row in KNOWN_ERRORS:
         if isinstance(err, row.kind):
-            code = err.code if isinstance(err, KgreportError) else row.code
-            return row.status, code or "error"
+            return row.status, err.code
     return None

@@ -11,6 +11,7 @@ import json
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
+from kgreport.errors import SettingError, Unavailable
 from kgreport.json_types import UncheckedJson
 
 WRITER_JSON = "writer.json"
@@ -20,6 +21,12 @@ DRAFT_SELECTIONS = ("consensus", "top1", "image_text")
 # Settings older writers saved that no longer mean anything: read and ignored. The differential's
 # case_weight / graph_weight gave way to per-case source weights (`generator.source_weights`).
 RETIRED_SETTINGS = frozenset({"case_weight", "graph_weight"})
+
+
+class WriterUnreadableError(Unavailable, ValueError):
+    """A trained writer's file that this version cannot read (unknown settings, unknown sources)."""
+
+    code = "report_writer_unreadable"
 
 
 @dataclass(frozen=True)
@@ -47,9 +54,9 @@ class WriterConfig:
 
     def __post_init__(self) -> None:
         if self.draft_selection not in DRAFT_SELECTIONS:
-            raise ValueError(f"draft_selection must be one of {DRAFT_SELECTIONS}, not {self.draft_selection!r}")
+            raise SettingError(f"draft_selection must be one of {DRAFT_SELECTIONS}, not {self.draft_selection!r}")
         if self.k < 0 or self.prompt_budget < 16 or self.max_new_tokens < 1:
-            raise ValueError(f"invalid writer config: k={self.k}, prompt_budget={self.prompt_budget}")
+            raise SettingError(f"invalid writer config: k={self.k}, prompt_budget={self.prompt_budget}")
 
     def save(self, folder: Path) -> None:
         (folder / WRITER_JSON).write_text(json.dumps(asdict(self), indent=2))
@@ -64,7 +71,7 @@ class WriterConfig:
             data = {k: v for k, v in data.items() if k not in RETIRED_SETTINGS}
             unknown = sorted(set(data) - known)
             if unknown:
-                raise ValueError(f"{path}: unknown writer settings {unknown}")
+                raise WriterUnreadableError(f"{path}: unknown writer settings {unknown}")
             return cls(**data)
         return cls.legacy(card or {})
 
@@ -80,3 +87,22 @@ class WriterConfig:
             repetition_penalty=1.2,
             no_repeat_ngram=3,
         )
+
+
+@dataclass
+class TrainConfig:
+    """How the writer is fitted (`generator.fit.train`): the one record of the training defaults."""
+
+    epochs: int = 1
+    batch_size: int = 4
+    lora_lr: float = 3e-4
+    fusion_lr: float = 1e-3
+    weight_decay: float = 0.01
+    max_steps: int | None = None
+    eval_every: int = 100
+    seed: int = 0
+    # Dev loss before the first step too: a run that goes on from a trained writer keeps it unless it improves.
+    evaluate_at_start: bool = False
+    drop_side: float = 0.15  # per example: image dropped with this probability, texts with the same
+    device: str = "auto"  # auto (CUDA when present), cpu or cuda; CUDA runs in bf16 autocast
+    max_minutes: float | None = None  # stop (and evaluate) once this much time has passed: a lent GPU's lease

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kgreport.errors import InvalidInput
+from kgreport.generator.config import TrainConfig as TrainConfig  # its home is the config records
 from kgreport.generator.model import Batch, GeneratorConfig, ReportGenerator
 from kgreport.json_types import JsonMapping, JsonObject, UncheckedJson
 from kgreport.retrieval.device import resolve_device
@@ -34,8 +36,10 @@ EXAMPLES_FORMAT = "kgreport-refiner-examples/1"
 _TEXT_FIELDS = ("case_id", "image_id", "prompt", "target", "cited", "kind", "draft", "features", "usable")
 
 
-class ExamplesFileError(ValueError):
+class ExamplesFileError(InvalidInput):
     """An examples file that cannot be read; the message names the file and what is wrong."""
+
+    code = "examples_unreadable"
 
 
 @dataclass
@@ -78,23 +82,6 @@ def collate(
         prompts=[e.prompt for e in examples],
         targets=[e.target for e in examples] if with_targets else None,
     )
-
-
-@dataclass
-class TrainConfig:
-    epochs: int = 1
-    batch_size: int = 4
-    lora_lr: float = 3e-4
-    fusion_lr: float = 1e-3
-    weight_decay: float = 0.01
-    max_steps: int | None = None
-    eval_every: int = 100
-    seed: int = 0
-    # Dev loss before the first step too: a run that goes on from a trained writer keeps it unless it improves.
-    evaluate_at_start: bool = False
-    drop_side: float = 0.15  # per example: image dropped with this probability, texts with the same
-    device: str = "auto"  # auto (CUDA when present), cpu or cuda; CUDA runs in bf16 autocast
-    max_minutes: float | None = None  # stop (and evaluate) once this much time has passed: a lent GPU's lease
 
 
 @dataclass
@@ -211,7 +198,7 @@ def save_examples(path: Path, splits: Mapping[str, Sequence[Example]], meta: Jso
     texts: dict[str, list[JsonObject]] = {}
     for name, examples in splits.items():
         if not examples:
-            raise ValueError(f"split {name!r} has no examples")
+            raise ExamplesFileError(f"split {name!r} has no examples")
         arrays[f"{name}.image"] = np.stack([e.image for e in examples]).astype(np.float32)
         arrays[f"{name}.texts"] = np.stack([e.texts for e in examples]).astype(np.float32)
         arrays[f"{name}.mask"] = np.stack([e.mask for e in examples]).astype(bool)

@@ -12,9 +12,13 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from kgreport.errors import InvalidInput
 
-class HandNotesError(ValueError):
+
+class HandNotesError(InvalidInput):
     """A notes file that cannot be read: bad JSON or a row without its fields."""
+
+    code = "notes_file_unreadable"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kgreport.errors import SettingError
 from kgreport.generator.decoding import DecodeResult, DecodingConfig, decode
 from kgreport.generator.fusion import DynamicFusion, FusionConfig
 from kgreport.generator.llm import load_llm
@@ -146,7 +147,7 @@ class ReportGenerator(nn.Module):
             raise ValueError("a generator loaded to train keeps its adapters apart: pass merge=False")
         device = resolve_device(device) if isinstance(device, str) else device
         if quantize and device.type != "cpu":
-            raise ValueError("int8 quantisation (KGREPORT_REPORT_INT8) runs on the CPU only")
+            raise SettingError("int8 quantisation (KGREPORT_REPORT_INT8) runs on the CPU only")
         config = GeneratorConfig.from_json(json.loads((folder / "generator.json").read_text()))
         if llm is not None:
             config = replace(config, llm=llm)

@@ -24,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from kgreport.generator.config import WriterUnreadableError
 from kgreport.generator.differential import SOURCES, SourceVotes
 
 SOURCE_WEIGHTS_JSON = "source_weights.json"
@@ -92,7 +93,9 @@ class SourceWeights:
         data = json.loads(path.read_text())
         unknown = set(data.get("coefficients", {})) - set(SOURCES)
         if unknown:
-            raise ValueError(f"{path}: unknown differential source(s) {sorted(unknown)}; known: {list(SOURCES)}")
+            raise WriterUnreadableError(
+                f"{path}: unknown differential source(s) {sorted(unknown)}; known: {list(SOURCES)}"
+            )
         return cls(**data)
 
 

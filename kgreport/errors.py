@@ -33,5 +33,12 @@ class NotFound(KgreportError):
     """What the request names does not exist: an index, a case, a concept."""
 
 
+class SettingError(Unavailable, ValueError):
+    """A setting (`KGREPORT_*`, a CLI option naming one) that cannot work: a malformed server URL, a device
+    this machine lacks. The service cannot serve what needs it until the setting is fixed."""
+
+    code = "bad_setting"
+
+
 class InvalidInput(KgreportError, ValueError):
     """The request itself is wrong: an id, an image, notes, a filter, an archive."""

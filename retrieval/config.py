@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from kgreport.errors import SettingError
+
 VOTE_BY = ("image", "case")
 
 
@@ -23,7 +25,7 @@ class ImagingConfig:
 
     def __post_init__(self) -> None:
         if self.volume_slices < 1 or self.max_pixels < 1:
-            raise ValueError(f"volume_slices and max_pixels must be at least 1: {self}")
+            raise SettingError(f"volume_slices and max_pixels must be at least 1: {self}")
 
 
 @dataclass
@@ -55,14 +57,14 @@ class SearchConfig:
 
     def __post_init__(self) -> None:
         if self.k < 1:
-            raise ValueError(f"k must be at least 1, not {self.k}")
+            raise SettingError(f"k must be at least 1, not {self.k}")
         if self.vote_by not in VOTE_BY:
-            raise ValueError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {self.vote_by!r}")
+            raise SettingError(f"vote_by must be one of {', '.join(VOTE_BY)}, not {self.vote_by!r}")
         if self.query_expansion < 0:
-            raise ValueError(f"query_expansion must be 0 or more, not {self.query_expansion}")
+            raise SettingError(f"query_expansion must be 0 or more, not {self.query_expansion}")
         if not 0.0 <= self.head_weight <= 1.0:
-            raise ValueError(f"head_weight must be within [0, 1], not {self.head_weight}")
+            raise SettingError(f"head_weight must be within [0, 1], not {self.head_weight}")
         if not 0.0 <= self.image_weight <= 1.0:
-            raise ValueError(f"image_weight must be within [0, 1], not {self.image_weight}")
+            raise SettingError(f"image_weight must be within [0, 1], not {self.image_weight}")
         if self.cache_size < 0:
-            raise ValueError(f"cache_size must be 0 or more, not {self.cache_size}")
+            raise SettingError(f"cache_size must be 0 or more, not {self.cache_size}")

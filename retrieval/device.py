@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import torch
 
+from kgreport.errors import SettingError
+
 
 def resolve_device(device: str) -> torch.device:
     """`auto` is CUDA when this torch sees a GPU, else the CPU; `cpu` and `cuda` are taken as asked."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device not in {"cpu", "cuda"}:
-        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+        raise SettingError(f"device must be auto, cpu or cuda, not {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device cuda asked for (KGREPORT_DEVICE or --device), but this torch sees no CUDA GPU")
+        raise SettingError("device cuda asked for (KGREPORT_DEVICE or --device), but this torch sees no CUDA GPU")
     return torch.device(device)
 
 

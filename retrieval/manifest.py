@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kgreport.errors import NotFound, Unavailable
+from kgreport.errors import Conflict, NotFound, Unavailable
 from kgreport.json_types import JsonObject
 from kgreport.retrieval.stores.local.rows import write_json_atomic
 
@@ -27,6 +27,12 @@ class IndexNotFoundError(NotFound, FileNotFoundError):
     """No index at the given path (or its manifest is unreadable)."""
 
     code = "index_not_found"
+
+
+class IndexExistsError(Conflict, FileExistsError):
+    """An index is already where a new one was to be made."""
+
+    code = "index_exists"
 
 
 class IndexUnreadableError(Unavailable, RuntimeError):

@@ -27,6 +27,7 @@ from typing import Any
 import faiss
 import numpy as np
 
+from kgreport.errors import Unavailable
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.faiss_gpu import MAX_GPU_K, GpuMirror, train_ivf, use_gpu
 
@@ -56,8 +57,10 @@ def _threads_for(n_queries: int) -> Iterator[None]:
         faiss.omp_set_num_threads(before)
 
 
-class VectorIndexError(ValueError):
+class VectorIndexError(Unavailable, ValueError):
     """A vector of the wrong size, a duplicate id, or an unreadable index file."""
+
+    code = "vector_index_unreadable"
 
 
 def auto_nlist(n: int) -> int:

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from kgreport.generator.config import WriterConfig
+from kgreport.generator.config import TrainConfig, WriterConfig
 from kgreport.indexing.options import IngestOptions
 from kgreport.retrieval.config import ImagingConfig, IndexParams, SearchConfig
 
 REPO = Path(__file__).resolve().parents[1]
-PACKAGES = ("api", "generator", "indexing", "knowledge", "retrieval")
+PACKAGES = ("api", "generator", "indexing", "knowledge", "retrieval", "usecases")
 CONFIG_MODULES = {"retrieval/config.py", "indexing/options.py", "generator/config.py"}
 
 # (names a default goes by in the code, its value in the records); the value is read from the record, so
@@ -39,6 +39,10 @@ DEFAULTS: list[tuple[tuple[str, ...], object]] = [
     (("case_words",), WriterConfig.case_words),
     (("lexical_weight",), WriterConfig.lexical_weight),
     (("lookup_tokens",), WriterConfig.lookup_tokens),
+    (("drop_side",), TrainConfig.drop_side),
+    (("lora_lr",), TrainConfig.lora_lr),
+    (("fusion_lr",), TrainConfig.fusion_lr),
+    (("eval_every",), TrainConfig.eval_every),
 ]
 # What older code restated and must not come back (the legacy writer's numbers stay in its config module).
 RETIRED = [(("k",), 3), (("prompt_budget",), 384), (("max_new_tokens",), 160), (("max_new_tokens",), 120)]

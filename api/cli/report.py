@@ -25,12 +25,13 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
     """Write a grounded draft report for each image (from the image alone, or from --notes); models load once."""
-    from kgreport.usecases.reporting import open_report_writer
+    from kgreport.usecases.reporting import ReportRequest, open_report_writer, write_report
 
     with user_errors():
         writer = open_report_writer(load_services(), index, generator)
         for image in images:
-            report = writer.write(image, notes, max_new_tokens=max_new_tokens)
+            request = ReportRequest(image, notes, max_new_tokens=max_new_tokens)
+            report = write_report(writer, index, request).report
             if as_json:
                 sys.stdout.write(json.dumps({"image": str(image), **report.as_json()}) + "\n")
                 sys.stdout.flush()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -28,19 +29,17 @@ def search(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per query per line")] = False,
 ) -> None:
     """Find the most similar prior cases for each query image or text."""
-    from kgreport.retrieval.search import Query
+    from kgreport.usecases.search import SearchRequest, search_cases
 
     with user_errors():
-        filters = _parse_filters(filter or [])
-        all_queries = [Query(image=p, text=with_text) for p in (queries or [])]
-        all_queries += [Query(text=t) for t in (text or [])]
-        if not all_queries:
+        ask = partial(SearchRequest, index, k=k, filters=_parse_filters(filter or []), per_image=per_image,
+                      leakage_guard=not no_leakage_guard)  # fmt: skip
+        requests = [ask(image=p, text=with_text) for p in (queries or [])] + [ask(text=t) for t in (text or [])]
+        if not requests:
             raise CliError("give at least one query image or --text")
-        searcher = load_services().searcher(index)
-        for query in all_queries:
-            result = searcher.search(
-                query, k=k, filters=filters, per_image=per_image, leakage_guard=not no_leakage_guard
-            )
+        services = load_services()
+        for request in requests:
+            result = search_cases(services, request)
             if as_json:
                 sys.stdout.write(json.dumps(result.as_json()) + "\n")
                 sys.stdout.flush()

@@ -9,6 +9,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -63,8 +64,9 @@ def stage_progress(bars: Progress) -> Callable[[str, int | None], Callable[..., 
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Known failures (the table in `api/error_table.py`, plus `CliError`) → one clear line and exit code 2."""
-    known: tuple[type[Exception], ...] = (CliError, *known_error_types())
+    """Known failures (the table in `api/error_table.py`, `CliError`, and a setting pydantic refuses) → one
+    clear line and exit code 2."""
+    known: tuple[type[Exception], ...] = (CliError, ValidationError, *known_error_types())
     try:
         yield
     except known as err:

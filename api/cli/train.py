@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kgreport.api.cli.support import CliError, console, load_services, out, progress_bars, stage_progress, user_errors
-from kgreport.generator.config import WriterConfig
+from kgreport.generator.config import TrainConfig, WriterConfig
 
 
 def train_generator_cmd(
@@ -33,18 +33,22 @@ def train_generator_cmd(
         Path | None,
         typer.Option(help="hand-written notes with their target reports (JSONL) for the hand_notes kind"),
     ] = None,
-    drop_side: Annotated[float, typer.Option(min=0.0, max=0.5, help="chance to drop the image (and the texts)")] = 0.15,
-    device: Annotated[str, typer.Option(help="auto (CUDA when present), cpu or cuda (bf16 autocast)")] = "auto",
-    epochs: Annotated[int, typer.Option(min=1)] = 1,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4,
+    drop_side: Annotated[
+        float, typer.Option(min=0.0, max=0.5, help="chance to drop the image (and the texts)")
+    ] = TrainConfig.drop_side,
+    device: Annotated[
+        str, typer.Option(help="auto (CUDA when present), cpu or cuda (bf16 autocast)")
+    ] = TrainConfig.device,
+    epochs: Annotated[int, typer.Option(min=1)] = TrainConfig.epochs,
+    batch_size: Annotated[int, typer.Option(min=1)] = TrainConfig.batch_size,
     max_steps: Annotated[int | None, typer.Option(help="stop after N optimiser steps")] = None,
     max_minutes: Annotated[
         float | None,
         typer.Option(min=0, help="stop training after this many minutes (then dev picks the checkpoint as usual)"),
     ] = 80.0,
-    eval_every: Annotated[int, typer.Option(min=1, help="dev loss every N steps")] = 100,
-    lora_lr: Annotated[float, typer.Option()] = 3e-4,
-    fusion_lr: Annotated[float, typer.Option()] = 1e-3,
+    eval_every: Annotated[int, typer.Option(min=1, help="dev loss every N steps")] = TrainConfig.eval_every,
+    lora_lr: Annotated[float, typer.Option()] = TrainConfig.lora_lr,
+    fusion_lr: Annotated[float, typer.Option()] = TrainConfig.fusion_lr,
     init: Annotated[
         Path | None, typer.Option(help="go on training this trained writer (its settings; its dev loss competes)")
     ] = None,
@@ -54,23 +58,10 @@ def train_generator_cmd(
     examples_only: Annotated[bool, typer.Option(help="build and save the examples, train nothing")] = False,
 ) -> None:
     """Train the refiner (fusion + LoRA) on an archive against its index; dev picks the checkpoint."""
-    from kgreport.generator.config import WriterConfig
-    from kgreport.generator.fit import TrainConfig
-    from kgreport.generator.training import KINDS
-    from kgreport.usecases.reporting import train_generator
+    from kgreport.usecases.training import SavedExamples, TrainRequestError, TrainWriterRequest, train_writer
 
-    if examples_only and save_examples is None:
-        raise typer.BadParameter("--examples-only needs --save-examples FILE", param_hint="--examples-only")
-    chosen = tuple(x.strip() for x in kinds.split(",") if x.strip())
-    if not chosen or set(chosen) - set(KINDS):
-        raise typer.BadParameter(f"kinds must be among {', '.join(KINDS)}", param_hint="--kinds")
-    if ("hand_notes" in chosen) != (notes_file is not None):
-        raise typer.BadParameter("the hand_notes kind and --notes-file go together", param_hint="--notes-file")
-
-    with user_errors(), progress_bars() as bars:
-        progress = stage_progress(bars)
-        result = train_generator(
-            load_services(),
+    try:
+        request = TrainWriterRequest(
             index=index,
             archive=archive,
             out_dir=out_dir,
@@ -80,10 +71,8 @@ def train_generator_cmd(
             limit=limit,
             dev_limit=dev_limit,
             images_per_case=images_per_case,
-            writer_config=WriterConfig(k=k, prompt_budget=prompt_budget),
-            kinds=chosen,
-            hand_notes_file=notes_file,
-            train_config=TrainConfig(
+            writer=WriterConfig(k=k, prompt_budget=prompt_budget),
+            training=TrainConfig(
                 drop_side=drop_side,
                 device=device,
                 epochs=epochs,
@@ -94,12 +83,17 @@ def train_generator_cmd(
                 lora_lr=lora_lr,
                 fusion_lr=fusion_lr,
             ),
+            kinds=tuple(x.strip() for x in kinds.split(",") if x.strip()),
+            hand_notes_file=notes_file,
             init=init,
             save_examples_to=save_examples,
             examples_only=examples_only,
-            progress=progress,
         )
-    out.print_json(json.dumps(result))
+    except TrainRequestError as err:
+        raise typer.BadParameter(str(err)) from None
+    with user_errors(), progress_bars() as bars:
+        done = train_writer(load_services(), request, stage_progress(bars))
+    out.print_json(json.dumps(done.as_json() if isinstance(done, SavedExamples) else done.summary_json(out_dir)))
 
 
 def calibrate_writer_cmd(
@@ -110,7 +104,7 @@ def calibrate_writer_cmd(
     limit: Annotated[int | None, typer.Option(help="use only the first N cases")] = None,
 ) -> None:
     """Fit the image-only draft's calibrated confidence for a trained refiner (the LLM is not trained)."""
-    from kgreport.usecases.reporting import calibrate_writer
+    from kgreport.usecases.training import calibrate_writer
 
     with user_errors(), progress_bars() as bars:
         progress = stage_progress(bars)

@@ -7,9 +7,9 @@ report writing is serialised (one LLM).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -29,7 +29,9 @@ from kgreport.json_types import JsonObject
 from kgreport.retrieval.config import SearchConfig
 from kgreport.retrieval.imaging import ImageDecodeError
 from kgreport.retrieval.records import SearchResult
-from kgreport.retrieval.search import Query, QueryError
+from kgreport.retrieval.search import QueryError
+from kgreport.usecases import reporting
+from kgreport.usecases.search import SearchRequest, search_cases
 
 router = APIRouter(prefix="/v1", tags=["queries"])
 State = Annotated[ServiceState, Depends(get_state)]
@@ -92,18 +94,11 @@ def _with_thumbnails(result: SearchResult, index: str, query: str | None = None)
     return {"index": index, **result.as_json(), "hits": hits, "query": result.query if query is None else query}
 
 
-def _search(state: ServiceState, index: str, query: Query, k: int, filters: dict[str, str]) -> SearchResult:
-    """One thread-pool hop for the whole search (each hop costs a GIL hand-over under load)."""
-    return state.services.searcher(index).search(query, k, filters=filters)
-
-
-def _search_upload(
-    state: ServiceState, index: str, image: StarletteUploadFile, text: str | None, k: int, filters: dict[str, str]
-) -> SearchResult:
-    """`_search` for an uploaded image: an unknown index is a 404 before the upload is written."""
-    searcher = state.services.searcher(index)
+def _search_upload(state: ServiceState, request: SearchRequest, image: StarletteUploadFile) -> SearchResult:
+    """`search_cases` for an uploaded image: an unknown index is a 404 before the upload is written."""
+    state.services.searcher(request.index)
     with query_image(state, image) as path:
-        return searcher.search(Query(image=path, text=text), k, filters=filters)
+        return search_cases(state.services, replace(request, image=path))
 
 
 @router.post(
@@ -115,15 +110,17 @@ def _search_upload(
 async def search(request: Request, state: State) -> JsonObject:
     if body_kind(request, "send multipart/form-data with an image, or JSON with a text") == "json":
         body = await json_body(request, TextSearch)
-        result = await run_in_threadpool(_search, state, body.index, Query(text=body.text), body.k, body.filters)
-        return _with_thumbnails(result, body.index)
+        asked = SearchRequest(body.index, text=body.text, k=body.k, filters=body.filters)
+        # one thread-pool hop for the whole search (each hop costs a GIL hand-over under load)
+        return _with_thumbnails(await run_in_threadpool(search_cases, state.services, asked), body.index)
     form = await request.form(max_files=1)
     image = form_file(form, "image", "a file is required (or send JSON with a text)")
     index = str(form.get("index") or "demo")
     k = form_int(form.get("k"), "k", 1, 100, SearchConfig.k) or SearchConfig.k
     text = str(form.get("text") or "") or None
     filters = parse_filters(str(form.get("filters") or "") or None)
-    result = await run_in_threadpool(_search_upload, state, index, image, text, k, filters)
+    asked = SearchRequest(index, text=text, k=k, filters=filters)
+    result = await run_in_threadpool(_search_upload, state, asked, image)
     return _with_thumbnails(result, index, query=image.filename or "upload")  # not our temp path
 
 
@@ -148,10 +145,8 @@ async def write_report(
         state.services.open_store(index)  # an unknown index is a 404 before the LLM is loaded
         writer = state.writer(index)
         with query_image(state, image) as path, state.report_lock:
-            started = time.perf_counter()
-            report = writer.write(path, notes, max_new_tokens=max_new_tokens)
-            seconds = time.perf_counter() - started
-        return {"index": index, "report": report.as_json(), "text": report.as_text(), "seconds": round(seconds, 3)}
+            asked = reporting.ReportRequest(path, notes, max_new_tokens=max_new_tokens)
+            return reporting.write_report(writer, index, asked).as_json()
 
     return await run_in_threadpool(write)
 

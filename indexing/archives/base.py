@@ -26,8 +26,10 @@ class ArchiveError(InvalidInput):
     code = "bad_archive"
 
 
-class OutsideRootError(ValueError):
+class OutsideRootError(InvalidInput):
     """A file an archive names (a report, an image) resolves outside the archive root."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
 
     def __init__(self, path: Path, what: str = "file") -> None:
         self.path = path

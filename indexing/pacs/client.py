@@ -39,7 +39,13 @@ from pydantic import SecretStr
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
-from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.indexing.pacs.errors import (
+    NotDicomWebError,
+    PacsAuthError,
+    PacsError,
+    PacsQueryError,
+    PacsUnavailableError,
+)
 
 log = logging.getLogger("kgreport.indexing.pacs")
 # One dataset in the DICOM JSON model (PS3.18 F.2), as dicomweb-client hands it over: tag → {vr, Value},
@@ -264,7 +270,7 @@ def _qido_date(value: str | date | None) -> str:
             return datetime.strptime(text, fmt).strftime("%Y%m%d")
         except ValueError:
             pass
-    raise ValueError(f"study date {value!r} is not YYYYMMDD or YYYY-MM-DD")
+    raise PacsQueryError(f"study date {value!r} is not YYYYMMDD or YYYY-MM-DD")
 
 
 def _instance_order(ds: Dataset) -> tuple[int, str]:
@@ -325,16 +331,16 @@ class DicomWebSource:
         ValueError here, before any request; PACS failures raise while iterating.
         """
         if page_size < 1:
-            raise ValueError(f"page_size must be at least 1, not {page_size}")
+            raise PacsQueryError(f"page_size must be at least 1, not {page_size}")
         if since is not None and until is not None and _qido_date(since) > _qido_date(until):
-            raise ValueError(f"since ({since}) is after until ({until})")
+            raise PacsQueryError(f"since ({since}) is after until ({until})")
         filters: dict[str, str] = {}
         if since is not None or until is not None:
             filters["StudyDate"] = f"{_qido_date(since)}-{_qido_date(until)}"
         if modality is not None:
             code = modality.strip().upper()
             if not _MODALITY.fullmatch(code):
-                raise ValueError(f"modality {modality!r} is not a DICOM modality code (CT, MR, CR...)")
+                raise PacsQueryError(f"modality {modality!r} is not a DICOM modality code (CT, MR, CR...)")
             filters["ModalitiesInStudy"] = code
         search = partial(self._client.search_for_studies, fields=STUDY_FIELDS, search_filters=filters or None)
         # A 404 (or 405/406) on <root>/studies means the root is not a DICOMweb one.

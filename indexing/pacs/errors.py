@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from kgreport.errors import UpstreamFailed
+from kgreport.errors import InvalidInput, UpstreamFailed
 from kgreport.indexing.archives.base import ArchiveError
+
+
+class PacsQueryError(InvalidInput):
+    """A PACS query that cannot be asked: a malformed date, `since` after `until`, a modality that is no code."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
 
 
 class PacsError(UpstreamFailed, ArchiveError):

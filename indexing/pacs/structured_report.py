@@ -14,6 +14,8 @@ from collections.abc import Iterable, Iterator
 
 from pydicom.dataset import Dataset
 
+from kgreport.errors import InvalidInput
+
 # Basic Text, Enhanced, Comprehensive and Comprehensive 3D SR storage.
 TEXT_SR_CLASSES = {
     "1.2.840.10008.5.1.4.1.1.88.11",
@@ -24,8 +26,10 @@ TEXT_SR_CLASSES = {
 MAX_DEPTH = 32  # content trees nest a few levels; deeper is malformed (or hostile)
 
 
-class MalformedReportError(ValueError):
+class MalformedReportError(InvalidInput):
     """An SR document whose text cannot be read."""
+
+    code = "malformed_report"
 
 
 def is_text_sr(ds: Dataset) -> bool:

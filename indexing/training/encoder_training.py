@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from open_clip.loss import ClipLoss
 
-from kgreport.indexing.training.pairs import TrainingPair
+from kgreport.indexing.training.pairs import EncoderTrainingError, TrainingPair
 from kgreport.json_types import JsonObject
 from kgreport.retrieval.device import resolve_device
 from kgreport.retrieval.encoders.ct_clip import CTClip, CTClipConfig, create_model, create_tokenizer, get_config
@@ -170,7 +170,7 @@ def train_encoder(
 ) -> TrainingResult:
     """Train, evaluate every epoch on dev, return the best epoch's encoder."""
     if len(train) < 2:
-        raise ValueError(f"need at least 2 training pairs, got {len(train)}")
+        raise EncoderTrainingError(f"need at least 2 training pairs, got {len(train)}")
     torch.manual_seed(config.seed)
     rng = random.Random(config.seed)
     device = resolve_device(config.device)

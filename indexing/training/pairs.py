@@ -9,11 +9,18 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from kgreport.errors import InvalidInput
 from kgreport.json_types import json_text
 from kgreport.retrieval.imaging import ImageDecodeError, load_case_image, to_slices
 from kgreport.retrieval.records import Case, CaseImage, SkippedItem
 
 log = logging.getLogger(__name__)
+
+
+class EncoderTrainingError(InvalidInput):
+    """Encoder training asked what the data cannot give: an unknown text target, too few image–text pairs."""
+
+    code = "encoder_training_data"
 
 
 @dataclass(frozen=True)
@@ -39,7 +46,7 @@ def pair_text(image: CaseImage, case: Case, target: str = "caption") -> str:
     context (64 tokens) rather than only their anatomy.
     """
     if target not in TEXT_TARGETS:
-        raise ValueError(f"text target must be one of {', '.join(TEXT_TARGETS)}, not {target!r}")
+        raise EncoderTrainingError(f"text target must be one of {', '.join(TEXT_TARGETS)}, not {target!r}")
     head = " ".join(x for x in (image.modality, image.plane, image.body_region) if x)
     if target == "report":
         parts = (case.report.diagnosis, image.caption, case.report.findings[:300])

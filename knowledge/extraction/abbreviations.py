@@ -23,12 +23,16 @@ from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from kgreport.errors import InvalidInput
+
 SHORTHAND_TSV = Path(__file__).parent / "data" / "shorthand.tsv"
 MATCHES = ("any", "as_written", "keep")
 
 
-class LexiconError(ValueError):
+class LexiconError(InvalidInput):
     """A lexicon file that cannot be read: a bad row, an unknown match kind, senses without cues."""
+
+    code = "lexicon_unreadable"
 
 
 @dataclass(frozen=True)

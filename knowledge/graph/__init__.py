@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kgreport.errors import SettingError
 from kgreport.knowledge.graph.backend import GraphBackend
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 
@@ -22,7 +23,7 @@ def open_graph(
     names it, connected on first query), else the embedded FalkorDB of `data_dir/graph` (started on first
     query). Both a Neo4j URI and a FalkorDB URL: ValueError, as either choice would ignore a setting."""
     if neo4j_uri and falkordb_url:
-        raise ValueError("give a Neo4j URI or a FalkorDB server URL, not both: they name two different graphs")
+        raise SettingError("give a Neo4j URI or a FalkorDB server URL, not both: they name two different graphs")
     if neo4j_uri:
         from kgreport.knowledge.graph.neo4j_backend import Neo4jGraph
 

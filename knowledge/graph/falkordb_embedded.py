@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from kgreport.errors import SettingError
 from kgreport.knowledge.graph.backend import GraphRow, run_in_batches
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 from kgreport.knowledge.processes import process_alive
@@ -115,7 +116,7 @@ class EmbeddedFalkorDB:
         never turns AOF off in a data dir that has one: its AOF holds the newest data, and a stale AOF
         would be preferred over graph.rdb by the next start that wants AOF."""
         if appendfsync is not None and appendfsync not in APPENDFSYNC:
-            raise ValueError(f"appendfsync must be one of {APPENDFSYNC} or None, not {appendfsync!r}")
+            raise SettingError(f"appendfsync must be one of {APPENDFSYNC} or None, not {appendfsync!r}")
         self.folder = Path(folder)
         self.appendfsync = appendfsync
         self.graph_name = graph

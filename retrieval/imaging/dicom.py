@@ -38,7 +38,7 @@ from kgreport.retrieval.imaging.dicom_headers import (
     volume_spacing,
     z_spacing,
 )
-from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.errors import ImageDecodeError, ImageNotFoundError
 from kgreport.retrieval.imaging.slices import DEFAULT_SLICES
 
 __all__ = [
@@ -240,7 +240,7 @@ def scan_dicom_folder(folder: str | Path) -> DicomScan:
     """
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
+        raise ImageNotFoundError(f"{folder}: no such folder")
     groups: dict[str, DicomSeries] = {}
     unreadable: list[tuple[Path, str]] = []
     for dirpath, dirnames, names in os.walk(folder):

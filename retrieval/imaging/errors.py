@@ -1,6 +1,6 @@
 """The one error decoding raises: it names the file and, for DICOM, the tag at fault."""
 
-from kgreport.errors import InvalidInput
+from kgreport.errors import InvalidInput, NotFound
 
 
 class ImageDecodeError(InvalidInput):
@@ -11,3 +11,9 @@ class ImageDecodeError(InvalidInput):
     """
 
     code = "image_unreadable"
+
+
+class ImageNotFoundError(NotFound, FileNotFoundError):
+    """No image file or series folder at the path asked for."""
+
+    code = "not_found"  # the answer it always had (it was a plain FileNotFoundError)

@@ -11,7 +11,7 @@ from kgreport.json_types import JsonObject, json_list, json_text
 from kgreport.retrieval.imaging.budget import DEFAULT_MAX_PIXELS, check_plane
 from kgreport.retrieval.imaging.decoded import DecodedImage, finite_float32
 from kgreport.retrieval.imaging.dicom import is_dicom_file, load_series, read_dicom_file, scan_dicom_folder
-from kgreport.retrieval.imaging.errors import ImageDecodeError
+from kgreport.retrieval.imaging.errors import ImageDecodeError, ImageNotFoundError
 from kgreport.retrieval.imaging.nifti import is_nifti_path, read_nifti
 from kgreport.retrieval.imaging.slices import DEFAULT_SLICES
 from kgreport.retrieval.records import CaseImage
@@ -89,7 +89,7 @@ def load_image(
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file or folder")
+        raise ImageNotFoundError(f"{path}: no such file or folder")
     if path.is_dir():
         return _series_in_folder(path, series_uid, max_pixels, volume_slices)
     if is_nifti_path(path):

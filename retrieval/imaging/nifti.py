@@ -88,7 +88,7 @@ class _Axes:
     def of(cls, affine: np.ndarray) -> _Axes:
         ornt = io_orientation(affine)
         if np.isnan(ornt).any():
-            raise ValueError("the affine drops an axis: no closest canonical orientation")
+            raise ImageDecodeError("the affine drops an axis: no closest canonical orientation")
         source, flip = [0, 0, 0], [False, False, False]
         for axis, (canonical, direction) in enumerate(ornt[:3]):
             source[int(canonical)], flip[int(canonical)] = axis, bool(direction == -1)

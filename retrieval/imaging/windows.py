@@ -6,6 +6,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from kgreport.errors import InvalidInput
+
+
+class UnknownWindowError(InvalidInput):
+    """A window preset name that is not one of `WINDOW_PRESETS`."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
+
 
 @dataclass(frozen=True)
 class WindowPreset:
@@ -39,7 +47,8 @@ def get_window(preset: WindowPreset | str) -> WindowPreset:
     try:
         return WINDOW_PRESETS[preset.lower()]
     except KeyError:
-        raise ValueError(f"unknown window preset {preset!r}; expected one of {', '.join(WINDOW_PRESETS)}") from None
+        known = ", ".join(WINDOW_PRESETS)
+        raise UnknownWindowError(f"unknown window preset {preset!r}; expected one of {known}") from None
 
 
 def apply_window(hu: np.ndarray, preset: WindowPreset | str) -> np.ndarray:

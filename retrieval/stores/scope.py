@@ -5,6 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kgreport.errors import InvalidInput
+
+
+class InvalidFilterError(InvalidInput):
+    """A filter key that is not a plain name (letters, digits, `_`, `-`, `.`)."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
+
 
 @dataclass(frozen=True)
 class SearchScope:

@@ -23,7 +23,7 @@ import numpy as np
 from kgreport.retrieval.records import Hit
 from kgreport.retrieval.stores.local.rows import IN_LIST, from_blob, json_list
 from kgreport.retrieval.stores.local.rows_db import IMAGE_ONLY
-from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.retrieval.stores.scope import InvalidFilterError, SearchScope
 
 _FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
 
@@ -42,7 +42,7 @@ def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str]
         if value is None:
             continue  # no constraint
         if not _FILTER_KEY_RE.fullmatch(key):
-            raise ValueError(f"invalid filter key {key!r}")
+            raise InvalidFilterError(f"invalid filter key {key!r}")
         text, path = str(value), f'$."{key}"'
         if key in {"modality", "body_region"} and space == "image":
             clauses.append(f"lower(i.{key}) = lower(?)")  # served by the lower(...) expression index

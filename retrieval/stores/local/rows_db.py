@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from kgreport.errors import Conflict, InvalidInput
 from kgreport.retrieval.records import Case, CaseImage, ImageRow, StoredCase, StoredImage
 from kgreport.retrieval.stores.local.rows import IN_LIST, SCHEMA, to_blob, unit_vector
 
@@ -31,8 +32,16 @@ IMAGE_ONLY = "report_text = ''"
 IMAGE_ONLY_SCHEMA = f"CREATE INDEX IF NOT EXISTS cases_image_only ON cases(id) WHERE {IMAGE_ONLY};"
 
 
-class DuplicateCaseError(ValueError):
+class DuplicateCaseError(Conflict, ValueError):
     """A case id that is already stored (or given twice in one batch)."""
+
+    code = "case_exists"
+
+
+class DuplicateImageError(InvalidInput):
+    """A case that names one image id twice."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
 
 
 def prepare_batch(
@@ -50,7 +59,7 @@ def prepare_batch(
         seen.add(case.case_id)
         image_ids = [image.image_id for image in case.images]
         if len(set(image_ids)) != len(image_ids):
-            raise ValueError(f"case {case.case_id}: duplicate image ids")
+            raise DuplicateImageError(f"case {case.case_id}: duplicate image ids")
         images = [
             (image, unit_vector(image_vectors[image.image_id], image_dim, f"image {image.image_id}"))
             for image in case.images

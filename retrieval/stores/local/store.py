@@ -38,6 +38,7 @@ from kgreport.retrieval.manifest import (
     FORMAT_VERSION,
     MANIFEST_FILE,
     MANIFEST_KEYS,
+    IndexExistsError,
     IndexManifest,
     IndexNotFoundError,
     IndexUnreadableError,
@@ -140,7 +141,7 @@ class CaseStore:
         """A new, empty store at `root`; FileExistsError if one is already there."""
         root = Path(root)
         if cls.exists(root):
-            raise FileExistsError(f"{root}: an index already exists here")
+            raise IndexExistsError(f"{root}: an index already exists here")
         root.mkdir(parents=True, exist_ok=True)
         made = IndexManifest.new(
             image_dim=image_dim,

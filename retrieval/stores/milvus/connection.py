@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
-from kgreport.errors import Unavailable
+from kgreport.errors import SettingError, Unavailable
 
 # A Milvus entity as pymilvus hands it over (and takes it in an insert): field name → value, its types set
 # by the collection's schema (`schema.py`), which the store's readers follow field by field.
@@ -81,11 +81,11 @@ class MilvusSettings:
         """http://HOST:PORT for pymilvus, or a ValueError for a URL that cannot be one."""
         parts = urlsplit(self.url)
         if parts.scheme != "milvus" or not parts.hostname:
-            raise ValueError(f"KGREPORT_CASE_STORE must look like milvus://HOST:PORT, not {self.url!r}")
+            raise SettingError(f"KGREPORT_CASE_STORE must look like milvus://HOST:PORT, not {self.url!r}")
         if parts.username or parts.password:
-            raise ValueError("put Milvus credentials in KGREPORT_MILVUS_TOKEN or _USER/_PASSWORD, not in the URL")
+            raise SettingError("put Milvus credentials in KGREPORT_MILVUS_TOKEN or _USER/_PASSWORD, not in the URL")
         if parts.path not in {"", "/"} or parts.query:
-            raise ValueError(f"KGREPORT_CASE_STORE takes no path or query: {self.url!r}")
+            raise SettingError(f"KGREPORT_CASE_STORE takes no path or query: {self.url!r}")
         return f"http://{parts.hostname}:{parts.port or 19530}"
 
 
@@ -94,7 +94,7 @@ class MilvusConnection:
 
     def __init__(self, settings: MilvusSettings) -> None:
         if settings.consistency not in CONSISTENCY_LEVELS:
-            raise ValueError(f"KGREPORT_MILVUS_CONSISTENCY must be one of {', '.join(CONSISTENCY_LEVELS)}")
+            raise SettingError(f"KGREPORT_MILVUS_CONSISTENCY must be one of {', '.join(CONSISTENCY_LEVELS)}")
         self.settings = settings
         self.url = settings.url
         # Whole seconds: pymilvus's retry loop honours an int timeout only (a float one falls back to

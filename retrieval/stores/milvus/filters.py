@@ -18,7 +18,7 @@ import re
 from collections.abc import Collection
 
 from kgreport.errors import InvalidInput
-from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.retrieval.stores.scope import InvalidFilterError, SearchScope
 
 FILTER_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # the embedded store's rule for metadata keys
 FIXED_FIELDS = ("modality", "body_region", "patient_id", "case_id")
@@ -61,7 +61,7 @@ def _clause(space: str, key: str, value: str, metadata_keys: Collection[str]) ->
     if key in {"modality", "body_region"}:
         return f"{key}_lc == {literal(value)}" if space == "image" else f"array_contains({key}_lc, {literal(value)})"
     if not FILTER_KEY.fullmatch(key):
-        raise ValueError(f"invalid filter key {key!r}")
+        raise InvalidFilterError(f"invalid filter key {key!r}")
     if key not in metadata_keys:
         known = ", ".join([*FIXED_FIELDS, *sorted(metadata_keys)])
         raise UnknownFilterFieldError(f"unknown filter field {key!r}; this index can be filtered by: {known}")

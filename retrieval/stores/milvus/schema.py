@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kgreport.errors import InvalidInput
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.records import Case, CaseImage
 from kgreport.retrieval.stores.milvus.connection import MilvusRow
@@ -100,10 +101,16 @@ def _lower(value: Any) -> str:
     return str(value).lower() if value is not None else ""
 
 
+class FieldTooLongError(InvalidInput):
+    """A text longer than a Milvus VARCHAR field holds (a report, a caption, an id)."""
+
+    code = "bad_request"  # the answer it always had (it was a plain ValueError)
+
+
 def _text(value: Any, what: str, limit: int = TEXT_LENGTH) -> str:
     text = "" if value is None else str(value)
     if len(text.encode("utf-8")) > limit:
-        raise ValueError(f"{what} is longer than the {limit} bytes a Milvus text field holds")
+        raise FieldTooLongError(f"{what} is longer than the {limit} bytes a Milvus text field holds")
     return text
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from kgreport.retrieval.config import IndexParams
-from kgreport.retrieval.manifest import IndexManifest, IndexNotFoundError, IndexUnreadableError
+from kgreport.retrieval.manifest import IndexExistsError, IndexManifest, IndexNotFoundError, IndexUnreadableError
 from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase, StoredImage
 from kgreport.retrieval.stores.interface import EncoderLabel
 from kgreport.retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
@@ -112,7 +112,7 @@ class MilvusCaseStore:
         """A new, empty index; FileExistsError if one of this name exists. Collections left by a create
         that was cut short (no registry row yet) are dropped and made again."""
         if cls.exists(connection, name):
-            raise FileExistsError(f"index {name!r} already exists on {connection.url}")
+            raise IndexExistsError(f"index {name!r} already exists on {connection.url}")
         collections = create_collections(connection, name, image_dim, text_dim, params or IndexParams())
         made = IndexManifest.new(
             image_dim=image_dim,
