@@ -9,8 +9,10 @@ second). A user's own model is a local Hugging Face folder (`config.json` + weig
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
+import io
 import logging
 import os
 import shutil
@@ -56,13 +58,17 @@ def _cached_conversion(gguf: Path, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".converting-", dir=cache_dir))
     try:
-        tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
-        # The de-quantised weights are plain float tensors: drop the GGUF marker so they can be saved.
-        model.hf_quantizer = None  # type: ignore[assignment]
-        model.config.quantization_config = None
-        model.save_pretrained(staging)
-        tokenizer.save_pretrained(staging)
+        # transformers draws tqdm bars over the GGUF tensors and the shards it writes, which no setting of
+        # its turns off; the front ends show their own status for this step, so those bars go to nowhere
+        # (errors still raise).
+        with contextlib.redirect_stderr(io.StringIO()):
+            tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            model = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, local_files_only=True)
+            # The de-quantised weights are plain float tensors: drop the GGUF marker so they can be saved.
+            model.hf_quantizer = None  # type: ignore[assignment]
+            model.config.quantization_config = None
+            model.save_pretrained(staging)  # ... and its "Writing model shards" bar
+            tokenizer.save_pretrained(staging)
         os.replace(staging, target)  # atomic: a crash never leaves a half-written cache behind
     except OSError as err:
         raise LLMLoadError(f"{gguf}: cannot convert to safetensors in {cache_dir}: {err}") from err

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,17 @@ from kgreport.retrieval.device import resolve_device
 SOFT_MARK = "<|kgreport-evidence|>"  # where the soft tokens go in the rendered chat; never tokenized
 SYSTEM = "You are a radiologist. Draft a concise report for the new image from the evidence given."
 IGNORE = -100
+
+
+@contextmanager
+def _peft_probe_quietly() -> Iterator[None]:
+    """Wrap a model in peft without transformers' deprecation notice for peft's own probe.
+
+    peft 0.21 reads `model.is_gradient_checkpointing`, which transformers 5 deprecates with a FutureWarning
+    on every load; kgreport never calls it. Only that one warning, only around peft's wrapping, is hidden."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
 
 
 @dataclass(frozen=True)
@@ -110,7 +122,8 @@ class ReportGenerator(nn.Module):
             target_modules=list(config.lora_targets),
             task_type="CAUSAL_LM",
         )
-        llm = get_peft_model(base, lora)
+        with _peft_probe_quietly():
+            llm = get_peft_model(base, lora)
         fusion = DynamicFusion(config.fusion)
         fusion.match_scale(base.get_input_embeddings().weight)
         return cls(llm, tokenizer, fusion, config)
@@ -152,7 +165,8 @@ class ReportGenerator(nn.Module):
         if llm is not None:
             config = replace(config, llm=llm)
         base, tokenizer = load_llm(config.llm or None, cache_dir)
-        peft_model = PeftModel.from_pretrained(base, str(folder / "adapter"), is_trainable=trainable)
+        with _peft_probe_quietly():
+            peft_model = PeftModel.from_pretrained(base, str(folder / "adapter"), is_trainable=trainable)
         model: nn.Module = peft_model
         if merge:
             model = peft_model.merge_and_unload()

@@ -7,17 +7,33 @@ Each command lives in the module of its concern (`index`, `kg`, `search`, `repor
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import typer
 
 from kgreport.api.cli import demo, report, search, serve, train
 from kgreport.api.cli.index import index_app
 from kgreport.api.cli.kg import kg_app
+from kgreport.api.cli.support import set_output
 
 app = typer.Typer(
     help="Grounded radiology report drafting over your archive of prior cases.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _output(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="log what each step does")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bars or status lines")] = False,
+) -> None:
+    """Grounded radiology report drafting over your archive of prior cases."""
+    if verbose and quiet:
+        raise typer.BadParameter("--verbose and --quiet exclude each other")
+    set_output(verbose=verbose, quiet=quiet)
+
+
 app.add_typer(index_app, name="index")
 app.add_typer(kg_app, name="kg")
 app.command("search")(search.search)

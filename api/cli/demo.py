@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from kgreport.api.cli.printers import print_grounding, print_report, print_result
-from kgreport.api.cli.support import console, ingest_with_progress, out, user_errors
+from kgreport.api.cli.support import console, ingest_with_progress, open_writer, out, user_errors
 from kgreport.retrieval.config import SearchConfig
 from kgreport.retrieval.records import Hit, SearchResult
 from kgreport.usecases.ingest import IngestRequest
@@ -72,17 +72,17 @@ DEMO_NOTES = "RUL 2cm spiculated nodule, no effusion, mediastinal LAD"
 
 def _print_demo_report(services: Services, image: Path) -> None:
     """The bundled report writer's grounded draft for the first held-out image."""
-    from kgreport.usecases.reporting import GeneratorNotFoundError, open_report_writer
+    from kgreport.usecases.reporting import GeneratorNotFoundError, ReportRequest, write_report
 
     try:
-        writer = open_report_writer(services, "demo")
+        writer = open_writer(services, "demo")
     except GeneratorNotFoundError as err:
         out.print(f"\n[yellow]no report written:[/yellow] {err}")
         return
     out.print(f"\n[bold]grounded draft report, from the image alone[/bold] ({writer.model_info['writer']})")
-    print_report(image, writer.write(image))
+    print_report(image, write_report(writer, "demo", ReportRequest(image)).report)
     out.print(f"\n[bold]the same image with the radiologist's notes[/bold]: {DEMO_NOTES!r}")
-    print_report(image, writer.write(image, DEMO_NOTES))
+    print_report(image, write_report(writer, "demo", ReportRequest(image, DEMO_NOTES)).report)
 
 
 def _print_demo_grounding(services: Services, hit: Hit) -> None:

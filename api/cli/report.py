@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from kgreport.api.cli.printers import print_report
-from kgreport.api.cli.support import load_services, user_errors
+from kgreport.api.cli.support import load_services, open_writer, user_errors
 
 
 def report_cmd(
@@ -25,10 +25,10 @@ def report_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON report per line")] = False,
 ) -> None:
     """Write a grounded draft report for each image (from the image alone, or from --notes); models load once."""
-    from kgreport.usecases.reporting import ReportRequest, open_report_writer, write_report
+    from kgreport.usecases.reporting import ReportRequest, write_report
 
     with user_errors():
-        writer = open_report_writer(load_services(), index, generator)
+        writer = open_writer(load_services(), index, generator)
         for image in images:
             request = ReportRequest(image, notes, max_new_tokens=max_new_tokens)
             report = write_report(writer, index, request).report

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
@@ -26,10 +27,20 @@ from kgreport.usecases.services import Services
 from kgreport.usecases.settings import get_settings
 
 if TYPE_CHECKING:
+    from kgreport.generator.pipeline import ReportWriter
     from kgreport.usecases.ingest import IngestRequest
 
-console = Console(stderr=True)
-out = Console(soft_wrap=True)
+console = Console(stderr=True)  # messages: errors, warnings, what was skipped (never silenced)
+progress_console = Console(stderr=True)  # progress bars and status lines: silenced by `kgreport --quiet`
+out = Console(soft_wrap=True)  # results, on stdout
+
+
+def set_output(*, verbose: bool, quiet: bool) -> None:
+    """`kgreport --verbose` logs each step (INFO); `--quiet` drops progress bars and status lines, and keeps
+    results, warnings and errors."""
+    if verbose:
+        configure_logging(True)
+    progress_console.quiet = quiet
 
 
 class CliError(Exception):
@@ -47,7 +58,7 @@ def progress_bars() -> Progress:
         MofNCompleteColumn(),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
-        console=console,
+        console=progress_console,
         transient=False,
     )
 
@@ -60,6 +71,15 @@ def stage_progress(bars: Progress) -> Callable[[str, int | None], Callable[..., 
         return lambda n=1, *_: bars.advance(task, n)
 
     return stage
+
+
+def open_writer(services: Services, index: str, folder: Path | None = None) -> ReportWriter:
+    """The trained report writer over `index`, loaded under a status line: the first run on a machine
+    converts the base LLM once (tens of seconds), and the user sees why it waits."""
+    from kgreport.usecases.reporting import open_report_writer
+
+    with progress_console.status("loading the report writer (the first run converts its base LLM once, about 30 s)"):
+        return open_report_writer(services, index, folder)
 
 
 @contextmanager
@@ -75,7 +95,9 @@ def user_errors() -> Iterator[None]:
 
 
 def configure_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.INFO if verbose else logging.ERROR
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(min(logging.getLogger().level or level, level))  # a second call can only add
 
 
 Work = Callable[[Callable[[int], None], Callable[[int], None]], tuple[dict, list[SkippedItem]]]

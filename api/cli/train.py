@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from kgreport.api.cli.support import CliError, console, load_services, out, progress_bars, stage_progress, user_errors
+from kgreport.api.cli.support import (
+    CliError,
+    load_services,
+    out,
+    progress_bars,
+    progress_console,
+    stage_progress,
+    user_errors,
+)
 from kgreport.generator.config import TrainConfig, WriterConfig
 
 
@@ -166,7 +174,7 @@ def train_encoder_cmd(
             batch_size=batch_size,
             max_steps=max_steps,
             limit=limit,
-            console=console,
+            console=progress_console,
             options={
                 "heads": head_names,
                 "label_smoothing": label_smoothing,

@@ -344,3 +344,19 @@ def test_a_cuda_device_without_a_gpu_is_exit_code_2(demo_index: Path, monkeypatc
         get_settings.cache_clear()
     said = " ".join(result.output.split())  # the console wraps long lines
     assert result.exit_code == 2 and "KGREPORT_DEVICE" in said and "sees no CUDA GPU" in said
+
+
+def test_quiet_and_verbose_exclude_each_other() -> None:
+    done = runner.invoke(app, ["--quiet", "--verbose", "search", "--text", "lung mass"])
+    assert done.exit_code == 2 and "exclude each other" in done.output
+
+
+def test_quiet_drops_the_progress_and_keeps_the_results(demo_index: Path) -> None:
+    from kgreport.api.cli.support import progress_console
+
+    try:
+        done = runner.invoke(app, ["--quiet", "search", "--text", "pleural effusion", "-k", "1", "--json"])
+        assert done.exit_code == 0, done.output
+        assert progress_console.quiet and json.loads(done.stdout.splitlines()[-1])["hits"]
+    finally:
+        progress_console.quiet = False  # the console outlives one command in this process

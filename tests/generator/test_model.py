@@ -96,3 +96,16 @@ def test_packaged_smollm2_is_converted_once_and_cached(tmp_path: Path) -> None:
         [{"role": "user", "content": "Name one imaging finding of the lung."}], add_generation_prompt=True
     )
     assert len(ids["input_ids"] if hasattr(ids, "keys") else ids) > 5
+
+
+@pytest.mark.slow
+def test_wrapping_in_peft_prints_no_deprecation_notice(tiny_llm: Path, tmp_path: Path) -> None:
+    """peft's probe of `is_gradient_checkpointing` warned on every load (transformers 5 deprecates it)."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        generator = ReportGenerator.create(_config(tiny_llm), tmp_path / "cache")
+        generator.save(tmp_path / "writer")
+        ReportGenerator.load(tmp_path / "writer", tmp_path / "cache")
+    assert not [w for w in caught if "is_gradient_checkpointing" in str(w.message)]
