@@ -1,6 +1,8 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Set-up is idempotent: the venv is
 # (re)built only when pyproject.toml or this file changed since the last install.
-PYTHON ?= python3.11
+# The first of python3.12 and python3.11 that runs (a pyenv shim of a version not selected does not run);
+# another with PYTHON=... (3.13 cannot: numpy 1.26, which scispaCy needs, has no 3.13 wheels).
+PYTHON ?= $(or $(shell for p in python3.12 python3.11; do $$p -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' >/dev/null 2>&1 && { echo $$p; break; }; done),python3.11)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kgreport-installed
@@ -9,12 +11,14 @@ export KGREPORT_DATA_DIR ?= $(CURDIR)/.kgreport
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: setup browser pacs-server demo test test-fast lint bench clean
+.PHONY: setup browser pacs-server demo test test-fast lint bench clean print-python
 
 setup: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
-	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11)"; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] not in ((3, 11), (3, 12)))' 2>/dev/null \
+		|| { echo "need Python 3.12 or 3.11 (PYTHON=$(PYTHON) does not run as one)"; exit 1; }
+	@echo "setting up $(VENV) with $$($(PYTHON) --version) ($(PYTHON))"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	# torch first, pinned: any later resolver then keeps this build.
@@ -46,8 +50,9 @@ demo: setup
 test: setup browser pacs-server
 	$(BIN)/python -m pytest -q
 
+# Minutes, and no server: no real-model runs, no Milvus, Orthanc, FalkorDB server or browser.
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not milvus and not server"
 
 lint: setup
 	$(BIN)/ruff check .
@@ -75,5 +80,8 @@ bench: setup
 	$(BIN)/python -m kgreport.benchmarks.milvus_backends
 	# Not in bench (about an hour): the suite 3 times beside 2 CPU hogs, `python -m kgreport.benchmarks.suite_under_load`.
 
+print-python:
+	@echo $(PYTHON)
+
 clean:
-	rm -rf $(VENV) .kgreport .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-* .kgreport .kgreport-* .pytest_cache .mypy_cache .ruff_cache

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+READY_TIMEOUT = 600.0  # seconds for /healthz; usually 20-40 s, over 180 s seen beside another suite
 TIME_TICK_MS = 10
 
 
@@ -100,9 +101,16 @@ class MilvusUnderTest:
         config = _ReusingConfig(**({"proxy_port": self.port} if self.port else {}))
         config.extra_configs = {"proxy.timeTickInterval": TIME_TICK_MS}
         config.peer_port = self.etcd_peer_port
-        server = milvus_or_skip()(config)
+        server = milvus_or_skip()(config, wait_for_started=False)
         server.set_base_dir(str(self.folder))
-        server.start()  # waits on http://127.0.0.1:<metrics port>/healthz
+        server.start()
+        try:  # on its health check, for longer than the package's 180 s: a loaded 2-core machine took more
+            server.wait_started(timeout=int(READY_TIMEOUT * 1000))
+        except (TimeoutError, RuntimeError) as err:
+            server.stop()
+            log = self.folder / "logs" / "milvus-stderr.log"
+            waited = f"{READY_TIMEOUT:.0f} s"
+            raise RuntimeError(f"Milvus did not answer /healthz within {waited} ({err}); see {log}") from err
         self.server, self.port, self.etcd_peer_port = server, server.listen_port, config.peer_port
 
     def stop(self) -> None:

@@ -23,6 +23,18 @@ DEMO_ARCHIVE = REPO / "data" / "demo"
 SHARED_MEDPIX = REPO.parent / "shared" / "data" / "medpix2"
 
 
+# Fixtures that start a server process of someone else's (Milvus, Orthanc, a FalkorDB server): a test using
+# one is marked `server`, and `make test-fast` leaves those out (the embedded FalkorDB stays: it is the default).
+SERVER_FIXTURES = {"milvus", "falkordb_server", "pacs", "server"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if SERVER_FIXTURES & set(getattr(item, "fixturenames", ())) or "falkordb-server" in params.values():
+            item.add_marker(pytest.mark.server)
+
+
 @pytest.fixture
 def demo_archive() -> Path:
     return DEMO_ARCHIVE
