@@ -27,7 +27,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any
 
 import spacy
 from spacy.tokens import Doc, Span
@@ -63,14 +63,6 @@ LINK_CACHE_SIZE = 100_000  # noun phrases whose linker scores are kept
 LINK_NEIGHBOURS = 10  # aliases the approximate index returns per noun phrase (scispaCy's default is 30) ...
 LINK_EF_SEARCH = 50  # ... and its HNSW search breadth (default 200): same links on MedPix dev, twice as fast
 LINK_CANDIDATES = 5  # concepts the linker proposes per noun phrase; the best one that passes `_covers` is taken
-
-
-class RulerPattern(TypedDict):
-    """One spaCy EntityRuler pattern: a surface form (`pattern`) labelled with its concept's kind and id."""
-
-    label: str
-    pattern: str
-    id: str
 
 
 @dataclass(frozen=True)
@@ -115,7 +107,7 @@ class _Ruler:
     LOWER), the longest match winning where matches overlap. spaCy's own EntityRuler does the same but
     counts its (here about 100k) patterns again on every document."""
 
-    def __init__(self, nlp: Any, patterns: list[RulerPattern]) -> None:
+    def __init__(self, nlp: Any, patterns: list[dict[str, str]]) -> None:
         from spacy.matcher import PhraseMatcher
 
         self.matcher = PhraseMatcher(nlp.vocab, attr="LOWER")
@@ -395,9 +387,9 @@ def _split_word_abbreviations(nlp: Any, words: set[str]) -> None:
     nlp.tokenizer.rules = {k: v for k, v in rules.items() if not (k.endswith(".") and k[:-1].lower() in words)}
 
 
-def _patterns(lexicon: list[LexiconEntry]) -> list[RulerPattern]:
+def _patterns(lexicon: list[LexiconEntry]) -> list[dict[str, str]]:  # EntityRuler's: label, pattern, id
     """Ruler patterns: every alias as written, then the variants no alias already claims."""
-    patterns: list[RulerPattern] = []
+    patterns: list[dict[str, str]] = []
     seen: set[str] = set()
 
     def add(e: LexiconEntry, text: str) -> None:
