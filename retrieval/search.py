@@ -48,7 +48,7 @@ from kgreport.retrieval.imaging import DecodedImage, ImageDecodeError, load_imag
 from kgreport.retrieval.query_cache import QueryCache, file_digest
 from kgreport.retrieval.records import Hit, Prediction, SearchResult
 from kgreport.retrieval.stores.interface import CaseStoreInterface
-from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.retrieval.stores.scope import SearchScope, check_filters
 from kgreport.retrieval.voting import blend, vote_shares, winner
 
 DUPLICATE_SCORE = 0.995  # cosine above which a stored image is taken to be the query image itself
@@ -221,6 +221,7 @@ class CaseSearcher:
             raise QueryError("a query needs an image or a non-empty text")
         if k < 1:
             raise QueryError(f"k must be at least 1, got {k}")
+        check_filters(filters or {})  # before the image is decoded and embedded
         guard = self.config.leakage_guard if leakage_guard is None else leakage_guard
         image_vec, decoded = (embedded or self.embed_image(query.image)) if query.image is not None else (None, None)
         text = query.text.strip() if query.text else ""

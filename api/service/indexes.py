@@ -24,6 +24,7 @@ from kgreport.api.service.jobs import Job, Work
 from kgreport.api.service.redact import client_json
 from kgreport.api.service.state import ServiceState, get_state
 from kgreport.api.service.uploads import remove_folder, safe_name, save_upload
+from kgreport.indexing.archives import ArchiveFormat
 from kgreport.indexing.archives.dicomweb import is_pacs_url
 from kgreport.json_types import JsonObject
 from kgreport.retrieval.ids import ID_RULE, check_id
@@ -47,9 +48,9 @@ class IndexBuild(BaseModel):
         description="MedPix folder, manifest (.jsonl/.csv), DICOM or NIfTI folder, or a PACS: "
         "dicomweb+http(s)://HOST:PORT/dicom-web (credentials from the server's KGREPORT_DICOMWEB_* settings)"
     )
-    format: str | None = Field(default=None, description="medpix, manifest, dicom or nifti (default: detect)")
+    format: ArchiveFormat | None = Field(default=None, description="default: detect")
     split: str = "train"
-    limit: int | None = Field(default=None, ge=1)
+    limit: int | None = Field(default=None, ge=1, le=10**9)
     findings: bool | None = Field(default=None, description="write report findings into the graph")
     since: str | None = Field(default=None, description="PACS: studies from this StudyDate on (YYYYMMDD)")
     until: str | None = Field(default=None, description="PACS: studies up to this StudyDate (YYYYMMDD)")
@@ -60,12 +61,18 @@ class IndexBuild(BaseModel):
 
 def _archive_path(state: ServiceState, given: str) -> Path:
     """`given`, resolved, if it lies under an allowed archive root (settings.archive_roots)."""
-    path = Path(given).expanduser().resolve()
-    roots = state.settings.allowed_archive_roots
-    if not any(path == root or root in path.parents for root in roots):
+    try:
+        path = Path(given).expanduser().resolve()
+        roots = state.settings.allowed_archive_roots
+        inside = any(path == root or root in path.parents for root in roots)
+        exists = inside and path.exists()
+    except (ValueError, RuntimeError, OSError) as err:  # a NUL byte, "~nosuchuser", a name over NAME_MAX
+        reason = err.strerror if isinstance(err, OSError) else str(err)  # an OSError's text names our path
+        raise ApiError(422, "bad_archive_path", f"{given[:200]!r}: not a usable path ({reason})") from None
+    if not inside:
         allowed = ", ".join(str(r) for r in roots)
         raise ApiError(403, "archive_not_allowed", f"{given}: not under an allowed archive root ({allowed})")
-    if not path.exists():
+    if not exists:
         raise ApiError(404, "archive_not_found", f"{given}: no such file or folder on the server")
     return path
 

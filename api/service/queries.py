@@ -159,6 +159,8 @@ async def write_report(
 def get_concept(concept_id: str, state: State, index: str | None = None) -> JsonObject:
     from kgreport.knowledge.grounding import ground_concept
 
+    if index is not None:
+        state.services.open_store(index)  # an unknown index is 404 index_not_found, as on every route
     grounding = ground_concept(state.services.ontology_graph, concept_id, index=index)
     if grounding.reason:
         raise ApiError(404, "concept_not_found", grounding.reason)

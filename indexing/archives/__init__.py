@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
 from kgreport.indexing.archives.base import Archive, ArchiveError
 
-FORMATS = ("medpix", "manifest", "dicom", "nifti")
+ArchiveFormat = Literal["medpix", "manifest", "dicom", "nifti"]
+FORMATS: tuple[str, ...] = get_args(ArchiveFormat)
 
 
 def detect_format(path: Path) -> str:
@@ -49,4 +51,4 @@ def open_archive(
     raise ArchiveError(f"unknown archive format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
-__all__ = ["FORMATS", "Archive", "ArchiveError", "detect_format", "open_archive"]
+__all__ = ["FORMATS", "Archive", "ArchiveFormat", "ArchiveError", "detect_format", "open_archive"]

@@ -45,6 +45,7 @@ from kgreport.indexing.pacs.errors import (
     PacsError,
     PacsQueryError,
     PacsUnavailableError,
+    PacsUrlError,
 )
 
 log = logging.getLogger("kgreport.indexing.pacs")
@@ -160,16 +161,16 @@ def parse_pacs_url(url: str) -> str:
         parts = urlsplit(url.strip())
         _ = parts.port  # raises ValueError on a port that is not a number in range
     except ValueError as err:
-        raise PacsError(f"not a PACS URL: {shown} ({err})") from None
+        raise PacsUrlError(f"not a PACS URL: {shown} ({err})") from None
     scheme = SCHEMES.get(parts.scheme.lower())
     if scheme is None:
-        raise PacsError(f"{shown}: a PACS URL starts with dicomweb+https://, dicomweb+http://, https:// or http://")
+        raise PacsUrlError(f"{shown}: a PACS URL starts with dicomweb+https://, dicomweb+http://, https:// or http://")
     if "@" in parts.netloc:
-        raise PacsError(f"{shown}: credentials in the PACS URL are refused (URLs end up in logs); {SETTINGS_HINT}")
+        raise PacsUrlError(f"{shown}: credentials in the PACS URL are refused (URLs end up in logs); {SETTINGS_HINT}")
     if not parts.hostname:
-        raise PacsError(f"{shown}: the PACS URL names no host")
+        raise PacsUrlError(f"{shown}: the PACS URL names no host")
     if parts.query or parts.fragment:
-        raise PacsError(f"{shown}: a PACS URL has no query string or fragment, only the DICOMweb root path")
+        raise PacsUrlError(f"{shown}: a PACS URL has no query string or fragment, only the DICOMweb root path")
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/"), "", ""))
 
 
@@ -297,7 +298,7 @@ class DicomWebSource:
         try:
             self._client = DICOMwebClient(self.url, session=session, timeout=self.credentials.timeout)
         except ValueError as err:
-            raise PacsError(f"not a PACS URL: {self.url} ({err})") from None
+            raise PacsUrlError(f"not a PACS URL: {self.url} ({err})") from None
         self._client.set_http_retry_params(
             retry=self.max_attempts > 1,
             max_attempts=self.max_attempts,

@@ -1,4 +1,5 @@
-"""What can go wrong reading a PACS, by kind: each answers 502 (the PACS, not the request, is at fault)."""
+"""What can go wrong reading a PACS, by kind: a PACS error answers 502 (the PACS, not the request, is at
+fault); a query or URL that cannot be asked is the request's fault (422)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ class PacsQueryError(InvalidInput):
     """A PACS query that cannot be asked: a malformed date, `since` after `until`, a modality that is no code."""
 
     code = "bad_request"  # the answer it always had (it was a plain ValueError)
+
+
+class PacsUrlError(ArchiveError):
+    """A PACS URL that names no PACS: unparsable, another scheme, no host, credentials or a query in it."""
+
+    code = "bad_pacs_url"
 
 
 class PacsError(UpstreamFailed, ArchiveError):

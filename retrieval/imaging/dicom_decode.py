@@ -8,6 +8,8 @@ JPEG-LS, JPEG 2000, RLE) decode through pydicom's pixel handlers and pylibjpeg's
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -78,6 +80,18 @@ def read_dataset(path: Path, *, headers_only: bool = False) -> Dataset:
         raise ImageDecodeError(f"{path}: unreadable DICOM ({type(err).__name__}: {short(err)})") from err
 
 
+@contextmanager
+def _transform(path: Path, tag: str) -> Iterator[None]:
+    """One pixel transform of the file's own (a LUT, a rescale): whatever a malformed attribute makes it
+    raise becomes the unreadable-image error that names the file and the attribute."""
+    try:
+        yield
+    except ImageDecodeError:
+        raise
+    except Exception as err:  # pydicom and numpy raise IndexError, TypeError, struct.error, ... on bad LUTs
+        raise ImageDecodeError(f"{path}: cannot apply its {tag}: {short(err)}") from err
+
+
 def _rescale(ds: Dataset, frames: int) -> tuple[np.ndarray, np.ndarray] | None:
     """Per-frame (slopes, intercepts), or None when the file has no rescale."""
     slopes, intercepts = [], []
@@ -117,27 +131,28 @@ def decode_pixels(ds: Dataset, path: Path, frames: list[int] | None = None) -> t
     photometric = str(ds.get("PhotometricInterpretation") or "MONOCHROME2").strip().upper()
     count = int(ds.get("NumberOfFrames") or 1)
     if photometric == "PALETTE COLOR":
-        try:
+        with _transform(path, "Red Palette Color LUT (0028,1201)"):
             raw = apply_color_lut(raw, ds)
-        except Exception as err:
-            raise ImageDecodeError(f"{path}: cannot apply Red Palette Color LUT (0028,1201): {short(err)}") from err
         # A palette is a rendered colour mapping, so display-ready; 16-bit LUT entries scale to 8 bits.
         raw = (raw / 257.0 if raw.max(initial=0) > 255 else raw).round().astype(np.uint8)
     if raw.ndim == (4 if count > 1 else 3):  # RGB (pydicom already converted YBR): no rescale, no HU
         return raw.astype(np.float32), False, {"display_ready": bool(raw.dtype == np.uint8)}
     notes: JsonObject = {}
-    rescale = _rescale(ds, count)
+    with _transform(path, "Rescale Slope/Intercept (0028,1053)/(0028,1052)"):
+        rescale = _rescale(ds, count)
     rescale_type = str(functional(ds, "PixelValueTransformationSequence", "RescaleType") or "").strip().upper()
     modality = str(ds.get("Modality") or "").strip().upper()
     # CT images imply HU when Rescale Type (0028,1054) is absent; "US" (unspecified) marks derived maps.
     is_hu = rescale is not None and (rescale_type == "HU" or (modality == "CT" and rescale_type == ""))
     array = raw.astype(np.float32)
     if photometric == "MONOCHROME1" and not is_hu:  # high stored values are dark: flip within the stored range
-        low, high = _stored_range(ds)
+        with _transform(path, "Bits Stored (0028,0101)"):
+            low, high = _stored_range(ds)
         array = (low + high) - array
         notes["inverted"] = "MONOCHROME1"
     if "ModalityLUTSequence" in ds:
-        array = apply_modality_lut(array.astype(raw.dtype), ds).astype(np.float32)
+        with _transform(path, "Modality LUT Sequence (0028,3000)"):
+            array = apply_modality_lut(array.astype(raw.dtype), ds).astype(np.float32)
     elif rescale is not None:
         slopes, intercepts = rescale if frames is None else (rescale[0][frames], rescale[1][frames])
         if count > 1:

@@ -20,6 +20,7 @@ from kgreport.indexing.pacs.errors import (
     PacsError,
     PacsQueryError,
     PacsUnavailableError,
+    PacsUrlError,
 )
 from kgreport.knowledge.graph import GraphUnavailableError
 from kgreport.retrieval.encoders.image_encoder import EncoderLoadError
@@ -55,6 +56,7 @@ ANSWERS: list[tuple[type[Exception], int, str]] = [
     (PacsUnavailableError, 502, "pacs_unavailable"),
     (NotDicomWebError, 502, "not_dicomweb"),
     (PacsError, 502, "pacs_error"),
+    (PacsUrlError, 422, "bad_pacs_url"),
     (ArchiveError, 422, "bad_archive"),
     (OperationError, 422, "bad_request"),
     (CaseStoreUnavailableError, 503, "case_store_unavailable"),

@@ -315,6 +315,17 @@ def test_concepts(client: TestClient) -> None:
     concept = client.get("/v1/concepts/RID34539").json()  # pleural effusion
     assert concept["name"].lower() == "pleural effusion" and concept["ancestors"]
     assert "unknown" in _error(client.get("/v1/concepts/RID0"), 404, "concept_not_found").lower()
+    assert client.get("/v1/concepts/RID34539?index=demo").status_code == 200
+
+
+def test_an_unknown_index_is_404_in_every_index_parameter(client: TestClient) -> None:
+    """Each route that takes `?index=` (or an index field) says the index is unknown, not that it is empty."""
+    case_id = "MPX1427"  # a demo case: only the index is wrong
+    for path in [f"/v1/cases/{case_id}?index=nosuch", f"/v1/cases/{case_id}/thumbnail?index=nosuch",
+                 "/v1/concepts/RID34539?index=nosuch"]:  # fmt: skip
+        assert "nosuch" in _error(client.get(path), 404, "index_not_found"), path
+    _error(client.post("/v1/search", json={"text": "mass", "index": "nosuch"}), 404, "index_not_found")
+    _error(client.get("/v1/concepts/RID34539?index=../x"), 422, "invalid_id")
 
 
 def test_api_keys(tmp_path: Path) -> None:

@@ -32,7 +32,13 @@ from kgreport.indexing.pacs.client import (
     parse_pacs_url,
     redacted,
 )
-from kgreport.indexing.pacs.errors import NotDicomWebError, PacsAuthError, PacsError, PacsUnavailableError
+from kgreport.indexing.pacs.errors import (
+    NotDicomWebError,
+    PacsAuthError,
+    PacsError,
+    PacsUnavailableError,
+    PacsUrlError,
+)
 from kgreport.testkit.pacs import free_port, make_ct_study, make_text_sr, running_orthanc
 
 USER, PASSWORD = "kgreport", "Correct-Horse-Battery-9"
@@ -189,7 +195,7 @@ def test_wrong_credentials(pacs: SimpleNamespace, caplog: pytest.LogCaptureFixtu
 
 def test_credentials_in_url_refused() -> None:
     for url in ("dicomweb+http://alice:Secret-Pw-77@127.0.0.1:8042/dicom-web", "https://alice@pacs.example.org/rs"):
-        with pytest.raises(PacsError, match="KGREPORT_DICOMWEB_PASSWORD") as caught:
+        with pytest.raises(PacsUrlError, match="KGREPORT_DICOMWEB_PASSWORD") as caught:
             DicomWebSource(url, PacsCredentials())
         assert "Secret-Pw-77" not in str(caught.value) and "alice" not in str(caught.value)
     assert redacted("dicomweb+https://a:b@pacs:443/rs?token=x") == "dicomweb+https://***@pacs:443/rs?***"
@@ -218,9 +224,11 @@ def test_parse_pacs_url() -> None:
     assert parse_pacs_url("dicomweb+https://pacs.example.org/dicom-web/") == "https://pacs.example.org/dicom-web"
     assert parse_pacs_url("dicomweb+http://127.0.0.1:8042/dicom-web") == "http://127.0.0.1:8042/dicom-web"
     assert parse_pacs_url("https://pacs:8443/rs") == "https://pacs:8443/rs"
-    for bad in ("ftp://pacs/rs", "dicomweb+http:///rs", "http://pacs:99999/rs", "http://pacs/rs?x=1", "pacs/rs"):
-        with pytest.raises(PacsError):
+    for bad in ("ftp://pacs/rs", "dicomweb+http:///rs", "http://pacs:99999/rs", "http://pacs/rs?x=1", "pacs/rs",
+                "dicomweb+http://[::1"):  # fmt: skip
+        with pytest.raises(PacsUrlError) as caught:  # the request's fault (422), not the PACS's (502)
             parse_pacs_url(bad)
+        assert not isinstance(caught.value, PacsError)
 
 
 # --- servers that are not (or no longer) a DICOMweb PACS -----------------------------------------------

@@ -19,7 +19,7 @@ from kgreport.retrieval.stores.local.store import (
     IndexNotFoundError,
     IndexUnreadableError,
 )
-from kgreport.retrieval.stores.scope import SearchScope
+from kgreport.retrieval.stores.scope import MAX_FILTER_VALUE_CHARS, MAX_FILTERS, InvalidFilterError, SearchScope
 
 DIM, TEXT_DIM = 16, 8
 Item = tuple[Case, dict[str, np.ndarray], np.ndarray]
@@ -178,6 +178,27 @@ def test_filters(tmp_path: Path) -> None:
         for key in ("x') OR 1=1 --", "modality\n"):  # a trailing newline passes a `$`-anchored match
             with pytest.raises(ValueError, match="invalid filter key"):
                 store.search_images(q, 3, SearchScope(filters={key: "1"}))
+
+
+def test_filters_up_to_the_maximum(tmp_path: Path) -> None:
+    """MAX_FILTERS metadata filters run as one query in both spaces (SQLite's expression depth and variable
+    limits are what a few hundred hit); one more, or an over-long value, is refused before any SQL."""
+    items = make_cases(12)
+    many = {"site": "south", **{f"key{i}": None for i in range(MAX_FILTERS - 2)}, "modality": "ct"}
+    assert len(many) == MAX_FILTERS
+    with create(tmp_path / "s") as store:
+        store.add_cases(items)
+        image_hits = store.search_images(items[0][1]["c0/img0"][None, :], 24, SearchScope(filters=many))[0]
+        text_hits = store.search_texts(items[0][2][None, :], 12, SearchScope(filters=many))[0]
+        south = {f"c{i}" for i in range(6, 12)}
+        assert image_hits and {h.case_id for h in image_hits} <= south and {h.modality for h in image_hits} == {"CT"}
+        assert text_hits and {h.case_id for h in text_hits} <= south
+        strict = {f"key{i}": "x" for i in range(MAX_FILTERS)}  # every clause is real SQL, none matches
+        assert store.search_texts(items[0][2][None, :], 12, SearchScope(filters=strict))[0] == []
+    with pytest.raises(InvalidFilterError, match=f"at most {MAX_FILTERS} filters"):
+        SearchScope(filters={f"k{i}": "v" for i in range(MAX_FILTERS + 1)})
+    with pytest.raises(InvalidFilterError, match="at most 1024 characters"):
+        SearchScope(filters={"site": "s" * (MAX_FILTER_VALUE_CHARS + 1)})
 
 
 def test_text_filter_matches_a_case_without_images(tmp_path: Path) -> None:

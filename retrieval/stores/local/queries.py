@@ -13,7 +13,6 @@ never found by a text query, whatever the scores, and never rescored by a report
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -23,9 +22,7 @@ import numpy as np
 from kgreport.retrieval.records import Hit
 from kgreport.retrieval.stores.local.rows import IN_LIST, from_blob, json_list
 from kgreport.retrieval.stores.local.rows_db import IMAGE_ONLY
-from kgreport.retrieval.stores.scope import InvalidFilterError, SearchScope
-
-_FILTER_KEY_RE = re.compile(r"[A-Za-z0-9_.-]{1,64}")  # fullmatch: metadata keys go into a JSON path, kept plain
+from kgreport.retrieval.stores.scope import SearchScope
 
 
 def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str], list[Any], bool]:
@@ -33,7 +30,8 @@ def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str]
 
     Image search: an image's own modality/body region (it stores its case's when it has none) and
     metadata (its own value, else its case's). Text search: the case matches if its own value or
-    any of its images' values does.
+    any of its images' values does. The keys, their count and the values' lengths were checked by the
+    `SearchScope` (keys go into a JSON path; the count bounds the SQL's size).
     """
     clauses: list[str] = []
     args: list[Any] = []
@@ -41,8 +39,6 @@ def filter_sql(space: str, filters: Mapping[str, str | None]) -> tuple[list[str]
     for key, value in filters.items():
         if value is None:
             continue  # no constraint
-        if not _FILTER_KEY_RE.fullmatch(key):
-            raise InvalidFilterError(f"invalid filter key {key!r}")
         text, path = str(value), f'$."{key}"'
         if key in {"modality", "body_region"} and space == "image":
             clauses.append(f"lower(i.{key}) = lower(?)")  # served by the lower(...) expression index
