@@ -45,6 +45,22 @@ class CaseExistsError(Conflict, OperationError):
     code = "case_exists"
 
 
+class TooManyImagesError(OperationError):
+    """More images for one case than `settings.max_images_per_case`."""
+
+    code = "too_many_images"
+
+
+def check_image_count(services: Services, case_id: str, count: int) -> None:
+    """TooManyImagesError when one case brings more images than the settings allow; the service calls it
+    before an upload is written, `add_case` again for every front end."""
+    limit = services.settings.max_images_per_case
+    if count > limit:
+        raise TooManyImagesError(
+            f"case {case_id}: {count} images, more than the {limit} a case may carry (KGREPORT_MAX_IMAGES_PER_CASE)"
+        )
+
+
 def ingest_options(services: Services, *, replace: bool = False, image_only: bool = False) -> IngestOptions:
     """How cases are decoded and embedded, from the settings: one place for an archive build, a case added
     alone and a rebuild, so the same case gets the same vectors whichever way it came in."""
@@ -156,6 +172,7 @@ def add_case(
         raise OperationError("a case needs a non-empty case id")
     if not images:
         raise OperationError(f"case {case_id}: at least one image is needed")
+    check_image_count(services, case_id, len(images))
     sections = split_report(report or "")
     if sections.is_empty():
         raise OperationError(f"case {case_id}: empty report")

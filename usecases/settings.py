@@ -114,7 +114,21 @@ class Settings(BaseSettings):
     api_keys: str = Field(
         default="", description="comma-separated API keys; when set, every /v1 route needs one in X-API-Key"
     )
+    cors_origins: str = Field(
+        default="",
+        description="comma-separated origins (https://ris.example.org) whose pages may call the REST API from a "
+        "browser; empty (the default) = none: the API answers no CORS preflight, so only the bundled page, "
+        "served from the API's own origin, can use it",
+    )
     max_upload_mb: float = Field(default=64.0, gt=0, description="largest accepted upload, in MB")
+    max_images_per_case: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="most images one case may carry when it is added alone (POST /v1/indexes/NAME/cases, "
+        "`kgreport index add`); more: 422 too_many_images, nothing stored. A volume (a DICOM series, a NIfTI) "
+        "counts as one image",
+    )
     max_image_megapixels: float = Field(
         default=ImagingConfig.max_pixels / 1e6,
         gt=0,
@@ -245,6 +259,10 @@ class Settings(BaseSettings):
     @property
     def api_key_set(self) -> frozenset[str]:
         return frozenset(k.strip() for k in self.api_keys.split(",") if k.strip())
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip()]
 
     @property
     def allowed_archive_roots(self) -> list[Path]:

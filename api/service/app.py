@@ -3,7 +3,8 @@
 Routes live in `indexes.py` (build, cases, jobs) and `queries.py` (search, reports, concepts); this
 file wires them with what every request shares: the API key check on `/v1`, the body size limit
 (`body_limit.py`: 413 from Content-Length, or as a chunked body streams past it), the
-JSON error format, health and readiness, and the static web page at `/`.
+JSON error format, the security headers (`security_headers.py`), CORS when `KGREPORT_CORS_ORIGINS` names
+origins (off by default), health and readiness, and the static web page at `/`.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from fastapi.staticfiles import StaticFiles
@@ -24,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from kgreport.api.service import indexes, queries, responses
 from kgreport.api.service.body_limit import BodyLimit
 from kgreport.api.service.errors import ApiError, install_error_handlers
+from kgreport.api.service.security_headers import SecurityHeaders
 from kgreport.api.service.state import ServiceState, service_state
 from kgreport.json_types import JsonObject
 from kgreport.retrieval import faiss_gpu
@@ -67,6 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     limit = int(settings.max_upload_mb * 1e6) + 64 * 1024  # room for the multipart envelope and form fields
 
     app.add_middleware(BodyLimit, limit=limit, megabytes=settings.max_upload_mb)
+    if settings.cors_origin_list:  # off by default: see Settings.cors_origins
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origin_list,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["X-API-Key", "Content-Type"],
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeaders)  # outermost: every answer carries the headers, errors included
 
     keyed = [Depends(require_api_key)]
     app.include_router(indexes.router, dependencies=keyed)

@@ -260,6 +260,7 @@ async def add_case(
     if patient_id is not None:
         check_id(patient_id, "patient id", f"case {case_id}")
     state.services.open_store(name)  # 404 before anything is saved
+    ingest.check_image_count(state.services, case_id, len(images))
     folder = state.settings.index_uploads_dir(name) / f"{safe_name(case_id, 'case')}-{uuid.uuid4().hex[:8]}"
     max_bytes = int(state.settings.max_upload_mb * 1e6)
     paths: list[Path] = []

@@ -189,12 +189,17 @@ def test_add_delete_and_concurrent_writes(client: TestClient) -> None:
         "/v1/indexes/demo/cases", data={"case_id": "NEW-3", "report": "  "}, files={"images": ("a.png", _png())}
     )
     _error(empty, 422, "bad_request")
+    many = [("images", (f"{i}.png", _png(), "image/png")) for i in range(settings.max_images_per_case + 1)]
+    over = client.post("/v1/indexes/demo/cases", data={"case_id": "NEW-4", "report": "Findings: x."}, files=many)
+    assert "KGREPORT_MAX_IMAGES_PER_CASE" in _error(over, 422, "too_many_images")
 
     assert client.delete("/v1/indexes/demo/cases/NEW-1").json()["deleted"] == ["NEW-1"]
     _error(client.delete("/v1/indexes/demo/cases/NEW-1"), 404, "case_not_found")
     assert _demo_cases(client) == 60
     assert not any(p.is_file() for p in settings.query_uploads_dir.rglob("*")), "query uploads are removed"
-    assert not any("NEW-2" in p.name or "NEW-3" in p.name for p in settings.index_uploads_dir("demo").iterdir())
+    assert not any(
+        n in p.name for p in settings.index_uploads_dir("demo").iterdir() for n in ("NEW-2", "NEW-3", "NEW-4")
+    )
     assert not any("NEW-1" in p.name for p in settings.index_uploads_dir("demo").iterdir()), "its uploads go too"
     assert any(p.is_file() for p in DEMO.rglob("*.jpg")), "an archive's own files are never touched"
 

@@ -3,8 +3,9 @@
 A real uvicorn server on a free loopback port serves the API and the page over a demo index; the
 browser uploads a held-out image, views it, finds similar cases, writes the draft report (or sees the
 abstention), follows a citation and a candidate draft, edits the text and exports JSON; then writes the report
-from typed notes (notes mode: the refiner's changes, the differential) and sees blank notes refused. The
-last screen is kept as test-artifacts/web_page.png.
+from typed notes (notes mode: the refiner's changes, the differential) and sees blank notes refused. All of it
+under the service's Content-Security-Policy, with no violation. The last screen is kept as
+test-artifacts/web_page.png.
 """
 
 from __future__ import annotations
@@ -66,8 +67,17 @@ def test_upload_search_report_edit_export(server: str) -> None:
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000}, accept_downloads=True)
+        # The page runs under the service's Content-Security-Policy: every violation is recorded, none allowed.
+        page.add_init_script(
+            "window.cspViolations = [];"
+            "document.addEventListener('securitypolicyviolation',"
+            " e => window.cspViolations.push(e.violatedDirective + ' ' + e.blockedURI));"
+        )
+        console_errors: list[str] = []
+        page.on("console", lambda m: console_errors.append(m.text) if "Content Security Policy" in m.text else None)
         try:
-            page.goto(server + "/")
+            opened = page.goto(server + "/")
+            assert opened is not None and "script-src 'self'" in opened.headers["content-security-policy"]
             expect(page.get_by_test_id("index")).to_contain_text("demo (60 cases)")
             page.get_by_test_id("image").set_input_files(str(QUERY))
             expect(page.locator("#preview-note")).to_have_text(QUERY.name)
@@ -177,6 +187,7 @@ def test_upload_search_report_edit_export(server: str) -> None:
             expect(page.get_by_test_id("notes-error")).to_be_visible()
             expect(page.get_by_test_id("notes-error")).to_contain_text("notes")
             expect(page.get_by_test_id("mode")).to_contain_text("notes mode")  # the last report stays shown
+            assert page.evaluate("window.cspViolations") == [] and console_errors == [], console_errors
         finally:
             page.screenshot(path=str(ARTIFACTS / "web_page.png"), full_page=True)
             browser.close()
