@@ -3,7 +3,9 @@
 Starts `kgreport serve` with API keys on, over a fresh data dir holding the demo index (60 cases),
 and sends each probe below: wrong or missing keys, ids that break the id rule, path traversal in
 every field that names a file, decompression bombs, truncated DICOM, bodies over the limit with and
-without a Content-Length, deep JSON, injection payloads, oversized headers and ids. For each it
+without a Content-Length, deep JSON, injection payloads, oversized headers and ids; and round two
+(issue 31): thousands of filters, DICOMs with malformed pixel transforms, paths no file system takes,
+the security headers on the page and its files, CORS (off), one case with 1,000 images, unknown indexes. For each it
 records the status and whether it is one of the statuses the probe allows. Afterwards it checks that
 the server is still healthy, the demo index still holds its 60 cases and no upload was left behind,
 and it counts answers that named a server path.
@@ -32,6 +34,7 @@ from pydicom.data import get_testdata_file
 from kgreport.benchmarks.results_io import RESULTS, write_result
 from kgreport.benchmarks.server_process import DEMO, REPO, build_demo_index, running_server
 from kgreport.testkit.bombs import bomb_jpeg, bomb_nifti, bomb_png_rgb
+from kgreport.testkit.malformed_dicom import malformed_dicoms
 
 KEY = "hostile-test-key"
 QUERY = DEMO / "queries" / "MPX1075_synpic20513.jpg"
@@ -48,6 +51,13 @@ class Probe:
     expect: set[int]
     kwargs: dict[str, Any] = field(default_factory=dict)
     keyed: bool = True
+    headers_present: dict[str, str] = field(default_factory=dict)  # name: a substring its value must hold
+    headers_absent: tuple[str, ...] = ()
+
+    def accepts(self, status: int | None, headers: httpx.Headers) -> bool:
+        """The status is one allowed, and the answer's headers are as required."""
+        present = all(want in headers.get(name, "\x00") for name, want in self.headers_present.items())
+        return status in self.expect and present and not any(name in headers for name in self.headers_absent)
 
 
 def _png(side: int = 64) -> bytes:
@@ -265,6 +275,8 @@ def probes(bombs: Path, upload_limit_mb: int) -> list[Probe]:
         )
     )
 
+    found += round_two_probes(query)
+
     # Protocol: methods, routes, headers.
     add(Probe("PUT on indexes", "PUT", "/v1/indexes", {405}))
     add(Probe("unknown route", "GET", "/v1/../../etc/passwd", {404}))
@@ -277,6 +289,55 @@ def probes(bombs: Path, upload_limit_mb: int) -> list[Probe]:
     return found
 
 
+def round_two_probes(query: bytes) -> list[Probe]:
+    """What an independent probe of the service found (issue 31): large filters, malformed pixel transforms,
+    paths no file system takes, browser-facing headers, CORS, one case with 1,000 images, unknown indexes."""
+    files = lambda name, data: {"files": {"image": (name, data)}}  # noqa: E731
+    found: list[Probe] = []
+    add = found.append
+    for count in (999, 5000):
+        many = {f"k{i}": "v" for i in range(count)}
+        add(
+            Probe(
+                f"{count} filter keys (text)", "POST", "/v1/search", {422}, {"json": {"text": "mass", "filters": many}}
+            )
+        )
+        add(Probe(f"{count} filter keys (image)", "POST", "/v1/search", {422},
+                  {**files("q.jpg", query), "data": {"filters": json.dumps(many)}}))  # fmt: skip
+    add(Probe("a filter of 999 values", "POST", "/v1/search", {422},
+              {"json": {"text": "mass", "filters": {"case_id": [f"MPX{i}" for i in range(999)]}}}))  # fmt: skip
+    add(Probe("a filter value of 100 KB", "POST", "/v1/search", {422},
+              {"json": {"text": "mass", "filters": {"modality": "C" * 100_000}}}))  # fmt: skip
+    for what, data in malformed_dicoms().items():
+        add(Probe(f"DICOM: {what} (search)", "POST", "/v1/search", {422}, files("bad.dcm", data)))
+        add(Probe(f"DICOM: {what} (render)", "POST", "/v1/render", {422}, files("bad.dcm", data)))
+    for given in ["a\x00b", "~nosuchuser/x", str(DEMO) + "/" + "a" * 300]:
+        add(Probe(f"archive_path {given[:24]!r}", "POST", "/v1/indexes", {403, 404, 422},
+                  {"json": {"name": "x", "archive_path": given}}))  # fmt: skip
+    for url in ["dicomweb+http://[::1", "dicomweb+http://pacs:99999/rs", "dicomweb+http://a:b@pacs/rs"]:
+        add(Probe(f"PACS URL {url}", "POST", "/v1/indexes", {422}, {"json": {"name": "x", "archive_path": url}}))
+    add(Probe("archive format 'pacs'", "POST", "/v1/indexes", {422},
+              {"json": {"name": "x", "archive_path": str(DEMO), "format": "pacs"}}))  # fmt: skip
+    guarded = {"content-security-policy": "frame-ancestors 'none'", "x-content-type-options": "nosniff"}
+    page_policy = {**guarded, "content-security-policy": "script-src 'self';"}
+    for path in ["/", "/static/app.js", "/static/style.css", "/static/nothing.js"]:
+        add(Probe(f"security headers on {path}", "GET", path, {200, 404}, keyed=False, headers_present=page_policy))
+    add(Probe("security headers on a JSON error", "GET", "/v1/indexes", {401}, keyed=False, headers_present=guarded))
+    preflight = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    add(Probe("CORS preflight (CORS off)", "OPTIONS", "/v1/search", {405}, {"headers": preflight}, keyed=False,
+              headers_absent=("access-control-allow-origin",)))  # fmt: skip
+    add(Probe("cross-origin read (CORS off)", "GET", "/v1/indexes", {200}, {"headers": {"Origin": "https://evil.example"}},
+              headers_absent=("access-control-allow-origin",)))  # fmt: skip
+    tiny = _png(4)
+    thousand = {"data": {"case_id": "MANY-1", "report": "Findings: Small right pleural effusion."},
+                "files": [("images", (f"{i}.png", tiny, "image/png")) for i in range(1000)]}  # fmt: skip
+    add(Probe("one case with 1,000 images", "POST", "/v1/indexes/demo/cases", {422}, thousand))
+    for path in ["/v1/concepts/RID5352?index=nosuch", "/v1/cases/MPX1427?index=nosuch",
+                 "/v1/cases/MPX1427/thumbnail?index=nosuch"]:  # fmt: skip
+        add(Probe(f"unknown index: {path}", "GET", path, {404}))
+    return found
+
+
 def _peak_rss_mb(pid: int) -> float:
     """The process's peak resident memory so far (VmHWM), in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -285,14 +346,14 @@ def _peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _send(client: httpx.Client, probe: Probe) -> tuple[int | None, str]:
+def _send(client: httpx.Client, probe: Probe) -> tuple[int | None, str, httpx.Headers]:
     kwargs = dict(probe.kwargs)
     headers = {"X-API-Key": KEY, **kwargs.pop("headers", {})} if probe.keyed else kwargs.pop("headers", {})
     try:
         answer = client.request(probe.method, probe.path, headers=headers, **kwargs)
-        return answer.status_code, answer.text
+        return answer.status_code, answer.text, answer.headers
     except httpx.HTTPError as err:  # a dropped connection is a failure of its own
-        return None, f"{type(err).__name__}: {err}"
+        return None, f"{type(err).__name__}: {err}", httpx.Headers()
 
 
 def run(out: Path, upload_limit_mb: int = 4) -> dict[str, Any]:
@@ -308,13 +369,13 @@ def run(out: Path, upload_limit_mb: int = 4) -> dict[str, Any]:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=300) as client:
                 for probe in battery:
                     peak_before = _peak_rss_mb(server.pid)
-                    status, text = _send(client, probe)
+                    status, text, headers = _send(client, probe)
                     leaked = str(data_dir) in text or str(REPO) in text or tmp in text
                     added = round(_peak_rss_mb(server.pid) - peak_before, 1)
+                    ok = probe.accepts(status, headers)
                     results.append({"probe": probe.name, "status": status, "expected": sorted(probe.expect),
-                                    "ok": status in probe.expect, "path_leak": leaked,
-                                    "server_peak_rss_added_mb": added})  # fmt: skip
-                    if status not in probe.expect or leaked:
+                                    "ok": ok, "path_leak": leaked, "server_peak_rss_added_mb": added})  # fmt: skip
+                    if not ok or leaked:
                         print(f"  UNEXPECTED {probe.name}: {status} (expected {sorted(probe.expect)}) {text[:200]}")
                 health = client.get("/healthz").status_code
                 listed = client.get("/v1/indexes", headers={"X-API-Key": KEY}).json()["indexes"]

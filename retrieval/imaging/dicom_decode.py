@@ -102,7 +102,10 @@ def _rescale(ds: Dataset, frames: int) -> tuple[np.ndarray, np.ndarray] | None:
             return None
         slopes.append(float(slope) if slope is not None else 1.0)
         intercepts.append(float(intercept) if intercept is not None else 0.0)
-    return np.asarray(slopes, np.float32), np.asarray(intercepts, np.float32)
+    rescale = np.asarray(slopes, np.float32), np.asarray(intercepts, np.float32)
+    if not (np.isfinite(rescale[0]).all() and np.isfinite(rescale[1]).all()):
+        raise ValueError("not a finite number")  # 1e999 would make every pixel inf, the picture blank
+    return rescale
 
 
 def _stored_range(ds: Dataset) -> tuple[float, float]:

@@ -11,27 +11,21 @@ import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
 from kgreport.retrieval.imaging import ImageDecodeError, load_image
-
-
-def _modality_lut(descriptor: list[int] | None, data: list[int] | None) -> Sequence:
-    item = Dataset()
-    if descriptor is not None:
-        item.LUTDescriptor = descriptor
-    item.ModalityLUTType = "HU"
-    if data is not None:
-        item.add_new(0x00283006, "US", data)  # LUT Data
-    return Sequence([item])
+from kgreport.testkit.malformed_dicom import modality_lut, with_attribute, with_raw_text
 
 
 def _written(tmp_path: Path, source: str, keyword: str, value: object) -> Path:
-    ds = pydicom.dcmread(str(get_testdata_file(source)))
-    setattr(ds, keyword, value)
+    """The file with `value` set; a text pydicom refuses to set ("abc" as a DS) is written as raw bytes."""
     path = tmp_path / f"{source}-{keyword}.dcm"
-    ds.save_as(path, enforce_file_format=False)
+    try:
+        path.write_bytes(with_attribute(source, keyword, value))
+    except (ValueError, TypeError, OverflowError):
+        if not isinstance(value, str):
+            raise
+        path.write_bytes(with_raw_text(source, keyword, value))
     return path
 
 
@@ -41,7 +35,7 @@ def test_a_well_formed_modality_lut_is_applied(tmp_path: Path) -> None:
     stored = ds.pixel_array
     low, high = int(stored.min()), int(stored.max())
     path = _written(tmp_path, "CT_small.dcm", "ModalityLUTSequence",
-                    _modality_lut([high - low + 1, low, 16], [2 * v for v in range(high - low + 1)]))  # fmt: skip
+                    modality_lut([high - low + 1, low, 16], [2 * v for v in range(high - low + 1)]))  # fmt: skip
     decoded = load_image(path)
     assert np.array_equal(decoded.pixels, 2 * (stored.astype(np.float32) - low))
 
@@ -49,11 +43,11 @@ def test_a_well_formed_modality_lut_is_applied(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     "lut",
     [
-        _modality_lut([0, 0, 16], [1, 2, 3]),  # 0 entries means 65536: far more than the data holds
-        _modality_lut([4096, 0, 16], []),  # no data
-        _modality_lut([2, 0, 99], [1, 2]),  # 99 bits per entry
-        _modality_lut([1, 0], [5]),  # a descriptor of two values
-        _modality_lut(None, [1, 2]),  # no descriptor
+        modality_lut([0, 0, 16], [1, 2, 3]),  # 0 entries means 65536: far more than the data holds
+        modality_lut([4096, 0, 16], []),  # no data
+        modality_lut([2, 0, 99], [1, 2]),  # 99 bits per entry
+        modality_lut([1, 0], [5]),  # a descriptor of two values
+        modality_lut(None, [1, 2]),  # no descriptor
     ],
     ids=["entries-0", "no-data", "99-bits", "short-descriptor", "no-descriptor"],
 )
@@ -63,6 +57,15 @@ def test_a_malformed_modality_lut_is_an_unreadable_image(tmp_path: Path, source:
     with pytest.raises(ImageDecodeError) as caught:
         load_image(path)
     assert str(path) in str(caught.value) and "Modality LUT Sequence (0028,3000)" in str(caught.value)
+
+
+@pytest.mark.parametrize(("keyword", "text"), [("RescaleSlope", "abc"), ("RescaleIntercept", "1e999")])
+def test_a_rescale_that_is_no_finite_number_is_an_unreadable_image(tmp_path: Path, keyword: str, text: str) -> None:
+    """Written as raw bytes (pydicom refuses to set them); 1e999 would make every pixel infinite."""
+    path = tmp_path / "rescale.dcm"
+    path.write_bytes(with_raw_text("CT_small.dcm", keyword, text))
+    with pytest.raises(ImageDecodeError, match=r"Rescale Slope/Intercept \(0028,1053\)"):
+        load_image(path)
 
 
 HOSTILE: dict[str, list[object]] = {
