@@ -54,10 +54,10 @@ class IndexManifest:
     image_encoder_fingerprint: str | None = None  # the image encoder's weights (same size, other space)
     faiss_generation: int | None = None  # local: the generation the FAISS files on disk hold
     backend: str | None = None  # "milvus"; a local index does not say
-    image_index: str | None = None  # Milvus: the kind its collections are indexed with (flat or ivf)
+    image_index: str | None = None  # Milvus: the kind its collections are indexed with (flat, hnsw; ivf before)
     text_index: str | None = None
     metadata_keys: list[str] | None = None  # Milvus: the metadata keys filters may name
-    collections: dict[str, str] | None = None  # Milvus: this copy's images and cases collections
+    collections: dict[str, str] | None = None  # Milvus: this copy's images and cases collections, and aliases
     format_version: int = FORMAT_VERSION
     extra: JsonObject = field(default_factory=dict)  # keys this version does not know, kept
 

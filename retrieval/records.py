@@ -229,7 +229,7 @@ class IndexInfo:
     image_encoder: str
     image_encoder_fingerprint: str | None
     text_encoder: str
-    image_index: str  # "flat" (exact) or "ivf"
+    image_index: str  # "flat" (exact), "ivf" (FAISS; Milvus indexes of earlier versions) or "hnsw" (Milvus)
     text_index: str
     generation: int  # bumped by every committed write
     flushed_generation: int | None  # local: the generation the FAISS files on disk hold

@@ -227,43 +227,44 @@ class CaseSearcher:
         text = query.text.strip() if query.text else ""
         report_vec = self.embed_report_text(text) if text else None
         clip_text_vec = self.embed_clip_text(text) if text and image_vec is None else None
-        excl = (
-            self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
-            if guard
-            else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ()))
-        )
-        visual_vec = image_vec if image_vec is not None else clip_text_vec
-        visual_weight = self.config.image_weight if image_vec is not None else self.config.text_clip_weight
-        if report_vec is None:
-            visual_weight = 1.0
-        pool = max(4 * k, 50)
-        scope = SearchScope(
-            filters=dict(filters or {}),
-            exclude_case_ids=frozenset(excl.case_ids),
-            exclude_patient_ids=frozenset(excl.patient_ids),
-            # A fused score reads the report vector: a case without a report cannot be ranked by it.
-            reported_only=reported_only or report_vec is not None,
-        )
-        assert visual_vec is not None
-        # Candidates are row ids only: exact rescoring reads their vectors, and only the hits kept are read
-        # whole (reports included), which is most of what a search costs in Python.
-        candidates = dict.fromkeys(self.store.search_ids("image", visual_vec[None, :], pool, scope)[0][0])
-        if report_vec is not None:
-            text_cases = self.store.search_ids("text", report_vec[None, :], pool, scope)[0][0]
-            candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
-        ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
-        per_case = _best_per_case(ranked)
-        if self.config.case_pooling and image_vec is not None and report_vec is None:
-            per_case = self._pooled(per_case, image_vec)
-        kept = (ranked if per_image else per_case)[:k]
-        voters = (ranked if self.config.vote_by == "image" else per_case)[:VOTE_K]
-        # The vote's neighbours and the results overlap: one read for both. Each keeps its own score (a
-        # pooled case's differs from its best image's).
-        read = list(dict.fromkeys(r.image_row for r in voters + kept))
-        hits = self.store.image_hits(read, [0.0] * len(read))
-        neighbours = [replace(hits[r.image_row], score=r.score) for r in voters if r.image_row in hits]
-        results = tuple(replace(hits[r.image_row], score=r.score) for r in kept if r.image_row in hits)
-        return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
+        with self.store.read_point():  # every read of this search at one point of the store's history
+            excl = (
+                self._exclusions(query, decoded, image_vec, exclude_case_ids or set(), exclude_patient_ids or set())
+                if guard
+                else _Exclusions(set(exclude_case_ids or ()), set(exclude_patient_ids or ()))
+            )
+            visual_vec = image_vec if image_vec is not None else clip_text_vec
+            visual_weight = self.config.image_weight if image_vec is not None else self.config.text_clip_weight
+            if report_vec is None:
+                visual_weight = 1.0
+            pool = max(4 * k, 50)
+            scope = SearchScope(
+                filters=dict(filters or {}),
+                exclude_case_ids=frozenset(excl.case_ids),
+                exclude_patient_ids=frozenset(excl.patient_ids),
+                # A fused score reads the report vector: a case without a report cannot be ranked by it.
+                reported_only=reported_only or report_vec is not None,
+            )
+            assert visual_vec is not None
+            # Candidates are row ids only: exact rescoring reads their vectors, and only the hits kept are read
+            # whole (reports included), which is most of what a search costs in Python.
+            candidates = dict.fromkeys(self.store.search_ids("image", visual_vec[None, :], pool, scope)[0][0])
+            if report_vec is not None:
+                text_cases = self.store.search_ids("text", report_vec[None, :], pool, scope)[0][0]
+                candidates.update(dict.fromkeys(self.store.image_ids_of_cases(text_cases)))
+            ranked = self._fuse(list(candidates), visual_vec, visual_weight, report_vec, expand=image_vec is not None)
+            per_case = _best_per_case(ranked)
+            if self.config.case_pooling and image_vec is not None and report_vec is None:
+                per_case = self._pooled(per_case, image_vec)
+            kept = (ranked if per_image else per_case)[:k]
+            voters = (ranked if self.config.vote_by == "image" else per_case)[:VOTE_K]
+            # The vote's neighbours and the results overlap: one read for both. Each keeps its own score (a
+            # pooled case's differs from its best image's).
+            read = list(dict.fromkeys(r.image_row for r in voters + kept))
+            hits = self.store.image_hits(read, [0.0] * len(read))
+            neighbours = [replace(hits[r.image_row], score=r.score) for r in voters if r.image_row in hits]
+            results = tuple(replace(hits[r.image_row], score=r.score) for r in kept if r.image_row in hits)
+            return SearchResult(query=query.label, hits=results, predicted=self._predict(neighbours, image_vec))
 
     def _pooled(self, best: list[_Ranked], query: np.ndarray) -> list[_Ranked]:
         """Candidate cases re-ranked by the query's cosine with their pooled images (best image kept)."""

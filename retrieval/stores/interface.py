@@ -9,6 +9,7 @@ are the backend's own: they are only ever handed back to the store that gave the
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Protocol
 
@@ -46,6 +47,11 @@ class CaseStoreInterface(Protocol):
     def close(self) -> None: ...
 
     def replaced_on_disk(self) -> bool: ...
+
+    def read_point(self) -> AbstractContextManager[None]:
+        """Reads in the block all see the store at one point: Milvus gives them one read guarantee (one
+        look at the write lease, not one per read); the local store has nothing to pin."""
+        ...
 
     def add_cases(
         self, items: Sequence[tuple[Case, Mapping[str, np.ndarray], np.ndarray]], *, replace: bool = False

@@ -6,7 +6,9 @@ exclusions, image-only cases), every read and every write must give the same res
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -172,13 +174,13 @@ def test_a_write_cut_short_is_never_read_and_is_cleaned_by_the_next(connection: 
     assert store.info().images == 6 and store.search_images(query, 1)[0][0].case_id == "c7"
 
 
-def test_switches_to_ivf_at_the_threshold(connection: MilvusConnection) -> None:
+def test_switches_to_hnsw_at_the_threshold(connection: MilvusConnection) -> None:
     store = create_milvus(connection, "ivf", IndexParams(exact_threshold=30, nprobe=64))
     items = make_cases(20)
     store.add_cases(items[:10])
     assert store.info().image_index == "flat"
     store.add_cases(items[10:])
-    assert store.info().image_index == "ivf" and store.info().text_index == "flat"
+    assert store.info().image_index == "hnsw" and store.info().text_index == "flat"
     query = items[13][1]["c13/img1"][None, :]
     assert store.search_images(query, 1)[0][0].image_id == "c13/img1"
 
@@ -206,14 +208,18 @@ def test_bad_input(connection: MilvusConnection) -> None:
         MilvusCaseStore.open(connection, "never-made")
     assert collection_base("bad.name:1") != collection_base("bad_name_1")
     # A collection whose vectors are not the size the index's manifest (and encoder) says.
-    connection.client.drop_collection(store.cases)
+    assert store.manifest.collections is not None
+    cases = store.manifest.collections["cases"]  # the collection under the alias `store.cases`
+    connection.client.drop_alias(store.cases)
+    connection.client.drop_collection(cases)
     from kgreport.retrieval.stores.milvus.schema import case_schema, vector_index
 
     connection.client.create_collection(
-        store.cases,
+        cases,
         schema=case_schema(TEXT_DIM + 1),
         index_params=vector_index(connection.client, "flat", 0, IndexParams()),
     )
+    connection.client.create_alias(cases, store.cases)
     with pytest.raises(IndexUnreadableError, match=f"{TEXT_DIM + 1}-d.*{TEXT_DIM}-d"):
         MilvusCaseStore.open(connection, "bad.name:1")
     assert MilvusCaseStore.drop(connection, "bad.name:1") and not MilvusCaseStore.exists(connection, "bad.name:1")
@@ -240,10 +246,12 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     assert old.replaced_on_disk() is False
     current = milvus_registry.swap_in(connection, "swap.rebuild~", "swap")
     assert old.replaced_on_disk() is True  # every replica's open handle sees it must open the index anew
-    assert old.info().cases == 2  # and, until it does, still reads the copy it opened
+    assert old.info().cases == 3  # and, through the index's aliases, already reads the new copy
     swapped = MilvusCaseStore.open(connection, "swap")
     assert swapped.info().cases == 3 and swapped.manifest.created == staging.manifest.created
-    assert (swapped.images, swapped.cases) == current
+    assert swapped.manifest.collections is not None
+    assert (swapped.manifest.collections["images"], swapped.manifest.collections["cases"]) == current
+    assert (swapped.images, swapped.cases) == (old.images, old.cases)  # the aliases, not the collections
     assert not MilvusCaseStore.exists(connection, "swap.rebuild~") and "swap.rebuild~" not in MilvusCaseStore.names(
         connection
     )
@@ -251,8 +259,54 @@ def test_a_rebuilt_copy_is_swapped_in_under_the_name(
     assert swapped.search_images(query, 1)[0][0].image_id == "c2/img1"
     milvus_registry.retire(connection, "swap", keep=current)
     assert own_collections(connection, "swap") == sorted(current)
-    with pytest.raises(CaseStoreUnavailableError, match=old.cases):
-        old.info()
+    assert old.info().cases == 3  # the replaced copy is gone, and no handle was reading it
+
+
+def until(condition: Callable[[], bool], what: str, seconds: float = 120.0) -> None:
+    """Wait on a condition (a count of answers), never on a fixed sleep."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_reads_through_a_rebuild_swap_never_fail(connection: MilvusConnection, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Handles opened before a swap read through the index's aliases: they read the new copy from the
+    moment the aliases move, so dropping the old copy at once (no grace) fails none of their reads."""
+    monkeypatch.setattr(milvus_store, "RETIRE_AFTER_S", 0.0)
+    old = create_milvus(connection, "busy")
+    old.add_cases(make_cases(4))
+    staging = create_milvus(connection, "busy.rebuild~")
+    rebuilt = make_cases(5, seed=9)
+    staging.add_cases(rebuilt)
+    image_query = rebuilt[3][1]["c3/img1"][None, :]
+    text_query = rebuilt[3][2][None, :]
+    answers: list[int] = []
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    def read() -> None:
+        while not stop.is_set():
+            try:
+                answers.append(len(old.search_images(image_query, 3)[0]) + len(old.search_texts(text_query, 3)[0]))
+                answers.append(old.info().cases)
+            except BaseException as err:  # noqa: BLE001  (every failure counts)
+                failures.append(err)
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        until(lambda: len(answers) >= 10 or bool(failures), "reads before the swap")
+        MilvusCaseStore.swap_in(connection, "busy.rebuild~", "busy")  # moves the aliases, drops the old copy
+        after = len(answers)
+        until(lambda: len(answers) >= after + 10 or bool(failures), "reads after the swap")
+    finally:
+        stop.set()
+        reader.join()
+    assert failures == []
+    assert old.info().cases == 5 and old.search_images(image_query, 1)[0][0].image_id == "c3/img1"
+    assert len(own_collections(connection, "busy")) == 2  # only the new copy is left
 
 
 def own_collections(connection: MilvusConnection, name: str) -> list[str]:
@@ -274,7 +328,8 @@ def test_long_names_and_a_create_cut_short(connection: MilvusConnection) -> None
     milvus_registry.create_collections(connection, "cut2", DIM, TEXT_DIM, IndexParams())
     assert len(own_collections(connection, "cut2")) == 2 and not MilvusCaseStore.exists(connection, "cut2")
     made = create_milvus(connection, "cut2")
-    assert own_collections(connection, "cut2") == sorted([made.images, made.cases])
+    assert made.manifest.collections is not None
+    assert own_collections(connection, "cut2") == sorted([made.manifest.collections[k] for k in ("images", "cases")])
 
 
 def registry_rows(connection: MilvusConnection, name: str) -> list[dict]:
@@ -315,8 +370,10 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
     index = vector_index(client, "flat", 0, IndexParams(), field="unused")
     client.create_collection(LEGACY_REGISTRY, schema=schema, index_params=index)
     manifest = replace(store.manifest, collections=None)
-    for collection, kind in ((store.images, "images"), (store.cases, "cases")):  # the first layout's names
-        client.rename_collection(collection, f"{collection_base('moved')}_{kind}")
+    assert store.manifest.collections is not None
+    for kind in ("images", "cases"):  # the first layout's names, and no aliases
+        client.drop_alias(store.manifest.collections[f"{kind}_alias"])
+        client.rename_collection(store.manifest.collections[kind], f"{collection_base('moved')}_{kind}")
     legacy_row = {"name": "moved", "manifest": manifest.to_json(), "generation": 7, "unused": [0.0, 0.0]}
     client.upsert(LEGACY_REGISTRY, [legacy_row])
     client.delete(REGISTRY, filter='name == "moved"')  # as if it had only ever been in the first registry
@@ -333,7 +390,9 @@ def test_the_first_registry_is_moved_on_first_use(milvus: MilvusUnderTest, monke
         create_milvus(later, "moved.rebuild~").add_cases(make_cases(3))
         MilvusCaseStore.swap_in(later, "moved.rebuild~", "moved")
         swapped = MilvusCaseStore.open(later, "moved")
-        assert swapped.info().cases == 3 and own_collections(later, "moved") == sorted([swapped.images, swapped.cases])
+        assert swapped.manifest.collections is not None
+        tagged = sorted(swapped.manifest.collections[k] for k in ("images", "cases"))
+        assert swapped.info().cases == 3 and own_collections(later, "moved") == tagged
         assert swapped.generation() == 8 and not MilvusCaseStore.exists(later, "moved.rebuild~")
     finally:
         MilvusCaseStore.drop(later, "moved")

@@ -3,7 +3,8 @@
 - `LocalIndexStores` (the default): each index a folder of SQLite + FAISS files under the data dir, its
   writers excluded by a file lock. One machine (several processes on it may share the folder).
 - `MilvusIndexStores` (`milvus://HOST:PORT`): each index a pair of Milvus collections, shared by every
-  replica; writers excluded across machines by a lease in the shared graph (`usecases.stores.write_lease`).
+  replica; writers excluded across machines by a lease in the shared graph (`usecases.stores.write_lease`),
+  which also tells each search the last write it must see (so it need not wait for Milvus's time tick).
 
 Both hand out stores with the same methods (`retrieval.stores.local.store.CaseStore`,
 `retrieval.stores.milvus.store.MilvusCaseStore`), so ingest, search, the service and the report writer never
@@ -12,8 +13,10 @@ ask which one they have.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
@@ -27,7 +30,10 @@ from kgreport.retrieval.stores.local.write_lock import index_busy, index_write_l
 from kgreport.retrieval.stores.milvus.connection import MilvusConnection, MilvusSettings
 from kgreport.retrieval.stores.milvus.store import MilvusCaseStore
 from kgreport.usecases.settings import STAGING_SUFFIX, Settings
-from kgreport.usecases.stores.write_lease import lease_busy, write_lease
+from kgreport.usecases.stores.write_lease import lease_busy, read_guarantee, write_lease
+
+log = logging.getLogger(__name__)
+GRAPH_RETRY_S = 5.0  # after the graph failed to answer a search's lease read, strong reads for this long
 
 AnyStore = CaseStore | MilvusCaseStore  # both are `retrieval.stores.interface.CaseStoreInterface`
 
@@ -131,7 +137,8 @@ class MilvusIndexStores:
 
     def __init__(self, settings: Settings, graph: Callable[[], GraphBackend]) -> None:
         self.settings = settings
-        self._graph = graph  # opened on first write: reads never need it
+        self._graph = graph  # opened on first use: reads work without it (strong, see `read_guarantee`)
+        self._graph_down_until = 0.0
         self.connection = MilvusConnection(
             MilvusSettings(
                 settings.case_store,
@@ -152,19 +159,39 @@ class MilvusIndexStores:
 
     def open(self, name: str, params: IndexParams) -> MilvusCaseStore:
         self.settings.index_dir(name)
-        return MilvusCaseStore.open(self.connection, name, params)
+        return MilvusCaseStore.open(self.connection, name, params, self._guarantee_of(name))
 
     def create(
         self, name: str, image_encoder: EncoderLabel, text_encoder: EncoderLabel, params: IndexParams
     ) -> MilvusCaseStore:
         self.settings.index_dir(name)
-        return MilvusCaseStore.create_for(self.connection, name, image_encoder, text_encoder, params)
+        return MilvusCaseStore.create_for(
+            self.connection, name, image_encoder, text_encoder, params, self._guarantee_of(name)
+        )
 
     def drop(self, name: str) -> None:
         MilvusCaseStore.drop(self.connection, name)
 
     def write_lock(self, name: str) -> AbstractContextManager[None]:
-        return write_lease(self._graph(), name, self.settings.write_lease_seconds)
+        written = lambda: self.connection.last_write_ts  # noqa: E731  (read when the lease is let go)
+        return write_lease(self._graph(), name, self.settings.write_lease_seconds, written)
+
+    def _guarantee_of(self, name: str) -> Callable[[], int | None]:
+        """What each search of `name` must see (`write_lease.read_guarantee`); strong while the graph is away."""
+
+        def guarantee() -> int | None:
+            if time.monotonic() < self._graph_down_until:
+                return None
+            try:
+                return read_guarantee(self._graph(), name)
+            except Exception as err:  # any failure of the graph: a strong read is always correct
+                log.warning(
+                    "graph did not answer a lease read (%s); Milvus reads are strong for %.0f s", err, GRAPH_RETRY_S
+                )
+                self._graph_down_until = time.monotonic() + GRAPH_RETRY_S
+                return None
+
+        return guarantee
 
     def busy(self, name: str) -> str | None:
         return lease_busy(self._graph(), name)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from pathlib import Path
 
@@ -202,6 +203,10 @@ class CaseStore:
             if not self._closed:
                 self.rows.close()
                 self._closed = True
+
+    def read_point(self) -> AbstractContextManager[None]:
+        """Nothing to pin: reads of the local files always see every committed write."""
+        return nullcontext()
 
     def __enter__(self) -> CaseStore:
         return self

@@ -6,11 +6,15 @@ which collection names may not, so those are written as `_xx` hex codes; the tag
 of the index, so a rebuild never renames over the copy being read), and the registry collection
 `kgreport_index_registry` holds its manifest and write generation (`registry.py`).
 
-Reads ask for `Strong` consistency by default, so a write through one replica is seen by the next read
-through any other. Milvus answers a strong read once its time tick has passed the read's timestamp, so
-each strong read waits up to `proxy.timeTickInterval` (200 ms by default; the tests and benchmarks run
-Milvus with 10 ms, where a strong query took about 14 ms). `KGREPORT_MILVUS_CONSISTENCY=Session` or
-`Bounded` trades that wait for reads that may lag other replicas' writes.
+Consistency is chosen per call. Reads ask for `Strong` consistency by default, so a write through one
+replica is seen by the next read through any other; but Milvus answers a strong read only once its time
+tick has passed the read's timestamp, so each waits up to `proxy.timeTickInterval` (an empty search took
+19 ms here at 10 ms, against 1.5 ms without the wait). So a read may instead be given a *guarantee*: the
+Milvus timestamp of the last write it must see. Milvus then answers at once when that write is older than
+a tick. Every write ends with a registry insert (`registry.py`), so the timestamp of that insert
+(`last_write_ts`) covers all of the write's rows; the caller that holds the index's write lease records
+it where the other replicas look (`usecases.stores.write_lease`), and their searches pass it here.
+`KGREPORT_MILVUS_CONSISTENCY=Session`, `Bounded` or `Eventually` makes every read that level instead.
 
 Any failure to reach or use the server becomes `CaseStoreUnavailableError` naming the URL (a 503), and
 the gRPC channel reconnects by itself once the server is back.
@@ -101,6 +105,7 @@ class MilvusConnection:
         # 75 retries with back-off, over three minutes against a server that is down).
         self.timeout = max(1, math.ceil(settings.timeout))
         self.registry_ready = False  # whether the index registry collection is known to exist
+        self.last_write_ts = 0  # the Milvus timestamp of this process's latest registry write (0: none yet)
         endpoint = settings.endpoint()
         from pymilvus import MilvusClient
 
@@ -136,13 +141,21 @@ class MilvusConnection:
         which takes seconds on a busy server, so they get at least `LOAD_TIMEOUT`."""
         return self.call(doing, method, *args, timeout=max(self.timeout, LOAD_TIMEOUT), **kwargs)
 
-    def read(self, collection: str, method: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    def note_write(self, collection: str) -> None:
+        """Remember the timestamp Milvus gave the latest insert into `collection` (pymilvus keeps it)."""
+        from pymilvus.client import ts_utils
+
+        self.last_write_ts = max(self.last_write_ts, int(ts_utils.get_collection_ts(collection) or 0))
+
+    def read(
+        self, collection: str, method: Callable[..., T], /, *args: Any, guarantee: int | None = None, **kwargs: Any
+    ) -> T:
         """A search or query of `collection`. After a server restart Milvus loads collections again in
         the background, and a read meanwhile fails with "collection not loaded": load it (which waits
         until it is) and ask once more."""
         from pymilvus.exceptions import MilvusException
 
-        kwargs |= self.read_options()
+        kwargs |= self.read_options(guarantee)
         with self.errors(f"reading {collection}"):
             try:
                 return method(collection, *args, **kwargs)
@@ -153,13 +166,26 @@ class MilvusConnection:
                 self.client.load_collection(collection, timeout=max(self.timeout, LOAD_TIMEOUT))
                 return method(collection, *args, **kwargs)
 
-    def read_options(self) -> dict[str, object]:
+    def read_options(self, guarantee: int | None = None) -> dict[str, object]:
+        """A strong read, or, with a `guarantee` (a write's Milvus timestamp), one that sees at least that
+        write and waits for no tick; a weaker level in the settings applies to every read."""
+        if guarantee is not None and guarantee > 0 and self.settings.consistency == "Strong":
+            return {"consistency_level": "Customized", "guarantee_timestamp": guarantee, "timeout": self.timeout}
         return {"consistency_level": self.settings.consistency, "timeout": self.timeout}
 
-    def query(self, collection: str, expression: str, fields: list[str], limit: int | None = None) -> list[MilvusRow]:
+    def query(
+        self,
+        collection: str,
+        expression: str,
+        fields: list[str],
+        limit: int | None = None,
+        guarantee: int | None = None,
+    ) -> list[MilvusRow]:
         """Rows of `collection` matching `expression` (at most `limit`), as dicts of `fields`."""
         options = {"limit": limit} if limit is not None else {}
-        rows = self.read(collection, self.client.query, filter=expression, output_fields=fields, **options)
+        rows = self.read(
+            collection, self.client.query, filter=expression, output_fields=fields, guarantee=guarantee, **options
+        )
         return [dict(row) for row in rows]
 
     def query_all(self, collection: str, expression: str, fields: list[str]) -> Iterator[MilvusRow]:

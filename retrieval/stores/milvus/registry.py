@@ -11,9 +11,14 @@ index only grow.
 
 Each copy of an index's collections has its own tag, named in the manifest. An index exists once its
 first row is written (its collections are made first, so a create cut short leaves no index, and the
-next create drops what it left). `swap_in` makes a rebuilt copy the index under the old name by pointing
-the registry at it, so no read ever finds the index without collections; `retire` later drops the copy
-it replaced.
+next create drops what it left).
+
+Every read and write goes through the index's two aliases (`<base>_images_live`, `<base>_cases_live`),
+not the collections. `swap_in` makes a rebuilt copy the index under the old name by pointing the aliases
+at it (one atomic step on the server for each) and then the registry, so every open handle, on every
+replica, reads the new copy from its next call on and none ever finds the index without collections;
+`retire` drops the copy it replaced a moment later, once reads already under way on it have ended. An
+index made before aliases reads its collections by name until its next rebuild.
 """
 
 from __future__ import annotations
@@ -44,8 +49,15 @@ ROW_FIELDS = ["pk", "name", "manifest", "generation"]
 
 
 def collections_of(name: str, manifest: Mapping[str, Any]) -> tuple[str, str]:
-    """(images collection, cases collection) of the index `name`, as its manifest names them. An index
-    made before collections were tagged has them untagged, under the name itself."""
+    """(images, cases) as reads and writes name them: the index's aliases, or, for an index made before
+    aliases, its collections as its manifest names them (untagged, under the name itself, before tags)."""
+    named = manifest.get("collections") or {}
+    if "images_alias" in named:
+        return str(named["images_alias"]), str(named["cases_alias"])
+    return _concrete(name, manifest)
+
+
+def _concrete(name: str, manifest: Mapping[str, Any]) -> tuple[str, str]:
     named = manifest.get("collections")
     if named:
         return str(named["images"]), str(named["cases"])
@@ -53,10 +65,36 @@ def collections_of(name: str, manifest: Mapping[str, Any]) -> tuple[str, str]:
     return f"{base}_images", f"{base}_cases"
 
 
+def _aliases(name: str) -> dict[str, str]:
+    base = collection_base(name)
+    return {"images_alias": f"{base}_images_live", "cases_alias": f"{base}_cases_live"}
+
+
+def _aliases_of(connection: MilvusConnection, collections: Collection[str]) -> set[str]:
+    """The aliases on these collections (those that exist)."""
+    client, found = connection.client, set()
+    for collection in collections:
+        if connection.call("listing collections", client.has_collection, collection):
+            found |= set(connection.call("listing aliases", client.list_aliases, collection).get("aliases", []))
+    return found
+
+
+def _point_aliases(connection: MilvusConnection, named: Mapping[str, str], existing: Collection[str] = ()) -> None:
+    """Point the index's aliases at these collections: move those in `existing` (one atomic step on the
+    server each), make the others."""
+    client = connection.client
+    for kind in ("images", "cases"):
+        alias, target = named[f"{kind}_alias"], named[kind]
+        if alias in existing:
+            connection.admin(f"pointing alias {alias} at {target}", client.alter_alias, target, alias)
+        else:
+            connection.admin(f"creating alias {alias}", client.create_alias, target, alias)
+
+
 def _new_collections(name: str) -> dict[str, str]:
     """Names for a new copy of the index's collections: the index's base, the kind, and a fresh tag."""
     base, tag = collection_base(name), uuid.uuid4().hex[:TAG_LENGTH]
-    return {"images": f"{base}_images_{tag}", "cases": f"{base}_cases_{tag}"}
+    return {"images": f"{base}_images_{tag}", "cases": f"{base}_cases_{tag}"} | _aliases(name)
 
 
 def _own_collections(connection: MilvusConnection, name: str) -> list[str]:
@@ -137,6 +175,7 @@ def write_registry(connection: MilvusConnection, name: str, manifest: JsonObject
     _ensure_registry(connection)
     row = {"name": name, "manifest": manifest, "generation": int(generation), "unused": [0.0, 0.0]}
     inserted = connection.call("writing the index registry", connection.client.insert, REGISTRY, [row])
+    connection.note_write(REGISTRY)  # after every row of the write it ends: reads that see it see them all
     older = f"{text_list('name', [name])} and not ({id_list('pk', inserted['ids'])})"
     connection.call("deleting older registry rows", connection.client.delete, REGISTRY, filter=older)
 
@@ -147,6 +186,9 @@ def index_names(connection: MilvusConnection) -> list[str]:
 
 
 def _drop_collection(connection: MilvusConnection, collection: str) -> None:
+    """Drop the collection and its aliases (Milvus would keep an alias to a dropped collection)."""
+    for alias in _aliases_of(connection, [collection]):
+        connection.admin(f"dropping alias {alias}", connection.client.drop_alias, alias)
     if connection.call("listing collections", connection.client.has_collection, collection):
         connection.admin(f"dropping {collection}", connection.client.drop_collection, collection)
 
@@ -155,7 +197,7 @@ def create_collections(
     connection: MilvusConnection, name: str, image_dim: int, text_dim: int, params: IndexParams
 ) -> dict[str, str]:
     """A new copy of the index's two collections, empty, exact-search indexed and loaded, after dropping
-    any a create cut short left; returns their names for the manifest."""
+    any a create cut short left, with the index's aliases on them; returns their names for the manifest."""
     retire(connection, name)
     named = _new_collections(name)
     for collection, schema in ((named["images"], image_schema(image_dim)), (named["cases"], case_schema(text_dim))):
@@ -163,6 +205,7 @@ def create_collections(
         connection.admin(
             f"creating {collection}", connection.client.create_collection, collection, schema=schema, index_params=index
         )
+    _point_aliases(connection, named)
     return named
 
 
@@ -178,17 +221,22 @@ def drop_index(connection: MilvusConnection, name: str) -> bool:
 
 def swap_in(connection: MilvusConnection, staging: str, name: str) -> tuple[str, str]:
     """Make the index `staging` the index `name`: rename `staging`'s collections to a new copy of
-    `name`'s, then register that copy under `name` with `staging`'s manifest (a new creation time, so
-    every replica opens it anew) and a generation above both. The copy `name` had stays readable, so
-    handles open on it keep answering until they notice; `retire` drops it. Returns the new collections."""
+    `name`'s, point `name`'s aliases at it, then register it under `name` with `staging`'s manifest (a
+    new creation time, so every replica opens it anew) and a generation above both. The copy `name` had
+    is left for `retire`, so a read already under way on it ends well. Returns the new collections."""
     staged = _rows(connection, staging)
     if not staged:
         raise IndexNotFoundError(f"index {staging!r} not found on {connection.url}")
     replaced = registry_row(connection, name)
     manifest = dict(staged[0]["manifest"])
     named = _new_collections(name)
-    for source, target in zip(collections_of(staging, manifest), named.values(), strict=True):
+    staged_collections = _concrete(staging, manifest)
+    for alias in _aliases_of(connection, staged_collections):  # nobody reads the staging copy
+        connection.admin(f"dropping alias {alias}", connection.client.drop_alias, alias)
+    for source, target in zip(staged_collections, (named["images"], named["cases"]), strict=True):
         connection.admin(f"renaming {source}", connection.client.rename_collection, source, target)
+    replaced_collections = _concrete(name, dict(replaced["manifest"])) if replaced else ()
+    _point_aliases(connection, named, _aliases_of(connection, replaced_collections))
     generation = max(int(staged[0]["generation"]), int(replaced["generation"]) if replaced else -1) + 1
     write_registry(connection, name, manifest | {"collections": named}, generation)
     _delete_rows(connection, staged)

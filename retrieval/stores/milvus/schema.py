@@ -86,15 +86,33 @@ def registry_schema() -> Any:
 
 
 def vector_index(client: Any, kind: str, rows: int, params: IndexParams, field: str = "vector") -> Any:
-    """Index parameters for `field`: exact (FLAT) or IVF_FLAT with ≈ 4·√rows lists, inner product."""
+    """Index parameters for `field`, inner product: exact (FLAT), HNSW, or IVF_FLAT with ≈ 4·√rows lists.
+
+    HNSW above the exact threshold: Milvus indexes each sealed segment apart, and an IVF whose `nlist` is
+    fitted to the whole collection is wrong for every segment (recall@10 0.78-0.86 at 100k, varying with how
+    rows fell into segments), while HNSW needs no size (recall@10 1.000 at 100k, ef 64)."""
     index_params = client.prepare_index_params()
     if kind == "flat":
         index_params.add_index(field, index_type="FLAT", metric_type="IP")
+    elif kind == "hnsw":
+        hnsw = {"M": params.hnsw_m, "efConstruction": params.hnsw_ef_construction}
+        index_params.add_index(field, index_type="HNSW", metric_type="IP", params=hnsw)
     else:
         index_params.add_index(
             field, index_type="IVF_FLAT", metric_type="IP", params={"nlist": params.nlist or auto_nlist(rows)}
         )
     return index_params
+
+
+def search_params(kind: str, k: int, params: IndexParams) -> dict[str, object]:
+    """What a search of an index of this kind is given: HNSW's ef (at least k), IVF's nprobe (an index
+    an earlier version made, until its next write)."""
+    by_kind: dict[str, dict[str, int]] = {
+        "flat": {},
+        "hnsw": {"ef": max(params.hnsw_ef, k)},
+        "ivf": {"nprobe": params.nprobe},
+    }
+    return {"metric_type": "IP", "params": by_kind[kind]}
 
 
 def _lower(value: Any) -> str:

@@ -5,7 +5,7 @@ a case lives in Milvus (`schema.py`): vectors, case and image fields, report sec
 and image paths; nothing is kept on local disk, so a write through one replica is seen by the others at
 their next read (strong consistency, see `connection.py`).
 
-Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and IVF_FLAT above it, switched when a
+Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and HNSW above it, switched when a
 write crosses the threshold; filters and the leakage exclusions run inside Milvus as boolean
 expressions (`filters.py`). Writes are serialised across machines by the caller's lease
 (`usecases.stores.write_lease`); this class serialises its own threads. A write stores a batch's image rows, then
@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -26,11 +27,11 @@ import numpy as np
 
 from kgreport.retrieval.config import IndexParams
 from kgreport.retrieval.manifest import IndexExistsError, IndexManifest, IndexNotFoundError, IndexUnreadableError
-from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase, StoredImage
+from kgreport.retrieval.records import Case, Hit, ImageRow, IndexInfo, StoredCase
 from kgreport.retrieval.stores.interface import EncoderLabel
 from kgreport.retrieval.stores.local.rows_db import DuplicateCaseError, prepare_batch
 from kgreport.retrieval.stores.milvus.connection import CaseStoreUnavailableError, MilvusConnection
-from kgreport.retrieval.stores.milvus.filters import filter_expression, id_list, text_list
+from kgreport.retrieval.stores.milvus.filters import filter_expression, text_list
 from kgreport.retrieval.stores.milvus.reads import MilvusReads, none_if_empty
 from kgreport.retrieval.stores.milvus.registry import (
     collections_of,
@@ -42,36 +43,40 @@ from kgreport.retrieval.stores.milvus.registry import (
     swap_in,
     write_registry,
 )
-from kgreport.retrieval.stores.milvus.schema import case_row, image_row, vector_index
+from kgreport.retrieval.stores.milvus.schema import case_row, image_row, search_params, vector_index
 from kgreport.retrieval.stores.scope import EVERY_CASE, SearchScope
 
+# What a search must see: the Milvus timestamp of the index's latest finished write, or None for a strong
+# read (while a write is under way, or when nobody can say). Given by the caller that holds the write
+# leases (`usecases.stores.factory`); without one every read is strong.
+ReadGuarantee = Callable[[], int | None]
 MAX_TOP_K = 16_384  # Milvus's largest limit
 REPLACED_CHECK_S = 1.0  # how often an open handle asks whether its index was rebuilt or deleted
 RETIRE_AFTER_S = 5 * REPLACED_CHECK_S  # how long a swapped-out copy stays readable for such handles
-IMAGE_FIELDS = [
-    "pk",
-    "case_id",
-    "patient_id",
-    "image_id",
-    "path",
-    "caption",
-    "modality",
-    "body_region",
-    "plane",
-    "metadata",
-]
 
 
 class MilvusCaseStore:
     """One named index in Milvus; use `create`, `open`, `exists` and `drop`, not the constructor."""
 
-    def __init__(self, connection: MilvusConnection, name: str, manifest: IndexManifest, params: IndexParams | None):
+    def __init__(
+        self,
+        connection: MilvusConnection,
+        name: str,
+        manifest: IndexManifest,
+        params: IndexParams | None,
+        read_guarantee: ReadGuarantee | None = None,
+    ):
         self.connection = connection
         self._name = name
         self.manifest = manifest
         self.params = params or IndexParams()
+        self.read_guarantee: ReadGuarantee = self._pinned_or_asked
+        self._ask_guarantee: ReadGuarantee = read_guarantee or _strong
+        self._pin = threading.local()  # this thread's guarantee inside `read_point`
         self.images, self.cases = collections_of(name, manifest.to_json())
-        self._reads = MilvusReads(connection, self.images, self.cases, manifest.image_dim, manifest.text_dim)
+        self._reads = MilvusReads(
+            connection, self.images, self.cases, manifest.image_dim, manifest.text_dim, self.read_guarantee
+        )
         self._lock = threading.RLock()
         self._replaced_checked_at = time.monotonic()
         self._check_dimensions()
@@ -108,6 +113,7 @@ class MilvusCaseStore:
         text_encoder: str,
         params: IndexParams | None = None,
         image_encoder_fingerprint: str | None = None,
+        read_guarantee: ReadGuarantee | None = None,
     ) -> MilvusCaseStore:
         """A new, empty index; FileExistsError if one of this name exists. Collections left by a create
         that was cut short (no registry row yet) are dropped and made again."""
@@ -130,7 +136,7 @@ class MilvusCaseStore:
             collections=collections,
         )
         write_registry(connection, name, manifest.to_json(), 0)  # last: an index exists once it is registered
-        return cls(connection, name, manifest, params)
+        return cls(connection, name, manifest, params, read_guarantee)
 
     @classmethod
     def create_for(
@@ -140,6 +146,7 @@ class MilvusCaseStore:
         image_encoder: EncoderLabel,
         text_encoder: EncoderLabel,
         params: IndexParams | None = None,
+        read_guarantee: ReadGuarantee | None = None,
     ) -> MilvusCaseStore:
         """A new index sized and labelled for these encoders (as `CaseStore.create_for`)."""
         return cls.create(
@@ -151,14 +158,21 @@ class MilvusCaseStore:
             text_encoder=text_encoder.name,
             params=params,
             image_encoder_fingerprint=getattr(image_encoder, "fingerprint", None),
+            read_guarantee=read_guarantee,
         )
 
     @classmethod
-    def open(cls, connection: MilvusConnection, name: str, params: IndexParams | None = None) -> MilvusCaseStore:
+    def open(
+        cls,
+        connection: MilvusConnection,
+        name: str,
+        params: IndexParams | None = None,
+        read_guarantee: ReadGuarantee | None = None,
+    ) -> MilvusCaseStore:
         row = registry_row(connection, name)
         if row is None:
             raise IndexNotFoundError(f"index {name!r} not found on {connection.url}")
-        return cls(connection, name, _manifest(row, connection), params)
+        return cls(connection, name, _manifest(row, connection), params, read_guarantee)
 
     @classmethod
     def drop(cls, connection: MilvusConnection, name: str) -> bool:
@@ -198,6 +212,21 @@ class MilvusCaseStore:
         self._replaced_checked_at = now
         return row is None or row["manifest"].get("created") != self.manifest.created
 
+    @contextmanager
+    def read_point(self) -> Iterator[None]:
+        """Every read of the block, on this thread, under one read guarantee (asked once)."""
+        if getattr(self._pin, "active", False):  # nested: the outer point holds
+            yield
+            return
+        self._pin.guarantee, self._pin.active = self._ask_guarantee(), True
+        try:
+            yield
+        finally:
+            self._pin.active = False
+
+    def _pinned_or_asked(self) -> int | None:
+        return self._pin.guarantee if getattr(self._pin, "active", False) else self._ask_guarantee()
+
     def close(self) -> None:
         """Nothing to release: the connection is shared by every store on the server."""
 
@@ -234,9 +263,10 @@ class MilvusCaseStore:
         self.manifest = manifest
 
     def _index_kind_for(self, collection: str, kind: str) -> str:
-        """Exact search below the threshold, IVF from it on: rebuild the collection's index when it crosses."""
+        """Exact search below the threshold, HNSW from it on: rebuild the collection's index when it crosses
+        (an IVF index an earlier version made becomes HNSW at the next write)."""
         rows = self.connection.count(collection)
-        wanted = "ivf" if rows >= self.params.exact_threshold else "flat"
+        wanted = "hnsw" if rows >= self.params.exact_threshold else "flat"
         if wanted != kind:
             client, admin = self.connection.client, self.connection.admin
             admin(f"releasing {collection}", client.release_collection, collection)
@@ -304,45 +334,21 @@ class MilvusCaseStore:
         return [str(r["case_id"]) for r in self.connection.query_all(self.cases, "", ["case_id"])]
 
     def patient_of(self, case_id: str) -> str | None:
-        rows = self.connection.query(self.cases, text_list("case_id", [case_id]), ["patient_id"], limit=1)
+        rows = self.connection.query(
+            self.cases, text_list("case_id", [case_id]), ["patient_id"], limit=1, guarantee=self.read_guarantee()
+        )
         return none_if_empty(rows[0]["patient_id"]) if rows else None
 
     def case_ids_for_path(self, path: Path) -> set[str]:
         """Cases that store an image at exactly this path (the leakage guard's first check)."""
-        rows = self.connection.query(self.images, text_list("path", [str(path)]), ["case_id"])
+        rows = self.connection.query(
+            self.images, text_list("path", [str(path)]), ["case_id"], guarantee=self.read_guarantee()
+        )
         return {str(r["case_id"]) for r in rows} & self._reads.stored({str(r["case_id"]) for r in rows})
 
     def get_case(self, case_id: str) -> StoredCase | None:
         """The stored case, as `CaseStore.get_case` gives it: fields, report, metadata, images."""
-        fields = ["case_id", "patient_id", "modality", "body_region", "report", "report_text", "metadata"]
-        rows = self.connection.query(self.cases, text_list("case_id", [case_id]), fields, limit=1)
-        if not rows:
-            return None
-        row = rows[0]
-        images = sorted(
-            self.connection.query(self.images, text_list("case_id", [case_id]), IMAGE_FIELDS), key=lambda r: r["pk"]
-        )
-        return StoredCase(
-            case_id=row["case_id"],
-            patient_id=none_if_empty(row["patient_id"]),
-            modality=none_if_empty(row["modality"]),
-            body_region=none_if_empty(row["body_region"]),
-            report=dict(row["report"]),
-            report_text=row["report_text"],
-            metadata=dict(row["metadata"]),
-            images=tuple(
-                StoredImage(
-                    image_id=img["image_id"],
-                    path=img["path"],
-                    caption=none_if_empty(img["caption"]),
-                    modality=none_if_empty(img["modality"]),
-                    body_region=none_if_empty(img["body_region"]),
-                    plane=none_if_empty(img["plane"]),
-                    metadata=dict(img["metadata"]),
-                )
-                for img in images
-            ),
-        )
+        return self._reads.stored_case(case_id)
 
     def stored_cases(self) -> Iterator[Case]:
         for case_id in self.case_ids_in_order():
@@ -352,29 +358,7 @@ class MilvusCaseStore:
 
     def image_rows_for(self, ids: Iterable[int]) -> list[ImageRow]:
         """Stored image rows for these image ids, in the given order (unknown ids and orphans skipped)."""
-        wanted = [int(i) for i in ids]
-        if not wanted:
-            return []
-        rows = {int(r["pk"]): r for r in self.connection.query(self.images, id_list("pk", wanted), IMAGE_FIELDS)}
-        live = self._reads.stored({str(r["case_id"]) for r in rows.values()})
-        out = []
-        for i in wanted:
-            if (row := rows.get(i)) is not None and row["case_id"] in live:
-                out.append(
-                    ImageRow(
-                        id=i,
-                        case_id=str(row["case_id"]),
-                        patient_id=none_if_empty(row["patient_id"]),
-                        image_id=str(row["image_id"]),
-                        path=str(row["path"]),
-                        caption=none_if_empty(row["caption"]),
-                        modality=none_if_empty(row["modality"]),
-                        body_region=none_if_empty(row["body_region"]),
-                        plane=none_if_empty(row["plane"]),
-                        metadata=dict(row["metadata"]),
-                    )
-                )
-        return out
+        return self._reads.image_rows(ids)
 
     def info(self) -> IndexInfo:
         """Counts, dimensions, encoders, index kinds and the generation, as `CaseStore.info`."""
@@ -420,17 +404,14 @@ class MilvusCaseStore:
         matrix = matrix / np.where(norms > 0, norms, 1)
         collection = self.images if space == "image" else self.cases
         kind = (self.manifest.image_index if space == "image" else self.manifest.text_index) or "flat"
-        search_params: dict[str, object] = {
-            "metric_type": "IP",
-            "params": {"nprobe": self.params.nprobe} if kind == "ivf" else {},
-        }
         results = self.connection.read(
             collection,
             self.connection.client.search,
             data=matrix.tolist(),
             limit=min(int(k), MAX_TOP_K),
             filter=expression,
-            search_params=search_params,
+            search_params=search_params(kind, int(k), self.params),
+            guarantee=self.read_guarantee(),
             anns_field="vector",
             output_fields=[],
         )
@@ -477,3 +458,7 @@ __all__ = ["CaseStoreUnavailableError", "MilvusCaseStore"]
 def _manifest(row: Mapping[str, Any], connection: MilvusConnection) -> IndexManifest:
     """The manifest of a registry row, checked as a local one is (`IndexManifest.from_json`)."""
     return IndexManifest.from_json(dict(row["manifest"]), f"index {row['name']!r} on {connection.url}")
+
+
+def _strong() -> int | None:
+    return None
