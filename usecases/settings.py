@@ -180,8 +180,9 @@ class Settings(BaseSettings):
     milvus_consistency: str = Field(
         default="Strong",
         pattern="^(Strong|Session|Bounded|Eventually)$",
-        description="Milvus read consistency: Strong (default) sees every replica's writes at once, and waits "
-        "up to the server's proxy.timeTickInterval per read; the others answer sooner but may lag other replicas",
+        description="Milvus read consistency: Strong (default) sees every replica's finished writes at once "
+        "(searches by the timestamp the write lease records, other reads strong); the others make every read "
+        "that level, which may lag other replicas",
     )
     write_lease_seconds: float = Field(
         default=30.0,

@@ -3,7 +3,8 @@
 Every case store on one Milvus shares one `MilvusConnection`. An index NAME lives in two collections,
 `kgreport_<NAME>_images_<TAG>` and `kgreport_<NAME>_cases_<TAG>` (index names may hold `.`, `:` and `-`,
 which collection names may not, so those are written as `_xx` hex codes; the tag is new for each copy
-of the index, so a rebuild never renames over the copy being read), and the registry collection
+of the index, so a rebuild never renames over the copy being read), read and written through the
+aliases `kgreport_<NAME>_images_live` and `kgreport_<NAME>_cases_live`, and the registry collection
 `kgreport_index_registry` holds its manifest and write generation (`registry.py`).
 
 Consistency is chosen per call. Reads ask for `Strong` consistency by default, so a write through one

@@ -3,7 +3,10 @@
 Selected with `KGREPORT_CASE_STORE=milvus://HOST:PORT`. Everything a replica needs to search and to show
 a case lives in Milvus (`schema.py`): vectors, case and image fields, report sections, metadata
 and image paths; nothing is kept on local disk, so a write through one replica is seen by the others at
-their next read (strong consistency, see `connection.py`).
+their next read: reads are strong, or, for searches, given the last finished write's timestamp by the
+caller that holds the write leases (`read_guarantee`, see `connection.py`), one per search
+(`read_point`). Reads and writes name the index's aliases, so a rebuild swapped in (`registry.py`)
+is read from the next call on.
 
 Searches are exact (FLAT) below `IndexParams.exact_threshold` rows and HNSW above it, switched when a
 write crosses the threshold; filters and the leakage exclusions run inside Milvus as boolean
