@@ -80,13 +80,15 @@ def _busy(index: str, holder: str, expires: float) -> IndexBusyError:
 
 _held: set[str] = set()  # indexes this process is writing: the lease alone does not exclude our own threads
 _held_guard = threading.Lock()
-_constrained: set[int] = set()  # Neo4j graphs (by id) known to have the lease constraint
+_constrained: set[str] = set()  # Neo4j servers (by address) known to have the lease constraint
 
 
 def _ensure_constraint(graph: GraphBackend) -> None:
-    if getattr(graph, "name", "") == "neo4j" and id(graph) not in _constrained:
+    """The constraint lives on the server, so it is made once per server address, not per handle."""
+    address = str(getattr(graph, "address", ""))
+    if getattr(graph, "name", "") == "neo4j" and address not in _constrained:
         graph.run(NEO4J_CONSTRAINT)
-        _constrained.add(id(graph))
+        _constrained.add(address)
 
 
 @contextmanager
